@@ -1,0 +1,158 @@
+"""Background processes of the local stack: start them detached, recognise them later, stop them.
+
+A process is remembered by its pid *and* its start time (field 22 of ``/proc/<pid>/stat``), so a
+pid the kernel has since handed to another program is never signalled by ``dev down``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ProcessRecord(BaseModel):
+    """What the run state keeps of one process the stack started."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pid: int
+    start_ticks: int
+    argv: list[str]
+    log_path: Path
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after its closing paren are plain.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has exited already
+        return None
+    return int(fields[19])
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    user: int | None = None,
+    group: int | None = None,
+) -> ProcessRecord:
+    """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {})}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+            user=user,
+            group=group,
+            extra_groups=[] if user is not None else None,
+        )
+    ticks = _start_ticks(proc.pid)
+    # The child is not waited for by this process; the kernel reaps it when we exit (or via the
+    # SIGCHLD default), and liveness is read from /proc.
+    return ProcessRecord(
+        name=name, pid=proc.pid, start_ticks=ticks or 0, argv=list(argv), log_path=log_path
+    )
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    ticks = _start_ticks(record.pid)
+    return ticks is not None and ticks == record.start_ticks
+
+
+def exit_code_if_child(record: ProcessRecord) -> int | None:
+    """Reap the process if it is our own child that has exited; its code, else None."""
+    try:
+        pid, status = os.waitpid(record.pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if pid == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def signal_process(record: ProcessRecord, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the process if it is still the one we started."""
+    if not is_alive(record):
+        return False
+    try:
+        os.kill(record.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(record: ProcessRecord, *, timeout: float = 15.0) -> None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL."""
+    if not signal_process(record, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        exit_code_if_child(record)
+        if not is_alive(record):
+            return
+        time.sleep(0.05)
+    signal_process(record, signal.SIGKILL)
+    while is_alive(record):
+        exit_code_if_child(record)
+        time.sleep(0.02)
+
+
+def kill(record: ProcessRecord) -> None:
+    """SIGKILL, as a crash would; returns when the process is gone."""
+    signal_process(record, signal.SIGKILL)
+    while is_alive(record):
+        exit_code_if_child(record)
+        time.sleep(0.02)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel says are free now (for tests that must not clash with a dev stack)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,95 @@
+"""Apicurio Registry 3.x (a Quarkus fast-jar from Maven Central), serving the Confluent schema
+registry API at ``/apis/ccompat/v7`` on loopback.
+
+Storage is in-memory by default (fast, gone with the process); ``postgres`` storage keeps
+schemas in a ``schema_registry`` database on the stack's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+from pathlib import Path
+
+import httpx
+
+from bus.devstack import procs
+from bus.errors import ComponentFailed
+
+MIN_JAVA = 21  # Apicurio 3.3 is compiled for Java 21 (class file version 65)
+CCOMPAT_PATH = "/apis/ccompat/v7"
+
+
+class RegistryStorage(StrEnum):
+    MEMORY = "memory"
+    POSTGRES = "postgres"
+
+
+def ccompat_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}{CCOMPAT_PATH}"
+
+
+def start(
+    java: Path,
+    app_dir: Path,
+    port: int,
+    log_path: Path,
+    *,
+    storage: RegistryStorage = RegistryStorage.MEMORY,
+    jdbc_url: str | None = None,
+    cds_archive: Path | None = None,
+) -> procs.ProcessRecord:
+    env = {
+        "QUARKUS_HTTP_HOST": "127.0.0.1",
+        "QUARKUS_HTTP_PORT": str(port),
+        "QUARKUS_LOG_LEVEL": "WARN",
+        "QUARKUS_LOG_CATEGORY__IO_APICURIO__LEVEL": "WARN",
+        "QUARKUS_LOG_CATEGORY__IO_QUARKUS__LEVEL": "INFO",
+        # No UI, no telemetry; loopback only, no authentication in the local stack.
+        "APICURIO_UI_ENABLED": "false",
+        "QUARKUS_OTEL_ENABLED": "false",
+    }
+    if storage is RegistryStorage.POSTGRES:
+        if jdbc_url is None:
+            raise ValueError("postgres storage needs a JDBC URL")
+        env |= {
+            "APICURIO_STORAGE_KIND": "sql",
+            "APICURIO_STORAGE_SQL_KIND": "postgresql",
+            "APICURIO_DATASOURCE_URL": jdbc_url,
+            "APICURIO_DATASOURCE_USERNAME": "postgres",
+            "APICURIO_DATASOURCE_PASSWORD": "",
+        }
+    flags = ["-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+             "-Djava.awt.headless=true"]
+    if cds_archive is not None:
+        # Java 19+: the archive is written at the first clean exit and used from then on.
+        flags += ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={cds_archive}"]
+    argv = [str(java), *flags, "-jar", str(app_dir / "quarkus-run.jar")]
+    return procs.spawn("registry", argv, log_path=log_path, env=env, cwd=app_dir)
+
+
+async def wait_ready(url: str, record: procs.ProcessRecord, *, timeout: float = 90.0) -> None:
+    """Ready when the Confluent API lists subjects (a real request, not a health probe)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            if not procs.is_alive(record):
+                raise ComponentFailed(
+                    f"the schema registry (pid {record.pid}) exited while starting:\n"
+                    + procs.tail(record.log_path),
+                    hint="read the log; a port in use or a Java older than 21 are the usual causes",
+                    log_path=record.log_path,
+                )
+            try:
+                response = await client.get(f"{url}/subjects")
+                if response.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ComponentFailed(
+                    f"the schema registry at {url} did not answer within {timeout:.0f} s",
+                    log_path=record.log_path,
+                )
+            await asyncio.sleep(0.1)

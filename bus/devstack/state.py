@@ -1,0 +1,81 @@
+"""What a running local stack remembers, in ``<run_dir>/state.json``, so that ``status`` and
+``down`` work from any shell, and a second ``up`` finds what is already running."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bus.devstack.procs import ProcessRecord
+from bus.devstack.registry import RegistryStorage
+
+
+class Component(StrEnum):
+    KAFKA = "kafka"
+    POSTGRES = "postgres"
+    REGISTRY = "registry"
+    SMTP = "smtp"
+
+
+ALL_COMPONENTS = frozenset(Component)
+
+
+class KafkaPorts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    node_id: int
+    port: int
+    controller_port: int
+
+
+class Ports(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kafka: list[KafkaPorts]
+    postgres: int
+    registry: int
+    smtp: int
+
+
+class StackState(BaseModel):
+    run_dir: Path
+    nodes: int
+    components: list[Component]
+    registry_storage: RegistryStorage
+    ports: Ports
+    cluster_id: str
+    processes: dict[str, ProcessRecord] = Field(default_factory=dict)
+    boot_seconds: dict[str, float] = Field(default_factory=dict)
+
+    @staticmethod
+    def path(run_dir: Path) -> Path:
+        return run_dir / "state.json"
+
+    @classmethod
+    def load(cls, run_dir: Path) -> StackState | None:
+        path = cls.path(run_dir)
+        if not path.exists():
+            return None
+        return cls.model_validate_json(path.read_text())
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(self.run_dir).with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        os.replace(tmp, self.path(self.run_dir))
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """One `up` or `down` at a time per run directory, across processes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,76 @@
+"""The one error tree of boxbus.
+
+Every error boxbus raises derives from :class:`BoxbusError`. Each class says, as data, whether
+the operation may succeed when tried again (``retriable``) so callers branch on the attribute,
+not on the class name::
+
+    BoxbusError
+    ├── ConfigError            settings or a file given by the user are wrong       (not retriable)
+    └── StackError             the embedded local stack could not do what was asked
+        ├── PrerequisiteError  Java, Maven or a JVM artifact is missing            (not retriable)
+        ├── PortInUseError     a port the stack needs is taken by another process  (not retriable)
+        └── ComponentFailed    a component crashed or did not become ready in time (retriable)
+
+Messages say what went wrong and what to do about it; where a log file explains more, the
+error carries its path in ``log_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BoxbusError(Exception):
+    """Root of every error raised by boxbus."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  what to do: {self.hint}"
+        return self.message
+
+
+class ConfigError(BoxbusError):
+    """A setting, a flag or an input file is invalid."""
+
+
+class StackError(BoxbusError):
+    """The embedded local stack could not be started, inspected or stopped."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, log_path: Path | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.log_path = log_path
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.log_path is not None:
+            text += f"\n  log: {self.log_path}"
+        return text
+
+
+class PrerequisiteError(StackError):
+    """A tool the stack needs (Java, Maven) or one of its artifacts is missing."""
+
+
+class PortInUseError(StackError):
+    """A port the stack wants to listen on is already taken."""
+
+
+class ComponentFailed(StackError):
+    """A component process exited or did not become ready in time."""
+
+    retriable = True
+
+
+EXTERNAL_HINT = (
+    "to use services you already run instead, set BOXBUS_KAFKA_BOOTSTRAP_SERVERS, "
+    "BOXBUS_DATABASE_URL and BOXBUS_SCHEMA_REGISTRY_URL; boxbus then starts nothing of its own"
+)

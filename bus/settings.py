@@ -1,0 +1,130 @@
+"""Settings: one frozen model, read from ``BOXBUS_*`` environment variables (or a ``.env`` file).
+
+Build it once at the entry point (``Settings()``) and pass it down; nothing in boxbus reads the
+environment on its own. A service whose address is given (Kafka bootstrap servers, database URL,
+schema registry URL, SMTP host) is *external*: the embedded local stack does not start it.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+def _state_home() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "boxbus"
+
+
+def _cache_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "boxbus"
+
+
+class Settings(BaseSettings):
+    """Everything boxbus needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BOXBUS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Kafka: leave bootstrap servers unset to use the embedded broker of `boxbus dev up`.
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+
+    # PostgreSQL, e.g. postgresql://user:pass@host:5432/db
+    database_url: SecretStr | None = None
+    # Confluent-compatible schema registry, e.g. http://host:8081 (Apicurio: .../apis/ccompat/v7)
+    schema_registry_url: str | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+
+    # Every topic boxbus names starts with this, so several networks can share one cluster.
+    topic_namespace: str = "boxbus"
+
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "INFO"
+
+    # The embedded stack: where it keeps run state, where JVM artifacts are cached, first port.
+    run_dir: Path = Field(default_factory=lambda: _state_home() / "dev")
+    cache_dir: Path = Field(default_factory=_cache_home)
+    dev_base_port: int = Field(default=19090, ge=1024, le=65000)
+    # A JDK for the schema registry (Apicurio 3.3 needs Java 21+); found automatically if unset.
+    registry_java_home: Path | None = None
+
+    @field_validator("topic_namespace")
+    @classmethod
+    def _namespace_is_a_topic_prefix(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not value or not set(value) <= allowed:
+            raise ValueError(
+                "topic_namespace may hold only letters, digits, '.', '_' and '-' "
+                f"(Kafka topic characters); got {value!r}"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {value!r}")
+        return level
+
+    @property
+    def external_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is not None
+
+    @property
+    def external_database(self) -> bool:
+        return self.database_url is not None
+
+    @property
+    def external_registry(self) -> bool:
+        return self.schema_registry_url is not None
+
+    @property
+    def external_smtp(self) -> bool:
+        return self.smtp_host is not None
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Keyword arguments for aiokafka clients: security settings only."""
+        options: dict[str, object] = {"security_protocol": self.kafka_security_protocol.value}
+        if self.kafka_sasl_mechanism is not None:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism.value
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+            from aiokafka.helpers import create_ssl_context
+
+            cafile = str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+            options["ssl_context"] = create_ssl_context(cafile=cafile)
+        return options
