@@ -167,18 +167,3 @@ def remove(run_dir: Path) -> None:
     """Delete the data kept outside the run directory (under root), if any."""
     tag = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
     shutil.rmtree(Path(tempfile.gettempdir()) / f"boxbus-pg-{tag}", ignore_errors=True)
-
-
-async def create_database(url: str, name: str) -> str:
-    """Create database ``name`` on the server at ``url`` unless it exists; its URL."""
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"database names are letters, digits, '_' and '-'; got {name!r}")
-    conn = await asyncpg.connect(url)
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"

@@ -28,6 +28,7 @@ from bus.devstack.state import (
     StackState,
     locked,
 )
+from bus.db import create_database
 from bus.errors import EXTERNAL_HINT, PortInUseError, StackError
 from bus.log import get_logger
 from bus.settings import Settings
@@ -283,7 +284,7 @@ class LocalStack:
         jdbc_url = None
         if state.registry_storage is registry.RegistryStorage.POSTGRES:
             await postgres_ready.wait()
-            url = await postgres.create_database(self._database_url(state), "schema_registry")
+            url = await create_database(self._database_url(state), "schema_registry")
             jdbc_url = "jdbc:" + url.replace(f"{postgres.SUPERUSER}@", "")
         cds = self.settings.cache_dir / "cds" / f"registry-{app_dir.name}-java{jvm.java_major(java)}.jsa"
         cds.parent.mkdir(parents=True, exist_ok=True)

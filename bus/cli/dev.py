@@ -1,0 +1,146 @@
+"""``boxbus dev``: the embedded local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bus.cli.context import settings_from_env
+from bus.cli.output import console, console_err, print_json
+from bus.devstack import ALL_COMPONENTS, Component, LocalStack, RegistryStorage, StackInfo
+
+app = typer.Typer(help="Run the embedded local stack: Kafka, PostgreSQL, schema registry, SMTP.",
+                  no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for programs.")]
+
+
+def _components(only: str | None) -> frozenset[Component]:
+    if not only:
+        return ALL_COMPONENTS
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    try:
+        return frozenset(Component(n) for n in names)
+    except ValueError:
+        known = ", ".join(c.value for c in Component)
+        raise typer.BadParameter(f"--only takes a comma-separated list of: {known}") from None
+
+
+def render(info: StackInfo) -> None:
+    table = Table(title=f"boxbus local stack ({info.run_dir})", title_justify="left")
+    table.add_column("component")
+    table.add_column("state")
+    table.add_column("address")
+    table.add_column("boot s", justify="right")
+    addresses = {
+        "kafka": info.kafka_bootstrap,
+        "postgres": info.database_url,
+        "registry": info.schema_registry_url,
+        "smtp": f"{info.smtp.host}:{info.smtp.port}" if info.smtp.host else None,
+    }
+    for name, state in info.components.items():
+        colour = {"running": "green", "external": "cyan"}.get(state, "red")
+        seconds = info.boot_seconds.get(name)
+        table.add_row(name, f"[{colour}]{state}[/]", addresses.get(name) or "-",
+                      f"{seconds:.2f}" if seconds is not None else "")
+    console.print(table)
+    if len(info.nodes) > 1 or any(not n.alive for n in info.nodes):
+        for node in info.nodes:
+            mark = "[green]up[/]" if node.alive else "[red]down[/]"
+            console.print(f"  kafka node {node.node_id} {node.address} pid {node.pid} {mark}")
+    if info.smtp.maildir:
+        console.print(f"  mail received is stored in {info.smtp.maildir}")
+    extra = {k: v for k, v in info.boot_seconds.items() if k in ("fetch", "total")}
+    if extra:
+        console.print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in extra.items()))
+
+
+@app.command()
+def up(
+    nodes: Annotated[int, typer.Option(help="Kafka nodes: 1, or 3 for fault tests.")] = 1,
+    only: Annotated[str | None, typer.Option(
+        help="Start only these components, e.g. kafka,postgres.")] = None,
+    registry_storage: Annotated[RegistryStorage, typer.Option(
+        help="Where the schema registry keeps schemas.")] = RegistryStorage.MEMORY,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start the stack (what runs already is reused) and print where each service answers."""
+    settings = settings_from_env()
+    stack = LocalStack(settings, nodes=nodes, components=_components(only),
+                       registry_storage=registry_storage)
+    if not json_out:
+        console_err.print(f"starting the local stack in {settings.run_dir} ...")
+    info = asyncio.run(stack.up())
+    print_json(info) if json_out else render(info)
+
+
+@app.command()
+def status(json_out: JsonOpt = False) -> None:
+    """Show what runs, where, and how long it took to boot."""
+    info = LocalStack(settings_from_env()).status()
+    if info is None:
+        if json_out:
+            print_json({"running": False})
+        else:
+            console.print("no local stack is set up (start one with `boxbus dev up`)")
+        raise typer.Exit(1)
+    print_json(info) if json_out else render(info)
+
+
+@app.command()
+def down(json_out: JsonOpt = False) -> None:
+    """Stop every process `up` started, by pid, and remove the run directory."""
+    settings = settings_from_env()
+    began = time.monotonic()
+    stopped = LocalStack(settings).down()
+    seconds = round(time.monotonic() - began, 2)
+    if json_out:
+        print_json({"stopped": stopped, "seconds": seconds, "run_dir": str(settings.run_dir)})
+    else:
+        what = ", ".join(stopped) if stopped else "nothing was running"
+        console.print(f"stopped: {what} ({seconds:.2f} s); removed {settings.run_dir}")
+
+
+@app.command()
+def fetch() -> None:
+    """Fetch the JVM artifacts (Kafka, Apicurio Registry) into the cache with Maven, once."""
+    settings = settings_from_env()
+    began = time.monotonic()
+    with console_err.status("fetching JVM artifacts with Maven (once; cached afterwards) ..."):
+        found = LocalStack(settings).fetch()
+    for name, path in found.items():
+        console.print(f"{name}: {path}")
+    console.print(f"done in {time.monotonic() - began:.1f} s")
+
+
+@app.command("kill-node")
+def kill_node(node_id: Annotated[int, typer.Argument(help="Kafka node id (1-3).")]) -> None:
+    """SIGKILL one Kafka node, as a crash would (for fault tests)."""
+    LocalStack(settings_from_env()).kill_node(node_id)
+    console.print(f"kafka node {node_id} killed")
+
+
+@app.command("start-node")
+def start_node(node_id: Annotated[int, typer.Argument(help="Kafka node id (1-3).")]) -> None:
+    """Start a stopped Kafka node again on its data and wait until it is back in the cluster."""
+    asyncio.run(LocalStack(settings_from_env()).start_node(node_id))
+    console.print(f"kafka node {node_id} is back")
+
+
+@app.command()
+def createdb(name: Annotated[str, typer.Argument(help="Database name, e.g. box_north.")]) -> None:
+    """Create a database (one per box) on the stack's PostgreSQL and print its URL."""
+    from bus.db import create_database
+
+    info = LocalStack(settings_from_env()).status()
+    settings = settings_from_env()
+    url = (settings.database_url.get_secret_value() if settings.database_url
+           else info.database_url if info else None)
+    if url is None:
+        console_err.print("no database: run `boxbus dev up` or set BOXBUS_DATABASE_URL")
+        raise typer.Exit(2)
+    console.print(asyncio.run(create_database(url, name)))

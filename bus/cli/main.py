@@ -1,0 +1,41 @@
+"""The ``boxbus`` command. Each group lives in its own module; this one wires them together and
+turns every :class:`~bus.errors.BoxbusError` into one readable message and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+
+from bus.cli import demo, dev
+from bus.cli.output import console_err
+from bus.errors import BoxbusError
+
+app = typer.Typer(
+    name="boxbus",
+    help="boxbus: the event bus of a network of business boxes, on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev.app, name="dev")
+app.command("demo")(demo.demo)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return app(args=argv, standalone_mode=True)
+    except BoxbusError as exc:
+        console_err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2 if not exc.retriable else 1)
+    except ValidationError as exc:
+        console_err.print(
+            f"[bold red]error:[/] invalid settings: {exc}\n  what to do: fix the BOXBUS_* "
+            "variable named above", highlight=False,
+        )
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

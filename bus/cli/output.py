@@ -1,0 +1,21 @@
+"""Output helpers: rich tables for people, one JSON document for programs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+
+console = Console()
+console_err = Console(stderr=True)
+
+
+def print_json(data: BaseModel | dict[str, Any] | list[Any]) -> None:
+    if isinstance(data, BaseModel):
+        text = data.model_dump_json(indent=2)
+    else:
+        text = json.dumps(data, indent=2, default=str)
+    # Plain print: rich would wrap or colour the JSON a program reads.
+    print(text)  # noqa: T201
