@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -31,10 +32,9 @@ async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpe
             NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
             for s in todo
         ]
-        try:
+        # Created meanwhile by another process: what we wanted.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new, timeout_ms=30000)
-        except TopicAlreadyExistsError:
-            pass  # created meanwhile by another process: what we wanted
         return [s.name for s in todo]
     finally:
         await admin.close()

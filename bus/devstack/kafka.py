@@ -142,7 +142,8 @@ def format_storage(java: Path, lib_dir: Path, node: KafkaNode, cluster_id: str) 
     if result.returncode != 0:
         node.log_path.write_text(result.stdout + result.stderr)
         raise ComponentFailed(
-            f"formatting the storage of Kafka node {node.node_id} failed (exit {result.returncode})",
+            f"formatting the storage of Kafka node {node.node_id} failed "
+            f"(exit {result.returncode})",
             hint="read the log; remove the run directory (boxbus dev down) and try again",
             log_path=node.log_path,
         )
@@ -199,7 +200,7 @@ async def _port_accepts(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=1)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True

@@ -70,6 +70,8 @@ def prepare(run_dir: Path, port: int) -> PostgresHome:
     """Choose the folders of this stack's server (creating them) and the user it runs as."""
     log_path = run_dir / "postgres" / "postgres.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    uid: int | None = None
+    gid: int | None = None
     if os.geteuid() == 0:
         uid, gid = _ensure_system_user()
         # root's home is private; keep the cluster under /tmp, named after the run directory.
@@ -82,7 +84,6 @@ def prepare(run_dir: Path, port: int) -> PostgresHome:
             os.chown(log_path, uid, gid)
         _check_reachable(bin_dir(), uid)
     else:
-        uid = gid = None
         base = run_dir / "postgres"
     home = PostgresHome(
         data_dir=base / "data", socket_dir=base / "sock", log_path=log_path,
@@ -151,7 +152,7 @@ async def wait_ready(url: str, record: procs.ProcessRecord, *, timeout: float = 
             )
         try:
             conn = await asyncpg.connect(url, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             if time.monotonic() > deadline:
                 raise ComponentFailed(
                     f"PostgreSQL at {url} did not accept connections within {timeout:.0f} s",

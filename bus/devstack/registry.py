@@ -34,6 +34,7 @@ def start(
     java: Path,
     app_dir: Path,
     port: int,
+    management_port: int,
     log_path: Path,
     *,
     storage: RegistryStorage = RegistryStorage.MEMORY,
@@ -43,12 +44,13 @@ def start(
     env = {
         "QUARKUS_HTTP_HOST": "127.0.0.1",
         "QUARKUS_HTTP_PORT": str(port),
+        # The management interface (health, metrics) would listen on 0.0.0.0:9000 otherwise.
+        "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
+        "QUARKUS_MANAGEMENT_PORT": str(management_port),
         "QUARKUS_LOG_LEVEL": "WARN",
         "QUARKUS_LOG_CATEGORY__IO_APICURIO__LEVEL": "WARN",
         "QUARKUS_LOG_CATEGORY__IO_QUARKUS__LEVEL": "INFO",
-        # No UI, no telemetry; loopback only, no authentication in the local stack.
-        "APICURIO_UI_ENABLED": "false",
-        "QUARKUS_OTEL_ENABLED": "false",
+        # Loopback only, no authentication in the local stack.
     }
     if storage is RegistryStorage.POSTGRES:
         if jdbc_url is None:
@@ -64,7 +66,8 @@ def start(
              "-Djava.awt.headless=true"]
     if cds_archive is not None:
         # Java 19+: the archive is written at the first clean exit and used from then on.
-        flags += ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={cds_archive}"]
+        flags += ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={cds_archive}",
+                  "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
     argv = [str(java), *flags, "-jar", str(app_dir / "quarkus-run.jar")]
     return procs.spawn("registry", argv, log_path=log_path, env=env, cwd=app_dir)
 

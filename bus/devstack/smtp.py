@@ -12,7 +12,6 @@ import mailbox
 import signal
 import smtplib
 import time
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ class MaildirHandler:
     def __init__(self, maildir: Path) -> None:
         self._box = mailbox.Maildir(maildir, create=True)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = mailbox.MaildirMessage(envelope.original_content or envelope.content)
         message["X-Boxbus-Envelope-From"] = str(envelope.mail_from)
         message["X-Boxbus-Envelope-To"] = ", ".join(envelope.rcpt_tos)
@@ -34,10 +33,10 @@ class MaildirHandler:
         return "250 Message accepted for delivery"
 
 
-def read_maildir(maildir: Path) -> list[Message]:
+def read_maildir(maildir: Path) -> list[mailbox.MaildirMessage]:
     """Every message delivered so far, oldest first."""
     box = mailbox.Maildir(maildir, create=False)
-    messages = [box.get_message(key) for key in box.keys()]
+    messages = [box.get_message(key) for key in box.iterkeys()]
     return sorted(messages, key=lambda m: m.get_date())
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from bus.db import create_database
 from bus.devstack import jvm, kafka, postgres, procs, registry, smtp
 from bus.devstack.state import (
     ALL_COMPONENTS,
@@ -28,7 +29,6 @@ from bus.devstack.state import (
     StackState,
     locked,
 )
-from bus.db import create_database
 from bus.errors import EXTERNAL_HINT, PortInUseError, StackError
 from bus.log import get_logger
 from bus.settings import Settings
@@ -104,7 +104,7 @@ class LocalStack:
         return [c for c in Component if c in self.components and not external[c]]
 
     def _ports(self) -> Ports:
-        count = 2 * self.nodes + 3
+        count = 2 * self.nodes + 4
         numbers = (
             procs.free_ports(count) if self.base_port == 0
             else list(range(self.base_port, self.base_port + count))
@@ -114,7 +114,8 @@ class LocalStack:
             for i in range(self.nodes)
         ]
         rest = numbers[2 * self.nodes:]
-        return Ports(kafka=kafka_ports, postgres=rest[0], registry=rest[1], smtp=rest[2])
+        return Ports(kafka=kafka_ports, postgres=rest[0], registry=rest[1], smtp=rest[2],
+                     registry_management=rest[3])
 
     def _check_ports(self, state: StackState, wanted: list[Component]) -> None:
         needed: list[tuple[str, int]] = []
@@ -126,6 +127,7 @@ class LocalStack:
             needed.append(("postgres", state.ports.postgres))
         if Component.REGISTRY in wanted:
             needed.append(("registry", state.ports.registry))
+            needed.append(("registry management", state.ports.registry_management))
         if Component.SMTP in wanted:
             needed.append(("smtp", state.ports.smtp))
         for what, port in needed:
@@ -286,10 +288,12 @@ class LocalStack:
             await postgres_ready.wait()
             url = await create_database(self._database_url(state), "schema_registry")
             jdbc_url = "jdbc:" + url.replace(f"{postgres.SUPERUSER}@", "")
-        cds = self.settings.cache_dir / "cds" / f"registry-{app_dir.name}-java{jvm.java_major(java)}.jsa"
+        java_version = jvm.java_major(java)
+        cds = self.settings.cache_dir / "cds" / f"registry-{app_dir.name}-java{java_version}.jsa"
         cds.parent.mkdir(parents=True, exist_ok=True)
         record = registry.start(
-            java, app_dir, state.ports.registry, self.run_dir / "registry" / "registry.log",
+            java, app_dir, state.ports.registry, state.ports.registry_management,
+            self.run_dir / "registry" / "registry.log",
             storage=state.registry_storage, jdbc_url=jdbc_url, cds_archive=cds,
         )
         state.processes[record.name] = record

@@ -38,6 +38,7 @@ class Ports(BaseModel):
     kafka: list[KafkaPorts]
     postgres: int
     registry: int
+    registry_management: int  # Quarkus health/metrics interface
     smtp: int
 
 

@@ -1,0 +1,60 @@
+"""Session fixtures: the embedded local stack, started once for the whole suite and stopped at
+the end. It lives in its own run directory on free ports, so it never clashes with a stack a
+developer started with `boxbus dev up`. Services given as BOXBUS_* settings (an existing
+Kafka, database or registry) are used instead of starting embedded ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bus.devstack import LocalStack, StackInfo
+from bus.log import configure_logging
+from bus.settings import LogFormat, Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def boxbus_cli() -> list[str]:
+    """The installed console command, run with this interpreter."""
+    return [sys.executable, "-m", "bus.cli.main"]
+
+
+@pytest.fixture(scope="session")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("boxbus-run")
+
+
+@pytest.fixture(scope="session")
+def settings(run_root: Path) -> Settings:
+    configure_logging(LogFormat.CONSOLE, os.environ.get("BOXBUS_LOG_LEVEL", "WARNING"))
+    return Settings(run_dir=run_root / "stack")
+
+
+@pytest.fixture(scope="session")
+async def stack(settings: Settings) -> AsyncIterator[StackInfo]:
+    local = LocalStack(settings, base_port=0)
+    # A failed `up` stops what it started and keeps its logs for the error message to point at.
+    info = await local.up()
+    try:
+        yield info
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(stack: StackInfo) -> str:
+    assert stack.kafka_bootstrap
+    return stack.kafka_bootstrap
+
+
+@pytest.fixture
+def env_for_cli(settings: Settings) -> Iterator[dict[str, str]]:
+    """Environment under which a `boxbus` subprocess sees the suite's stack."""
+    yield {**os.environ, "BOXBUS_RUN_DIR": str(settings.run_dir),
+           "BOXBUS_CACHE_DIR": str(settings.cache_dir)}

@@ -1,0 +1,187 @@
+"""The embedded stack is real: a Kafka broker, PostgreSQL, the registry's Confluent API and an
+SMTP server that each answer real client requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import subprocess
+import uuid
+from email.message import EmailMessage
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bus import Settings, TopicSpec, create_database, ensure_topics
+from bus.devstack import LocalStack, StackInfo, read_maildir
+from tests.conftest import boxbus_cli
+
+pytestmark = pytest.mark.stack
+
+
+async def test_every_component_runs_and_reports_where_it_answers(stack: StackInfo) -> None:
+    assert stack.components == {
+        "kafka": "running", "postgres": "running", "registry": "running", "smtp": "running",
+    }
+    assert stack.kafka_bootstrap and stack.kafka_bootstrap.startswith("127.0.0.1:")
+    assert stack.schema_registry_url and stack.schema_registry_url.endswith("/apis/ccompat/v7")
+    assert [n.alive for n in stack.nodes] == [True]
+    assert set(stack.boot_seconds) >= {"kafka", "postgres", "registry", "smtp", "total"}
+
+
+async def test_status_and_second_up_from_another_process_reuse_what_runs(
+    stack: StackInfo, env_for_cli: dict[str, str]
+) -> None:
+    status = subprocess.run(
+        [*boxbus_cli(), "dev", "status", "--json"], env=env_for_cli,
+        capture_output=True, text=True, check=True,
+    )
+    seen = json.loads(status.stdout)
+    assert set(seen) >= {"kafka_bootstrap", "database_url", "schema_registry_url", "smtp", "nodes"}
+    assert seen["kafka_bootstrap"] == stack.kafka_bootstrap
+    assert seen["smtp"]["maildir"] == str(stack.smtp.maildir)
+
+    again = subprocess.run(
+        [*boxbus_cli(), "dev", "up", "--json"], env=env_for_cli,
+        capture_output=True, text=True, check=True,
+    )
+    reused = json.loads(again.stdout)
+    assert [n["pid"] for n in reused["nodes"]] == [n.pid for n in stack.nodes]
+    assert reused["database_url"] == stack.database_url
+
+
+async def test_topic_with_partitions_and_consumer_group_round_trip(
+    settings: Settings, bootstrap: str
+) -> None:
+    topic = f"it.roundtrip.{uuid.uuid4().hex[:8]}"
+    created = await ensure_topics(settings, bootstrap, [TopicSpec(topic, partitions=4)])
+    assert created == [topic]
+    assert await ensure_topics(settings, bootstrap, [TopicSpec(topic, partitions=4)]) == []
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        assert len(described[0]["partitions"]) == 4
+    finally:
+        await admin.close()
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for i in range(40):
+            await producer.send(topic, f"{i}".encode(), key=f"order-{i % 8}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    group = f"it-{uuid.uuid4().hex[:8]}"
+    seen: dict[bytes, list[int]] = {}
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while sum(len(v) for v in seen.values()) < 40:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        assert r.key is not None and r.value is not None
+                        seen.setdefault(r.key, []).append(int(r.value))
+                await consumer.commit()
+        partitions = consumer.assignment()
+    finally:
+        await consumer.stop()
+    assert len(partitions) == 4
+    # Every key keeps the order it was produced in.
+    for key, values in seen.items():
+        assert values == sorted(values), key
+    assert sorted(v for vs in seen.values() for v in vs) == list(range(40))
+
+    # The group committed: a new member of the same group reads nothing again.
+    late = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                            auto_offset_reset="earliest", enable_auto_commit=False)
+    await late.start()
+    try:
+        again = await late.getmany(timeout_ms=2000)
+    finally:
+        await late.stop()
+    assert sum(len(v) for v in again.values()) == 0
+
+
+async def test_registry_answers_the_confluent_api(stack: StackInfo) -> None:
+    url = stack.schema_registry_url
+    subject = f"it.registry.{uuid.uuid4().hex[:8]}-value"
+    schema = {"type": "record", "name": "Ping", "namespace": "it",
+              "fields": [{"name": "id", "type": "string"}]}
+    async with httpx.AsyncClient(base_url=str(url), timeout=10) as client:
+        put = await client.put("/config", json={"compatibility": "BACKWARD_TRANSITIVE"})
+        assert put.status_code == 200, put.text
+        reg = await client.post(
+            f"/subjects/{subject}/versions",
+            json={"schemaType": "AVRO", "schema": json.dumps(schema)},
+            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        )
+        assert reg.status_code == 200, reg.text
+        schema_id = reg.json()["id"]
+        by_id = await client.get(f"/schemas/ids/{schema_id}")
+        assert json.loads(by_id.json()["schema"])["name"] == "Ping"
+        subjects = (await client.get("/subjects")).json()
+        assert subject in subjects
+        unknown = await client.get("/schemas/ids/987654321")
+        assert unknown.status_code == 404
+
+
+async def test_mail_sent_to_the_smtp_server_arrives_in_the_maildir(stack: StackInfo) -> None:
+    assert stack.smtp.host and stack.smtp.port and stack.smtp.maildir
+    message = EmailMessage()
+    token = uuid.uuid4().hex
+    message["From"] = "orders@shop-north.example"
+    message["To"] = "sales@partner-without-box.example"
+    message["Subject"] = f"Purchase order {token}"
+    message.set_content("5 lines, total 123.45 EUR")
+    with smtplib.SMTP(stack.smtp.host, stack.smtp.port, timeout=10) as client:
+        client.send_message(message)
+    arrived = [m for m in read_maildir(stack.smtp.maildir) if token in m["Subject"]]
+    assert len(arrived) == 1
+    assert arrived[0]["X-Boxbus-Envelope-To"] == "sales@partner-without-box.example"
+    assert "123.45 EUR" in arrived[0].get_payload()
+
+
+async def test_one_database_per_box(stack: StackInfo) -> None:
+    assert stack.database_url
+    name = f"box_{uuid.uuid4().hex[:8]}"
+    url = await create_database(stack.database_url, name)
+    assert url.endswith(f"/{name}")
+    assert await create_database(stack.database_url, name) == url  # idempotent
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE t (id int primary key)")
+        await conn.execute("INSERT INTO t VALUES (1)")
+        assert await conn.fetchval("SELECT current_database()") == name
+    finally:
+        await conn.close()
+
+
+async def test_external_services_are_used_not_started(settings: Settings, stack: StackInfo) -> None:
+    """With every address given, `up` starts nothing and reports what it was given."""
+    external = Settings(
+        run_dir=settings.run_dir.parent / "external",
+        kafka_bootstrap_servers=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        schema_registry_url=stack.schema_registry_url,
+        smtp_host=stack.smtp.host, smtp_port=stack.smtp.port,
+    )
+    local = LocalStack(external)
+    try:
+        info = await local.up()
+        assert info.components == {
+            "kafka": "external", "postgres": "external", "registry": "external", "smtp": "external",
+        }
+        assert info.kafka_bootstrap == stack.kafka_bootstrap
+        assert info.nodes == []
+    finally:
+        assert local.down() == []
