@@ -104,18 +104,21 @@ def signal_process(record: ProcessRecord, sig: signal.Signals) -> bool:
 
 def stop(record: ProcessRecord, *, timeout: float = 15.0) -> None:
     """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL."""
-    if not signal_process(record, signal.SIGTERM):
-        return
+    stop_all([record], timeout=timeout)
+
+
+def stop_all(records: Sequence[ProcessRecord], *, timeout: float = 15.0) -> None:
+    """SIGTERM all at once (Kafka nodes of one cluster wait for each other while shutting
+    down), wait up to ``timeout`` seconds for all, then SIGKILL what is left."""
+    running = [r for r in records if signal_process(r, signal.SIGTERM)]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exit_code_if_child(record)
-        if not is_alive(record):
-            return
+    while running and time.monotonic() < deadline:
+        for record in running:
+            exit_code_if_child(record)
+        running = [r for r in running if is_alive(r)]
         time.sleep(0.05)
-    signal_process(record, signal.SIGKILL)
-    while is_alive(record):
-        exit_code_if_child(record)
-        time.sleep(0.02)
+    for record in running:
+        kill(record)
 
 
 def kill(record: ProcessRecord) -> None:

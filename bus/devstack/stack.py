@@ -420,12 +420,11 @@ class LocalStack:
             state = StackState.load(self.run_dir)
             stopped: list[str] = []
             if state is not None:
-                # Clients first, then the registry (it may hold PostgreSQL connections).
-                order = sorted(state.processes.values(), key=lambda r: r.name == "postgres")
-                for record in order:
-                    if procs.is_alive(record):
-                        procs.stop(record)
-                        stopped.append(record.name)
+                alive = [r for r in state.processes.values() if procs.is_alive(r)]
+                # Everything but PostgreSQL at once (the registry may hold connections to it).
+                procs.stop_all([r for r in alive if r.name != "postgres"], timeout=10)
+                procs.stop_all([r for r in alive if r.name == "postgres"], timeout=10)
+                stopped = [r.name for r in alive]
             postgres.remove(self.run_dir)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         return stopped

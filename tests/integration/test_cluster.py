@@ -1,0 +1,142 @@
+"""A three-node KRaft cluster on one host: replication factor 3, min.insync.replicas 2. A round
+trip works with every node up, after one node is killed with SIGKILL, and after it is back —
+with aiokafka and with librdkafka (confluent-kafka), a client boxbus did not write."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import Consumer, Producer
+
+from bus import Settings, TopicSpec, ensure_topics
+from bus.devstack import Component, LocalStack, StackInfo
+
+pytestmark = [pytest.mark.stack, pytest.mark.cluster]
+
+TOPIC = "it.cluster.orders"
+
+
+@pytest.fixture(scope="module")
+async def cluster(run_root: Path) -> AsyncIterator[tuple[LocalStack, StackInfo]]:
+    settings = Settings(run_dir=run_root / "cluster")
+    stack = LocalStack(settings, nodes=3, components=frozenset({Component.KAFKA}), base_port=0)
+    info = await stack.up()
+    try:
+        yield stack, info
+    finally:
+        stack.down()
+
+
+async def aiokafka_round_trip(bootstrap: str, count: int = 30) -> None:
+    token = uuid.uuid4().hex
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                request_timeout_ms=10000)
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send(TOPIC, f"{token}:{i}".encode(), key=f"k{i % 6}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=f"g-{token}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen: set[int] = set()
+    try:
+        async with asyncio.timeout(60):
+            while len(seen) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        assert r.value is not None
+                        mark, _, n = r.value.decode().partition(":")
+                        if mark == token:
+                            seen.add(int(n))
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+    assert seen == set(range(count))
+
+
+def librdkafka_round_trip(bootstrap: str, count: int = 30) -> None:
+    token = uuid.uuid4().hex
+    delivered: list[str] = []
+    failed: list[str] = []
+
+    def report(err: object, msg: object) -> None:
+        (failed if err else delivered).append(str(err))
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True})
+    for i in range(count):
+        producer.produce(TOPIC, value=f"{token}:{i}", key=f"k{i % 6}", on_delivery=report)
+    assert producer.flush(60) == 0
+    assert not failed and len(delivered) == count
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rd-{token}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([TOPIC])
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(seen) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            mark, _, n = msg.value().decode().partition(":")
+            if mark == token:
+                seen.add(int(n))
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    assert seen == set(range(count))
+
+
+async def isr_of(bootstrap: str) -> list[list[int]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (topic,) = await admin.describe_topics([TOPIC])
+        return [sorted(p["isr"]) for p in topic["partitions"]]
+    finally:
+        await admin.close()
+
+
+async def test_three_nodes_survive_a_killed_node_and_take_it_back(
+    cluster: tuple[LocalStack, StackInfo],
+) -> None:
+    stack, info = cluster
+    assert [n.alive for n in info.nodes] == [True, True, True]
+    bootstrap = info.kafka_bootstrap
+    assert bootstrap is not None and bootstrap.count(",") == 2
+
+    await ensure_topics(stack.settings, bootstrap,
+                        [TopicSpec(TOPIC, partitions=3, replication_factor=3)])
+    assert await isr_of(bootstrap) == [[1, 2, 3]] * 3
+    await aiokafka_round_trip(bootstrap)
+    await asyncio.to_thread(librdkafka_round_trip, bootstrap)
+
+    stack.kill_node(2)
+    status = stack.status()
+    assert status is not None
+    assert [n.alive for n in status.nodes] == [True, False, True]
+    # acks=all with min.insync.replicas=2: two replicas of three are enough to write and read.
+    await aiokafka_round_trip(bootstrap)
+    await asyncio.to_thread(librdkafka_round_trip, bootstrap)
+
+    await stack.start_node(2)
+    status = stack.status()
+    assert status is not None
+    assert [n.alive for n in status.nodes] == [True, True, True]
+    await aiokafka_round_trip(bootstrap)
+    await asyncio.to_thread(librdkafka_round_trip, bootstrap)
+    # The restarted node catches up and rejoins every in-sync replica set.
+    async with asyncio.timeout(60):
+        while await isr_of(bootstrap) != [[1, 2, 3]] * 3:
+            await asyncio.sleep(0.2)
