@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -54,7 +54,7 @@ def bootstrap(stack: StackInfo) -> str:
 
 
 @pytest.fixture
-def env_for_cli(settings: Settings) -> Iterator[dict[str, str]]:
+def env_for_cli(settings: Settings) -> dict[str, str]:
     """Environment under which a `boxbus` subprocess sees the suite's stack."""
-    yield {**os.environ, "BOXBUS_RUN_DIR": str(settings.run_dir),
+    return {**os.environ, "BOXBUS_RUN_DIR": str(settings.run_dir),
            "BOXBUS_CACHE_DIR": str(settings.cache_dir)}

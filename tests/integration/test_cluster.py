@@ -87,9 +87,9 @@ def librdkafka_round_trip(bootstrap: str, count: int = 30) -> None:
     try:
         while len(seen) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+            if msg is None or msg.error() or msg.value() is None:
                 continue
-            mark, _, n = msg.value().decode().partition(":")
+            mark, _, n = bytes(msg.value()).decode().partition(":")
             if mark == token:
                 seen.add(int(n))
         consumer.commit(asynchronous=False)
