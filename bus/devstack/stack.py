@@ -36,6 +36,7 @@ from bus.settings import Settings
 log = get_logger(__name__)
 
 KAFKA_MIN_JAVA = 17
+PORTS_USED = 10
 DEFAULT_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
 
 
@@ -104,18 +105,18 @@ class LocalStack:
         return [c for c in Component if c in self.components and not external[c]]
 
     def _ports(self) -> Ports:
-        count = 2 * self.nodes + 4
+        # The same layout for one node or three, so addresses don't move: B..B+2 Kafka
+        # clients, B+3..B+5 controllers, then PostgreSQL, registry, SMTP, registry management.
         numbers = (
-            procs.free_ports(count) if self.base_port == 0
-            else list(range(self.base_port, self.base_port + count))
+            procs.free_ports(PORTS_USED) if self.base_port == 0
+            else list(range(self.base_port, self.base_port + PORTS_USED))
         )
         kafka_ports = [
-            KafkaPorts(node_id=i + 1, port=numbers[2 * i], controller_port=numbers[2 * i + 1])
+            KafkaPorts(node_id=i + 1, port=numbers[i], controller_port=numbers[3 + i])
             for i in range(self.nodes)
         ]
-        rest = numbers[2 * self.nodes:]
-        return Ports(kafka=kafka_ports, postgres=rest[0], registry=rest[1], smtp=rest[2],
-                     registry_management=rest[3])
+        return Ports(kafka=kafka_ports, postgres=numbers[6], registry=numbers[7],
+                     smtp=numbers[8], registry_management=numbers[9])
 
     def _check_ports(self, state: StackState, wanted: list[Component]) -> None:
         needed: list[tuple[str, int]] = []

@@ -87,9 +87,10 @@ def librdkafka_round_trip(bootstrap: str, count: int = 30) -> None:
     try:
         while len(seen) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error() or msg.value() is None:
+            value = msg.value() if msg is not None and not msg.error() else None
+            if value is None:
                 continue
-            mark, _, n = bytes(msg.value()).decode().partition(":")
+            mark, _, n = value.decode().partition(":")
             if mark == token:
                 seen.add(int(n))
         consumer.commit(asynchronous=False)

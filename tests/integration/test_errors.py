@@ -45,8 +45,8 @@ def test_up_with_a_port_in_use_names_the_port_and_the_way_out(tmp_path: Path) ->
         port = taken.getsockname()[1]
         result = subprocess.run(
             [*boxbus_cli(), "dev", "up", "--only", "smtp"],
-            # With base port P-4, the SMTP server's port (the fifth of one node's) is P.
-            env=_env(tmp_path / "run", BOXBUS_DEV_BASE_PORT=str(port - 4)),
+            # With base port P-8, the SMTP server's port is P.
+            env=_env(tmp_path / "run", BOXBUS_DEV_BASE_PORT=str(port - 8)),
             capture_output=True, text=True, timeout=60, check=False,
         )
     assert result.returncode == 2, result.stderr
