@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -76,7 +77,7 @@ async def test_groups_offsets_and_record_deletion(
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        records = []
+        records: list[Any] = []
         async with asyncio.timeout(30):
             while len(records) < 10:
                 for batch in (await consumer.getmany(timeout_ms=500)).values():
