@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -142,12 +143,20 @@ class LocalStack:
     # -- up -------------------------------------------------------------------------------------
 
     def fetch(self) -> dict[str, Path]:
-        """Fetch the JVM artifacts into the cache (what `make setup` does)."""
+        """Fetch the JVM artifacts into the cache and prepare the broker's class-data archive
+        (what `make setup` does)."""
         cache = self.settings.cache_dir
-        return {
+        found = {
             "kafka": jvm.ensure_artifacts(jvm.kafka_artifacts(self.deploy_dir), cache),
             "registry": jvm.ensure_artifacts(jvm.registry_artifacts(self.deploy_dir), cache),
         }
+        java = jvm.find_java_on_path(KAFKA_MIN_JAVA, purpose="Apache Kafka")
+        lib = found["kafka"] / "lib"
+        archive = kafka.cds_archive(cache, lib, java.major)
+        with tempfile.TemporaryDirectory(prefix="boxbus-cds-") as work:
+            if asyncio.run(kafka.train_cds_archive(java.java, lib, archive, Path(work))):
+                found["kafka class-data archive"] = archive
+        return found
 
     async def up(self) -> StackInfo:
         with locked(self.run_dir):
@@ -212,7 +221,7 @@ class LocalStack:
         postgres_ready = asyncio.Event()
         steps: dict[str, Callable[[], Awaitable[None]]] = {}
         if kafka_java is not None:
-            steps["kafka"] = lambda: self._start_kafka(state, kafka_java.java, fetched["kafka"])
+            steps["kafka"] = lambda: self._start_kafka(state, kafka_java, fetched["kafka"])
         if Component.POSTGRES in missing:
             steps["postgres"] = lambda: self._start_postgres(state, postgres_ready)
         else:
@@ -255,18 +264,19 @@ class LocalStack:
             for k in state.ports.kafka
         ]
 
-    async def _start_kafka(self, state: StackState, java: Path, home: Path) -> None:
+    async def _start_kafka(self, state: StackState, java: jvm.JavaRuntime, home: Path) -> None:
         lib = home / "lib"
         nodes = self._kafka_nodes(state)
         for node in nodes:
             kafka.write_config(node, nodes)
         await asyncio.gather(*(
-            asyncio.to_thread(kafka.format_storage, java, lib, node, state.cluster_id)
+            asyncio.to_thread(kafka.format_storage, java.java, lib, node, state.cluster_id)
             for node in nodes
         ))
+        cds = kafka.cds_flags(kafka.cds_archive(self.settings.cache_dir, lib, java.major))
         records = []
         for node in nodes:
-            record = kafka.start_node(java, lib, node)
+            record = kafka.start_node(java.java, lib, node, cds=cds)
             state.processes[record.name] = record
             records.append(record)
         state.save()
@@ -331,9 +341,10 @@ class LocalStack:
             old = state.processes.get(f"kafka-{node_id}")
             if old is not None and procs.is_alive(old):
                 return
-            java = jvm.find_java_on_path(KAFKA_MIN_JAVA, purpose="Apache Kafka").java
-            home = jvm.kafka_artifacts(self.deploy_dir).target(self.settings.cache_dir)
-            record = kafka.start_node(java, home / "lib", nodes[node_id])
+            java = jvm.find_java_on_path(KAFKA_MIN_JAVA, purpose="Apache Kafka")
+            lib = jvm.kafka_artifacts(self.deploy_dir).target(self.settings.cache_dir) / "lib"
+            cds = kafka.cds_flags(kafka.cds_archive(self.settings.cache_dir, lib, java.major))
+            record = kafka.start_node(java.java, lib, nodes[node_id], cds=cds)
             state.processes[record.name] = record
             state.save()
             await kafka.wait_ready(self._bootstrap(state), {node_id}, [record])
