@@ -34,7 +34,7 @@ def render(info: StackInfo) -> None:
     table = Table(title=f"boxbus local stack ({info.run_dir})", title_justify="left")
     table.add_column("component")
     table.add_column("state")
-    table.add_column("address")
+    table.add_column("address", overflow="fold")
     table.add_column("boot s", justify="right")
     addresses = {
         "kafka": info.kafka_bootstrap,
@@ -54,7 +54,8 @@ def render(info: StackInfo) -> None:
             console.print(f"  kafka node {node.node_id} {node.address} pid {node.pid} {mark}")
     if info.smtp.maildir:
         console.print(f"  mail received is stored in {info.smtp.maildir}")
-    extra = {k: v for k, v in info.boot_seconds.items() if k in ("fetch", "total")}
+    extra = {k: v for k, v in info.boot_seconds.items()
+             if k == "total" or (k.startswith("fetch") and v >= 0.05)}
     if extra:
         console.print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in extra.items()))
 
@@ -66,12 +67,15 @@ def up(
         help="Start only these components, e.g. kafka,postgres.")] = None,
     registry_storage: Annotated[RegistryStorage, typer.Option(
         help="Where the schema registry keeps schemas.")] = RegistryStorage.MEMORY,
+    base_port: Annotated[int | None, typer.Option(
+        help="First of the 10 ports the stack uses (default BOXBUS_DEV_BASE_PORT); "
+        "0 picks free ports.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start the stack (what runs already is reused) and print where each service answers."""
     settings = settings_from_env()
     stack = LocalStack(settings, nodes=nodes, components=_components(only),
-                       registry_storage=registry_storage)
+                       registry_storage=registry_storage, base_port=base_port)
     if not json_out:
         console_err.print(f"starting the local stack in {settings.run_dir} ...")
     info = asyncio.run(stack.up())

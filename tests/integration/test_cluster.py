@@ -1,14 +1,19 @@
-"""A three-node KRaft cluster on one host: replication factor 3, min.insync.replicas 2. A round
-trip works with every node up, after one node is killed with SIGKILL, and after it is back —
-with aiokafka and with librdkafka (confluent-kafka), a client boxbus did not write."""
+"""A three-node KRaft cluster on one host, driven through the `boxbus dev` command as a
+developer would: replication factor 3, min.insync.replicas 2. A round trip works with every
+node up, after one node is killed with SIGKILL, and after it is back — with aiokafka and with
+librdkafka (confluent-kafka), a client boxbus did not write."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -16,22 +21,36 @@ from aiokafka.admin import AIOKafkaAdminClient
 from confluent_kafka import Consumer, Producer
 
 from bus import Settings, TopicSpec, ensure_topics
-from bus.devstack import Component, LocalStack, StackInfo
+from tests.conftest import boxbus_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.cluster]
 
 TOPIC = "it.cluster.orders"
 
 
+class DevCli:
+    def __init__(self, run_dir: Path) -> None:
+        self.env = {**os.environ, "BOXBUS_RUN_DIR": str(run_dir)}
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*boxbus_cli(), "dev", *args], env=self.env,
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
 @pytest.fixture(scope="module")
-async def cluster(run_root: Path) -> AsyncIterator[tuple[LocalStack, StackInfo]]:
-    settings = Settings(run_dir=run_root / "cluster")
-    stack = LocalStack(settings, nodes=3, components=frozenset({Component.KAFKA}), base_port=0)
-    info = await stack.up()
+def cluster(run_root: Path) -> Iterator[tuple[DevCli, dict[str, Any]]]:
+    cli = DevCli(run_root / "cluster")
+    info = cli.json("up", "--nodes", "3", "--only", "kafka", "--base-port", "0")
     try:
-        yield stack, info
+        yield cli, info
     finally:
-        stack.down()
+        stopped = cli.json("down")["stopped"]
+        assert sorted(stopped) == ["kafka-1", "kafka-2", "kafka-3"]
 
 
 async def aiokafka_round_trip(bootstrap: str, count: int = 30) -> None:
@@ -110,31 +129,28 @@ async def isr_of(bootstrap: str) -> list[list[int]]:
 
 
 async def test_three_nodes_survive_a_killed_node_and_take_it_back(
-    cluster: tuple[LocalStack, StackInfo],
+    cluster: tuple[DevCli, dict[str, Any]],
 ) -> None:
-    stack, info = cluster
-    assert [n.alive for n in info.nodes] == [True, True, True]
-    bootstrap = info.kafka_bootstrap
-    assert bootstrap is not None and bootstrap.count(",") == 2
+    cli, info = cluster
+    assert [n["alive"] for n in info["nodes"]] == [True, True, True]
+    assert info["components"] == {"kafka": "running"}
+    bootstrap = info["kafka_bootstrap"]
+    assert bootstrap.count(",") == 2
 
-    await ensure_topics(stack.settings, bootstrap,
+    await ensure_topics(Settings(), bootstrap,
                         [TopicSpec(TOPIC, partitions=3, replication_factor=3)])
     assert await isr_of(bootstrap) == [[1, 2, 3]] * 3
     await aiokafka_round_trip(bootstrap)
     await asyncio.to_thread(librdkafka_round_trip, bootstrap)
 
-    stack.kill_node(2)
-    status = stack.status()
-    assert status is not None
-    assert [n.alive for n in status.nodes] == [True, False, True]
+    cli("kill-node", "2")
+    assert [n["alive"] for n in cli.json("status")["nodes"]] == [True, False, True]
     # acks=all with min.insync.replicas=2: two replicas of three are enough to write and read.
     await aiokafka_round_trip(bootstrap)
     await asyncio.to_thread(librdkafka_round_trip, bootstrap)
 
-    await stack.start_node(2)
-    status = stack.status()
-    assert status is not None
-    assert [n.alive for n in status.nodes] == [True, True, True]
+    cli("start-node", "2")
+    assert [n["alive"] for n in cli.json("status")["nodes"]] == [True, True, True]
     await aiokafka_round_trip(bootstrap)
     await asyncio.to_thread(librdkafka_round_trip, bootstrap)
     # The restarted node catches up and rejoins every in-sync replica set.
