@@ -204,7 +204,6 @@ class LocalStack:
         state.save()
 
         started_at = time.monotonic()
-        state.boot_seconds = {}
 
         async def fetched(artifacts: jvm.ArtifactSet) -> Path:
             """The artifacts' folder; a first fetch is timed apart from the boot it precedes."""
