@@ -19,6 +19,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Every stack error ends with the way around the embedded stack.
+EXTERNAL_HINT = (
+    "to use services you already run instead, set BOXBUS_KAFKA_BOOTSTRAP_SERVERS, "
+    "BOXBUS_DATABASE_URL, BOXBUS_SCHEMA_REGISTRY_URL and BOXBUS_SMTP_HOST; boxbus then starts "
+    "none of them itself"
+)
+
 
 class BoxbusError(Exception):
     """Root of every error raised by boxbus."""
@@ -53,7 +60,7 @@ class StackError(BoxbusError):
         text = super().__str__()
         if self.log_path is not None:
             text += f"\n  log: {self.log_path}"
-        return text
+        return f"{text}\n  or: {EXTERNAL_HINT}"
 
 
 class PrerequisiteError(StackError):
@@ -68,9 +75,3 @@ class ComponentFailed(StackError):
     """A component process exited or did not become ready in time."""
 
     retriable = True
-
-
-EXTERNAL_HINT = (
-    "to use services you already run instead, set BOXBUS_KAFKA_BOOTSTRAP_SERVERS, "
-    "BOXBUS_DATABASE_URL and BOXBUS_SCHEMA_REGISTRY_URL; boxbus then starts nothing of its own"
-)

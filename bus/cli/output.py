@@ -9,7 +9,8 @@ from pydantic import BaseModel
 from rich.console import Console
 
 console = Console()
-console_err = Console(stderr=True)
+# Soft wrap: a message that a program or a test greps stays on its lines.
+console_err = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(data: BaseModel | dict[str, Any] | list[Any]) -> None:

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus.errors import EXTERNAL_HINT, PrerequisiteError
+from bus.errors import PrerequisiteError
 from bus.log import get_logger
 
 log = get_logger(__name__)
@@ -72,7 +72,7 @@ def find_java(min_major: int, *, purpose: str, preferred_home: Path | None = Non
     raise PrerequisiteError(
         f"{purpose} needs Java {min_major} or newer; found: {found}",
         hint=f"install a JDK {min_major}+ and put it on PATH or set JAVA_HOME "
-        f"(or BOXBUS_REGISTRY_JAVA_HOME for the registry); {EXTERNAL_HINT}",
+        f"(or BOXBUS_REGISTRY_JAVA_HOME for the registry)",
     )
 
 
@@ -88,13 +88,13 @@ def find_java_on_path(min_major: int, *, purpose: str) -> JavaRuntime:
             f"{purpose} needs Java {min_major} or newer, and there is no `java` on PATH "
             "(nor in JAVA_HOME)",
             hint=f"install a JDK {min_major}+ (apt-get install openjdk-17-jdk-headless) and put "
-            f"it on PATH or set JAVA_HOME; {EXTERNAL_HINT}",
+            f"it on PATH or set JAVA_HOME",
         )
     major = java_major(java)
     if major is None or major < min_major:
         raise PrerequisiteError(
             f"{purpose} needs Java {min_major} or newer; {java} is Java {major or 'unknown'}",
-            hint=f"put a JDK {min_major}+ first on PATH or set JAVA_HOME; {EXTERNAL_HINT}",
+            hint=f"put a JDK {min_major}+ first on PATH or set JAVA_HOME",
         )
     return JavaRuntime(java=java, major=major)
 
@@ -153,7 +153,7 @@ def ensure_artifacts(artifacts: ArtifactSet, cache_dir: Path) -> Path:
     if mvn is None:
         raise PrerequisiteError(
             f"Maven (mvn) is not on PATH; it fetches the {artifacts.name} artifacts once",
-            hint=f"install Maven (apt-get install maven) and run again; {EXTERNAL_HINT}",
+            hint="install Maven (apt-get install maven) and run again",
         )
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

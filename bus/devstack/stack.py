@@ -30,7 +30,7 @@ from bus.devstack.state import (
     StackState,
     locked,
 )
-from bus.errors import EXTERNAL_HINT, PortInUseError, StackError
+from bus.errors import PortInUseError, StackError
 from bus.log import get_logger
 from bus.settings import Settings
 
@@ -137,7 +137,7 @@ class LocalStack:
                 raise PortInUseError(
                     f"port {port} on 127.0.0.1, wanted for {what}, is in use by another process",
                     hint=f"stop that process (see `ss -ltnp 'sport = :{port}'`), or choose other "
-                    f"ports with BOXBUS_DEV_BASE_PORT (now {self.base_port}); {EXTERNAL_HINT}",
+                    f"ports with BOXBUS_DEV_BASE_PORT (now {self.base_port})",
                 )
 
     # -- up -------------------------------------------------------------------------------------

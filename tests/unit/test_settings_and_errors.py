@@ -54,7 +54,8 @@ def test_sasl_settings_become_client_options(tmp_path: Path) -> None:
 
 def test_errors_say_what_to_do_and_where_the_log_is() -> None:
     error = ComponentFailed("kafka died", hint="read the log", log_path=Path("/x/kafka.log"))
-    assert str(error) == "kafka died\n  what to do: read the log\n  log: /x/kafka.log"
+    assert str(error).startswith("kafka died\n  what to do: read the log\n  log: /x/kafka.log\n")
+    assert "BOXBUS_KAFKA_BOOTSTRAP_SERVERS" in str(error)
     assert error.retriable
     assert not PortInUseError("taken").retriable
     assert not ConfigError("bad").retriable
