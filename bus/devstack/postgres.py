@@ -53,6 +53,11 @@ class PostgresHome:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
 
+def run_dir_tag(run_dir: Path) -> str:
+    """Names the data folder kept outside the run directory (under root) after that directory."""
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def _ensure_system_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(SYSTEM_USER)
@@ -75,8 +80,7 @@ def prepare(run_dir: Path, port: int) -> PostgresHome:
     if os.geteuid() == 0:
         uid, gid = _ensure_system_user()
         # root's home is private; keep the cluster under /tmp, named after the run directory.
-        tag = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
-        base = Path(tempfile.gettempdir()) / f"boxbus-pg-{tag}"
+        base = Path(tempfile.gettempdir()) / f"boxbus-pg-{run_dir_tag(run_dir)}"
         base.mkdir(mode=0o700, exist_ok=True)
         os.chown(base, uid, gid)
         os.chown(log_path.parent, uid, gid)
@@ -166,5 +170,5 @@ async def wait_ready(url: str, record: procs.ProcessRecord, *, timeout: float = 
 
 def remove(run_dir: Path) -> None:
     """Delete the data kept outside the run directory (under root), if any."""
-    tag = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
-    shutil.rmtree(Path(tempfile.gettempdir()) / f"boxbus-pg-{tag}", ignore_errors=True)
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"boxbus-pg-{run_dir_tag(run_dir)}",
+                  ignore_errors=True)

@@ -4,6 +4,7 @@ registry process is killed is still there after `up` starts it again."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from bus import Settings
 from bus.devstack import Component, LocalStack, RegistryStorage, procs
+from bus.devstack.postgres import run_dir_tag
 from bus.devstack.state import StackState
 
 pytestmark = pytest.mark.stack
@@ -22,6 +24,7 @@ async def test_postgres_storage_survives_a_registry_restart(tmp_path: Path) -> N
                        registry_storage=RegistryStorage.POSTGRES, base_port=0)
     schema = {"type": "record", "name": "Kept", "namespace": "it",
               "fields": [{"name": "id", "type": "string"}]}
+    records: list[procs.ProcessRecord] = []
     try:
         info = await stack.up()
         async with httpx.AsyncClient(base_url=str(info.schema_registry_url)) as client:
@@ -42,5 +45,11 @@ async def test_postgres_storage_survives_a_registry_restart(tmp_path: Path) -> N
             assert (await client.get("/subjects")).json() == ["it.kept-value"]
             again = await client.get(f"/schemas/ids/{schema_id}")
             assert json.loads(again.json()["schema"])["name"] == "Kept"
+        records = list(state.processes.values())
     finally:
-        stack.down()
+        stopped = stack.down()
+    # `down` leaves nothing behind: no process it started, no run directory, no database files.
+    assert sorted(stopped) == ["postgres", "registry"]
+    assert records and not any(procs.is_alive(r) for r in records)
+    assert not settings.run_dir.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"boxbus-pg-{run_dir_tag(settings.run_dir)}"))
