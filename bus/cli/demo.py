@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich import box
 from rich.table import Table
 
 from bus.cli.context import settings_from_env
@@ -137,9 +138,11 @@ def demo(
 
 def _render(result: dict[str, Any]) -> None:
     table = Table(title=f"topic {result['topic']} read by group {result['group']}",
-                  title_justify="left")
-    for column in ("partition", "offset", "key", "event", "region", "latency ms"):
-        table.add_column(column, justify="right" if column in ("offset", "latency ms") else "left")
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    # "ms after send" includes the consumer group's join, which the first records wait for.
+    for column in ("partition", "offset", "key", "event", "region", "ms after send"):
+        table.add_column(column, justify="right" if column in ("offset", "ms after send")
+                         else "left")
     for r in sorted(result["records"], key=lambda r: (r["partition"], r["offset"])):
         table.add_row(str(r["partition"]), str(r["offset"]), r["key"], r["type"], r["region"],
                       f"{r['latency_ms']:.1f}")

@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from bus.cli.context import settings_from_env
@@ -31,7 +32,8 @@ def _components(only: str | None) -> frozenset[Component]:
 
 
 def render(info: StackInfo) -> None:
-    table = Table(title=f"boxbus local stack ({info.run_dir})", title_justify="left")
+    table = Table(title=f"boxbus local stack ({info.run_dir})", title_justify="left",
+                  box=box.SIMPLE_HEAD)
     table.add_column("component")
     table.add_column("state")
     table.add_column("address", overflow="fold")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
 
-console = Console()
+# Piped output (CI logs, `| less`) gets 120 columns instead of rich's 80, so addresses fit.
+console = Console(width=shutil.get_terminal_size((120, 24)).columns)
 # Soft wrap: a message that a program or a test greps stays on its lines.
 console_err = Console(stderr=True, soft_wrap=True)
 

@@ -185,3 +185,20 @@ async def test_external_services_are_used_not_started(settings: Settings, stack:
         assert info.nodes == []
     finally:
         assert local.down() == []
+
+
+async def test_demo_round_trip_reports_what_happened(
+    stack: StackInfo, env_for_cli: dict[str, str]
+) -> None:
+    result = subprocess.run(
+        [*boxbus_cli(), "demo", "--orders", "3", "--json"], env=env_for_cli,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    trip = report["round_trip"]
+    assert report["stack"]["kafka_bootstrap"] == stack.kafka_bootstrap  # the running stack reused
+    assert trip["produced"] == trip["consumed"] == 6
+    assert trip["per_key_order_kept"] is True
+    assert sum(trip["committed_offsets"].values()) >= 6
+    assert {r["type"] for r in trip["records"]} == {"order_placed", "order_confirmed"}
