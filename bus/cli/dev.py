@@ -12,7 +12,7 @@ from rich.table import Table
 
 from bus.cli.context import settings_from_env
 from bus.cli.output import console, console_err, print_json
-from bus.devstack import ALL_COMPONENTS, Component, LocalStack, RegistryStorage, StackInfo
+from bus.devstack import Component, LocalStack, RegistryStorage, StackInfo
 
 app = typer.Typer(help="Run the embedded local stack: Kafka, PostgreSQL, schema registry, SMTP.",
                   no_args_is_help=True)
@@ -20,9 +20,9 @@ app = typer.Typer(help="Run the embedded local stack: Kafka, PostgreSQL, schema 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for programs.")]
 
 
-def _components(only: str | None) -> frozenset[Component]:
+def _components(only: str | None) -> frozenset[Component] | None:
     if not only:
-        return ALL_COMPONENTS
+        return None
     names = [n.strip() for n in only.split(",") if n.strip()]
     try:
         return frozenset(Component(n) for n in names)
@@ -64,11 +64,13 @@ def render(info: StackInfo) -> None:
 
 @app.command()
 def up(
-    nodes: Annotated[int, typer.Option(help="Kafka nodes: 1, or 3 for fault tests.")] = 1,
+    nodes: Annotated[int | None, typer.Option(
+        help="Kafka nodes: 1, or 3 for fault tests (default: what runs, else 1).")] = None,
     only: Annotated[str | None, typer.Option(
-        help="Start only these components, e.g. kafka,postgres.")] = None,
-    registry_storage: Annotated[RegistryStorage, typer.Option(
-        help="Where the schema registry keeps schemas.")] = RegistryStorage.MEMORY,
+        help="Start only these components, e.g. kafka,postgres (default: what is set up, "
+        "else all).")] = None,
+    registry_storage: Annotated[RegistryStorage | None, typer.Option(
+        help="Where the schema registry keeps schemas (default: memory).")] = None,
     base_port: Annotated[int | None, typer.Option(
         help="First of the 10 ports the stack uses (default BOXBUS_DEV_BASE_PORT); "
         "0 picks free ports.")] = None,
@@ -142,10 +144,10 @@ def createdb(name: Annotated[str, typer.Argument(help="Database name, e.g. box_n
     """Create a database (one per box) on the stack's PostgreSQL and print its URL."""
     from bus.db import create_database
 
-    info = LocalStack(settings_from_env()).status()
     settings = settings_from_env()
-    url = (settings.database_url.get_secret_value() if settings.database_url
-           else info.database_url if info else None)
+    info = LocalStack(settings).status()
+    url = settings.database_url.get_secret_value() if settings.database_url else (
+        info.database_url if info else None)
     if url is None:
         console_err.print("no database: run `boxbus dev up` or set BOXBUS_DATABASE_URL")
         raise typer.Exit(2)

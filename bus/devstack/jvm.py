@@ -44,7 +44,7 @@ def java_major(java: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _candidates(preferred_home: Path | None) -> list[Path]:
+def _candidates(preferred_home: Path | None, search_system: bool) -> list[Path]:
     found: list[Path] = []
     if preferred_home is not None:
         found.append(preferred_home / "bin" / "java")
@@ -53,50 +53,38 @@ def _candidates(preferred_home: Path | None) -> list[Path]:
     on_path = shutil.which("java")
     if on_path:
         found.append(Path(on_path))
-    for root in _JVM_DIRS:
-        if root.is_dir():
-            found.extend(sorted(p / "bin" / "java" for p in root.iterdir()))
+    if search_system:
+        for root in _JVM_DIRS:
+            if root.is_dir():
+                found.extend(sorted(p / "bin" / "java" for p in root.iterdir()))
     return [p for p in dict.fromkeys(found) if p.is_file()]
 
 
-def find_java(min_major: int, *, purpose: str, preferred_home: Path | None = None) -> JavaRuntime:
-    """The first Java runtime of at least ``min_major``: preferred home, JAVA_HOME, PATH, then
-    the usual JVM folders. Raises PrerequisiteError naming what was found and what to do."""
+def find_java(
+    min_major: int,
+    *,
+    purpose: str,
+    preferred_home: Path | None = None,
+    search_system: bool = True,
+) -> JavaRuntime:
+    """The first Java runtime of at least ``min_major``: ``preferred_home``, JAVA_HOME, PATH,
+    then (with ``search_system``) the usual JVM folders. Raises PrerequisiteError naming what
+    was found and what to do."""
     seen: list[str] = []
-    for java in _candidates(preferred_home):
+    for java in _candidates(preferred_home, search_system):
         major = java_major(java)
-        seen.append(f"{java} (Java {major or '?'})")
+        seen.append(f"{java} is Java {major or 'unknown'}")
         if major is not None and major >= min_major:
             return JavaRuntime(java=java, major=major)
-    found = "; ".join(seen) if seen else "no java executable on PATH, in JAVA_HOME or /usr/lib/jvm"
+    where = "PATH or in JAVA_HOME" + (
+        " (nor in " + ", ".join(map(str, _JVM_DIRS)) + ")" if search_system else "")
+    found = "; ".join(seen) if seen else f"there is no `java` on {where}"
     raise PrerequisiteError(
-        f"{purpose} needs Java {min_major} or newer; found: {found}",
-        hint=f"install a JDK {min_major}+ and put it on PATH or set JAVA_HOME "
-        f"(or BOXBUS_REGISTRY_JAVA_HOME for the registry)",
+        f"{purpose} needs Java {min_major} or newer, and {found}",
+        hint=f"install a JDK {min_major}+ (Debian: apt-get install openjdk-{max(min_major, 17)}"
+        "-jdk-headless, where the release has it) and put it first on PATH or set JAVA_HOME; "
+        "the registry also looks in BOXBUS_REGISTRY_JAVA_HOME",
     )
-
-
-def find_java_on_path(min_major: int, *, purpose: str) -> JavaRuntime:
-    """The ``java`` of JAVA_HOME, else the one on PATH, if it is at least ``min_major``."""
-    home = os.environ.get("JAVA_HOME")
-    java = Path(home) / "bin" / "java" if home else None
-    if java is None or not java.is_file():
-        on_path = shutil.which("java")
-        java = Path(on_path) if on_path else None
-    if java is None:
-        raise PrerequisiteError(
-            f"{purpose} needs Java {min_major} or newer, and there is no `java` on PATH "
-            "(nor in JAVA_HOME)",
-            hint=f"install a JDK {min_major}+ (apt-get install openjdk-17-jdk-headless) and put "
-            f"it on PATH or set JAVA_HOME",
-        )
-    major = java_major(java)
-    if major is None or major < min_major:
-        raise PrerequisiteError(
-            f"{purpose} needs Java {min_major} or newer; {java} is Java {major or 'unknown'}",
-            hint=f"put a JDK {min_major}+ first on PATH or set JAVA_HOME",
-        )
-    return JavaRuntime(java=java, major=major)
 
 
 @dataclass(frozen=True)
@@ -141,6 +129,15 @@ def registry_artifacts(deploy_dir: Path) -> ArtifactSet:
         output_subdir=".",
         expect="quarkus-run.jar",
     )
+
+
+def check_fetchable(artifacts: ArtifactSet, cache_dir: Path) -> None:
+    """Fail now, before anything starts, if the artifacts are not cached and Maven is missing."""
+    if not (artifacts.target(cache_dir) / ".complete").exists() and shutil.which("mvn") is None:
+        raise PrerequisiteError(
+            f"Maven (mvn) is not on PATH; it fetches the {artifacts.name} artifacts once",
+            hint="install Maven (apt-get install maven) and run again",
+        )
 
 
 def ensure_artifacts(artifacts: ArtifactSet, cache_dir: Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,12 +115,10 @@ def node_properties(node: KafkaNode, cluster: list[KafkaNode]) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def write_config(node: KafkaNode, cluster: list[KafkaNode]) -> Path:
+def write_config(node: KafkaNode, cluster: list[KafkaNode]) -> None:
     node.home.mkdir(parents=True, exist_ok=True)
     node.config_path.write_text(node_properties(node, cluster))
-    log4j = node.home / "log4j2.yaml"
-    log4j.write_text(_LOG4J2)
-    return node.config_path
+    (node.home / "log4j2.yaml").write_text(_LOG4J2)
 
 
 def _classpath(lib_dir: Path) -> str:
@@ -136,7 +133,7 @@ def format_storage(java: Path, lib_dir: Path, node: KafkaNode, cluster_id: str) 
         [str(java), "-Xmx128m", "-XX:TieredStopAtLevel=1",
          f"-Dlog4j2.configurationFile={node.home / 'log4j2.yaml'}",
          "-cp", _classpath(lib_dir), "kafka.tools.StorageTool", "format",
-         "-t", cluster_id, "-c", str(node.config_path), "--ignore-formatted"],
+         "-t", cluster_id, "-c", str(node.config_path)],
         capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
@@ -167,35 +164,17 @@ def start_node(
 
 
 async def wait_ready(
-    bootstrap: str,
-    node_ids: set[int],
-    records: list[procs.ProcessRecord],
-    *,
-    timeout: float = 90.0,
+    nodes: list[KafkaNode], records: list[procs.ProcessRecord], *, timeout: float = 90.0
 ) -> None:
-    """Ready means a real client got metadata listing every broker in ``node_ids``, and the
-    group coordinator (hence ``__consumer_offsets``) exists while they are all up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for record in records:
-            if not procs.is_alive(record):
-                raise ComponentFailed(
-                    f"Kafka process {record.name} (pid {record.pid}) exited while starting:\n"
-                    + procs.tail(record.log_path),
-                    hint="read the log; a port in use or a broken data directory are the usual "
-                    "causes (boxbus dev down clears the run directory)",
-                    log_path=record.log_path,
-                )
-        if await _cluster_answers(bootstrap, node_ids):
-            return
-        if time.monotonic() > deadline:
-            raise ComponentFailed(
-                f"Kafka at {bootstrap} did not list broker(s) {sorted(node_ids)} within "
-                f"{timeout:.0f} s",
-                hint="read the log of each node",
-                log_path=records[0].log_path if records else None,
-            )
-        await asyncio.sleep(0.1)
+    """Ready means each of ``nodes`` accepts connections on its own port, a real client's
+    metadata lists them all, and the group coordinator (hence ``__consumer_offsets``) exists."""
+    names = ", ".join(str(n.node_id) for n in nodes)
+    await procs.wait_until(
+        lambda: _nodes_answer(nodes),
+        what=f"Kafka node(s) {names}", records=records, timeout=timeout,
+        hint="read the log; a port in use or a damaged data directory are the usual causes "
+        "(`boxbus dev down` removes the run directory)",
+    )
 
 
 def cds_archive(cache_dir: Path, lib_dir: Path, java_major: int) -> Path:
@@ -227,7 +206,7 @@ async def train_cds_archive(java: Path, lib_dir: Path, archive: Path, work_dir: 
     flags = [f"-XX:ArchiveClassesAtExit={partial}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
     record = start_node(java, lib_dir, node, cds=flags)
     try:
-        await wait_ready(node.address, {1}, [record], timeout=120)
+        await wait_ready([node], [record], timeout=120)
     finally:
         procs.stop(record, timeout=60)
     if partial.exists() and partial.stat().st_size > 1024 * 1024:
@@ -247,18 +226,19 @@ async def _port_accepts(address: str) -> bool:
     return True
 
 
-async def _cluster_answers(bootstrap: str, node_ids: set[int]) -> bool:
+async def _nodes_answer(nodes: list[KafkaNode]) -> bool:
     # A closed port is found with a plain TCP connect: aiokafka would log an error per attempt.
-    if not all([await _port_accepts(a) for a in bootstrap.split(",")][:1]):
-        return False
+    for node in nodes:
+        if not await _port_accepts(node.address):
+            return False
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=3000, connections_max_idle_ms=10000
+        bootstrap_servers=[n.address for n in nodes], request_timeout_ms=3000,
     )
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
         listed = {broker["node_id"] for broker in cluster["brokers"]}
-        if not node_ids <= listed or cluster["controller_id"] in (None, -1):
+        if not {n.node_id for n in nodes} <= listed or cluster["controller_id"] in (None, -1):
             return False
         # FindCoordinator makes the broker create __consumer_offsets now, with all replicas up.
         await admin.find_coordinator("boxbus-dev-readiness")

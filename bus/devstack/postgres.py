@@ -3,20 +3,18 @@
 boxbus runs ``initdb`` and ``postgres`` itself (rather than through pgserver's helper) so that
 the server listens on a chosen loopback port as well as a private socket, and so that the stack
 knows its pid. PostgreSQL refuses to run as root; under root the server runs as an unprivileged
-system user ``boxbus`` (created once), with its data outside root's home so that user can reach it.
+system user ``boxbus`` (created once), with its data outside root's home so that user can reach
+it. The stack records where that data is, and ``down`` removes it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import importlib.util
 import os
 import pwd
-import shutil
+import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,66 +38,75 @@ def bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def url(port: int, database: str = "postgres") -> str:
+    return f"postgresql://{SUPERUSER}@{procs.LOOPBACK}:{port}/{database}"
+
+
 @dataclass(frozen=True)
 class PostgresHome:
-    data_dir: Path
-    socket_dir: Path
+    base: Path  # data and socket live here; removed by `down`
     log_path: Path
     port: int
     uid: int | None
     gid: int | None
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
 
-
-def run_dir_tag(run_dir: Path) -> str:
-    """Names the data folder kept outside the run directory (under root) after that directory."""
-    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    @property
+    def socket_dir(self) -> Path:
+        return self.base / "sock"
 
 
 def _ensure_system_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             SYSTEM_USER],
-            check=True, capture_output=True,
-        )
+        try:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 SYSTEM_USER],
+                check=True, capture_output=True, text=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or str(exc)
+            raise PrerequisiteError(
+                f"PostgreSQL cannot run as root, and creating the system user {SYSTEM_USER!r} "
+                f"for it failed: {detail.strip()}",
+                hint=f"create the user yourself (useradd --system {SYSTEM_USER}), run boxbus as "
+                "a normal user, or set BOXBUS_DATABASE_URL to use your own PostgreSQL",
+            ) from exc
         entry = pwd.getpwnam(SYSTEM_USER)
     return entry.pw_uid, entry.pw_gid
 
 
 def prepare(run_dir: Path, port: int) -> PostgresHome:
     """Choose the folders of this stack's server (creating them) and the user it runs as."""
+    binaries = bin_dir()
     log_path = run_dir / "postgres" / "postgres.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     uid: int | None = None
     gid: int | None = None
     if os.geteuid() == 0:
         uid, gid = _ensure_system_user()
-        # root's home is private; keep the cluster under /tmp, named after the run directory.
-        base = Path(tempfile.gettempdir()) / f"boxbus-pg-{run_dir_tag(run_dir)}"
-        base.mkdir(mode=0o700, exist_ok=True)
-        os.chown(base, uid, gid)
-        os.chown(log_path.parent, uid, gid)
+        _check_reachable(binaries)
+        # root's home is private: keep the cluster in a fresh folder under the temp directory.
+        base = Path(tempfile.mkdtemp(prefix="boxbus-pg-"))
+        for path in (base, log_path.parent):
+            os.chown(path, uid, gid)
         if log_path.exists():
             os.chown(log_path, uid, gid)
-        _check_reachable(bin_dir(), uid)
     else:
         base = run_dir / "postgres"
-    home = PostgresHome(
-        data_dir=base / "data", socket_dir=base / "sock", log_path=log_path,
-        port=port, uid=uid, gid=gid,
-    )
+    home = PostgresHome(base=base, log_path=log_path, port=port, uid=uid, gid=gid)
     home.socket_dir.mkdir(mode=0o700, exist_ok=True)
     if uid is not None and gid is not None:
         os.chown(home.socket_dir, uid, gid)
     return home
 
 
-def _check_reachable(binaries: Path, uid: int) -> None:
+def _check_reachable(binaries: Path) -> None:
     """The postgres user must be able to reach the binaries inside the virtualenv."""
     for parent in [binaries, *binaries.parents]:
         if not parent.stat().st_mode & 0o001:
@@ -124,7 +131,7 @@ def initdb(home: PostgresHome) -> None:
     if result.returncode != 0:
         raise ComponentFailed(
             f"initdb failed (exit {result.returncode})",
-            hint="read the log; boxbus dev down removes a half-made data directory",
+            hint="read the log; `boxbus dev down` removes a half-made data directory",
             log_path=home.log_path,
         )
 
@@ -132,43 +139,26 @@ def initdb(home: PostgresHome) -> None:
 def start(home: PostgresHome) -> procs.ProcessRecord:
     argv = [
         str(bin_dir() / "postgres"), "-D", str(home.data_dir),
-        "-h", "127.0.0.1", "-p", str(home.port), "-k", str(home.socket_dir),
+        "-h", procs.LOOPBACK, "-p", str(home.port), "-k", str(home.socket_dir),
         # A development server: durable enough to survive a process kill (fsync stays on for
-        # the crash tests of later issues), small, and quick to check-point.
+        # the crash tests of later issues), small, and quiet.
         "-c", "max_connections=200", "-c", "shared_buffers=128MB",
-        "-c", "synchronous_commit=on", "-c", "listen_addresses=127.0.0.1",
         "-c", "logging_collector=off", "-c", "log_min_messages=warning",
     ]
     return procs.spawn(
-        "postgres", argv, log_path=home.log_path, user=home.uid, group=home.gid
+        "postgres", argv, log_path=home.log_path, user=home.uid, group=home.gid,
+        stop_signal=signal.SIGINT,
     )
 
 
-async def wait_ready(url: str, record: procs.ProcessRecord, *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if not procs.is_alive(record):
-            raise ComponentFailed(
-                f"PostgreSQL (pid {record.pid}) exited while starting:\n"
-                + procs.tail(record.log_path),
-                hint="a port in use is the usual cause; read the log",
-                log_path=record.log_path,
-            )
+async def wait_ready(port: int, record: procs.ProcessRecord, *, timeout: float = 30.0) -> None:
+    async def accepts() -> bool:
         try:
-            conn = await asyncpg.connect(url, timeout=2)
-        except (TimeoutError, OSError, asyncpg.PostgresError):
-            if time.monotonic() > deadline:
-                raise ComponentFailed(
-                    f"PostgreSQL at {url} did not accept connections within {timeout:.0f} s",
-                    log_path=record.log_path,
-                ) from None
-            await asyncio.sleep(0.05)
-            continue
+            conn = await asyncpg.connect(url(port), timeout=2)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
         await conn.close()
-        return
+        return True
 
-
-def remove(run_dir: Path) -> None:
-    """Delete the data kept outside the run directory (under root), if any."""
-    shutil.rmtree(Path(tempfile.gettempdir()) / f"boxbus-pg-{run_dir_tag(run_dir)}",
-                  ignore_errors=True)
+    await procs.wait_until(accepts, what="PostgreSQL", records=[record], timeout=timeout,
+                           hint="read the log; a port in use is the usual cause")

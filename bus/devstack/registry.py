@@ -7,15 +7,14 @@ schemas in a ``schema_registry`` database on the stack's PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
-import time
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from bus.devstack import procs
-from bus.errors import ComponentFailed
 
 MIN_JAVA = 21  # Apicurio 3.3 is compiled for Java 21 (class file version 65)
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -24,6 +23,25 @@ CCOMPAT_PATH = "/apis/ccompat/v7"
 class RegistryStorage(StrEnum):
     MEMORY = "memory"
     POSTGRES = "postgres"
+
+
+@dataclass(frozen=True)
+class JdbcTarget:
+    url: str
+    username: str
+    password: str
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> JdbcTarget:
+        """postgresql://user:pass@host:port/db -> the JDBC URL and credentials Quarkus wants."""
+        parts = urlsplit(dsn)
+        host = parts.hostname or procs.LOOPBACK
+        port = parts.port or 5432
+        return cls(
+            url=f"jdbc:postgresql://{host}:{port}{parts.path}",
+            username=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+        )
 
 
 def ccompat_url(port: int) -> str:
@@ -38,7 +56,7 @@ def start(
     log_path: Path,
     *,
     storage: RegistryStorage = RegistryStorage.MEMORY,
-    jdbc_url: str | None = None,
+    jdbc: JdbcTarget | None = None,
     cds_archive: Path | None = None,
 ) -> procs.ProcessRecord:
     env = {
@@ -53,14 +71,14 @@ def start(
         # Loopback only, no authentication in the local stack.
     }
     if storage is RegistryStorage.POSTGRES:
-        if jdbc_url is None:
-            raise ValueError("postgres storage needs a JDBC URL")
+        if jdbc is None:
+            raise ValueError("postgres storage needs a database")
         env |= {
             "APICURIO_STORAGE_KIND": "sql",
             "APICURIO_STORAGE_SQL_KIND": "postgresql",
-            "APICURIO_DATASOURCE_URL": jdbc_url,
-            "APICURIO_DATASOURCE_USERNAME": "postgres",
-            "APICURIO_DATASOURCE_PASSWORD": "",
+            "APICURIO_DATASOURCE_URL": jdbc.url,
+            "APICURIO_DATASOURCE_USERNAME": jdbc.username,
+            "APICURIO_DATASOURCE_PASSWORD": jdbc.password,
         }
     flags = ["-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
              "-Djava.awt.headless=true"]
@@ -74,25 +92,15 @@ def start(
 
 async def wait_ready(url: str, record: procs.ProcessRecord, *, timeout: float = 90.0) -> None:
     """Ready when the Confluent API lists subjects (a real request, not a health probe)."""
-    deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2.0) as client:
-        while True:
-            if not procs.is_alive(record):
-                raise ComponentFailed(
-                    f"the schema registry (pid {record.pid}) exited while starting:\n"
-                    + procs.tail(record.log_path),
-                    hint="read the log; a port in use or a Java older than 21 are the usual causes",
-                    log_path=record.log_path,
-                )
+
+        async def answers() -> bool:
             try:
-                response = await client.get(f"{url}/subjects")
-                if response.status_code == 200:
-                    return
+                return (await client.get(f"{url}/subjects")).status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise ComponentFailed(
-                    f"the schema registry at {url} did not answer within {timeout:.0f} s",
-                    log_path=record.log_path,
-                )
-            await asyncio.sleep(0.1)
+                return False
+
+        await procs.wait_until(
+            answers, what="the schema registry", records=[record], timeout=timeout,
+            hint="read the log; a port in use or a Java older than 21 are the usual causes",
+        )

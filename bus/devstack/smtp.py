@@ -11,12 +11,10 @@ import asyncio
 import mailbox
 import signal
 import smtplib
-import time
 from pathlib import Path
 from typing import Any
 
 from bus.devstack import procs
-from bus.errors import ComponentFailed
 
 
 class MaildirHandler:
@@ -65,27 +63,16 @@ def start(python: str, port: int, maildir: Path, log_path: Path) -> procs.Proces
 
 
 async def wait_ready(port: int, record: procs.ProcessRecord, *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if not procs.is_alive(record):
-            raise ComponentFailed(
-                f"the SMTP server (pid {record.pid}) exited while starting:\n"
-                + procs.tail(record.log_path),
-                log_path=record.log_path,
-            )
-        if await asyncio.to_thread(_answers, port):
-            return
-        if time.monotonic() > deadline:
-            raise ComponentFailed(
-                f"the SMTP server on port {port} did not answer within {timeout:.0f} s",
-                log_path=record.log_path,
-            )
-        await asyncio.sleep(0.05)
+    async def answers() -> bool:
+        return await asyncio.to_thread(_answers, port)
+
+    await procs.wait_until(answers, what="the SMTP server", records=[record], timeout=timeout,
+                           hint="read the log; a port in use is the usual cause")
 
 
 def _answers(port: int) -> bool:
     try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
+        with smtplib.SMTP(procs.LOOPBACK, port, timeout=2) as client:
             code, _ = client.noop()
             return code == 250
     except (OSError, smtplib.SMTPException):

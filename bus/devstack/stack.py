@@ -1,11 +1,12 @@
 """The embedded local stack: Kafka (1 or 3 KRaft nodes), PostgreSQL, the schema registry and an
 SMTP server, started in parallel as background processes on 127.0.0.1.
 
-``up`` checks every prerequisite before it starts anything, then starts each component and
-waits until a real client request to it succeeds. Every process it starts is written into the
-run state at once, so ``down`` (from any shell) can stop exactly those, by pid, even after a
-failed ``up``. A service given in the settings (an external Kafka, database or registry) is used
-as it is and never started.
+``up`` checks every prerequisite before it starts anything, then starts what is not running
+(a whole component, or just the Kafka nodes that died) and waits until a real client request to
+each succeeds; the first failure cancels the other starts and stops what this call started.
+Every process is written into the run state as soon as it exists, so ``down`` (from any shell)
+stops exactly those, by pid. A service given in the settings (an external Kafka, database,
+registry or SMTP server) is used as it is and never started.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -30,7 +32,7 @@ from bus.devstack.state import (
     StackState,
     locked,
 )
-from bus.errors import PortInUseError, StackError
+from bus.errors import BoxbusError, PortInUseError, StackError
 from bus.log import get_logger
 from bus.settings import Settings
 
@@ -63,29 +65,31 @@ class StackInfo(BaseModel):
     smtp: SmtpInfo
     nodes: list[NodeInfo]
     components: dict[str, str]
+    processes: dict[str, int]
     boot_seconds: dict[str, float]
     run_dir: Path
 
 
 class LocalStack:
-    """Start, inspect and stop the local stack kept in ``settings.run_dir``."""
+    """Start, inspect and stop the local stack kept in ``settings.run_dir``.
+
+    ``nodes``, ``components`` and ``registry_storage`` left as None mean "what is set up
+    already, else the default" (one node, every component, in-memory storage). Given
+    explicitly, nodes and storage must match a stack that is set up; components are added.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        nodes: int = 1,
-        components: frozenset[Component] = ALL_COMPONENTS,
-        registry_storage: registry.RegistryStorage = registry.RegistryStorage.MEMORY,
+        nodes: int | None = None,
+        components: frozenset[Component] | None = None,
+        registry_storage: registry.RegistryStorage | None = None,
         base_port: int | None = None,
         deploy_dir: Path = DEFAULT_DEPLOY_DIR,
     ) -> None:
-        if nodes not in (1, 3):
+        if nodes not in (None, 1, 3):
             raise StackError(f"--nodes must be 1 or 3, got {nodes}")
-        if registry_storage is registry.RegistryStorage.POSTGRES and (
-            Component.POSTGRES not in components and not settings.external_database
-        ):
-            raise StackError("registry storage 'postgres' needs the postgres component")
         self.settings = settings
         self.run_dir = settings.run_dir
         self.nodes = nodes
@@ -94,18 +98,18 @@ class LocalStack:
         self.base_port = settings.dev_base_port if base_port is None else base_port
         self.deploy_dir = deploy_dir
 
-    # -- which components this stack starts itself ----------------------------------------------
+    # -- what this stack starts itself ----------------------------------------------------------
 
-    def _embedded(self) -> list[Component]:
-        external = {
-            Component.KAFKA: self.settings.external_kafka,
-            Component.POSTGRES: self.settings.external_database,
-            Component.REGISTRY: self.settings.external_registry,
-            Component.SMTP: self.settings.external_smtp,
-        }
-        return [c for c in Component if c in self.components and not external[c]]
+    def _external(self, component: Component) -> bool:
+        s = self.settings
+        return {
+            Component.KAFKA: s.external_kafka,
+            Component.POSTGRES: s.external_database,
+            Component.REGISTRY: s.external_registry,
+            Component.SMTP: s.external_smtp,
+        }[component]
 
-    def _ports(self) -> Ports:
+    def _new_state(self) -> StackState:
         # The same layout for one node or three, so addresses don't move: B..B+2 Kafka
         # clients, B+3..B+5 controllers, then PostgreSQL, registry, SMTP, registry management.
         numbers = (
@@ -114,170 +118,169 @@ class LocalStack:
         )
         kafka_ports = [
             KafkaPorts(node_id=i + 1, port=numbers[i], controller_port=numbers[3 + i])
-            for i in range(self.nodes)
+            for i in range(self.nodes or 1)
         ]
-        return Ports(kafka=kafka_ports, postgres=numbers[6], registry=numbers[7],
-                     smtp=numbers[8], registry_management=numbers[9])
+        return StackState(
+            run_dir=self.run_dir,
+            components=[c for c in Component
+                        if c in (self.components or ALL_COMPONENTS) and not self._external(c)],
+            registry_storage=self.registry_storage or registry.RegistryStorage.MEMORY,
+            ports=Ports(kafka=kafka_ports, postgres=numbers[6], registry=numbers[7],
+                        smtp=numbers[8], registry_management=numbers[9]),
+            cluster_id=kafka.new_cluster_id(),
+        )
 
-    def _check_ports(self, state: StackState, wanted: list[Component]) -> None:
-        needed: list[tuple[str, int]] = []
-        if Component.KAFKA in wanted:
-            for k in state.ports.kafka:
-                needed += [(f"kafka node {k.node_id}", k.port),
-                           (f"kafka node {k.node_id} controller", k.controller_port)]
-        if Component.POSTGRES in wanted:
-            needed.append(("postgres", state.ports.postgres))
-        if Component.REGISTRY in wanted:
-            needed.append(("registry", state.ports.registry))
-            needed.append(("registry management", state.ports.registry_management))
-        if Component.SMTP in wanted:
-            needed.append(("smtp", state.ports.smtp))
-        for what, port in needed:
-            if not procs.port_is_free(port):
-                raise PortInUseError(
-                    f"port {port} on 127.0.0.1, wanted for {what}, is in use by another process",
-                    hint=f"stop that process (see `ss -ltnp 'sport = :{port}'`), or choose other "
-                    f"ports with BOXBUS_DEV_BASE_PORT (now {self.base_port})",
-                )
+    def _check_matches(self, state: StackState) -> None:
+        if self.nodes is not None and self.nodes != state.nodes:
+            raise StackError(
+                f"a {state.nodes}-node stack is already set up in {self.run_dir}",
+                hint="run `boxbus dev down` first, or use another BOXBUS_RUN_DIR",
+            )
+        if self.registry_storage is not None and self.registry_storage != state.registry_storage:
+            raise StackError(
+                f"the stack in {self.run_dir} keeps registry schemas in "
+                f"{state.registry_storage.value}, not {self.registry_storage.value}",
+                hint="run `boxbus dev down` first to change where the registry keeps schemas",
+            )
+
+    @staticmethod
+    def _names(state: StackState, component: Component) -> list[str]:
+        if component is Component.KAFKA:
+            return [f"kafka-{k.node_id}" for k in state.ports.kafka]
+        return [component.value]
+
+    @staticmethod
+    def _alive(state: StackState, name: str) -> bool:
+        record = state.processes.get(name)
+        return record is not None and procs.is_alive(record)
+
+    def _dead(self, state: StackState) -> dict[Component, list[str]]:
+        """Per component, the processes that should run and don't."""
+        dead = {}
+        for component in state.components:
+            names = [n for n in self._names(state, component) if not self._alive(state, n)]
+            if names:
+                dead[component] = names
+        return dead
 
     # -- up -------------------------------------------------------------------------------------
-
-    def fetch(self) -> dict[str, Path]:
-        """Fetch the JVM artifacts into the cache and prepare the broker's class-data archive
-        (what `make setup` does)."""
-        cache = self.settings.cache_dir
-        found = {
-            "kafka": jvm.ensure_artifacts(jvm.kafka_artifacts(self.deploy_dir), cache),
-            "registry": jvm.ensure_artifacts(jvm.registry_artifacts(self.deploy_dir), cache),
-        }
-        java = jvm.find_java_on_path(KAFKA_MIN_JAVA, purpose="Apache Kafka")
-        lib = found["kafka"] / "lib"
-        archive = kafka.cds_archive(cache, lib, java.major)
-        with tempfile.TemporaryDirectory(prefix="boxbus-cds-") as work:
-            if asyncio.run(kafka.train_cds_archive(java.java, lib, archive, Path(work))):
-                found["kafka class-data archive"] = archive
-        return found
 
     async def up(self) -> StackInfo:
         with locked(self.run_dir):
             state = StackState.load(self.run_dir)
-            if state is not None and state.nodes != self.nodes:
-                raise StackError(
-                    f"a {state.nodes}-node stack is already set up in {self.run_dir}",
-                    hint="run `boxbus dev down` first, or use another BOXBUS_RUN_DIR",
-                )
-            wanted = self._embedded()
             if state is None:
-                state = StackState(
-                    run_dir=self.run_dir, nodes=self.nodes, components=wanted,
-                    registry_storage=self.registry_storage, ports=self._ports(),
-                    cluster_id=kafka.new_cluster_id(),
-                )
+                state = self._new_state()
             else:
-                wanted = sorted(set(wanted) | set(state.components))
-                state.components = wanted
-            missing = [c for c in wanted if not self._component_alive(state, c)]
-            if missing:
-                await self._start(state, missing)
+                self._check_matches(state)
+                wanted = {c for c in self.components or () if not self._external(c)}
+                state.components = sorted(set(state.components) | wanted)
+            dead = self._dead(state)
+            if dead:
+                await self._start(state, dead)
             return self.info(state)
 
-    async def _start(self, state: StackState, missing: list[Component]) -> None:
+    async def _start(self, state: StackState, dead: dict[Component, list[str]]) -> None:
         # Everything that can fail without side effects fails here, before anything starts.
-        kafka_java = (
-            jvm.find_java_on_path(KAFKA_MIN_JAVA, purpose="Apache Kafka")
-            if Component.KAFKA in missing else None
-        )
-        registry_java = (
-            jvm.find_java(
-                registry.MIN_JAVA, purpose="Apicurio Registry",
-                preferred_home=self.settings.registry_java_home,
-            )
-            if Component.REGISTRY in missing else None
-        )
-        # Stale processes of a component (one Kafka node of three died) are stopped first.
-        for component in missing:
-            for name in self._process_names(state, component):
-                record = state.processes.get(name)
-                if record is not None:
-                    procs.stop(record)
-        self._check_ports(state, missing)
+        kafka_java = registry_java = None
+        if Component.KAFKA in dead:
+            kafka_java = jvm.find_java(KAFKA_MIN_JAVA, purpose="Apache Kafka",
+                                       search_system=False)
+            jvm.check_fetchable(jvm.kafka_artifacts(self.deploy_dir), self.settings.cache_dir)
+        if Component.REGISTRY in dead:
+            registry_java = jvm.find_java(registry.MIN_JAVA, purpose="Apicurio Registry",
+                                          preferred_home=self.settings.registry_java_home)
+            jvm.check_fetchable(jvm.registry_artifacts(self.deploy_dir),
+                                self.settings.cache_dir)
+            if (state.registry_storage is registry.RegistryStorage.POSTGRES
+                    and self._database_url(state) is None):
+                raise StackError("registry storage 'postgres' needs a database: the postgres "
+                                 "component or BOXBUS_DATABASE_URL")
+        if Component.POSTGRES in dead:
+            postgres.bin_dir()
+        self._check_ports(state, dead)
         state.save()
 
         started_at = time.monotonic()
-
-        async def fetched(artifacts: jvm.ArtifactSet) -> Path:
-            """The artifacts' folder; a first fetch is timed apart from the boot it precedes."""
-            began = time.monotonic()
-            folder = await asyncio.to_thread(
-                jvm.ensure_artifacts, artifacts, self.settings.cache_dir
-            )
-            state.boot_seconds[f"fetch {artifacts.name}"] = round(time.monotonic() - began, 2)
-            return folder
-
-        async def start_kafka(java: jvm.JavaRuntime) -> float:
-            folder = await fetched(jvm.kafka_artifacts(self.deploy_dir))
-            began = time.monotonic()
-            await self._start_kafka(state, java, folder)
-            return time.monotonic() - began
-
-        async def start_registry(java: Path) -> float:
-            folder = await fetched(jvm.registry_artifacts(self.deploy_dir))
-            began = time.monotonic()
-            await self._start_registry(state, java, folder, postgres_ready)
-            return time.monotonic() - began
-
         postgres_ready = asyncio.Event()
-        steps: dict[str, Callable[[], Awaitable[float | None]]] = {}
-        if kafka_java is not None:
-            steps["kafka"] = lambda: start_kafka(kafka_java)
-        if Component.POSTGRES in missing:
-            steps["postgres"] = lambda: self._start_postgres(state, postgres_ready)
-        else:
+        if Component.POSTGRES not in dead:
             postgres_ready.set()
+        steps: dict[str, Coroutine[Any, Any, None]] = {}
+        if kafka_java is not None:
+            steps["kafka"] = self._start_kafka(state, kafka_java, dead[Component.KAFKA])
+        if Component.POSTGRES in dead:
+            steps["postgres"] = self._start_postgres(state, postgres_ready)
         if registry_java is not None:
-            steps["registry"] = lambda: start_registry(registry_java.java)
-        if Component.SMTP in missing:
-            steps["smtp"] = lambda: self._start_smtp(state)
-
-        async def timed(name: str, step: Callable[[], Awaitable[float | None]]) -> None:
-            began = time.monotonic()
-            # A JVM step reports its boot time without the artifact fetch before it.
-            seconds = await step()
-            state.boot_seconds[name] = round(
-                seconds if seconds is not None else time.monotonic() - began, 2
-            )
-            log.info("component ready", component=name, seconds=state.boot_seconds[name])
-
-        results = await asyncio.gather(
-            *(timed(name, step) for name, step in steps.items()), return_exceptions=True
-        )
-        state.boot_seconds["total"] = round(time.monotonic() - started_at, 2)
-        state.save()
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+            steps["registry"] = self._start_registry(state, registry_java, postgres_ready)
+        if Component.SMTP in dead:
+            steps["smtp"] = self._start_smtp(state)
+        try:
+            # The first failure cancels the other starts: nothing waits on a dead dependency.
+            async with asyncio.TaskGroup() as group:
+                for step in steps.values():
+                    group.create_task(step)
+        except BaseExceptionGroup as failed:
             # Leave nothing half-running: stop what this call started, keep the logs.
-            for component in missing:
-                for name in self._process_names(state, component):
-                    record = state.processes.pop(name, None)
-                    if record is not None:
-                        procs.stop(record, timeout=5)
+            names = [n for names in dead.values() for n in names]
+            procs.stop_all([state.processes.pop(n) for n in names if n in state.processes],
+                           timeout=5)
             state.save()
-            raise errors[0]
+            first = _first_error(failed)
+            raise first from None
+        finally:
+            state.boot_seconds["total"] = round(time.monotonic() - started_at, 2)
+            state.save()
+
+    def _check_ports(self, state: StackState, dead: dict[Component, list[str]]) -> None:
+        needed: list[tuple[str, int]] = []
+        for k in state.ports.kafka:
+            if f"kafka-{k.node_id}" in dead.get(Component.KAFKA, []):
+                needed += [(f"kafka node {k.node_id}", k.port),
+                           (f"kafka node {k.node_id} controller", k.controller_port)]
+        if Component.POSTGRES in dead:
+            needed.append(("postgres", state.ports.postgres))
+        if Component.REGISTRY in dead:
+            needed += [("registry", state.ports.registry),
+                       ("registry management", state.ports.registry_management)]
+        if Component.SMTP in dead:
+            needed.append(("smtp", state.ports.smtp))
+        for what, port in needed:
+            if not procs.port_is_free(port):
+                raise PortInUseError(
+                    f"port {port} on {procs.LOOPBACK}, wanted for {what}, is in use by another "
+                    "process",
+                    hint=f"stop that process (see `ss -ltnp 'sport = :{port}'`), or move the "
+                    "stack: `boxbus dev down`, then `boxbus dev up --base-port N` (or "
+                    "BOXBUS_DEV_BASE_PORT); it uses ten ports from N",
+                )
+
+    def _record(self, state: StackState, name: str, began: float) -> None:
+        state.boot_seconds[name] = round(time.monotonic() - began, 2)
+        state.save()
+        log.info("component ready", component=name, seconds=state.boot_seconds[name])
+
+    async def _fetch(self, state: StackState, artifacts: jvm.ArtifactSet) -> Path:
+        """The artifacts' folder; a first fetch is timed apart from the boot it precedes."""
+        began = time.monotonic()
+        folder = await asyncio.to_thread(jvm.ensure_artifacts, artifacts, self.settings.cache_dir)
+        state.boot_seconds[f"fetch {artifacts.name}"] = round(time.monotonic() - began, 2)
+        return folder
 
     def _kafka_nodes(self, state: StackState) -> list[kafka.KafkaNode]:
         return [
-            kafka.KafkaNode(
-                node_id=k.node_id, port=k.port, controller_port=k.controller_port,
-                home=self.run_dir / "kafka" / f"node-{k.node_id}",
-            )
+            kafka.KafkaNode(node_id=k.node_id, port=k.port, controller_port=k.controller_port,
+                            home=self.run_dir / "kafka" / f"node-{k.node_id}")
             for k in state.ports.kafka
         ]
 
-    async def _start_kafka(self, state: StackState, java: jvm.JavaRuntime, home: Path) -> None:
-        lib = home / "lib"
-        nodes = self._kafka_nodes(state)
+    async def _start_kafka(
+        self, state: StackState, java: jvm.JavaRuntime, dead_names: list[str]
+    ) -> None:
+        lib = await self._fetch(state, jvm.kafka_artifacts(self.deploy_dir)) / "lib"
+        began = time.monotonic()
+        cluster = self._kafka_nodes(state)
+        nodes = [n for n in cluster if f"kafka-{n.node_id}" in dead_names]
         for node in nodes:
-            kafka.write_config(node, nodes)
+            kafka.write_config(node, cluster)
         await asyncio.gather(*(
             asyncio.to_thread(kafka.format_storage, java.java, lib, node, state.cluster_id)
             for node in nodes
@@ -289,144 +292,158 @@ class LocalStack:
             state.processes[record.name] = record
             records.append(record)
         state.save()
-        await kafka.wait_ready(self._bootstrap(state), {n.node_id for n in nodes}, records)
+        await kafka.wait_ready(nodes, records)
+        self._record(state, "kafka", began)
 
     async def _start_postgres(self, state: StackState, ready: asyncio.Event) -> None:
+        began = time.monotonic()
         home = postgres.prepare(self.run_dir, state.ports.postgres)
+        state.postgres_dir = home.base
+        state.save()
         await asyncio.to_thread(postgres.initdb, home)
         record = postgres.start(home)
         state.processes[record.name] = record
         state.save()
-        await postgres.wait_ready(home.url(), record)
+        await postgres.wait_ready(state.ports.postgres, record)
         ready.set()
+        self._record(state, "postgres", began)
 
     async def _start_registry(
-        self, state: StackState, java: Path, app_dir: Path, postgres_ready: asyncio.Event
+        self, state: StackState, java: jvm.JavaRuntime, postgres_ready: asyncio.Event
     ) -> None:
-        jdbc_url = None
+        app_dir = await self._fetch(state, jvm.registry_artifacts(self.deploy_dir))
+        began = time.monotonic()
+        jdbc = None
         if state.registry_storage is registry.RegistryStorage.POSTGRES:
             await postgres_ready.wait()
-            url = await create_database(self._database_url(state), "schema_registry")
-            jdbc_url = "jdbc:" + url.replace(f"{postgres.SUPERUSER}@", "")
-        java_version = jvm.java_major(java)
-        cds = self.settings.cache_dir / "cds" / f"registry-{app_dir.name}-java{java_version}.jsa"
+            server = self._database_url(state)
+            assert server is not None  # checked with the prerequisites
+            jdbc = registry.JdbcTarget.from_dsn(
+                await create_database(server, "schema_registry"))
+        cds = self.settings.cache_dir / "cds" / f"registry-{app_dir.name}-java{java.major}.jsa"
         cds.parent.mkdir(parents=True, exist_ok=True)
         record = registry.start(
-            java, app_dir, state.ports.registry, state.ports.registry_management,
+            java.java, app_dir, state.ports.registry, state.ports.registry_management,
             self.run_dir / "registry" / "registry.log",
-            storage=state.registry_storage, jdbc_url=jdbc_url, cds_archive=cds,
+            storage=state.registry_storage, jdbc=jdbc, cds_archive=cds,
         )
         state.processes[record.name] = record
         state.save()
         await registry.wait_ready(registry.ccompat_url(state.ports.registry), record)
+        self._record(state, "registry", began)
 
     async def _start_smtp(self, state: StackState) -> None:
-        maildir = self.run_dir / "smtp" / "maildir"
-        record = smtp.start(
-            sys.executable, state.ports.smtp, maildir, self.run_dir / "smtp" / "smtp.log"
-        )
+        began = time.monotonic()
+        record = smtp.start(sys.executable, state.ports.smtp, self._maildir(),
+                            self.run_dir / "smtp" / "smtp.log")
         state.processes[record.name] = record
         state.save()
         await smtp.wait_ready(state.ports.smtp, record)
+        self._record(state, "smtp", began)
+
+    # -- setup: artifacts and the broker's class-data archive -----------------------------------
+
+    def fetch(self) -> dict[str, Path]:
+        """Fetch the JVM artifacts into the cache, and make the broker's class-data archive
+        (what `make setup` does). The archive only speeds boots up: failing to make it is
+        logged, never fatal."""
+        cache = self.settings.cache_dir
+        found = {
+            "kafka": jvm.ensure_artifacts(jvm.kafka_artifacts(self.deploy_dir), cache),
+            "registry": jvm.ensure_artifacts(jvm.registry_artifacts(self.deploy_dir), cache),
+        }
+        java = jvm.find_java(KAFKA_MIN_JAVA, purpose="Apache Kafka", search_system=False)
+        lib = found["kafka"] / "lib"
+        archive = kafka.cds_archive(cache, lib, java.major)
+        try:
+            with tempfile.TemporaryDirectory(prefix="boxbus-cds-") as work:
+                if asyncio.run(kafka.train_cds_archive(java.java, lib, archive, Path(work))):
+                    found["kafka class-data archive"] = archive
+        except (BoxbusError, OSError) as exc:
+            log.warning("no class-data archive for Kafka; boots are a second slower",
+                        reason=str(exc))
+        return found
 
     # -- nodes (fault tests) ------------------------------------------------------------------
+
+    def _node_record(self, state: StackState, node_id: int) -> procs.ProcessRecord:
+        record = state.processes.get(f"kafka-{node_id}")
+        if record is None:
+            raise StackError(f"there is no Kafka node {node_id} in {self.run_dir}",
+                             hint="`boxbus dev status` lists the nodes")
+        return record
 
     def kill_node(self, node_id: int) -> None:
         """SIGKILL one Kafka node, as a crash would."""
         with locked(self.run_dir):
-            state = self._require_state()
-            record = state.processes.get(f"kafka-{node_id}")
-            if record is None:
-                raise StackError(f"there is no Kafka node {node_id} in {self.run_dir}")
-            procs.kill(record)
+            procs.kill(self._node_record(self._require_state(), node_id))
 
     async def start_node(self, node_id: int) -> None:
-        """Start one Kafka node again on its formatted data, and wait until it is back."""
+        """Start one Kafka node again, exactly as it was started, on its data; wait until it is
+        back in the cluster."""
         with locked(self.run_dir):
             state = self._require_state()
-            nodes = {n.node_id: n for n in self._kafka_nodes(state)}
-            if node_id not in nodes:
-                raise StackError(f"there is no Kafka node {node_id} in {self.run_dir}")
-            old = state.processes.get(f"kafka-{node_id}")
-            if old is not None and procs.is_alive(old):
+            old = self._node_record(state, node_id)
+            if procs.is_alive(old):
                 return
-            java = jvm.find_java_on_path(KAFKA_MIN_JAVA, purpose="Apache Kafka")
-            lib = jvm.kafka_artifacts(self.deploy_dir).target(self.settings.cache_dir) / "lib"
-            cds = kafka.cds_flags(kafka.cds_archive(self.settings.cache_dir, lib, java.major))
-            record = kafka.start_node(java.java, lib, nodes[node_id], cds=cds)
+            (node,) = [n for n in self._kafka_nodes(state) if n.node_id == node_id]
+            record = procs.respawn(old)
             state.processes[record.name] = record
             state.save()
-            await kafka.wait_ready(self._bootstrap(state), {node_id}, [record])
+            await kafka.wait_ready([node], [record])
 
     # -- status and down ------------------------------------------------------------------------
 
     def _require_state(self) -> StackState:
         state = StackState.load(self.run_dir)
         if state is None:
-            raise StackError(
-                f"no local stack is set up in {self.run_dir}", hint="run `boxbus dev up` first"
-            )
+            raise StackError(f"no local stack is set up in {self.run_dir}",
+                             hint="run `boxbus dev up` first")
         return state
 
-    @staticmethod
-    def _process_names(state: StackState, component: Component) -> list[str]:
-        if component is Component.KAFKA:
-            return [f"kafka-{k.node_id}" for k in state.ports.kafka]
-        return [component.value]
+    def _maildir(self) -> Path:
+        return self.run_dir / "smtp" / "maildir"
 
-    def _component_alive(self, state: StackState, component: Component) -> bool:
-        names = self._process_names(state, component)
-        return all(
-            n in state.processes and procs.is_alive(state.processes[n]) for n in names
-        )
-
-    def _bootstrap(self, state: StackState) -> str:
-        return ",".join(f"127.0.0.1:{k.port}" for k in state.ports.kafka)
-
-    def _database_url(self, state: StackState) -> str:
-        return f"postgresql://{postgres.SUPERUSER}@127.0.0.1:{state.ports.postgres}/postgres"
+    def _database_url(self, state: StackState) -> str | None:
+        if self.settings.database_url is not None:
+            return self.settings.database_url.get_secret_value()
+        if Component.POSTGRES in state.components:
+            return postgres.url(state.ports.postgres)
+        return None
 
     def info(self, state: StackState) -> StackInfo:
         s = self.settings
-        components: dict[str, str] = {}
-        for c in Component:
-            if c in state.components:
-                components[c.value] = "running" if self._component_alive(state, c) else "stopped"
-        if s.external_kafka:
-            components["kafka"] = "external"
-        if s.external_database:
-            components["postgres"] = "external"
-        if s.external_registry:
-            components["registry"] = "external"
-        if s.external_smtp:
-            components["smtp"] = "external"
-
-        def embedded(c: Component) -> bool:
-            return c in state.components
-
+        components = {c.value: "external" for c in Component if self._external(c)}
+        for c in state.components:
+            alive = all(self._alive(state, n) for n in self._names(state, c))
+            components[c.value] = "running" if alive else "stopped"
+        embedded = set(state.components)
         nodes = [
             NodeInfo(
-                node_id=k.node_id, address=f"127.0.0.1:{k.port}",
+                node_id=k.node_id, address=f"{procs.LOOPBACK}:{k.port}",
                 pid=(rec.pid if (rec := state.processes.get(f"kafka-{k.node_id}")) else None),
-                alive=rec is not None and procs.is_alive(rec),
+                alive=self._alive(state, f"kafka-{k.node_id}"),
             )
             for k in state.ports.kafka
-        ] if embedded(Component.KAFKA) else []
+        ] if Component.KAFKA in embedded else []
+        if s.external_smtp:
+            mail = SmtpInfo(host=s.smtp_host, port=s.smtp_port, maildir=None)
+        elif Component.SMTP in embedded:
+            mail = SmtpInfo(host=procs.LOOPBACK, port=state.ports.smtp, maildir=self._maildir())
+        else:
+            mail = SmtpInfo(host=None, port=None, maildir=None)
         return StackInfo(
-            kafka_bootstrap=s.kafka_bootstrap_servers
-            or (self._bootstrap(state) if embedded(Component.KAFKA) else None),
-            database_url=(s.database_url.get_secret_value() if s.database_url else None)
-            or (self._database_url(state) if embedded(Component.POSTGRES) else None),
-            schema_registry_url=s.schema_registry_url
-            or (registry.ccompat_url(state.ports.registry) if embedded(Component.REGISTRY)
-                else None),
-            smtp=SmtpInfo(host=s.smtp_host, port=s.smtp_port, maildir=None)
-            if s.external_smtp
-            else SmtpInfo(host="127.0.0.1", port=state.ports.smtp,
-                          maildir=self.run_dir / "smtp" / "maildir")
-            if embedded(Component.SMTP) else SmtpInfo(host=None, port=None, maildir=None),
+            kafka_bootstrap=s.kafka_bootstrap_servers or (
+                ",".join(n.address for n in nodes) if nodes else None),
+            database_url=self._database_url(state),
+            schema_registry_url=s.schema_registry_url or (
+                registry.ccompat_url(state.ports.registry)
+                if Component.REGISTRY in embedded else None),
+            smtp=mail,
             nodes=nodes,
-            components=components,
+            components=dict(sorted(components.items())),
+            processes={name: r.pid for name, r in state.processes.items()
+                       if procs.is_alive(r)},
             boot_seconds=state.boot_seconds,
             run_dir=self.run_dir,
         )
@@ -436,16 +453,33 @@ class LocalStack:
         return None if state is None else self.info(state)
 
     def down(self) -> list[str]:
-        """Stop every process `up` started (by pid) and remove the run directory."""
+        """Stop every process `up` started (by pid) and remove what it made on disk. A
+        directory without boxbus run state is left untouched."""
         with locked(self.run_dir):
             state = StackState.load(self.run_dir)
-            stopped: list[str] = []
-            if state is not None:
-                alive = [r for r in state.processes.values() if procs.is_alive(r)]
-                # Everything but PostgreSQL at once (the registry may hold connections to it).
-                procs.stop_all([r for r in alive if r.name != "postgres"], timeout=10)
-                procs.stop_all([r for r in alive if r.name == "postgres"], timeout=10)
-                stopped = [r.name for r in alive]
-            postgres.remove(self.run_dir)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        return stopped
+            if state is None:
+                return []
+            alive = [r for r in state.processes.values() if procs.is_alive(r)]
+            # Everything but PostgreSQL at once (the registry may hold connections to it).
+            procs.stop_all([r for r in alive if r.name != "postgres"], timeout=10)
+            procs.stop_all([r for r in alive if r.name == "postgres"], timeout=10)
+            if state.postgres_dir is not None:
+                shutil.rmtree(state.postgres_dir, ignore_errors=True)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        return [r.name for r in alive]
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most useful error of a failed start: a boxbus error (it says what to do) first."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    ours = [e for e in leaves if isinstance(e, BoxbusError)]
+    return (ours or leaves)[0]

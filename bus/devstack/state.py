@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.devstack.procs import ProcessRecord
 from bus.devstack.registry import RegistryStorage
+from bus.errors import StackError
 
 
 class Component(StrEnum):
@@ -44,13 +45,18 @@ class Ports(BaseModel):
 
 class StackState(BaseModel):
     run_dir: Path
-    nodes: int
     components: list[Component]
     registry_storage: RegistryStorage
     ports: Ports
     cluster_id: str
+    # PostgreSQL's data lives outside the run directory when the server runs as another user.
+    postgres_dir: Path | None = None
     processes: dict[str, ProcessRecord] = Field(default_factory=dict)
     boot_seconds: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def nodes(self) -> int:
+        return len(self.ports.kafka)
 
     @staticmethod
     def path(run_dir: Path) -> Path:
@@ -61,7 +67,15 @@ class StackState(BaseModel):
         path = cls.path(run_dir)
         if not path.exists():
             return None
-        return cls.model_validate_json(path.read_text())
+        try:
+            return cls.model_validate_json(path.read_text())
+        except (ValueError, OSError) as exc:
+            raise StackError(
+                f"the run state {path} cannot be read ({exc.__class__.__name__}); it was written "
+                "by another boxbus version or damaged",
+                hint=f"stop the processes it lists by hand (their pids are in the file), then "
+                f"remove {run_dir}",
+            ) from exc
 
     def save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,9 +86,10 @@ class StackState(BaseModel):
 
 @contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
-    """One `up` or `down` at a time per run directory, across processes."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
+    """One `up` or `down` at a time per run directory, across processes. The lock file sits
+    beside the run directory, so `down` can remove the whole directory while holding it."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -32,10 +32,10 @@ class DevCli:
     def __init__(self, run_dir: Path) -> None:
         self.env = {**os.environ, "BOXBUS_RUN_DIR": str(run_dir)}
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*boxbus_cli(), "dev", *args], env=self.env,
                                 capture_output=True, text=True, timeout=300, check=False)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == expect, result.stderr
         return result
 
     def json(self, *args: str) -> Any:
@@ -143,13 +143,14 @@ async def test_three_nodes_survive_a_killed_node_and_take_it_back(
     await aiokafka_round_trip(bootstrap)
     await asyncio.to_thread(librdkafka_round_trip, bootstrap)
 
-    cli("kill-node", "2")
-    assert [n["alive"] for n in cli.json("status")["nodes"]] == [True, False, True]
+    # Node 1 is the first bootstrap address: clients must find the others by themselves.
+    cli("kill-node", "1")
+    assert [n["alive"] for n in cli.json("status")["nodes"]] == [False, True, True]
     # acks=all with min.insync.replicas=2: two replicas of three are enough to write and read.
     await aiokafka_round_trip(bootstrap)
     await asyncio.to_thread(librdkafka_round_trip, bootstrap)
 
-    cli("start-node", "2")
+    cli("start-node", "1")
     assert [n["alive"] for n in cli.json("status")["nodes"]] == [True, True, True]
     await aiokafka_round_trip(bootstrap)
     await asyncio.to_thread(librdkafka_round_trip, bootstrap)
@@ -157,3 +158,18 @@ async def test_three_nodes_survive_a_killed_node_and_take_it_back(
     async with asyncio.timeout(60):
         while await isr_of(bootstrap) != [[1, 2, 3]] * 3:
             await asyncio.sleep(0.2)
+
+
+async def test_up_restarts_only_the_node_that_died(
+    cluster: tuple[DevCli, dict[str, Any]],
+) -> None:
+    cli, _ = cluster
+    before = cli.json("status")["processes"]
+    cli("kill-node", "3")
+    # `up` without --nodes reuses the three-node stack; asking for one node is refused.
+    refused = cli("up", "--nodes", "1", expect=2)
+    assert "a 3-node stack is already set up" in refused.stderr
+    after = cli.json("up")["processes"]
+    assert after["kafka-1"] == before["kafka-1"] and after["kafka-2"] == before["kafka-2"]
+    assert after["kafka-3"] != before["kafka-3"]
+    await aiokafka_round_trip(cli.json("status")["kafka_bootstrap"])

@@ -31,7 +31,7 @@ def test_up_without_java_on_path_says_what_to_install(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "Apache Kafka needs Java 17 or newer" in result.stderr
-    assert "no `java` on PATH" in result.stderr
+    assert "there is no `java` on PATH or in JAVA_HOME" in result.stderr
     assert "JAVA_HOME" in result.stderr and "BOXBUS_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
     assert "Traceback" not in result.stderr
     state = StackState.load(run_dir)
@@ -58,7 +58,7 @@ def test_up_with_a_port_in_use_names_the_port_and_the_way_out(tmp_path: Path) ->
 async def test_a_crashing_broker_is_reported_with_its_log(tmp_path: Path) -> None:
     settings = Settings(run_dir=tmp_path / "run")
     stack = LocalStack(settings, components=frozenset({Component.KAFKA}), base_port=0)
-    await stack.up()
+    first = await stack.up()
     try:
         stack.kill_node(1)
         # A data directory of another node: the broker refuses it and exits.
@@ -70,7 +70,8 @@ async def test_a_crashing_broker_is_reported_with_its_log(tmp_path: Path) -> Non
         with pytest.raises(ComponentFailed) as failure:
             await stack.up()
         message = str(failure.value)
-        assert "Kafka process kafka-1" in message and "exited while starting" in message
+        assert "Kafka node(s) 1 (process kafka-1" in message
+        assert "exited while starting" in message
         assert failure.value.log_path == settings.run_dir / "kafka" / "node-1" / "kafka.log"
         assert "log: " in message and failure.value.log_path.exists()
         assert failure.value.retriable
@@ -79,3 +80,29 @@ async def test_a_crashing_broker_is_reported_with_its_log(tmp_path: Path) -> Non
     finally:
         stack.down()
     assert not settings.run_dir.exists()
+    assert not Path(f"/proc/{first.processes['kafka-1']}").exists()
+
+
+def test_down_leaves_a_directory_without_run_state_alone(tmp_path: Path) -> None:
+    precious = tmp_path / "not-a-stack" / "notes.txt"
+    precious.parent.mkdir()
+    precious.write_text("keep me")
+    result = subprocess.run(
+        [*boxbus_cli(), "dev", "down", "--json"], env=_env(precious.parent),
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert '"stopped": []' in result.stdout
+    assert precious.read_text() == "keep me"
+
+
+def test_damaged_run_state_is_a_clear_error(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.json").write_text("{not json")
+    result = subprocess.run(
+        [*boxbus_cli(), "dev", "status"], env=_env(run_dir),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "cannot be read" in result.stderr and "pids are in the file" in result.stderr
+    assert "Traceback" not in result.stderr

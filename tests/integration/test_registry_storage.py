@@ -4,7 +4,6 @@ registry process is killed is still there after `up` starts it again."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,6 @@ import pytest
 
 from bus import Settings
 from bus.devstack import Component, LocalStack, RegistryStorage, procs
-from bus.devstack.postgres import run_dir_tag
 from bus.devstack.state import StackState
 
 pytestmark = pytest.mark.stack
@@ -25,6 +23,7 @@ async def test_postgres_storage_survives_a_registry_restart(tmp_path: Path) -> N
     schema = {"type": "record", "name": "Kept", "namespace": "it",
               "fields": [{"name": "id", "type": "string"}]}
     records: list[procs.ProcessRecord] = []
+    postgres_dir: Path | None = None
     try:
         info = await stack.up()
         async with httpx.AsyncClient(base_url=str(info.schema_registry_url)) as client:
@@ -46,10 +45,11 @@ async def test_postgres_storage_survives_a_registry_restart(tmp_path: Path) -> N
             again = await client.get(f"/schemas/ids/{schema_id}")
             assert json.loads(again.json()["schema"])["name"] == "Kept"
         records = list(state.processes.values())
+        postgres_dir = state.postgres_dir
     finally:
         stopped = stack.down()
     # `down` leaves nothing behind: no process it started, no run directory, no database files.
     assert sorted(stopped) == ["postgres", "registry"]
     assert records and not any(procs.is_alive(r) for r in records)
     assert not settings.run_dir.exists()
-    assert not list(Path(tempfile.gettempdir()).glob(f"boxbus-pg-{run_dir_tag(settings.run_dir)}"))
+    assert postgres_dir is not None and not postgres_dir.exists()

@@ -90,17 +90,41 @@ def test_java_discovery_reports_what_it_found(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with pytest.raises(PrerequisiteError, match="no `java` on PATH") as failure:
-        jvm.find_java_on_path(17, purpose="Apache Kafka")
-    assert "BOXBUS_KAFKA_BOOTSTRAP_SERVERS" in str(failure.value)
-    with pytest.raises(PrerequisiteError, match="needs Java 99 or newer; found"):
+    with pytest.raises(PrerequisiteError, match=r"there is no `java` on PATH or in JAVA_HOME\n"):
+        jvm.find_java(17, purpose="Apache Kafka", search_system=False)
+    with pytest.raises(PrerequisiteError) as failure:
         jvm.find_java(99, purpose="a future registry")
+    assert "a future registry needs Java 99 or newer, and " in str(failure.value)
+    assert "BOXBUS_KAFKA_BOOTSTRAP_SERVERS" in str(failure.value)
 
 
 def test_missing_maven_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    artifacts = jvm.kafka_artifacts(DEFAULT_DEPLOY_DIR)
     with pytest.raises(PrerequisiteError, match=r"Maven \(mvn\) is not on PATH"):
-        jvm.ensure_artifacts(jvm.kafka_artifacts(DEFAULT_DEPLOY_DIR), tmp_path / "cache")
+        jvm.check_fetchable(artifacts, tmp_path / "cache")
+    with pytest.raises(PrerequisiteError, match=r"Maven \(mvn\) is not on PATH"):
+        jvm.ensure_artifacts(artifacts, tmp_path / "cache")
+    # Cached artifacts need no Maven.
+    marker = artifacts.target(tmp_path / "cache") / ".complete"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("x")
+    jvm.check_fetchable(artifacts, tmp_path / "cache")
+
+
+def test_a_failed_maven_fetch_names_its_log(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "mvn"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Could not resolve artifact' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    artifacts = jvm.kafka_artifacts(DEFAULT_DEPLOY_DIR)
+    with pytest.raises(PrerequisiteError, match="Maven could not fetch") as failure:
+        jvm.ensure_artifacts(artifacts, tmp_path / "cache")
+    assert failure.value.log_path is not None
+    assert "Could not resolve artifact" in failure.value.log_path.read_text()
+    assert not artifacts.target(tmp_path / "cache").exists()  # nothing half-made is kept
 
 
 def test_artifact_versions_come_from_the_poms(tmp_path: Path) -> None:
