@@ -20,6 +20,24 @@ from bus.settings import LogFormat, Settings
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With external services configured, tests that kill or inspect embedded processes
+    cannot run; everything else runs against the external services."""
+    settings = Settings()
+    external = [name for name, on in [
+        ("BOXBUS_KAFKA_BOOTSTRAP_SERVERS", settings.external_kafka),
+        ("BOXBUS_DATABASE_URL", settings.external_database),
+        ("BOXBUS_SCHEMA_REGISTRY_URL", settings.external_registry),
+        ("BOXBUS_SMTP_HOST", settings.external_smtp),
+    ] if on]
+    if not external:
+        return
+    skip = pytest.mark.skip(reason=f"needs the embedded stack; {', '.join(external)} set")
+    for item in items:
+        if item.get_closest_marker("embedded"):
+            item.add_marker(skip)
+
+
 def boxbus_cli() -> list[str]:
     """The installed console command, run with this interpreter."""
     return [sys.executable, "-m", "bus.cli.main"]

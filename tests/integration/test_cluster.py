@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer
 from bus import Settings, TopicSpec, ensure_topics
 from tests.conftest import boxbus_cli
 
-pytestmark = [pytest.mark.stack, pytest.mark.cluster]
+pytestmark = [pytest.mark.stack, pytest.mark.cluster, pytest.mark.embedded]
 
 TOPIC = "it.cluster.orders"
 

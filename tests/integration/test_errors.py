@@ -55,6 +55,7 @@ def test_up_with_a_port_in_use_names_the_port_and_the_way_out(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.embedded
 async def test_a_crashing_broker_is_reported_with_its_log(tmp_path: Path) -> None:
     settings = Settings(run_dir=tmp_path / "run")
     stack = LocalStack(settings, components=frozenset({Component.KAFKA}), base_port=0)

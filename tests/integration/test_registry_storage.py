@@ -13,7 +13,7 @@ from bus import Settings
 from bus.devstack import Component, LocalStack, RegistryStorage, procs
 from bus.devstack.state import StackState
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.embedded]
 
 
 async def test_postgres_storage_survives_a_registry_restart(tmp_path: Path) -> None:

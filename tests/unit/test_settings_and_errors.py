@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from bus import ComponentFailed, ConfigError, PortInUseError, SecurityProtocol, Settings
+
+
+@pytest.fixture(autouse=True)
+def no_boxbus_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests define the environment they read; the caller's BOXBUS_* do not leak in."""
+    for name in [n for n in os.environ if n.startswith("BOXBUS_")]:
+        monkeypatch.delenv(name)
 
 
 def test_settings_come_from_boxbus_variables(monkeypatch: pytest.MonkeyPatch) -> None:
