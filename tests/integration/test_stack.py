@@ -4,11 +4,15 @@ SMTP server that each answer real client requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
+import os
 import smtplib
 import subprocess
 import uuid
 from email.message import EmailMessage
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -210,3 +214,39 @@ async def test_demo_round_trip_reports_what_happened(
     assert trip["per_key_order_kept"] is True
     assert sum(trip["committed_offsets"].values()) >= 6
     assert {r["type"] for r in trip["records"]} == {"order_placed", "order_confirmed"}
+
+
+def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """/proc/net/tcp{,6} print each 32-bit word of an address in host (little-endian) order."""
+    raw = b"".join(bytes.fromhex(hex_address[i:i + 8])[::-1]
+                   for i in range(0, len(hex_address), 8))
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw)
+    v6 = ipaddress.IPv6Address(raw)
+    return v6.ipv4_mapped or v6
+
+
+def _listening_addresses(pid: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The local addresses of the TCP sockets process ``pid`` listens on, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(_address(fields[1].split(":")[0]))
+    return found
+
+
+@pytest.mark.embedded
+async def test_every_process_listens_on_loopback_only(stack: StackInfo) -> None:
+    assert stack.processes
+    for name, pid in stack.processes.items():
+        addresses = _listening_addresses(pid)
+        assert addresses, f"{name} listens on nothing"
+        assert all(a.is_loopback for a in addresses), (name, addresses)
