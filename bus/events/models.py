@@ -1,0 +1,582 @@
+"""Event models generated from schemas/*.avsc by `boxbus schemas codegen`.
+
+Do not edit: change the schema and generate again. A test fails when this file and
+the schemas differ."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator
+
+from bus.events.base import EventBase, Record, Timestamp, decimal_places
+
+
+class EventMeta(Record):
+    """What every boxbus event carries besides its data: who published it, where it belongs,
+    what it is about, and how it relates to other events. The same values travel as CloudEvents
+    headers (ce_id, ce_source, ce_time, ce_region, ...) so that events can be routed without
+    decoding the body."""
+
+    event_id: str
+    """Unique id of this event (a UUID). Consumers deduplicate by it; a retried publish keeps
+    the same id."""
+    source_box: str
+    """Id of the box that published the event. A box publishes only as itself."""
+    region: str
+    """Region the event belongs to (north, south, east, west, centre, central, ...). It selects
+    the region topic; it must match the topic it is read from."""
+    aggregate_key: str
+    """Key of the business object the event is about (an order id, a shipment id, a contact
+    id). It is the Kafka record key: all events with the same key keep their order."""
+    occurred_at: Timestamp
+    """When the fact happened in the source box, UTC milliseconds since the epoch."""
+    target_box: str | None = None
+    """Id of the box the event is meant for, when it is meant for one box (a purchase order for
+    its supplier); null for events any subscriber may receive."""
+    correlation_id: str | None = None
+    """Id shared by every event of one business conversation (an order and everything that
+    follows from it)."""
+    causation_id: str | None = None
+    """event_id of the event that caused this one, if any."""
+
+
+class CommentAdded(EventBase):
+    """Someone wrote a comment on an order (or another shared object); comments flow both
+    ways."""
+
+    TYPE: ClassVar[str] = "boxbus.collaboration.CommentAdded"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    subject_id: str
+    """Id of what the comment is about, e.g. the order id."""
+    comment_id: str
+    """Id of the comment."""
+    author: str
+    """Name of the person who wrote it, as shown to the other side."""
+    text: str
+    """The comment, plain text."""
+    in_reply_to: str | None = None
+    """comment_id this one answers."""
+
+
+class DocumentType(StrEnum):
+    """Kinds of documents."""
+
+    INVOICE = "INVOICE"
+    WAYBILL = "WAYBILL"
+    CONTRACT = "CONTRACT"
+    QUOTE = "QUOTE"
+    CERTIFICATE = "CERTIFICATE"
+    OTHER = "OTHER"
+
+
+class DocumentAttached(EventBase):
+    """A document was attached to an order: an invoice, a waybill, a contract. Small documents
+    travel inline; large ones by reference (claim check): exactly one of content and
+    content_ref is set."""
+
+    TYPE: ClassVar[str] = "boxbus.collaboration.DocumentAttached"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    subject_id: str
+    """Id of what the document belongs to, e.g. the order id."""
+    document_id: str
+    """Id of the document."""
+    document_type: DocumentType
+    """What kind of document it is."""
+    file_name: str
+    """File name, e.g. 'invoice-2026-0042.pdf'."""
+    media_type: str
+    """Media type, e.g. 'application/pdf'."""
+    sha256: str
+    """SHA-256 of the content, lower-case hex: the receiver checks it."""
+    size_bytes: int
+    """Size of the content in bytes."""
+    content: bytes | None = None
+    """The content itself, for documents up to 256 KiB."""
+    content_ref: str | None = None
+    """Where to fetch larger content (a URL the receiver is entitled to read)."""
+
+
+class ContactKind(StrEnum):
+    """Person or company."""
+
+    PERSON = "PERSON"
+    COMPANY = "COMPANY"
+
+
+class ContactUpserted(EventBase):
+    """A contact (a person or a company) was created or changed; the whole contact is sent."""
+
+    TYPE: ClassVar[str] = "boxbus.contacts.ContactUpserted"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    contact_id: str
+    """Id of the contact in the source box."""
+    kind: ContactKind
+    """What the contact is."""
+    name: str
+    """Full name or company name."""
+    email: str | None = None
+    """E-mail address."""
+    phone: str | None = None
+    """Phone number, international format."""
+    company: str | None = None
+    """For a person: the company they work for."""
+    tax_id: str | None = None
+    """For a company: its tax id."""
+    address: str | None = None
+    """Postal address, as one printable text."""
+    tags: tuple[str, ...] = ()
+    """Labels, e.g. 'supplier', 'vip'."""
+
+
+class PartnerInvited(EventBase):
+    """A partner without a box was invited to set one up (sent with the e-mail of an order)."""
+
+    TYPE: ClassVar[str] = "boxbus.contacts.PartnerInvited"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    partner_id: str
+    """Id of the partner in the inviting box."""
+    email: str
+    """Where the invitation went."""
+    company_name: str
+    """The partner's company."""
+    invited_by_box: str
+    """The box that invited."""
+    invitation_url: str
+    """Link that starts the partner's onboarding."""
+    order_id: str | None = None
+    """The order whose e-mail carried the invitation."""
+
+
+# An exact quantity with three decimal places (12.500 kg, 3.000 pcs): a decimal, never a float.
+# The unit travels next to it.
+Quantity = Annotated[Decimal, AfterValidator(decimal_places(3))]
+
+
+class Money(Record):
+    """An amount of money, exact: integer minor units (cents) with its ISO 4217 currency
+    code."""
+
+    amount_minor: int
+    """Amount in minor units of the currency (1234 EUR = 12.34 euros). Negative for credits and
+    refunds."""
+    currency: str
+    """ISO 4217 alphabetic code, upper case, e.g. EUR, USD, PLN."""
+
+
+class Line(Record):
+    """One line of an order, confirmation or invoice."""
+
+    line_no: int
+    """Position of the line, from 1; stable across amendments."""
+    sku: str
+    """The seller's article number (stock keeping unit)."""
+    description: str
+    """Name of the article as the customer sees it."""
+    quantity: Quantity
+    """How many units are ordered."""
+    unit: str
+    """Unit of the quantity: pcs, kg, l, m, box, ..."""
+    unit_price: Money
+    """Price of one unit, before tax."""
+    tax_rate_bp: int = 0
+    """Tax rate in basis points (2300 = 23 %)."""
+
+
+class InvoiceIssued(EventBase):
+    """The supplier issued an invoice for an order."""
+
+    TYPE: ClassVar[str] = "boxbus.finance.InvoiceIssued"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    invoice_id: str
+    """Id of the invoice."""
+    order_id: str
+    """The order invoiced."""
+    number: str
+    """The invoice number as printed."""
+    issued_at: Timestamp
+    """Date of issue."""
+    due_at: Timestamp
+    """When payment is due."""
+    lines: tuple[Line, ...]
+    """Invoiced lines."""
+    net: Money
+    """Total before tax."""
+    tax: Money
+    """Total tax."""
+    total: Money
+    """Total to pay."""
+
+
+class PaymentMethod(StrEnum):
+    """How money is paid."""
+
+    BANK_TRANSFER = "BANK_TRANSFER"
+    CARD = "CARD"
+    CASH = "CASH"
+    OFFSET = "OFFSET"
+    OTHER = "OTHER"
+
+
+class PaymentRecorded(EventBase):
+    """A payment was made (buyer) or received (supplier) against an invoice."""
+
+    TYPE: ClassVar[str] = "boxbus.finance.PaymentRecorded"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    payment_id: str
+    """Id of the payment."""
+    invoice_id: str
+    """The invoice paid."""
+    amount: Money
+    """Amount paid."""
+    paid_at: Timestamp
+    """When the money moved."""
+    method: PaymentMethod
+    """How it was paid."""
+    reference: str | None = None
+    """Bank or payment reference."""
+
+
+class ItemQuantity(Record):
+    """A quantity of one article, without price: what is shipped, received or counted."""
+
+    line_no: int
+    """Line of the order this quantity belongs to (0 if none)."""
+    sku: str
+    """Article number."""
+    quantity: Quantity
+    """How many units."""
+    unit: str
+    """Unit of the quantity."""
+
+
+class GoodsReceived(EventBase):
+    """The buyer received goods of a shipment into a warehouse; differences to what was shipped
+    are reported line by line."""
+
+    TYPE: ClassVar[str] = "boxbus.logistics.GoodsReceived"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    shipment_id: str
+    """The shipment received."""
+    order_id: str
+    """Its order."""
+    warehouse: str
+    """Warehouse the goods went into."""
+    lines: tuple[ItemQuantity, ...]
+    """What arrived."""
+    received_at: Timestamp
+    """When the goods were received."""
+    discrepancy_note: str | None = None
+    """What was missing or damaged, if anything."""
+
+
+class ShipmentDispatched(EventBase):
+    """The supplier shipped goods: they are written off its warehouse, and the buyer sees them
+    in transit at once (and can sell from transit)."""
+
+    TYPE: ClassVar[str] = "boxbus.logistics.ShipmentDispatched"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    shipment_id: str
+    """Id of the shipment."""
+    order_id: str
+    """The order being fulfilled."""
+    from_warehouse: str
+    """Warehouse the goods left."""
+    lines: tuple[ItemQuantity, ...]
+    """What was shipped."""
+    dispatched_at: Timestamp
+    """When the goods left."""
+    expected_at: Timestamp | None = None
+    """When they should arrive."""
+    carrier: str | None = None
+    """Who carries them."""
+    tracking_id: str | None = None
+    """The carrier's tracking number."""
+
+
+class StockChangeReason(StrEnum):
+    """Why stock changes."""
+
+    SALE = "SALE"
+    RECEIPT = "RECEIPT"
+    DISPATCH = "DISPATCH"
+    RETURN = "RETURN"
+    ADJUSTMENT = "ADJUSTMENT"
+    COUNT = "COUNT"
+
+
+class StockLevelChanged(EventBase):
+    """The stock of one article in one warehouse changed."""
+
+    TYPE: ClassVar[str] = "boxbus.logistics.StockLevelChanged"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    warehouse: str
+    """The warehouse."""
+    sku: str
+    """The article."""
+    unit: str
+    """Unit of the quantities."""
+    on_hand: Quantity
+    """Quantity physically in the warehouse after the change."""
+    in_transit: Quantity
+    """Quantity on its way to the warehouse."""
+    reserved: Quantity
+    """Quantity promised to orders and not yet shipped."""
+    reason: StockChangeReason
+    """What changed it."""
+
+
+class BranchReportSent(EventBase):
+    """A branch reported its figures for a period back to the head office."""
+
+    TYPE: ClassVar[str] = "boxbus.network.BranchReportSent"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    report_id: str
+    """Id of the report."""
+    branch_box: str
+    """The reporting branch."""
+    period_start: Timestamp
+    """Start of the period (inclusive)."""
+    period_end: Timestamp
+    """End of the period (exclusive)."""
+    orders_count: int
+    """Orders taken in the period."""
+    revenue: Money
+    """Revenue of the period including tax."""
+    stock_value: Money
+    """Value of the stock at the end of the period."""
+    notes: str | None = None
+    """Comments of the branch."""
+
+
+class ReceiptStatus(StrEnum):
+    """Outcome of applying an event."""
+
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+
+
+class DeliveryReceipt(EventBase):
+    """The recipient's answer to an event it received: applied (ACCEPTED) or refused (REJECTED,
+    with the reason), so the sender knows its event took effect, not just that it arrived."""
+
+    TYPE: ClassVar[str] = "boxbus.network.DeliveryReceipt"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    receipt_for_event_id: str
+    """event_id of the event this receipt is about."""
+    receipt_for_type: str
+    """Its type, e.g. boxbus.orders.OrderPlaced."""
+    status: ReceiptStatus
+    """Whether the event was applied."""
+    reason: str | None = None
+    """Why it was rejected, in words a person can act on."""
+    processed_at: Timestamp
+    """When the recipient applied or refused it."""
+
+
+class DirectiveSent(EventBase):
+    """The head office sent a directive (an instruction) to branches."""
+
+    TYPE: ClassVar[str] = "boxbus.network.DirectiveSent"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    directive_id: str
+    """Id of the directive."""
+    title: str
+    """Short title."""
+    body: str
+    """The directive, plain text."""
+    effective_from: Timestamp
+    """From when it applies."""
+    branches: tuple[str, ...] = ()
+    """Boxes of the branches it is for; empty means all branches."""
+
+
+class PriceEntry(Record):
+    """The price of one article."""
+
+    sku: str
+    """Article number."""
+    unit: str
+    """Unit the price is for."""
+    price: Money
+    """Price of one unit, before tax."""
+    tax_rate_bp: int = 0
+    """Tax rate in basis points."""
+
+
+class PriceListSent(EventBase):
+    """The head office sent a price list to branches; it replaces the previous one from
+    valid_from on."""
+
+    TYPE: ClassVar[str] = "boxbus.network.PriceListSent"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    price_list_id: str
+    """Id of the price list."""
+    valid_from: Timestamp
+    """From when the prices apply."""
+    valid_until: Timestamp | None = None
+    """Until when; null for 'until replaced'."""
+    entries: tuple[PriceEntry, ...]
+    """One entry per article."""
+
+
+class OrderAmended(EventBase):
+    """The buyer changed an order before it was fulfilled; the lines given replace the previous
+    ones."""
+
+    TYPE: ClassVar[str] = "boxbus.orders.OrderAmended"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    order_id: str
+    """Id of the order in the buyer's box; the aggregate key of every event about this
+    order."""
+    revision: int
+    """Number of this amendment, from 1, increasing by one."""
+    lines: tuple[Line, ...]
+    """All lines of the order after the amendment."""
+    total: Money
+    """New total including tax."""
+    reason: str | None = None
+    """Why the order changed."""
+
+
+class Party(StrEnum):
+    """A side of an order."""
+
+    BUYER = "BUYER"
+    SUPPLIER = "SUPPLIER"
+
+
+class OrderCancelled(EventBase):
+    """An order was cancelled; nothing more will be delivered or invoiced for it."""
+
+    TYPE: ClassVar[str] = "boxbus.orders.OrderCancelled"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    order_id: str
+    """Id of the order in the buyer's box; the aggregate key of every event about this
+    order."""
+    cancelled_by: Party
+    """Which side cancelled."""
+    reason: str
+    """Why, in words for the other side."""
+
+
+class OrderConfirmed(EventBase):
+    """The supplier accepted an order, with its terms and dates; the lines may differ from the
+    ordered ones (partial availability, other prices)."""
+
+    TYPE: ClassVar[str] = "boxbus.orders.OrderConfirmed"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    order_id: str
+    """Id of the order in the buyer's box; the aggregate key of every event about this
+    order."""
+    lines: tuple[Line, ...]
+    """The lines the supplier will deliver."""
+    total: Money
+    """Confirmed total including tax."""
+    payment_terms: str
+    """Payment terms as agreed, e.g. 'NET30', 'prepayment'."""
+    payment_due_days: int
+    """Days after the invoice within which payment is due."""
+    promised_dispatch_at: Timestamp
+    """When the supplier will dispatch the goods."""
+    promised_delivery_at: Timestamp
+    """When the goods will arrive."""
+    notes: str | None = None
+    """Free text from the supplier."""
+
+
+class OrderKind(StrEnum):
+    """Who orders from whom."""
+
+    STORE_ORDER = "STORE_ORDER"
+    PURCHASE_ORDER = "PURCHASE_ORDER"
+
+
+class OrderPlaced(EventBase):
+    """A buyer placed an order: a store order in its region's box, or a purchase order to a
+    supplier (which arrives in the supplier's box as a sales order)."""
+
+    TYPE: ClassVar[str] = "boxbus.orders.OrderPlaced"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    order_id: str
+    """Id of the order in the buyer's box; the aggregate key of every event about this
+    order."""
+    kind: OrderKind
+    """STORE_ORDER: a store orders from its regional box; PURCHASE_ORDER: a box buys from a
+    supplier."""
+    buyer_box: str
+    """Box of the buying company."""
+    supplier_box: str | None = None
+    """Box of the supplier; null when the supplier has no box and is reached by e-mail (see
+    supplier_email)."""
+    supplier_email: str | None = None
+    """Where the order goes by e-mail when the supplier has no box."""
+    store_id: str | None = None
+    """The store that placed a store order."""
+    lines: tuple[Line, ...]
+    """The ordered lines, at least one."""
+    total: Money
+    """Total of the order including tax."""
+    requested_delivery_at: Timestamp | None = None
+    """When the buyer wants the goods."""
+    delivery_address: str | None = None
+    """Where the goods go, as one printable text."""
+    notes: str | None = None
+    """Free text from the buyer."""
+
+
+EVENT_TYPES: dict[str, type[EventBase]] = {
+    BranchReportSent.TYPE: BranchReportSent,
+    CommentAdded.TYPE: CommentAdded,
+    ContactUpserted.TYPE: ContactUpserted,
+    DeliveryReceipt.TYPE: DeliveryReceipt,
+    DirectiveSent.TYPE: DirectiveSent,
+    DocumentAttached.TYPE: DocumentAttached,
+    GoodsReceived.TYPE: GoodsReceived,
+    InvoiceIssued.TYPE: InvoiceIssued,
+    OrderAmended.TYPE: OrderAmended,
+    OrderCancelled.TYPE: OrderCancelled,
+    OrderConfirmed.TYPE: OrderConfirmed,
+    OrderPlaced.TYPE: OrderPlaced,
+    PartnerInvited.TYPE: PartnerInvited,
+    PaymentRecorded.TYPE: PaymentRecorded,
+    PriceListSent.TYPE: PriceListSent,
+    ShipmentDispatched.TYPE: ShipmentDispatched,
+    StockLevelChanged.TYPE: StockLevelChanged,
+}
