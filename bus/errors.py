@@ -6,13 +6,25 @@ not on the class name::
 
     BoxbusError
     ├── ConfigError            settings or a file given by the user are wrong       (not retriable)
-    └── StackError             the embedded local stack could not do what was asked
-        ├── PrerequisiteError  Java, Maven or a JVM artifact is missing            (not retriable)
-        ├── PortInUseError     a port the stack needs is taken by another process  (not retriable)
-        └── ComponentFailed    a component crashed or did not become ready in time (retriable)
+    ├── StackError             the embedded local stack could not do what was asked
+    │   ├── PrerequisiteError  Java, Maven or a JVM artifact is missing            (not retriable)
+    │   ├── PortInUseError     a port the stack needs is taken by another process  (not retriable)
+    │   └── ComponentFailed    a component crashed or did not become ready in time (retriable)
+    ├── RegistryUnavailable    the schema registry does not answer                 (retriable)
+    ├── IncompatibleSchema     a schema change would break readers of old events   (not retriable)
+    └── BadEvent               a record is not a valid event: it goes to the dead-letter topic
+        ├── OversizeEvent          larger than the inline limit
+        ├── WireFormatError        empty, too short, or not magic byte 0
+        ├── UnknownSchemaId        the registry has no schema with that id
+        ├── UndecodableEvent       truncated or corrupt Avro, or unreadable with the reader schema
+        ├── InvalidEnvelope        a required header missing or wrong, or headers and body disagree
+        ├── RegionMismatch         the event's region is not the region of its topic
+        ├── InvalidEventData       decoded, but a field breaks the event model
+        └── UnknownEventType       a type this consumer has no schema for
 
 Messages say what went wrong and what to do about it; where a log file explains more, the
-error carries its path in ``log_path``.
+error carries its path in ``log_path``. A BadEvent's ``code`` is what the dead-letter topic
+records as the machine-readable reason.
 """
 
 from __future__ import annotations
@@ -75,3 +87,53 @@ class ComponentFailed(StackError):
     """A component process exited or did not become ready in time."""
 
     retriable = True
+
+
+class RegistryUnavailable(BoxbusError):
+    """The schema registry is down or failing: back off and try again; never dead-letter."""
+
+    retriable = True
+
+
+class IncompatibleSchema(BoxbusError):
+    """A schema would break consumers of events written with an earlier version."""
+
+
+class BadEvent(BoxbusError):
+    """A record that is not a valid event. Never retried, never dropped: the consumer sends it
+    to the dead-letter topic with ``code`` and the message as the reason, and moves on."""
+
+    code = "bad-event"
+    dead_letter = True
+
+
+class OversizeEvent(BadEvent):
+    code = "oversize"
+
+
+class WireFormatError(BadEvent):
+    code = "wire-format"
+
+
+class UnknownSchemaId(BadEvent):
+    code = "unknown-schema-id"
+
+
+class UndecodableEvent(BadEvent):
+    code = "undecodable"
+
+
+class InvalidEnvelope(BadEvent):
+    code = "invalid-envelope"
+
+
+class RegionMismatch(BadEvent):
+    code = "region-mismatch"
+
+
+class InvalidEventData(BadEvent):
+    code = "invalid-data"
+
+
+class UnknownEventType(BadEvent):
+    code = "unknown-event-type"
