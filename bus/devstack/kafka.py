@@ -147,8 +147,13 @@ def format_storage(java: Path, lib_dir: Path, node: KafkaNode, cluster_id: str) 
 
 
 def new_cluster_id() -> str:
-    # The same encoding as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """The same form as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes, never
+    starting with '-' (Kafka's rule too: the tool's argument parser would take it for an
+    option, and formatting fails one time in 64)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def start_node(

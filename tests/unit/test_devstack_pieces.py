@@ -49,6 +49,12 @@ def test_three_node_config_replicates_and_fences_fast(tmp_path: Path) -> None:
         assert int(props["broker.session.timeout.ms"]) <= 3000
 
 
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = {kafka.new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
 def test_a_process_is_recognised_by_pid_and_start_time(tmp_path: Path) -> None:
     record = procs.spawn("sleeper", ["sleep", "30"], log_path=tmp_path / "s.log")
     try:

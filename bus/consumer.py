@@ -1,0 +1,137 @@
+"""Consuming events: every record is checked and decoded; a record that is not a valid event
+goes to the dead-letter topic with its reason and the partition moves on; offsets are committed
+only after the caller has processed the batch (so a crash re-delivers, never loses).
+
+    async with EventConsumer(settings, bootstrap, [topic], group, serde) as consumer:
+        async for batch in consumer.batches():
+            for delivery in batch:
+                handle(delivery.event)
+            # leaving the loop body commits the batch's offsets
+
+A registry that does not answer is not the record's fault: the consumer backs off and tries
+the same record again, without dead-lettering and without skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from bus.deadletter import DeadLetter
+from bus.envelope import Envelope
+from bus.errors import BadEvent, RegistryUnavailable
+from bus.events import EventBase
+from bus.log import get_logger
+from bus.serde import EventSerde
+from bus.settings import Settings
+from bus.validation import MAX_EVENT_BYTES, check_record
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A valid event and where it came from."""
+
+    event: EventBase
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        topics: list[str],
+        group_id: str,
+        serde: EventSerde,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        auto_offset_reset: str = "earliest",
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.serde = serde
+        self.max_event_bytes = max_event_bytes
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.dead_lettered = 0
+        options = settings.kafka_client_options()
+        self._consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=group_id,
+            enable_auto_commit=False, auto_offset_reset=auto_offset_reset,
+            isolation_level="read_committed", **options,
+        )
+        self._dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                     enable_idempotence=True, **options)
+
+    async def __aenter__(self) -> EventConsumer:
+        await self._dlq.start()
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._consumer.stop()
+        await self._dlq.stop()
+
+    async def batches(self, timeout_ms: int = 500, max_records: int = 500,
+                      ) -> AsyncIterator[list[Delivery]]:
+        """Batches of valid events (possibly empty when nothing arrived)."""
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
+                                                   max_records=max_records)
+            batch: list[Delivery] = []
+            positions: dict[TopicPartition, OffsetAndMetadata] = {}
+            for tp, records in fetched.items():
+                for record in records:
+                    delivery = await self._check(record)
+                    if delivery is not None:
+                        batch.append(delivery)
+                    positions[tp] = OffsetAndMetadata(record.offset + 1, "")
+            yield batch
+            if positions:
+                await self._consumer.commit(positions)
+
+    async def _check(self, record: Any) -> Delivery | None:
+        delay = self.retry_delay
+        while True:
+            try:
+                checked = await check_record(record, self.serde, self.settings.topic_namespace,
+                                             self.max_event_bytes)
+            except RegistryUnavailable as exc:
+                log.warning("schema registry unavailable; retrying the same record",
+                            topic=record.topic, partition=record.partition,
+                            offset=record.offset, retry_in=round(delay, 2), error=str(exc))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            except BadEvent as exc:
+                await self._dead_letter(record, exc)
+                return None
+            return Delivery(checked.event, checked.envelope, record.topic, record.partition,
+                            record.offset)
+
+    async def _dead_letter(self, record: Any, error: BadEvent) -> None:
+        letter = DeadLetter.of(record, error, self.group_id)
+        topic, key, value, headers = letter.to_record()
+        await self._dlq.send_and_wait(topic, value, key=key, headers=headers)
+        self.dead_lettered += 1
+        ids = {k: v.decode(errors="replace") for k, v in letter.headers
+               if k in ("ce_id", "ce_correlationid")}
+        log.warning("record dead-lettered", code=error.code, reason=error.message,
+                    topic=record.topic, partition=record.partition, offset=record.offset,
+                    dead_letter_topic=topic, event_id=ids.get("ce_id"),
+                    correlation_id=ids.get("ce_correlationid"))

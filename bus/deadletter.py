@@ -1,0 +1,83 @@
+"""The dead-letter topic: where records that are not valid events go, whole and with the
+reason, so that nothing bad stops a partition and nothing is silently dropped.
+
+A dead letter keeps the original key, value and headers, and adds ``dlq_*`` headers: the reason
+in words and as a code, where the record was (topic, partition, offset, timestamp), when and by
+which consumer group it was refused. ``boxbus dlq list|show|replay`` reads them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bus import naming
+from bus.envelope import format_time
+from bus.errors import BadEvent
+
+REASON = "dlq_reason"
+CODE = "dlq_code"
+TOPIC = "dlq_topic"
+PARTITION = "dlq_partition"
+OFFSET = "dlq_offset"
+TIMESTAMP = "dlq_timestamp"
+FAILED_AT = "dlq_failed_at"
+GROUP = "dlq_group"
+DLQ_HEADERS = (REASON, CODE, TOPIC, PARTITION, OFFSET, TIMESTAMP, FAILED_AT, GROUP)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record as the dead-letter topic holds it."""
+
+    topic: str  # where it was read from
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]  # the original headers, without dlq_*
+    code: str
+    reason: str
+    failed_at: str
+    group: str
+    dlq_partition: int = -1
+    dlq_offset: int = -1
+
+    def to_record(self) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        """(dead-letter topic, key, value, headers) for a producer."""
+        extra = [(REASON, self.reason), (CODE, self.code), (TOPIC, self.topic),
+                 (PARTITION, str(self.partition)), (OFFSET, str(self.offset)),
+                 (TIMESTAMP, str(self.timestamp)), (FAILED_AT, self.failed_at),
+                 (GROUP, self.group)]
+        headers = self.headers + [(name, value.encode()) for name, value in extra]
+        return naming.dlq_topic(self.topic), self.key, self.value, headers
+
+    @classmethod
+    def of(cls, record: Any, error: BadEvent, group: str) -> DeadLetter:
+        """The dead letter of a consumed record (an aiokafka ConsumerRecord) refused with
+        ``error``."""
+        return cls(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            timestamp=record.timestamp, key=record.key, value=record.value,
+            headers=[(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS],
+            code=error.code, reason=error.message, failed_at=format_time(datetime.now(UTC)),
+            group=group,
+        )
+
+    @classmethod
+    def from_record(cls, record: Any) -> DeadLetter:
+        """Read a record of a dead-letter topic back."""
+        headers: Sequence[tuple[str, bytes]] = record.headers or ()
+        found = {k: v.decode(errors="replace") for k, v in headers if k in DLQ_HEADERS}
+        return cls(
+            topic=found.get(TOPIC, naming.source_of_dlq(record.topic)),
+            partition=int(found.get(PARTITION, -1)), offset=int(found.get(OFFSET, -1)),
+            timestamp=int(found.get(TIMESTAMP, -1)), key=record.key, value=record.value,
+            headers=[(k, v) for k, v in headers if k not in DLQ_HEADERS],
+            code=found.get(CODE, "?"), reason=found.get(REASON, "?"),
+            failed_at=found.get(FAILED_AT, ""), group=found.get(GROUP, ""),
+            dlq_partition=record.partition, dlq_offset=record.offset,
+        )
