@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from bus import naming
 from bus.deadletter import DeadLetter
 from bus.envelope import Envelope
 from bus.errors import BadEvent, RegistryUnavailable
@@ -31,6 +32,7 @@ from bus.events import EventBase
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
+from bus.topics import TopicSpec, ensure_topics
 from bus.validation import MAX_EVENT_BYTES, check_record
 
 log = get_logger(__name__)
@@ -68,6 +70,8 @@ class EventConsumer:
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.dead_lettered = 0
+        self._bootstrap = bootstrap
+        self._topics = topics
         options = settings.kafka_client_options()
         self._consumer = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=group_id,
@@ -78,6 +82,9 @@ class EventConsumer:
                                      enable_idempotence=True, **options)
 
     async def __aenter__(self) -> EventConsumer:
+        # Dead-letter topics exist before the first bad record needs one.
+        await ensure_topics(self.settings, self._bootstrap,
+                            [TopicSpec(naming.dlq_topic(t)) for t in self._topics])
         await self._dlq.start()
         await self._consumer.start()
         return self

@@ -18,7 +18,8 @@ from bus.settings import Settings
 class TopicSpec:
     name: str
     partitions: int = 1
-    replication_factor: int = 1
+    # None: as many replicas as there are brokers, up to three.
+    replication_factor: int | None = None
     configs: dict[str, str] = field(default_factory=dict)
 
 
@@ -53,8 +54,10 @@ async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpe
         todo = [s for s in specs if s.name not in existing]
         if not todo:
             return []
+        brokers = len((await admin.describe_cluster())["brokers"])
         new = [
-            NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
+            NewTopic(s.name, s.partitions, s.replication_factor or min(3, brokers),
+                     topic_configs=dict(s.configs))
             for s in todo
         ]
         # Created meanwhile by another process: what we wanted.

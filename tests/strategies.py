@@ -1,0 +1,67 @@
+"""Hypothesis strategies built from Avro schemas: any value the schema allows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import strategies as st
+
+from bus.catalog import Schema
+
+_EPOCH_MAX = datetime(2200, 1, 1)
+
+
+def for_schema(schema: Any, named: dict[str, Any] | None = None) -> st.SearchStrategy[Any]:
+    named = {} if named is None else named
+    if isinstance(schema, str):
+        primitive = {
+            "null": st.none(),
+            "boolean": st.booleans(),
+            "int": st.integers(-(2**31), 2**31 - 1),
+            "long": st.integers(-(2**63), 2**63 - 1),
+            "string": st.text(max_size=24),
+            "bytes": st.binary(max_size=64),
+            "double": st.floats(allow_nan=False),
+            "float": st.floats(allow_nan=False, width=32),
+        }
+        if schema in primitive:
+            return primitive[schema]
+        return st.deferred(lambda: named[schema])
+    if isinstance(schema, list):
+        return st.one_of(*[for_schema(branch, named) for branch in schema])
+    kind = schema["type"]
+    logical = schema.get("logicalType")
+    if logical == "timestamp-millis":
+        return st.datetimes(min_value=datetime(1970, 1, 1), max_value=_EPOCH_MAX,
+                            timezones=st.just(UTC)).map(
+            lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+    if logical == "decimal":
+        scale, precision = schema["scale"], schema["precision"]
+        bound = Decimal(10) ** (precision - scale) - 1
+        strategy = st.decimals(min_value=-bound, max_value=bound, places=scale,
+                               allow_nan=False, allow_infinity=False)
+        if kind == "fixed":
+            named[_fullname(schema)] = strategy
+        return strategy
+    if kind == "array":
+        return st.lists(for_schema(schema["items"], named), max_size=3)
+    if kind == "map":
+        return st.dictionaries(st.text(max_size=8), for_schema(schema["values"], named),
+                               max_size=3)
+    if kind == "enum":
+        strategy = st.sampled_from(schema["symbols"])
+        named[_fullname(schema)] = strategy
+        return strategy
+    if kind == "record":
+        fields = {f["name"]: for_schema(f["type"], named) for f in schema["fields"]}
+        strategy = st.fixed_dictionaries(fields)
+        named[_fullname(schema)] = strategy
+        return strategy
+    return for_schema(kind, named)
+
+
+def _fullname(schema: Schema) -> str:
+    name = str(schema["name"])
+    return name if "." in name or "namespace" not in schema else f"{schema['namespace']}.{name}"
