@@ -40,25 +40,25 @@ def for_schema(schema: Any, named: dict[str, Any] | None = None) -> st.SearchStr
     if logical == "decimal":
         scale, precision = schema["scale"], schema["precision"]
         bound = Decimal(10) ** (precision - scale) - 1
-        strategy = st.decimals(min_value=-bound, max_value=bound, places=scale,
+        decimals = st.decimals(min_value=-bound, max_value=bound, places=scale,
                                allow_nan=False, allow_infinity=False)
         if kind == "fixed":
-            named[_fullname(schema)] = strategy
-        return strategy
+            named[_fullname(schema)] = decimals
+        return decimals
     if kind == "array":
         return st.lists(for_schema(schema["items"], named), max_size=3)
     if kind == "map":
         return st.dictionaries(st.text(max_size=8), for_schema(schema["values"], named),
                                max_size=3)
     if kind == "enum":
-        strategy = st.sampled_from(schema["symbols"])
-        named[_fullname(schema)] = strategy
-        return strategy
+        symbols = st.sampled_from(schema["symbols"])
+        named[_fullname(schema)] = symbols
+        return symbols
     if kind == "record":
         fields = {f["name"]: for_schema(f["type"], named) for f in schema["fields"]}
-        strategy = st.fixed_dictionaries(fields)
-        named[_fullname(schema)] = strategy
-        return strategy
+        records = st.fixed_dictionaries(fields)
+        named[_fullname(schema)] = records
+        return records
     return for_schema(kind, named)
 
 
