@@ -6,7 +6,8 @@ only after the caller has processed the batch (so a crash re-delivers, never los
         async for batch in consumer.batches():
             for delivery in batch:
                 handle(delivery.event)
-            # leaving the loop body commits the batch's offsets
+            # asking for the next batch (or leaving the `async with` without an error)
+            # commits this batch's offsets; an exception leaves them uncommitted
 
 A registry that does not answer is not the record's fault: the consumer backs off and tries
 the same record again, without dead-lettering and without skipping it.
@@ -16,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
-from bus.deadletter import DeadLetter
+from bus.deadletter import DLQ_MAX_BYTES, VALUE_DROPPED, DeadLetter
 from bus.envelope import Envelope
 from bus.errors import BadEvent, RegistryUnavailable
 from bus.events import EventBase
@@ -72,6 +74,7 @@ class EventConsumer:
         self.dead_lettered = 0
         self._bootstrap = bootstrap
         self._topics = topics
+        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
         options = settings.kafka_client_options()
         self._consumer = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=group_id,
@@ -79,38 +82,48 @@ class EventConsumer:
             isolation_level="read_committed", **options,
         )
         self._dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                     enable_idempotence=True, **options)
+                                     enable_idempotence=True, max_request_size=DLQ_MAX_BYTES,
+                                     **options)
 
     async def __aenter__(self) -> EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.
-        await ensure_topics(self.settings, self._bootstrap,
-                            [TopicSpec(naming.dlq_topic(t)) for t in self._topics])
+        await ensure_topics(self.settings, self._bootstrap, [
+            TopicSpec(naming.dlq_topic(t), configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
+            for t in self._topics])
         await self._dlq.start()
         await self._consumer.start()
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._consumer.stop()
-        await self._dlq.stop()
+        try:
+            if kind is None:
+                await self.commit()
+        finally:
+            await self._consumer.stop()
+            await self._dlq.stop()
+
+    async def commit(self) -> None:
+        """Commit the offsets of the batches handed out so far."""
+        if self._pending:
+            positions, self._pending = self._pending, {}
+            await self._consumer.commit(positions)
 
     async def batches(self, timeout_ms: int = 500, max_records: int = 500,
-                      ) -> AsyncIterator[list[Delivery]]:
+                      ) -> AsyncGenerator[list[Delivery], None]:
         """Batches of valid events (possibly empty when nothing arrived)."""
         while True:
+            await self.commit()
             fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
                                                    max_records=max_records)
             batch: list[Delivery] = []
-            positions: dict[TopicPartition, OffsetAndMetadata] = {}
             for tp, records in fetched.items():
                 for record in records:
                     delivery = await self._check(record)
                     if delivery is not None:
                         batch.append(delivery)
-                    positions[tp] = OffsetAndMetadata(record.offset + 1, "")
+                    self._pending[tp] = OffsetAndMetadata(record.offset + 1, "")
             yield batch
-            if positions:
-                await self._consumer.commit(positions)
 
     async def _check(self, record: Any) -> Delivery | None:
         delay = self.retry_delay
@@ -134,7 +147,13 @@ class EventConsumer:
     async def _dead_letter(self, record: Any, error: BadEvent) -> None:
         letter = DeadLetter.of(record, error, self.group_id)
         topic, key, value, headers = letter.to_record()
-        await self._dlq.send_and_wait(topic, value, key=key, headers=headers)
+        try:
+            await self._dlq.send_and_wait(topic, value, key=key, headers=headers)
+        except MessageSizeTooLargeError:
+            # Never stall on a dead letter: keep its reason and position, drop only the bytes
+            # (they stay in the source topic until its retention ends).
+            headers.append((VALUE_DROPPED, str(len(value or b"")).encode()))
+            await self._dlq.send_and_wait(topic, None, key=key, headers=headers)
         self.dead_lettered += 1
         ids = {k: v.decode(errors="replace") for k, v in letter.headers
                if k in ("ce_id", "ce_correlationid")}

@@ -25,7 +25,11 @@ OFFSET = "dlq_offset"
 TIMESTAMP = "dlq_timestamp"
 FAILED_AT = "dlq_failed_at"
 GROUP = "dlq_group"
-DLQ_HEADERS = (REASON, CODE, TOPIC, PARTITION, OFFSET, TIMESTAMP, FAILED_AT, GROUP)
+VALUE_DROPPED = "dlq_value_dropped"  # the value was too large even for the dead-letter topic
+DLQ_HEADERS = (REASON, CODE, TOPIC, PARTITION, OFFSET, TIMESTAMP, FAILED_AT, GROUP,
+               VALUE_DROPPED)
+# Dead-letter topics take records up to this size: an oversize event is kept whole.
+DLQ_MAX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
