@@ -48,6 +48,8 @@ def configure_logging(fmt: LogFormat = LogFormat.CONSOLE, level: str = "INFO") -
     # aiokafka logs every reconnect attempt at ERROR while a broker starts; keep it readable.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    # The registry client logs every 404 of a lookup (a new schema) at INFO.
+    logging.getLogger("schema_registry").setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str, **context: Any) -> structlog.stdlib.BoundLogger:

@@ -38,6 +38,10 @@ def _state_home() -> Path:
     return Path(base) / "boxbus"
 
 
+def _repo_schemas() -> Path:
+    return Path(__file__).resolve().parents[1] / "schemas"
+
+
 def _cache_home() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "boxbus"
@@ -68,6 +72,8 @@ class Settings(BaseSettings):
 
     # Every topic boxbus names starts with this, so several networks can share one cluster.
     topic_namespace: str = "boxbus"
+    # The Avro schemas (the contract); the repository's schemas/ folder by default.
+    schemas_dir: Path = Field(default_factory=lambda: _repo_schemas())
 
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from bus.catalog import SchemaCatalog
+from bus.errors import ConfigError
 from bus.log import configure_logging
+from bus.registry import SchemaRegistry
+from bus.serde import EventSerde
 from bus.settings import Settings
 
 
@@ -10,3 +16,30 @@ def settings_from_env() -> Settings:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     return settings
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    bootstrap: str
+    registry_url: str
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    """Kafka and the registry: from the settings, else from the running local stack."""
+    from bus.devstack import LocalStack
+
+    info = LocalStack(settings).status()
+    bootstrap = settings.kafka_bootstrap_servers or (info.kafka_bootstrap if info else None)
+    registry = settings.schema_registry_url or (info.schema_registry_url if info else None)
+    if bootstrap is None or registry is None:
+        missing = [n for n, v in (("Kafka", bootstrap), ("a schema registry", registry)) if not v]
+        raise ConfigError(
+            f"no {' and no '.join(missing)} to talk to",
+            hint="start the local stack (`boxbus dev up`) or set BOXBUS_KAFKA_BOOTSTRAP_SERVERS "
+            "and BOXBUS_SCHEMA_REGISTRY_URL",
+        )
+    return Endpoints(bootstrap, registry)
+
+
+def serde_for(settings: Settings, registry_url: str) -> EventSerde:
+    return EventSerde(SchemaRegistry(registry_url), SchemaCatalog.load(settings.schemas_dir))

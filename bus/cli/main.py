@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from bus.cli import demo, dev
+from bus.cli import demo, dev, schemas
 from bus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(schemas.app, name="schemas")
 app.command("demo")(demo.demo)
 
 

@@ -39,7 +39,7 @@ def variant(tmp_path: Path, name: str, change: Callable[[dict[str, object]], Non
     catalog = SchemaCatalog.load(root)
     module = types.ModuleType(f"boxbus_models_{name}")
     sys.modules[module.__name__] = module
-    exec(compile(render(catalog), module.__name__, "exec"), module.__dict__)  # noqa: S102
+    exec(compile(render(catalog), module.__name__, "exec"), module.__dict__)
     return catalog, module.EVENT_TYPES
 
 
