@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -14,6 +15,13 @@ from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    encoded: EncodedEvent
+    partition: int
+    offset: int
 
 
 class EventProducer:
@@ -37,19 +45,20 @@ class EventProducer:
     def topic_for(self, event: EventBase) -> str:
         return naming.region_topic(self.settings.topic_namespace, event.meta.region)  # type: ignore[attr-defined]
 
-    async def publish(self, event: EventBase, topic: str | None = None) -> EncodedEvent:
+    async def publish(self, event: EventBase, topic: str | None = None) -> Published:
         """Publish and wait until the brokers acknowledged the event."""
         encoded = await self.serde.encode(event, topic or self.topic_for(event))
-        await self.send(encoded)
-        return encoded
+        return await self.send(encoded)
 
-    async def send(self, encoded: EncodedEvent) -> None:
-        await self._producer.send_and_wait(encoded.topic, encoded.value, key=encoded.key,
-                                           headers=encoded.headers)
+    async def send(self, encoded: EncodedEvent) -> Published:
+        meta = await self._producer.send_and_wait(encoded.topic, encoded.value,
+                                                  key=encoded.key, headers=encoded.headers)
         log.debug("event published", event_id=encoded.envelope.id, topic=encoded.topic,
                   correlation_id=encoded.envelope.correlation_id)
+        return Published(encoded, meta.partition, meta.offset)
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]]) -> None:
-        """A record as it is (dead letters, replays)."""
-        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+                       headers: list[tuple[str, bytes]]) -> tuple[int, int]:
+        """A record as it is (dead letters, replays); its (partition, offset)."""
+        meta = await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+        return meta.partition, meta.offset

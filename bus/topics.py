@@ -1,4 +1,4 @@
-"""Creating topics with the Kafka admin API (the topology tool of a later issue builds on this)."""
+"""Creating and reading topics (the topology tool of a later issue builds on this)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -67,3 +69,54 @@ async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpe
         return [s.name for s in todo]
     finally:
         await admin.close()
+
+
+async def topic_exists(settings: Settings, bootstrap: str, name: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        return name in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def partitions_of(settings: Settings, bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (empty if it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        return []
+    return [TopicPartition(topic, p["partition"])
+            for p in sorted(described["partitions"], key=lambda p: p["partition"])]
+
+
+async def read_topic(settings: Settings, bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its end now, without a consumer group
+    (nothing committed, nothing rebalanced): for tools that inspect a topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **settings.kafka_client_options())
+    await consumer.start()
+    try:
+        tps = await partitions_of(settings, bootstrap, topic)
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            for tp, batch in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+                records += batch
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

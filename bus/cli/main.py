@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from bus.cli import demo, dev, schemas
+from bus.cli import demo, dev, dlq, events, schemas
 from bus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(events.app, name="events")
+app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)
 
 

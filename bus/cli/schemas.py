@@ -33,10 +33,12 @@ def list_(json_out: JsonOpt = False) -> None:
     """The event types of the contract, their files and released versions."""
     settings = settings_from_env()
     catalog = SchemaCatalog.load(settings.schemas_dir)
-    rows: list[dict[str, Any]] = [{"type": e.fullname, "file": str(e.path.relative_to(settings.schemas_dir))
-             if e.path else "", "fields": len(e.schema["fields"]),
-             "released_versions": len(released_versions(e.fullname, settings.schemas_dir))}
-            for e in catalog]
+    rows: list[dict[str, Any]] = [
+        {"type": e.fullname,
+         "file": str(e.path.relative_to(settings.schemas_dir)) if e.path else "",
+         "fields": len(e.schema["fields"]),
+         "released_versions": len(released_versions(e.fullname, settings.schemas_dir))}
+        for e in catalog]
     if json_out:
         print_json(rows)
         return

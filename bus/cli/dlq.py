@@ -1,0 +1,179 @@
+"""``boxbus dlq``: inspect dead letters and replay the ones that are fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from bus import naming
+from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.output import console, print_json
+from bus.deadletter import DeadLetter
+from bus.errors import BadEvent, ConfigError
+from bus.examples import load_event
+from bus.producer import EventProducer
+from bus.settings import Settings
+from bus.topics import read_topic
+from bus.validation import check_record
+
+app = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
+
+TopicArg = Annotated[str, typer.Argument(
+    help="The topic whose dead letters to read (or its .dlq topic itself).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+async def _letters(settings: Settings, topic: str) -> list[DeadLetter]:
+    records = await read_topic(settings, endpoints(settings).bootstrap, naming.dlq_topic(topic))
+    return [DeadLetter.from_record(r) for r in records]
+
+
+def _summary(letter: DeadLetter) -> dict[str, Any]:
+    headers = dict(letter.headers)
+    return {"dlq_partition": letter.dlq_partition, "dlq_offset": letter.dlq_offset,
+            "code": letter.code, "reason": letter.reason, "topic": letter.topic,
+            "partition": letter.partition, "offset": letter.offset,
+            "failed_at": letter.failed_at, "group": letter.group,
+            "event_id": headers.get("ce_id", b"").decode(errors="replace") or None,
+            "type": headers.get("ce_type", b"").decode(errors="replace") or None}
+
+
+@app.command("list")
+def list_(topic: TopicArg, json_out: JsonOpt = False) -> None:
+    """Every dead letter of a topic: why, and where the record was."""
+    settings = settings_from_env()
+    letters = asyncio.run(_letters(settings, topic))
+    if json_out:
+        print_json([_summary(letter) for letter in letters])
+        return
+    table = Table(title=f"{len(letters)} dead letter(s) in {naming.dlq_topic(topic)}",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("dlq offset", "code", "from", "type", "reason"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        s = _summary(letter)
+        table.add_row(f"{letter.dlq_partition}@{letter.dlq_offset}", letter.code,
+                      f"{letter.partition}@{letter.offset}", (s["type"] or "-").rsplit(".")[-1],
+                      letter.reason)
+    console.print(table)
+
+
+def _find(letters: list[DeadLetter], offset: int, partition: int) -> DeadLetter:
+    for letter in letters:
+        if (letter.dlq_partition, letter.dlq_offset) == (partition, offset):
+            return letter
+    raise ConfigError(f"no dead letter at partition {partition} offset {offset}",
+                      hint="`boxbus dlq list TOPIC` shows the offsets")
+
+
+@app.command()
+def show(
+    topic: TopicArg,
+    offset: Annotated[int, typer.Argument(help="Offset in the dead-letter topic.")],
+    partition: Annotated[int, typer.Option(help="Partition of the dead-letter topic.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """One dead letter, whole: reason, original headers, key and bytes."""
+    settings = settings_from_env()
+    letter = _find(asyncio.run(_letters(settings, topic)), offset, partition)
+    value = letter.value or b""
+    if json_out:
+        print_json({**_summary(letter),
+                    "key": letter.key.decode(errors="replace") if letter.key else None,
+                    "headers": {k: v.decode(errors="replace") for k, v in letter.headers},
+                    "value_base64": base64.b64encode(value).decode(),
+                    "value_bytes": len(value)})
+        return
+    console.print(f"[bold]{letter.code}[/]: {letter.reason}", highlight=False)
+    console.print(f"from {letter.topic} partition {letter.partition} offset {letter.offset}, "
+                  f"refused {letter.failed_at} by group {letter.group}", highlight=False)
+    console.print(f"key: {letter.key!r}", highlight=False)
+    for name, raw in letter.headers:
+        console.print(f"  {name}: {raw.decode(errors='replace')}", highlight=False)
+    console.print(f"value: {len(value)} bytes; first 64: {value[:64].hex(' ')}",
+                  highlight=False)
+
+
+@app.command()
+def replay(
+    topic: TopicArg,
+    offset: Annotated[list[int] | None, typer.Option(
+        help="Offset in the dead-letter topic to replay (repeatable).")] = None,
+    partition: Annotated[int, typer.Option(help="Partition of the dead-letter topic.")] = 0,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    file: Annotated[Path | None, typer.Option(
+        help="Publish this corrected event (JSON) in place of the one dead letter given.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send dead letters back to their topic once they are valid: the original record when the
+    cause is gone (a schema registered, a consumer upgraded), or a corrected event (--file).
+    Letters that are still invalid are reported and left where they are."""
+    settings = settings_from_env()
+    if not replay_all and not offset:
+        raise typer.BadParameter("say which: --offset N (repeatable) or --all")
+    if file is not None and (replay_all or len(offset or []) != 1):
+        raise typer.BadParameter("--file replaces exactly one dead letter: give one --offset")
+    results = asyncio.run(_replay(settings, topic, offset or [], partition, replay_all, file))
+    if json_out:
+        print_json(results)
+        return
+    for r in results:
+        mark = "[green]replayed[/]" if r["replayed"] else "[yellow]still invalid[/]"
+        console.print(f"{mark} {r['dlq']} -> {r['note']}", highlight=False)
+    done = sum(r["replayed"] for r in results)
+    console.print(f"{done} of {len(results)} replayed")
+    if done < len(results):
+        raise typer.Exit(1)
+
+
+async def _replay(settings: Settings, topic: str, offsets: list[int], partition: int,
+                  replay_all: bool, file: Path | None) -> list[dict[str, Any]]:
+    found = endpoints(settings)
+    serde = serde_for(settings, found.registry_url)
+    letters = await _letters(settings, topic)
+    chosen = letters if replay_all else [_find(letters, o, partition) for o in offsets]
+    results = []
+    async with EventProducer(settings, found.bootstrap, serde) as producer:
+        for letter in chosen:
+            where = f"{letter.dlq_partition}@{letter.dlq_offset}"
+            if file is not None:
+                event_type = dict(letter.headers).get("ce_type", b"").decode()
+                if event_type not in serde.catalog:
+                    raise ConfigError(f"dead letter {where} has no known ce_type "
+                                      f"({event_type!r}) to read {file} as")
+                event = load_event(event_type, file.read_text(), origin=str(file))
+                published = await producer.publish(event, letter.topic)
+                results.append({"dlq": where, "replayed": True, "note":
+                                f"corrected event to {letter.topic}[{published.partition}]"
+                                f"@{published.offset}"})
+                continue
+            try:
+                await check_record(_AsRecord(letter), serde, settings.topic_namespace)
+            except BadEvent as exc:
+                results.append({"dlq": where, "replayed": False,
+                                "note": f"{exc.code}: {exc.message}"})
+                continue
+            p, o = await producer.send_raw(letter.topic, letter.key, letter.value,
+                                           letter.headers)
+            results.append({"dlq": where, "replayed": True,
+                            "note": f"{letter.topic}[{p}]@{o}"})
+    return results
+
+
+class _AsRecord:
+    """A dead letter seen as the consumed record it was, for the same checks."""
+
+    def __init__(self, letter: DeadLetter) -> None:
+        self.topic = letter.topic
+        self.partition = letter.partition
+        self.offset = letter.offset
+        self.key = letter.key
+        self.value = letter.value
+        self.headers = letter.headers

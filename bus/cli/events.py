@@ -1,0 +1,191 @@
+"""``boxbus events``: publish an event, tail a topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from aiokafka import AIOKafkaConsumer
+
+from bus import naming
+from bus.catalog import SchemaCatalog
+from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.output import console, console_err, print_json
+from bus.envelope import Envelope, format_time
+from bus.errors import BadEvent, ConfigError
+from bus.events import EventBase
+from bus.examples import example, load_event
+from bus.producer import EventProducer
+from bus.serde import EventSerde
+from bus.settings import Settings
+from bus.topics import TopicSpec, ensure_topics, partitions_of, topic_exists
+from bus.validation import check_headers
+
+app = typer.Typer(help="Publish events and watch topics.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def event_json(event: EventBase) -> Any:
+    return json.loads(event.model_dump_json())
+
+
+@app.command()
+def publish(
+    event_type: Annotated[str, typer.Argument(
+        metavar="TYPE", help="Event type: OrderPlaced, order-placed or the full name.")],
+    use_example: Annotated[bool, typer.Option(
+        "--example", help="Publish the type's example (a fresh id and time each time).")] = False,
+    file: Annotated[Path | None, typer.Option(
+        help="Publish the event in this JSON file (the form --example --dry-run prints).")
+    ] = None,
+    topic: Annotated[str | None, typer.Option(
+        help="Topic to publish to (default: the region topic of the event's region).")] = None,
+    create_topic: Annotated[bool, typer.Option(
+        help="Create the topic (3 partitions) if it does not exist.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the event and its headers; publish nothing.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Publish one event: registered, encoded, sent with CloudEvents headers."""
+    settings = settings_from_env()
+    fullname = SchemaCatalog.load(settings.schemas_dir).by_short_name(event_type).fullname
+    if use_example == (file is not None):
+        raise typer.BadParameter("give exactly one of --example and --file FILE")
+    if file is not None:
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+        event = load_event(fullname, text, origin=str(file))
+    else:
+        event = example(fullname, schemas_dir=settings.schemas_dir)
+    target = topic or naming.region_topic(settings.topic_namespace,
+                                          event.meta.region)  # type: ignore[attr-defined]
+    if dry_run:
+        print_json({"topic": target, "headers": {
+            k: v.decode() for k, v in Envelope.of(event).to_headers()},
+            "event": event_json(event)})
+        return
+    result = asyncio.run(_publish(settings, event, target, create_topic))
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"published {result['type']} id={result['event_id']} key={result['key']} "
+                      f"to {result['topic']}[{result['partition']}]@{result['offset']} "
+                      f"(schema id {result['schema_id']})", highlight=False)
+
+
+async def _publish(settings: Settings, event: EventBase, topic: str,
+                   create: bool) -> dict[str, Any]:
+    found = endpoints(settings)
+    if create:
+        await ensure_topics(settings, found.bootstrap, [TopicSpec(topic, 3)])
+    elif not await topic_exists(settings, found.bootstrap, topic):
+        raise ConfigError(f"topic {topic} does not exist",
+                          hint="create the region's topics with the topology tool, or pass "
+                          "--create-topic")
+    async with EventProducer(settings, found.bootstrap,
+                             serde_for(settings, found.registry_url)) as producer:
+        published = await producer.publish(event, topic)
+    envelope = published.encoded.envelope
+    return {"type": envelope.type, "event_id": envelope.id, "key": envelope.partition_key,
+            "topic": topic, "partition": published.partition, "offset": published.offset,
+            "schema_id": published.encoded.schema_id}
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="Topic to read, e.g. boxbus.region.north.")],
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="Start at the oldest record instead of the newest.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    idle: Annotated[float | None, typer.Option(
+        help="Stop when nothing arrived for this many seconds (default: follow).")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line (envelope and event).")] = False,
+) -> None:
+    """Decode and print the events of a topic as they arrive (no consumer group, nothing
+    committed). Records that are not valid events are shown with the reason."""
+    settings = settings_from_env()
+    found = endpoints(settings)
+    serde = serde_for(settings, found.registry_url)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_tail(settings, found.bootstrap, serde, topic, from_beginning, limit, idle,
+                          json_out))
+
+
+async def _tail(settings: Settings, bootstrap: str, serde: EventSerde, topic: str,
+                from_beginning: bool, limit: int | None, idle: float | None,
+                json_out: bool) -> None:
+    if not await topic_exists(settings, bootstrap, topic):
+        raise ConfigError(f"topic {topic} does not exist")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **settings.kafka_client_options())
+    await consumer.start()
+    shown = 0
+    try:
+        tps = await partitions_of(settings, bootstrap, topic)
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        if not json_out:
+            console_err.print(f"reading {topic} ({len(tps)} partitions); Ctrl-C stops")
+        last_seen = time.monotonic()
+        while limit is None or shown < limit:
+            fetched = await consumer.getmany(timeout_ms=500)
+            records = sorted((r for rs in fetched.values() for r in rs),
+                             key=lambda r: (r.timestamp, r.partition, r.offset))
+            if records:
+                last_seen = time.monotonic()
+            elif idle is not None and time.monotonic() - last_seen > idle:
+                break
+            for record in records:
+                if limit is not None and shown >= limit:
+                    break
+                await _show(settings, serde, record, json_out)
+                shown += 1
+    finally:
+        await consumer.stop()
+    if not json_out:
+        console_err.print(f"{shown} record(s)")
+
+
+async def _show(settings: Settings, serde: EventSerde, record: Any, json_out: bool) -> None:
+    where = f"{record.partition}@{record.offset}"
+    try:
+        envelope = check_headers(record, settings.topic_namespace)
+        event = await serde.decode(record.value)
+    except BadEvent as exc:
+        if json_out:
+            print_json({"partition": record.partition, "offset": record.offset,
+                        "bad": {"code": exc.code, "reason": exc.message}})
+        else:
+            console.print(f"[red]{where} not an event[/] ({exc.code}): {exc.message}",
+                          highlight=False)
+        return
+    if json_out:
+        print(json.dumps({"partition": record.partition, "offset": record.offset,  # noqa: T201
+                          "envelope": {"id": envelope.id, "type": envelope.type,
+                                       "source": envelope.source, "region": envelope.region,
+                                       "time": format_time(envelope.time),
+                                       "key": envelope.partition_key,
+                                       "target_box": envelope.target_box,
+                                       "correlation_id": envelope.correlation_id},
+                          "event": event_json(event)}, separators=(",", ":")))
+        return
+    summary = " ".join(
+        f"{k}={v if isinstance(v, str | int) else json.dumps(v, separators=(',', ':'))}"
+        for k, v in event_json(event).items() if k != "meta" and v not in (None, [], {}))
+    target = f" → {envelope.target_box}" if envelope.target_box else ""
+    console.print(
+        f"[dim]{format_time(envelope.time)} {where:>8}[/] [bold]{envelope.type.rsplit('.', 1)[1]}"
+        f"[/] key={envelope.partition_key} from {envelope.source_box}{target} "
+        f"[dim]id={envelope.id}[/]\n    {summary[:300]}", highlight=False, soft_wrap=True)
