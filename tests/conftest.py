@@ -72,7 +72,7 @@ def bootstrap(stack: StackInfo) -> str:
 
 
 @pytest.fixture
-def env_for_cli(settings: Settings) -> dict[str, str]:
+def env_for_cli(settings: Settings, stack: StackInfo) -> dict[str, str]:
     """Environment under which a `boxbus` subprocess sees the suite's stack."""
     return {**os.environ, "BOXBUS_RUN_DIR": str(settings.run_dir),
            "BOXBUS_CACHE_DIR": str(settings.cache_dir)}

@@ -32,9 +32,10 @@ def endpoints(settings: Settings) -> Endpoints:
     bootstrap = settings.kafka_bootstrap_servers or (info.kafka_bootstrap if info else None)
     registry = settings.schema_registry_url or (info.schema_registry_url if info else None)
     if bootstrap is None or registry is None:
-        missing = [n for n, v in (("Kafka", bootstrap), ("a schema registry", registry)) if not v]
+        missing = [n for n, v in (("where Kafka is", bootstrap),
+                                  ("where the schema registry is", registry)) if not v]
         raise ConfigError(
-            f"no {' and no '.join(missing)} to talk to",
+            f"boxbus does not know {' nor '.join(missing)}",
             hint="start the local stack (`boxbus dev up`) or set BOXBUS_KAFKA_BOOTSTRAP_SERVERS "
             "and BOXBUS_SCHEMA_REGISTRY_URL",
         )

@@ -181,9 +181,13 @@ async def _show(settings: Settings, serde: EventSerde, record: Any, json_out: bo
                                        "correlation_id": envelope.correlation_id},
                           "event": event_json(event)}, separators=(",", ":")))
         return
+    # Plain fields first, then lines and other nested values (cut to one screen line or so).
+    fields = [(k, v) for k, v in event_json(event).items()
+              if k != "meta" and v not in (None, [], {})]
+    fields.sort(key=lambda kv: not isinstance(kv[1], str | int))
     summary = " ".join(
         f"{k}={v if isinstance(v, str | int) else json.dumps(v, separators=(',', ':'))}"
-        for k, v in event_json(event).items() if k != "meta" and v not in (None, [], {}))
+        for k, v in fields)
     target = f" → {envelope.target_box}" if envelope.target_box else ""
     console.print(
         f"[dim]{format_time(envelope.time)} {where:>8}[/] [bold]{envelope.type.rsplit('.', 1)[1]}"
