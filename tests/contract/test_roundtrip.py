@@ -45,7 +45,7 @@ async def test_every_example_round_trips_through_registry_and_broker(
     await ensure_topics(private_settings, bootstrap, [TopicSpec(t, 3) for t in topics])
 
     async with EventProducer(private_settings, bootstrap, serde) as producer:
-        sent = [await producer.publish(event) for event in events]
+        sent = [(await producer.publish(event)).encoded for event in events]
     assert all(s.value[0] == 0 and s.key == s.envelope.partition_key.encode() for s in sent)
 
     delivered, dead = await consume(private_settings, bootstrap, topics, serde, len(events))
