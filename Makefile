@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup jvm demo test lint typecheck unit clean
+.PHONY: setup jvm demo test lint typecheck contract unit clean
 
 setup: $(STAMP) jvm
 
@@ -31,8 +31,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The contract's gate: models follow the schemas, schemas keep reading every released version.
+contract: $(STAMP)
+	$(BIN)/boxbus schemas codegen --check
+	$(BIN)/boxbus schemas check
+
 # The suite starts the embedded stack itself (session fixtures) and stops it at the end.
-test: setup lint typecheck
+test: setup lint typecheck contract
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

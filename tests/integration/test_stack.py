@@ -212,8 +212,11 @@ async def test_demo_round_trip_reports_what_happened(
     assert report["stack"]["processes"] == stack.processes  # the running stack was reused
     assert trip["produced"] == trip["consumed"] == 6
     assert trip["per_key_order_kept"] is True
-    assert sum(trip["committed_offsets"].values()) >= 6
-    assert {r["type"] for r in trip["records"]} == {"order_placed", "order_confirmed"}
+    assert sum(trip["committed_offsets"].values()) >= 7  # the dead-lettered record too
+    assert {r["type"] for r in trip["records"]} == {"boxbus.orders.OrderPlaced",
+                                                    "boxbus.orders.OrderConfirmed"}
+    assert trip["dead_lettered"] == 1
+    assert "not the magic byte" in trip["dead_letter_reason"]
 
 
 def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
