@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
@@ -104,10 +104,19 @@ class EventConsumer:
             await self._dlq.stop()
 
     async def commit(self) -> None:
-        """Commit the offsets of the batches handed out so far."""
-        if self._pending:
-            positions, self._pending = self._pending, {}
+        """Commit the offsets of the batches handed out so far. If the group rebalanced while
+        the batch was processed, the commit is refused and the new owner of those partitions
+        reads the batch again: delivery is at least once, and consumers deduplicate by event
+        id (the inbox of the box SDK does)."""
+        if not self._pending:
+            return
+        positions, self._pending = self._pending, {}
+        try:
             await self._consumer.commit(positions)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("offsets not committed: the group rebalanced; the batch will be read "
+                        "again by the partitions' new owner", error=str(exc),
+                        partitions=[f"{tp.topic}[{tp.partition}]" for tp in positions])
 
     async def batches(self, timeout_ms: int = 500, max_records: int = 500,
                       ) -> AsyncGenerator[list[Delivery], None]:
