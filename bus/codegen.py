@@ -50,7 +50,8 @@ class _Writer:
             return self.define(node, namespace)
         if logical == "decimal":
             self.needs.add("decimal")
-            return f"Annotated[Decimal, AfterValidator(decimal_places({node['scale']}))]"
+            return ("Annotated[Decimal, AfterValidator(decimal_places("
+                    f"{node['scale']}, {node['precision']}))]")
         return self.annotation(kind, namespace)
 
     def define(self, node: dict[str, Any], namespace: str | None) -> str:
@@ -72,7 +73,7 @@ class _Writer:
             lines = [*textwrap.wrap(_one_line(doc), width=98, initial_indent="# ",
                                     subsequent_indent="# "),
                      f"{short} = Annotated[Decimal, "
-                     f"AfterValidator(decimal_places({node['scale']}))]"]
+                     f"AfterValidator(decimal_places({node['scale']}, {node['precision']}))]"]
         else:
             is_event = bool(node["fields"]) and node["fields"][0]["name"] == "meta"
             base = "EventBase" if is_event else "Record"

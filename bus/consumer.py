@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,8 +29,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
 from bus.deadletter import DLQ_MAX_BYTES, VALUE_DROPPED, DeadLetter
-from bus.envelope import Envelope
-from bus.errors import BadEvent, RegistryUnavailable
+from bus.envelope import CORRELATION_ID, ID, Envelope, header_text
+from bus.errors import BadEvent, ConfigError, RegistryUnavailable, UnexpectedRecordError
 from bus.events import EventBase
 from bus.log import get_logger
 from bus.serde import EventSerde
@@ -64,13 +65,21 @@ class EventConsumer:
         auto_offset_reset: str = "earliest",
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
+        registry_patience: float = 30.0,
     ) -> None:
+        dead_letter_topics = [t for t in topics if t.endswith(naming.DLQ_SUFFIX)]
+        if dead_letter_topics:
+            raise ConfigError(
+                f"{', '.join(dead_letter_topics)} is a dead-letter topic: consuming it as events "
+                "would dead-letter into itself",
+                hint="read dead letters with `boxbus dlq list` or DeadLetter.from_record")
         self.settings = settings
         self.group_id = group_id
         self.serde = serde
         self.max_event_bytes = max_event_bytes
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
+        self.registry_patience = registry_patience
         self.dead_lettered = 0
         self._bootstrap = bootstrap
         self._topics = topics
@@ -111,8 +120,17 @@ class EventConsumer:
         if not self._pending:
             return
         positions, self._pending = self._pending, {}
+        assigned = self._consumer.assignment()
+        owned = {tp: position for tp, position in positions.items() if tp in assigned}
+        if len(owned) < len(positions):
+            log.warning("partitions were taken away before their offsets were committed; "
+                        "their new owner reads the batch again",
+                        partitions=[f"{tp.topic}[{tp.partition}]" for tp in positions
+                                    if tp not in owned])
+        if not owned:
+            return
         try:
-            await self._consumer.commit(positions)
+            await self._consumer.commit(owned)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("offsets not committed: the group rebalanced; the batch will be read "
                         "again by the partitions' new owner", error=str(exc),
@@ -125,22 +143,42 @@ class EventConsumer:
             await self.commit()
             fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
                                                    max_records=max_records)
-            batch: list[Delivery] = []
-            for tp, records in fetched.items():
-                for record in records:
-                    delivery = await self._check(record)
-                    if delivery is not None:
-                        batch.append(delivery)
-                    self._pending[tp] = OffsetAndMetadata(record.offset + 1, "")
+            try:
+                batch = await self._check_all(fetched)
+            except RegistryUnavailable as exc:
+                # Still down after `registry_patience`: hand the records back and poll again,
+                # so this consumer stays in its group (one that does not poll for
+                # max.poll.interval.ms is removed from it) and retries them afterwards.
+                for tp, records in fetched.items():
+                    if records:
+                        self._consumer.seek(tp, records[0].offset)
+                log.warning("schema registry still unavailable; the batch is read again",
+                            error=str(exc))
+                continue
             yield batch
+
+    async def _check_all(self, fetched: dict[TopicPartition, list[Any]]) -> list[Delivery]:
+        batch: list[Delivery] = []
+        positions: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in fetched.items():
+            for record in records:
+                delivery = await self._check(record)
+                if delivery is not None:
+                    batch.append(delivery)
+                positions[tp] = OffsetAndMetadata(record.offset + 1, "")
+        self._pending.update(positions)  # only once the whole batch is checked
+        return batch
 
     async def _check(self, record: Any) -> Delivery | None:
         delay = self.retry_delay
+        give_up = time.monotonic() + self.registry_patience
         while True:
             try:
                 checked = await check_record(record, self.serde, self.settings.topic_namespace,
                                              self.max_event_bytes)
             except RegistryUnavailable as exc:
+                if time.monotonic() > give_up:
+                    raise
                 log.warning("schema registry unavailable; retrying the same record",
                             topic=record.topic, partition=record.partition,
                             offset=record.offset, retry_in=round(delay, 2), error=str(exc))
@@ -149,6 +187,15 @@ class EventConsumer:
                 continue
             except BadEvent as exc:
                 await self._dead_letter(record, exc)
+                return None
+            except Exception as exc:
+                # A record nobody foresaw must not crash the consumer on every restart.
+                log.exception("unexpected error on a record; dead-lettering it",
+                              topic=record.topic, partition=record.partition,
+                              offset=record.offset)
+                await self._dead_letter(record, UnexpectedRecordError(
+                    f"unexpected {exc.__class__.__name__} while checking the record: {exc}",
+                    hint="a boxbus bug: report it with this dead letter"))
                 return None
             return Delivery(checked.event, checked.envelope, record.topic, record.partition,
                             record.offset)
@@ -164,9 +211,7 @@ class EventConsumer:
             headers.append((VALUE_DROPPED, str(len(value or b"")).encode()))
             await self._dlq.send_and_wait(topic, None, key=key, headers=headers)
         self.dead_lettered += 1
-        ids = {k: v.decode(errors="replace") for k, v in letter.headers
-               if k in ("ce_id", "ce_correlationid")}
         log.warning("record dead-lettered", code=error.code, reason=error.message,
                     topic=record.topic, partition=record.partition, offset=record.offset,
-                    dead_letter_topic=topic, event_id=ids.get("ce_id"),
-                    correlation_id=ids.get("ce_correlationid"))
+                    dead_letter_topic=topic, event_id=header_text(letter.headers, ID),
+                    correlation_id=header_text(letter.headers, CORRELATION_ID))

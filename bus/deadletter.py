@@ -49,6 +49,7 @@ class DeadLetter:
     group: str
     dlq_partition: int = -1
     dlq_offset: int = -1
+    value_dropped: int | None = None  # size of a value too large for the dead-letter topic
 
     def to_record(self) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
         """(dead-letter topic, key, value, headers) for a producer."""
@@ -75,7 +76,8 @@ class DeadLetter:
     def from_record(cls, record: Any) -> DeadLetter:
         """Read a record of a dead-letter topic back."""
         headers: Sequence[tuple[str, bytes]] = record.headers or ()
-        found = {k: v.decode(errors="replace") for k, v in headers if k in DLQ_HEADERS}
+        found = {k: v.decode(errors="replace") for k, v in headers
+                 if k in DLQ_HEADERS and v is not None}
         return cls(
             topic=found.get(TOPIC, naming.source_of_dlq(record.topic)),
             partition=int(found.get(PARTITION, -1)), offset=int(found.get(OFFSET, -1)),
@@ -84,4 +86,5 @@ class DeadLetter:
             code=found.get(CODE, "?"), reason=found.get(REASON, "?"),
             failed_at=found.get(FAILED_AT, ""), group=found.get(GROUP, ""),
             dlq_partition=record.partition, dlq_offset=record.offset,
+            value_dropped=int(found[VALUE_DROPPED]) if VALUE_DROPPED in found else None,
         )

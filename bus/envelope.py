@@ -50,6 +50,14 @@ SOURCE_PREFIX = "/boxes/"
 Headers = Sequence[tuple[str, bytes]]
 
 
+def header_text(headers: Headers, name: str) -> str | None:
+    """A header's value as text, for logs and tools (None if absent or without a value)."""
+    for key, raw in headers:
+        if key == name and raw is not None:
+            return raw.decode(errors="replace")
+    return None
+
+
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -119,6 +127,7 @@ class Envelope:
         for name, raw in headers:
             if name.startswith("ce_") or name == CONTENT_TYPE:
                 try:
+                    # Kafka allows a header without a value: it counts as empty.
                     found[name] = raw.decode() if raw is not None else ""
                 except UnicodeDecodeError:
                     raise InvalidEnvelope(f"header {name} is not UTF-8 text") from None

@@ -20,7 +20,8 @@ not on the class name::
         ├── InvalidEnvelope        a required header missing or wrong, or headers and body disagree
         ├── RegionMismatch         the event's region is not the region of its topic
         ├── InvalidEventData       decoded, but a field breaks the event model
-        └── UnknownEventType       a type this consumer has no schema for
+        ├── UnknownEventType       a type this consumer has no schema for
+        └── UnexpectedRecordError  checking it failed in a way nobody foresaw (a bug)
 
 Messages say what went wrong and what to do about it; where a log file explains more, the
 error carries its path in ``log_path``. A BadEvent's ``code`` is what the dead-letter topic
@@ -137,3 +138,7 @@ class InvalidEventData(BadEvent):
 
 class UnknownEventType(BadEvent):
     code = "unknown-event-type"
+
+
+class UnexpectedRecordError(BadEvent):
+    code = "unexpected-error"

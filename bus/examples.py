@@ -39,8 +39,6 @@ def example(fullname: str, *, fresh: bool = True,
     event = load_event(fullname, path.read_text(), origin=str(path))
     if not fresh:
         return event
-    now = datetime.now(UTC)
-    meta = event.meta.model_copy(update={  # type: ignore[attr-defined]
-        "event_id": str(uuid.uuid4()),
-        "occurred_at": now.replace(microsecond=now.microsecond // 1000 * 1000)})
-    return event.model_copy(update={"meta": meta})
+    data = event.model_dump()
+    data["meta"] |= {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC)}
+    return type(event).model_validate(data)  # validated again: times cut to milliseconds

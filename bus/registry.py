@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import fastavro
 import httpx
@@ -22,7 +23,13 @@ from schema_registry.client.errors import ClientError
 from schema_registry.client.schema import AvroSchema
 
 from bus.catalog import EventSchema, Schema
-from bus.errors import ConfigError, IncompatibleSchema, RegistryUnavailable, UnknownSchemaId
+from bus.errors import (
+    ConfigError,
+    IncompatibleSchema,
+    RegistryUnavailable,
+    UnknownEventType,
+    UnknownSchemaId,
+)
 
 T = TypeVar("T")
 
@@ -50,16 +57,41 @@ class WriterSchema:
     parsed: Any
 
 
+def _without_credentials(url: str) -> str:
+    """The URL as it may be shown and published: user:password@ removed."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _raw_schema(found: Any) -> Any:
+    raw = found.raw_schema
+    return raw if isinstance(raw, dict) else json.loads(str(raw))
+
+
 class SchemaRegistry:
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self._client = AsyncSchemaRegistryClient(url=self.url, timeout=httpx.Timeout(timeout))
+        self._url = url.rstrip("/")
+        # What is shown in messages and published in ce_dataschema: never the credentials.
+        self.url = _without_credentials(self._url)
+        self._timeout = timeout
+        self._client = AsyncSchemaRegistryClient(url=self._url, timeout=httpx.Timeout(timeout))
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, WriterSchema] = {}
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:
             return await call
+        except ValueError as exc:  # a reply that is not JSON: a proxy's error page, say
+            raise RegistryUnavailable(
+                f"the schema registry at {self.url} answered something that is not JSON "
+                f"({what}): {exc}",
+                hint="check BOXBUS_SCHEMA_REGISTRY_URL and the registry's health; consumers "
+                "wait and retry",
+            ) from exc
         except httpx.TransportError as exc:
             raise RegistryUnavailable(
                 f"the schema registry at {self.url} does not answer ({what}): {exc!r}",
@@ -68,7 +100,7 @@ class SchemaRegistry:
             ) from exc
         except ClientError as exc:
             code = exc.http_code or 0
-            if code >= 500 or code == 0:
+            if code >= 500 or code in (0, 408, 429):
                 raise RegistryUnavailable(
                     f"the schema registry at {self.url} failed ({what}): HTTP {code} "
                     f"{exc.server_traceback}",
@@ -113,21 +145,40 @@ class SchemaRegistry:
                          self._client.update_compatibility(level.value, subject))
 
     async def writer(self, schema_id: int) -> WriterSchema:
-        """The writer schema of an id (fetched once)."""
+        """The writer schema of an id (fetched once). Asked directly rather than through the
+        client, to tell "no such schema" (Confluent error 40403: the record goes to the
+        dead-letter topic) from a wrong URL (every lookup would 404: a configuration error)."""
         if schema_id in self._writers:
             return self._writers[schema_id]
-        found = await self._call(f"schema id {schema_id}", self._client.get_by_id(schema_id))
-        if found is None:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.get(f"{self._url}/schemas/ids/{schema_id}")
+        except httpx.TransportError as exc:
+            raise RegistryUnavailable(
+                f"the schema registry at {self.url} does not answer (schema id {schema_id}): "
+                f"{exc!r}",
+                hint="check that it runs (boxbus dev status) and BOXBUS_SCHEMA_REGISTRY_URL; "
+                "consumers wait and retry, nothing is dead-lettered meanwhile",
+            ) from exc
+        body = _json_or_none(response)
+        if response.status_code == 404 and isinstance(body, dict) and (
+                body.get("error_code") == 40403):
             raise UnknownSchemaId(
                 f"the registry at {self.url} has no schema with id {schema_id}",
                 hint="the producer used another registry, or the schema was deleted; register "
                 "it and replay the record from the dead-letter topic",
             )
-        raw = found.raw_schema if isinstance(found.raw_schema, dict) else json.loads(
-            str(found.raw_schema))
-        name = raw.get("name", "")
-        fullname = name if "." in name else f"{raw.get('namespace', '')}.{name}".lstrip(".")
-        writer = WriterSchema(schema_id, fullname, raw, fastavro.parse_schema(copy.deepcopy(raw)))
+        if response.status_code >= 500 or response.status_code in (408, 429) or body is None:
+            raise RegistryUnavailable(
+                f"the schema registry at {self.url} failed (schema id {schema_id}): HTTP "
+                f"{response.status_code}", hint="consumers wait and retry")
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise ConfigError(
+                f"the schema registry at {self.url} answered HTTP {response.status_code} to "
+                f"a schema lookup: {str(body)[:200]}",
+                hint="check BOXBUS_SCHEMA_REGISTRY_URL (Apicurio: .../apis/ccompat/v7) and "
+                "its credentials")
+        writer = _writer_schema(schema_id, body)
         self._writers[schema_id] = writer
         return writer
 
@@ -143,6 +194,50 @@ class SchemaRegistry:
             version = await self._call(f"{subject} v{number}",
                                        self._client.get_schema(subject, number))
             if version is not None:
-                raw = version.schema.raw_schema
-                found.append(raw if isinstance(raw, dict) else json.loads(str(raw)))
+                found.append(_raw_schema(version.schema))
         return found
+
+    async def compatibility(self, subject: str) -> str | None:
+        """The compatibility level set on a subject (None if it has none of its own)."""
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.get(f"{self._url}/config/{subject}")
+        except httpx.TransportError as exc:
+            raise RegistryUnavailable(f"the schema registry at {self.url} does not answer: "
+                                      f"{exc!r}") from exc
+        body = _json_or_none(response)
+        if response.status_code != 200 or not isinstance(body, dict):
+            return None
+        level = body.get("compatibilityLevel") or body.get("compatibility")
+        return str(level) if level else None
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _writer_schema(schema_id: int, body: dict[str, Any]) -> WriterSchema:
+    """Parse what the registry holds under an id; anything but an Avro record is not one of
+    our events (another serializer's JSON Schema or Protobuf, a primitive): a bad event."""
+    kind = body.get("schemaType", "AVRO")
+    try:
+        raw = json.loads(body["schema"]) if kind == "AVRO" else None
+    except (KeyError, TypeError, ValueError):
+        raw = None
+    if not isinstance(raw, dict) or raw.get("type") != "record" or "name" not in raw:
+        raise UnknownEventType(
+            f"schema id {schema_id} is not an Avro record schema ({kind}): the record was not "
+            "written as a boxbus event",
+            hint="publish events through boxbus; the record is kept in the dead-letter topic",
+        )
+    name = str(raw["name"])
+    fullname = name if "." in name else f"{raw.get('namespace', '')}.{name}".lstrip(".")
+    try:
+        parsed = fastavro.parse_schema(copy.deepcopy(raw))
+    except Exception as exc:  # fastavro raises several types for a schema it cannot use
+        raise UnknownEventType(
+            f"schema id {schema_id} ({fullname}) cannot be parsed: {exc}") from exc
+    return WriterSchema(schema_id, fullname, raw, parsed)

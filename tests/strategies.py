@@ -13,7 +13,8 @@ from bus.catalog import Schema
 _EPOCH_MAX = datetime(2200, 1, 1)
 
 
-def for_schema(schema: Any, named: dict[str, Any] | None = None) -> st.SearchStrategy[Any]:
+def for_schema(schema: Any, named: dict[str, st.SearchStrategy[Any]] | None = None,
+               ) -> st.SearchStrategy[Any]:
     named = {} if named is None else named
     if isinstance(schema, str):
         primitive = {
@@ -33,6 +34,8 @@ def for_schema(schema: Any, named: dict[str, Any] | None = None) -> st.SearchStr
         return st.one_of(*[for_schema(branch, named) for branch in schema])
     kind = schema["type"]
     logical = schema.get("logicalType")
+    if kind in ("record", "enum", "fixed") and _fullname(schema) in named:
+        return named[_fullname(schema)]  # given by the caller (or defined before)
     if logical == "timestamp-millis":
         return st.datetimes(min_value=datetime(1970, 1, 1), max_value=_EPOCH_MAX,
                             timezones=st.just(UTC)).map(
@@ -60,6 +63,21 @@ def for_schema(schema: Any, named: dict[str, Any] | None = None) -> st.SearchStr
         named[_fullname(schema)] = records
         return records
     return for_schema(kind, named)
+
+
+def valid_meta() -> st.SearchStrategy[dict[str, Any]]:
+    """EventMeta values a producer can publish: ids not empty, a region that names a topic."""
+    ident = st.text(min_size=1, max_size=24).filter(str.strip)
+    optional = st.none() | st.text(max_size=24)
+    return st.fixed_dictionaries({
+        "event_id": ident, "source_box": ident,
+        "region": st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True),
+        "aggregate_key": ident,
+        "occurred_at": st.datetimes(min_value=datetime(1970, 1, 1), max_value=_EPOCH_MAX,
+                                    timezones=st.just(UTC)).map(
+            lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
+        "target_box": optional, "correlation_id": optional, "causation_id": optional,
+    })
 
 
 def _fullname(schema: Schema) -> str:

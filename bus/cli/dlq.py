@@ -15,6 +15,7 @@ from bus import naming
 from bus.cli.context import endpoints, serde_for, settings_from_env
 from bus.cli.output import console, print_json
 from bus.deadletter import DeadLetter
+from bus.envelope import header_text
 from bus.errors import BadEvent, ConfigError
 from bus.examples import load_event
 from bus.producer import EventProducer
@@ -35,13 +36,12 @@ async def _letters(settings: Settings, topic: str) -> list[DeadLetter]:
 
 
 def _summary(letter: DeadLetter) -> dict[str, Any]:
-    headers = dict(letter.headers)
     return {"dlq_partition": letter.dlq_partition, "dlq_offset": letter.dlq_offset,
             "code": letter.code, "reason": letter.reason, "topic": letter.topic,
             "partition": letter.partition, "offset": letter.offset,
             "failed_at": letter.failed_at, "group": letter.group,
-            "event_id": headers.get("ce_id", b"").decode(errors="replace") or None,
-            "type": headers.get("ce_type", b"").decode(errors="replace") or None}
+            "event_id": header_text(letter.headers, "ce_id"),
+            "type": header_text(letter.headers, "ce_type")}
 
 
 @app.command("list")
@@ -86,18 +86,23 @@ def show(
     if json_out:
         print_json({**_summary(letter),
                     "key": letter.key.decode(errors="replace") if letter.key else None,
-                    "headers": {k: v.decode(errors="replace") for k, v in letter.headers},
+                    "headers": {k: header_text(letter.headers, k) for k, _ in letter.headers},
                     "value_base64": base64.b64encode(value).decode(),
-                    "value_bytes": len(value)})
+                    "value_bytes": len(value), "value_dropped_bytes": letter.value_dropped})
         return
     console.print(f"[bold]{letter.code}[/]: {letter.reason}", highlight=False)
     console.print(f"from {letter.topic} partition {letter.partition} offset {letter.offset}, "
                   f"refused {letter.failed_at} by group {letter.group}", highlight=False)
     console.print(f"key: {letter.key!r}", highlight=False)
-    for name, raw in letter.headers:
-        console.print(f"  {name}: {raw.decode(errors='replace')}", highlight=False)
-    console.print(f"value: {len(value)} bytes; first 64: {value[:64].hex(' ')}",
-                  highlight=False)
+    for name, _ in letter.headers:
+        console.print(f"  {name}: {header_text(letter.headers, name)}", highlight=False)
+    if letter.value_dropped is not None:
+        console.print(f"value: {letter.value_dropped} bytes, too large to keep in the "
+                      "dead-letter topic; it stays in the source topic until its retention "
+                      "ends", highlight=False)
+    else:
+        console.print(f"value: {len(value)} bytes; first 64: {value[:64].hex(' ')}",
+                      highlight=False)
 
 
 @app.command()
@@ -144,11 +149,15 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
         for letter in chosen:
             where = f"{letter.dlq_partition}@{letter.dlq_offset}"
             if file is not None:
-                event_type = dict(letter.headers).get("ce_type", b"").decode()
+                event_type = header_text(letter.headers, "ce_type") or ""
                 if event_type not in serde.catalog:
                     raise ConfigError(f"dead letter {where} has no known ce_type "
                                       f"({event_type!r}) to read {file} as")
-                event = load_event(event_type, file.read_text(), origin=str(file))
+                try:
+                    text = file.read_text()
+                except OSError as exc:
+                    raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+                event = load_event(event_type, text, origin=str(file))
                 published = await producer.publish(event, letter.topic)
                 results.append({"dlq": where, "replayed": True, "note":
                                 f"corrected event to {letter.topic}[{published.partition}]"

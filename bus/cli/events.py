@@ -24,7 +24,7 @@ from bus.producer import EventProducer
 from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics, partitions_of, topic_exists
-from bus.validation import check_headers
+from bus.validation import check_record
 
 app = typer.Typer(help="Publish events and watch topics.", no_args_is_help=True)
 
@@ -161,8 +161,7 @@ async def _tail(settings: Settings, bootstrap: str, serde: EventSerde, topic: st
 async def _show(settings: Settings, serde: EventSerde, record: Any, json_out: bool) -> None:
     where = f"{record.partition}@{record.offset}"
     try:
-        envelope = check_headers(record, settings.topic_namespace)
-        event = await serde.decode(record.value)
+        checked = await check_record(record, serde, settings.topic_namespace)
     except BadEvent as exc:
         if json_out:
             print_json({"partition": record.partition, "offset": record.offset,
@@ -171,6 +170,7 @@ async def _show(settings: Settings, serde: EventSerde, record: Any, json_out: bo
             console.print(f"[red]{where} not an event[/] ({exc.code}): {exc.message}",
                           highlight=False)
         return
+    envelope, event = checked.envelope, checked.event
     if json_out:
         print(json.dumps({"partition": record.partition, "offset": record.offset,  # noqa: T201
                           "envelope": {"id": envelope.id, "type": envelope.type,

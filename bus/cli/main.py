@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import typer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from bus.cli import demo, dev, dlq, events, schemas
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> Any:
     except BoxbusError as exc:
         console_err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(2 if not exc.retriable else 1)
+    except KafkaError as exc:
+        console_err.print(
+            f"[bold red]error:[/] Kafka: {exc}\n  what to do: check that Kafka runs "
+            "(`boxbus dev status`) and BOXBUS_KAFKA_BOOTSTRAP_SERVERS and its security "
+            "settings", highlight=False)
+        sys.exit(1)
     except ValidationError as exc:
         console_err.print(
             f"[bold red]error:[/] invalid settings: {exc}\n  what to do: fix the BOXBUS_* "

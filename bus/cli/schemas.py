@@ -132,9 +132,12 @@ def register(
         done = []
         for t in topics:
             for event in catalog:
-                schema_id = await registry.register(naming.subject(t, event.fullname), event,
+                subject = naming.subject(t, event.fullname)
+                # Set on every subject, new or not: a registry's default may enforce nothing.
+                await registry.set_compatibility(subject, Compatibility.BACKWARD_TRANSITIVE)
+                schema_id = await registry.register(subject, event,
                                                     Compatibility.BACKWARD_TRANSITIVE)
-                done.append({"subject": naming.subject(t, event.fullname), "id": schema_id})
+                done.append({"subject": subject, "id": schema_id})
         return done
 
     done = asyncio.run(run())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+_REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class Record(BaseModel):
@@ -22,9 +25,25 @@ class Record(BaseModel):
 
 
 class EventBase(Record):
-    """Every event model: ``TYPE`` is the Avro full name, the CloudEvents ``type``."""
+    """Every event model: ``TYPE`` is the Avro full name, the CloudEvents ``type``.
+
+    Besides what the schema says, the identity of an event must be usable as headers and
+    routing keys: a consumer would dead-letter an event with an empty id or a region that is
+    not a topic name, so such an event is refused here, when it is built."""
 
     TYPE: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _routable(self) -> EventBase:
+        meta = getattr(self, "meta", None)
+        if meta is not None:
+            for name in ("event_id", "source_box", "aggregate_key"):
+                if not getattr(meta, name).strip():
+                    raise ValueError(f"meta.{name} must not be empty")
+            if not _REGION.match(meta.region):
+                raise ValueError(f"meta.region {meta.region!r} is not a region name (lower-case "
+                                 "letters, digits, '-' and '_')")
+        return self
 
 
 def _utc_millis(value: datetime) -> datetime:
@@ -38,12 +57,15 @@ Timestamp = Annotated[datetime, AfterValidator(_utc_millis)]
 """Avro timestamp-millis: an aware UTC datetime, exact to the millisecond."""
 
 
-def decimal_places(scale: int) -> Any:
-    """A validator that makes a Decimal exact to ``scale`` places (Avro decimals carry a fixed
-    scale; 12.5 kg is stored as 12.500)."""
+def decimal_places(scale: int, precision: int) -> Any:
+    """A validator that makes a Decimal exact to ``scale`` places within ``precision`` digits
+    (Avro decimals carry a fixed scale; 12.5 kg is stored as 12.500)."""
     quantum = Decimal(1).scaleb(-scale)
+    limit = Decimal(10) ** (precision - scale)
 
     def quantize(value: Decimal) -> Decimal:
+        if not value.is_finite() or abs(value) >= limit:
+            raise ValueError(f"{value} does not fit {precision} digits with {scale} decimals")
         exact = value.quantize(quantum, rounding=ROUND_HALF_EVEN)
         if exact != value:
             raise ValueError(f"{value} has more than {scale} decimal places")

@@ -160,7 +160,7 @@ class PartnerInvited(EventBase):
 
 # An exact quantity with three decimal places (12.500 kg, 3.000 pcs): a decimal, never a float.
 # The unit travels next to it.
-Quantity = Annotated[Decimal, AfterValidator(decimal_places(3))]
+Quantity = Annotated[Decimal, AfterValidator(decimal_places(3, 18))]
 
 
 class Money(Record):

@@ -12,10 +12,12 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from bus import Settings, TopicSpec, ensure_topics, naming, wire
+from bus import ConfigError, Settings, TopicSpec, UnknownSchemaId, ensure_topics, naming, wire
 from bus.catalog import SchemaCatalog
 from bus.consumer import Delivery, EventConsumer
 from bus.deadletter import DeadLetter
@@ -34,6 +36,14 @@ def _with_header(encoded: EncodedEvent, name: str, value: bytes | None) -> list[
     """The headers of ``encoded`` with ``name`` replaced (or removed when value is None)."""
     headers = [(k, v) for k, v in encoded.headers if k != name]
     return headers if value is None else [*headers, (name, value)]
+
+
+async def _register_raw(registry_url: str, subject: str, schema: str) -> int:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{registry_url}/subjects/{subject}/versions",
+                                     json={"schema": schema})
+    response.raise_for_status()
+    return int(response.json()["id"])
 
 
 async def read_dead_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
@@ -67,8 +77,11 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
         "meta": example("boxbus.orders.OrderPlaced").meta.model_copy(  # type: ignore[attr-defined]
             update={"region": "south"})}), naming.region_topic(ns, "south"))
     good_body = template.value
+    # Another producer's schema in the same registry: a plain string, not an event record.
+    primitive_id = await _register_raw(serde.registry.url, f"{topic}-raw-value", '"string"')
     bad: dict[str, tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = {
-        "random bytes": (template.key, os.urandom(64), template.headers),
+        # (Starting with 0x42: random bytes may begin with the magic byte itself.)
+        "random bytes": (template.key, b"\x42" + os.urandom(64), template.headers),
         "wrong magic byte": (template.key, b"\x07" + good_body[1:], template.headers),
         "unknown schema id": (template.key, wire.frame(2_000_000_000, good_body[5:]),
                               template.headers),
@@ -79,13 +92,19 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
                                        _with_header(template, ID, b"someone-else")),
         "oversize": (template.key, good_body + b"\x00" * (ONE_MIB + 10), template.headers),
         "empty value": (template.key, None, template.headers),
+        "header without a value": (template.key, good_body,
+                                   [(k, None if k == ID else v)  # type: ignore[misc]
+                                    for k, v in template.headers]),
+        "not an Avro record schema": (template.key, wire.frame(primitive_id, b"\x06abc"),
+                                      template.headers),
     }
     expected_codes = {
         "random bytes": "wire-format", "wrong magic byte": "wire-format",
         "unknown schema id": "unknown-schema-id", "truncated avro": "undecodable",
         "missing header": "invalid-envelope", "wrong region": "region-mismatch",
         "headers disagree with body": "invalid-envelope", "oversize": "oversize",
-        "empty value": "wire-format",
+        "empty value": "wire-format", "header without a value": "invalid-envelope",
+        "not an Avro record schema": "unknown-event-type",
     }
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * ONE_MIB)
     await producer.start()
@@ -125,14 +144,27 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
     assert "ce_id missing" in reasons["missing header"]
     assert "'south'" in reasons["wrong region"] and "'north'" in reasons["wrong region"]
     assert "over the 1048576-byte limit" in reasons["oversize"]
+    assert "ce_id missing" in reasons["header without a value"]
+    assert "not an Avro record schema" in reasons["not an Avro record schema"]
 
-    # The group committed past everything: a restart reads nothing again.
-    async with EventConsumer(private_settings, bootstrap, [topic], "it-bad-input",
-                             serde) as again:
-        batches = again.batches(timeout_ms=1000)
-        assert await anext(batches) == []
-        await batches.aclose()
-    assert again.dead_lettered == 0
+    # The group committed past everything, bad records included.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets("it-bad-input")
+    finally:
+        await admin.close()
+    assert committed[TopicPartition(topic, 0)].offset == len(bad) + 2
+
+
+async def test_a_wrong_registry_url_is_a_configuration_error_not_a_dead_letter(
+    registry: SchemaRegistry,
+) -> None:
+    base = registry.url.removesuffix("/apis/ccompat/v7")
+    with pytest.raises(ConfigError, match="answered HTTP 404 to a schema lookup"):
+        await SchemaRegistry(base).writer(1)
+    with pytest.raises(UnknownSchemaId):
+        await registry.writer(1_999_999_999)
 
 
 @contextlib.asynccontextmanager

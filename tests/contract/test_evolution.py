@@ -69,6 +69,8 @@ async def test_old_and_new_readers_read_each_other(
     new_record = await v2.encode(new_event, topic)  # registers v2 (compatible: has a default)
     assert new_record.schema_id != old_record.schema_id
     assert len(await registry.versions(naming.subject(topic, ORDER))) == 2
+    # The subject's rule was set explicitly, not left to the registry's default.
+    assert await registry.compatibility(naming.subject(topic, ORDER)) == "BACKWARD_TRANSITIVE"
 
     # The old reader reads the new writer's event: the field it does not know is skipped.
     assert await serde.decode(new_record.value) == old_event

@@ -19,7 +19,7 @@ from bus.events import EVENT_TYPES
 from bus.examples import example
 from bus.producer import EventProducer
 from bus.serde import EventSerde
-from tests.strategies import for_schema
+from tests.strategies import for_schema, valid_meta
 
 pytestmark = pytest.mark.stack
 
@@ -74,7 +74,7 @@ async def test_any_value_the_schema_allows_survives_encode_decode(
 
     @hypothesis_settings(max_examples=30, deadline=None, database=None,
                          suppress_health_check=[HealthCheck.too_slow])
-    @given(data=for_schema(schema.schema))
+    @given(data=for_schema(schema.schema, {"boxbus.common.EventMeta": valid_meta()}))
     def collect(data: dict[str, object]) -> None:
         cases.append(data)
 
