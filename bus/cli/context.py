@@ -24,6 +24,20 @@ class Endpoints:
     registry_url: str
 
 
+def kafka_bootstrap(settings: Settings) -> str:
+    """Kafka alone (for commands that need no registry, like the relay)."""
+    from bus.devstack import LocalStack
+
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    info = LocalStack(settings).status()
+    if info is None or info.kafka_bootstrap is None:
+        raise ConfigError("boxbus does not know where Kafka is",
+                          hint="start the local stack (`boxbus dev up`) or set "
+                          "BOXBUS_KAFKA_BOOTSTRAP_SERVERS")
+    return info.kafka_bootstrap
+
+
 def endpoints(settings: Settings) -> Endpoints:
     """Kafka and the registry: from the settings, else from the running local stack."""
     from bus.devstack import LocalStack

@@ -10,7 +10,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from bus.cli import demo, dev, dlq, events, schemas
+from bus.cli import box, demo, dev, dlq, events, schemas
 from bus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -24,6 +24,8 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(box.box_app, name="box")
+app.add_typer(box.relay_app, name="relay")
 app.command("demo")(demo.demo)
 
 

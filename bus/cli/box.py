@@ -1,0 +1,101 @@
+"""``boxbus box`` and ``boxbus relay``: a box's database and its outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from bus.cli.context import kafka_bootstrap, settings_from_env
+from bus.cli.output import console, console_err, print_json
+from bus.errors import ConfigError
+from bus.settings import Settings
+
+box_app = typer.Typer(help="A box's own database: the SDK's tables.", no_args_is_help=True)
+relay_app = typer.Typer(help="Publish a box's outbox to Kafka.")
+
+DatabaseOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="The box's PostgreSQL (default: BOXBUS_DATABASE_URL).")]
+BoxOpt = Annotated[str, typer.Option("--box", help="The box's id.")]
+
+
+def _dsn(settings: Settings, given: str | None) -> str:
+    if given:
+        return given
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    raise ConfigError("no database given",
+                      hint="pass --database-url postgresql://... or set BOXBUS_DATABASE_URL")
+
+
+@box_app.command("migrate")
+def migrate_(database_url: DatabaseOpt = None,
+             json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Create or upgrade the SDK's tables (outbox, inbox) in the box's database."""
+    from connectors.box import migrate
+
+    settings = settings_from_env()
+    applied = asyncio.run(migrate(_dsn(settings, database_url)))
+    if json_out:
+        print_json({"applied": applied})
+    else:
+        console.print(f"applied migrations {applied}" if applied else "already up to date")
+
+
+@relay_app.callback(invoke_without_command=True)
+def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
+              "--box", help="The box's id.")] = None,
+          database_url: DatabaseOpt = None) -> None:
+    """Run the relay of one box until SIGTERM/SIGINT (one active per box; more wait)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if box is None:
+        raise typer.BadParameter("--box is required")
+    from connectors.box import Relay
+
+    settings = settings_from_env()
+    relay_ = Relay(settings, _dsn(settings, database_url), kafka_bootstrap(settings), box)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, relay_.stop)
+        await relay_.run()
+
+    console_err.print(f"relay for box {box}; SIGTERM or Ctrl-C stops it")
+    asyncio.run(main())
+    console_err.print(f"relay stopped after publishing {relay_.published} event(s)")
+
+
+@relay_app.command()
+def status(box: BoxOpt, database_url: DatabaseOpt = None,
+           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The outbox backlog of a box: rows waiting and the age of the oldest."""
+    import asyncpg
+
+    from connectors.box import backlog
+    from connectors.box.relay import lock_key
+
+    settings = settings_from_env()
+
+    async def read() -> dict[str, object]:
+        conn = await asyncpg.connect(_dsn(settings, database_url))
+        try:
+            found = await backlog(conn)
+            active = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 "
+                "AND granted", lock_key(box))
+        finally:
+            await conn.close()
+        return {"box": box, "backlog_rows": found.rows, "oldest_age_seconds":
+                round(found.age_seconds, 3), "relay_active": bool(active)}
+
+    result = asyncio.run(read())
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"box {box}: {result['backlog_rows']} event(s) waiting, oldest "
+                      f"{result['oldest_age_seconds']} s; relay "
+                      f"{'active' if result['relay_active'] else 'NOT running'}")

@@ -1,0 +1,75 @@
+"""The box SDK's tables in the box's own PostgreSQL, as numbered migrations.
+
+``migrate`` applies the ones not applied yet, each in its own transaction, under an advisory
+lock so that two processes starting at once do not race. Applied versions are recorded in
+``boxbus_migrations``; a migration is never edited once released, only followed by another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from bus.log import get_logger
+
+log = get_logger(__name__)
+
+_LOCK_KEY = 0x626F7862  # "boxb": serialises migrations of one database
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS = [
+    Migration(1, "outbox", """
+        CREATE TABLE boxbus_outbox (
+            id            bigserial PRIMARY KEY,
+            event_id      text        NOT NULL UNIQUE,
+            event_type    text        NOT NULL,
+            topic         text        NOT NULL,
+            record_key    bytea       NOT NULL,
+            record_value  bytea       NOT NULL,
+            headers       jsonb       NOT NULL,
+            created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        COMMENT ON TABLE boxbus_outbox IS
+            'Events committed with the business change that caused them, waiting for the '
+            'relay to publish them; a row is deleted once the brokers acknowledged it.';
+    """),
+]
+
+
+async def migrate(dsn: str) -> list[int]:
+    """Apply the migrations not applied yet; the versions applied by this call."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        try:
+            await conn.execute("""
+                CREATE TABLE IF NOT EXISTS boxbus_migrations (
+                    version    int PRIMARY KEY,
+                    name       text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )""")
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM boxbus_migrations")}
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO boxbus_migrations (version, name) VALUES ($1, $2)",
+                        migration.version, migration.name)
+                log.info("migration applied", version=migration.version, name=migration.name)
+                applied.append(migration.version)
+            return applied
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    finally:
+        await conn.close()

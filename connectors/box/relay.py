@@ -1,0 +1,189 @@
+"""The relay: moves committed outbox rows to Kafka, in order, and deletes them once the
+brokers acknowledged them.
+
+One relay is active per box database: it holds a PostgreSQL advisory lock for as long as its
+session lives. A second relay for the same box waits as a standby and takes over when the
+active one's connection ends (a crash, SIGKILL, a network cut), so the two never publish the
+same rows at once and never reorder them.
+
+Each round, step by step, and what happens on failure at each step:
+
+1. Read up to ``batch_size`` committed rows in ``id`` order. Ids are taken at insert time; the
+   transactions that write events of one aggregate serialise on that aggregate (its row lock
+   in the box), so within an aggregate id order is commit order, and that is the order
+   published. Events of different aggregates may interleave differently; nothing relies on
+   that. Failure: nothing happened; retry after a backoff.
+2. Send them with an idempotent producer (acks from all in-sync replicas); same key, same
+   partition, in id order. Failure (broker down, timeout): nothing is deleted; the producer is
+   recreated and the whole batch is sent again after a backoff. Rows already written before the
+   failure are written twice: consumers deduplicate by event id.
+3. Delete the rows the brokers acknowledged. Failure (database gone, process killed between 2
+   and 3): the rows stay and are published again by the next round or the next relay —
+   again a duplicate, never a loss.
+
+It sleeps on ``LISTEN boxbus_outbox`` (the outbox notifies at commit) with a polling fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from bus.log import get_logger
+from bus.settings import Settings
+from connectors.box.outbox import CHANNEL, headers_from_json
+
+log = get_logger(__name__)
+
+
+def lock_key(box_id: str) -> int:
+    """The advisory lock of one box's relay (a stable 31-bit number)."""
+    return zlib.crc32(f"boxbus-relay:{box_id}".encode()) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Backlog:
+    rows: int
+    oldest: datetime | None
+    age_seconds: float
+
+
+async def backlog(conn: asyncpg.Connection) -> Backlog:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, min(created_at) AS oldest, "
+        "coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS age "
+        "FROM boxbus_outbox")
+    assert row is not None
+    return Backlog(int(row["n"]), row["oldest"], float(row["age"]))
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: str,
+        bootstrap: str,
+        box_id: str,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        max_backoff: float = 10.0,
+        **producer_options: Any,
+    ) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.bootstrap = bootstrap
+        self.box_id = box_id
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.producer_options = producer_options
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.active = asyncio.Event()  # set while this relay holds the box's lock
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until ``stop()``: wait for the box's lock, then relay."""
+        while not self._stop.is_set():
+            try:
+                await self._run_session()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("relay lost its database; reconnecting", box=self.box_id,
+                            error=str(exc))
+                self.active.clear()
+                await self._sleep(1.0)
+
+    async def _run_session(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await self._acquire(conn)
+            if self._stop.is_set():
+                return
+            self.active.set()
+            log.info("relay active", box=self.box_id)
+            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+            await self._relay(conn)
+        finally:
+            self.active.clear()
+            await conn.close()  # ends the session: the lock goes with it
+
+    async def _acquire(self, conn: asyncpg.Connection) -> None:
+        waiting_logged = False
+        while not self._stop.is_set():
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(self.box_id)):
+                return
+            if not waiting_logged:
+                log.info("another relay is active for this box; standing by", box=self.box_id)
+                waiting_logged = True
+            await self._sleep(self.poll_interval)
+
+    async def _relay(self, conn: asyncpg.Connection) -> None:
+        backoff = 0.2
+        producer = await self._producer()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                rows = await conn.fetch(
+                    "SELECT id, event_id, topic, record_key, record_value, headers "
+                    "FROM boxbus_outbox ORDER BY id LIMIT $1", self.batch_size)
+                if not rows:
+                    await self._sleep(self.poll_interval)
+                    continue
+                try:
+                    futures = [await producer.send(
+                        row["topic"], row["record_value"], key=row["record_key"],
+                        headers=headers_from_json(row["headers"])) for row in rows]
+                    await asyncio.gather(*futures)
+                except KafkaError as exc:
+                    log.warning("brokers did not acknowledge; the batch is sent again",
+                                box=self.box_id, rows=len(rows), error=repr(exc),
+                                retry_in=round(backoff, 2))
+                    await producer.stop()
+                    await self._sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, self.max_backoff)
+                    producer = await self._producer()
+                    continue
+                backoff = 0.2
+                await conn.execute("DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[])",
+                                   [row["id"] for row in rows])
+                self.published += len(rows)
+                log.debug("relayed", box=self.box_id, rows=len(rows),
+                          last_event_id=rows[-1]["event_id"])
+        finally:
+            await producer.stop()
+
+    async def _producer(self) -> AIOKafkaProducer:
+        options = {"linger_ms": 5, "request_timeout_ms": 10000, **self.producer_options}
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                **self.settings.kafka_client_options(), **options)
+            try:
+                await producer.start()
+                return producer
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("brokers unreachable; the outbox waits", box=self.box_id,
+                            error=repr(exc))
+                await self._sleep(1.0)
+                if self._stop.is_set():
+                    raise
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on NOTIFY or stop()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)

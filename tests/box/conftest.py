@@ -1,0 +1,128 @@
+"""Fixtures of the box SDK tests: a box database of its own per test (migrated), topics of
+its own, and helpers to run the relay as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from bus import Settings, TopicSpec, create_database, ensure_topics, naming
+from bus.catalog import SchemaCatalog
+from bus.devstack import StackInfo
+from bus.registry import SchemaRegistry
+from bus.serde import EventSerde
+from connectors.box import Outbox, migrate
+from tests.conftest import REPO
+
+
+@pytest.fixture
+async def box_db(stack: StackInfo) -> str:
+    assert stack.database_url
+    url = await create_database(stack.database_url, f"box_{uuid.uuid4().hex[:10]}")
+    await migrate(url)
+    return url
+
+
+@pytest.fixture
+def box_settings(settings: Settings) -> Settings:
+    return Settings(run_dir=settings.run_dir, topic_namespace=f"it{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def box_serde(stack: StackInfo) -> EventSerde:
+    assert stack.schema_registry_url
+    return EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
+
+
+@pytest.fixture
+async def region_topic(box_settings: Settings, bootstrap: str) -> str:
+    topic = naming.region_topic(box_settings.topic_namespace, "north")
+    await ensure_topics(box_settings, bootstrap, [TopicSpec(topic, 3)])
+    return topic
+
+
+@pytest.fixture
+def outbox(box_settings: Settings, box_serde: EventSerde) -> Outbox:
+    return Outbox(box_settings, box_serde)
+
+
+class RelayProcess:
+    """`boxbus relay --box ID` as its own process, killable like a real deployment."""
+
+    def __init__(self, box: str, dsn: str, bootstrap: str, log_path: Path) -> None:
+        env = {**os.environ, "BOXBUS_DATABASE_URL": dsn,
+               "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BOXBUS_LOG_LEVEL": "INFO",
+               "PYTHONPATH": str(REPO)}
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bus.cli.main", "relay", "--box", box],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
+    started: list[RelayProcess] = []
+    yield started
+    for relay in started:
+        relay.terminate()
+
+
+async def wait_backlog_empty(dsn: str, within: float = 60) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(within):
+            while await conn.fetchval("SELECT count(*) FROM boxbus_outbox"):
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def read_all(bootstrap: str, topic: str, count: int, within: float = 60,
+                   ) -> list[Any]:
+    """At least ``count`` records of ``topic`` from the beginning (a fresh group)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                group_id=f"it-read-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(within):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records += batch
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.fixture
+async def db_conn(box_db: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(box_db)
+    try:
+        yield conn
+    finally:
+        await conn.close()

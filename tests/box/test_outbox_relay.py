@@ -1,0 +1,205 @@
+"""The outbox and its relay against real PostgreSQL and Kafka: an event commits or rolls back
+with the business change; every committed event reaches Kafka, in per-aggregate order, even
+when the relay is killed with SIGKILL mid-stream, when two relays run for one box, and when
+the broker is down for a while."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from bus import Settings, TopicSpec, ensure_topics, naming
+from bus.devstack import Component, LocalStack
+from bus.envelope import header_text
+from bus.events import EventBase
+from bus.examples import example
+from connectors.box import Outbox, Relay, backlog, migrate
+from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty
+
+pytestmark = [pytest.mark.stack, pytest.mark.embedded]
+
+
+def comment(order: str, seq: int) -> EventBase:
+    """A small event of aggregate ``order``; ``seq`` is its place in that aggregate's story."""
+    data = example("boxbus.collaboration.CommentAdded").model_dump()
+    data["meta"] |= {"aggregate_key": order, "correlation_id": order, "region": "north"}
+    data |= {"subject_id": order, "comment_id": f"{order}-{seq}", "text": str(seq)}
+    return type(example("boxbus.collaboration.CommentAdded")).model_validate(data)
+
+
+async def write(dsn: str, outbox: Outbox, events: list[EventBase]) -> None:
+    """Each event in its own business transaction, as a box would."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for event in events:
+            async with conn.transaction():
+                await conn.execute("SELECT 1")  # the business change would be here
+                await outbox.publish(conn, event)
+    finally:
+        await conn.close()
+
+
+def ids_and_order(records: list[Any], events: list[EventBase]) -> None:
+    """Every event arrived, and each aggregate's events arrived in the order written."""
+    by_id = {e.meta.event_id: e for e in events}  # type: ignore[attr-defined]
+    first_seen: list[str] = []
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        event_id = header_text(r.headers, "ce_id")
+        if event_id is not None and event_id in by_id and event_id not in first_seen:
+            first_seen.append(event_id)
+    assert set(first_seen) == set(by_id), f"missing {len(set(by_id) - set(first_seen))}"
+    for key in {e.meta.aggregate_key for e in events}:  # type: ignore[attr-defined]
+        arrived = [by_id[i].comment_id for i in first_seen  # type: ignore[attr-defined]
+                   if by_id[i].meta.aggregate_key == key]  # type: ignore[attr-defined]
+        written = [e.comment_id for e in events  # type: ignore[attr-defined]
+                   if e.meta.aggregate_key == key]  # type: ignore[attr-defined]
+        assert arrived == written, key
+
+
+async def test_migrations_are_versioned_and_idempotent(box_db: str) -> None:
+    assert await migrate(box_db) == []  # the fixture applied them
+    conn = await asyncpg.connect(box_db)
+    try:
+        versions = await conn.fetch("SELECT version, name FROM boxbus_migrations")
+    finally:
+        await conn.close()
+    assert [(v["version"], v["name"]) for v in versions] == [(1, "outbox")]
+
+
+async def test_an_event_commits_or_rolls_back_with_its_business_change(
+    db_conn: asyncpg.Connection, outbox: Outbox,
+) -> None:
+    await db_conn.execute("CREATE TABLE orders (id text PRIMARY KEY)")
+    with pytest.raises(RuntimeError, match="needs the caller's transaction"):
+        await outbox.publish(db_conn, comment("o-1", 1))
+    async def failing_business_transaction() -> None:
+        async with db_conn.transaction():
+            await db_conn.execute("INSERT INTO orders VALUES ('o-1')")
+            await outbox.publish(db_conn, comment("o-1", 1))
+            raise ZeroDivisionError("the business change fails after publishing")
+
+    with pytest.raises(ZeroDivisionError):
+        await failing_business_transaction()
+    assert await db_conn.fetchval("SELECT count(*) FROM orders") == 0
+    assert (await backlog(db_conn)).rows == 0
+    async with db_conn.transaction():
+        await db_conn.execute("INSERT INTO orders VALUES ('o-2')")
+        event = comment("o-2", 1)
+        await outbox.publish(db_conn, event)
+        await outbox.publish(db_conn, event)  # publishing the same event twice: one row
+    assert (await backlog(db_conn)).rows == 1
+
+
+async def test_relay_publishes_in_order_and_empties_the_outbox(
+    box_db: str, outbox: Outbox, box_settings: Settings, bootstrap: str, region_topic: str,
+) -> None:
+    events = [comment(f"o-{n % 7}", n) for n in range(140)]
+    await write(box_db, outbox, events)
+    relay = Relay(box_settings, box_db, bootstrap, "north", poll_interval=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_backlog_empty(box_db)
+    finally:
+        relay.stop()
+        await task
+    assert relay.published == 140
+    records = await read_all(bootstrap, region_topic, 140)
+    assert len(records) == 140
+    ids_and_order(records, events)
+    # The records are exactly what the outbox held: key, wire format, CloudEvents headers.
+    assert all(r.value[0] == 0 and header_text(r.headers, "ce_specversion") == "1.0"
+               for r in records)
+
+
+async def test_a_relay_killed_mid_stream_loses_nothing(
+    box_db: str, outbox: Outbox, bootstrap: str, region_topic: str, relays: list[RelayProcess],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while a writer keeps committing: after a restart every committed event arrives,
+    each aggregate in order (duplicates allowed: the inbox deduplicates)."""
+    events = [comment(f"o-{n % 11}", n) for n in range(1200)]
+    relays.append(RelayProcess("north", box_db, bootstrap, tmp_path / "relay-1.log"))
+    writer = asyncio.create_task(write(box_db, outbox, events))
+    conn = await asyncpg.connect(box_db)
+    try:
+        # Kill once the relay is visibly in the middle: some published, more still coming.
+        async with asyncio.timeout(60):
+            while (await conn.fetchval("SELECT count(*) FROM boxbus_outbox")) == 0 or (
+                    await conn.fetchval("SELECT min(id) FROM boxbus_outbox") or 0) < 100:
+                await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    relays[0].kill()
+    await writer
+    relays.append(RelayProcess("north", box_db, bootstrap, tmp_path / "relay-2.log"))
+    await wait_backlog_empty(box_db)
+    records = await read_all(bootstrap, region_topic, len(events))
+    ids_and_order(records, events)
+
+
+async def test_two_relays_for_one_box_one_active_the_other_takes_over(
+    box_db: str, outbox: Outbox, bootstrap: str, region_topic: str, relays: list[RelayProcess],
+    tmp_path: Path,
+) -> None:
+    first = RelayProcess("north", box_db, bootstrap, tmp_path / "a.log")
+    relays.append(first)
+    await asyncio.sleep(1.5)
+    second = RelayProcess("north", box_db, bootstrap, tmp_path / "b.log")
+    relays.append(second)
+    batch_1 = [comment(f"o-{n % 5}", n) for n in range(100)]
+    await write(box_db, outbox, batch_1)
+    await wait_backlog_empty(box_db)
+    await asyncio.sleep(1)
+    assert "standing by" in (tmp_path / "b.log").read_text()
+    first.kill()
+    batch_2 = [comment(f"o-{n % 5}", n) for n in range(100, 200)]
+    await write(box_db, outbox, batch_2)
+    await wait_backlog_empty(box_db, within=30)
+    records = await read_all(bootstrap, region_topic, 200)
+    ids_and_order(records, batch_1 + batch_2)
+    assert "relay active" in (tmp_path / "b.log").read_text()
+
+
+async def test_a_broker_outage_only_delays_delivery(
+    box_db: str, outbox: Outbox, box_settings: Settings, run_root: Path, tmp_path: Path,
+) -> None:
+    """The broker is down while the box keeps writing: the outbox grows, nothing is lost, and
+    it drains once the broker is back."""
+    kafka_only = LocalStack(Settings(run_dir=run_root / f"outage-{uuid.uuid4().hex[:6]}"),
+                            components=frozenset({Component.KAFKA}), base_port=0)
+    info = await kafka_only.up()
+    try:
+        assert info.kafka_bootstrap
+        topic = naming.region_topic(box_settings.topic_namespace, "north")
+        await ensure_topics(box_settings, info.kafka_bootstrap, [TopicSpec(topic, 3)])
+        relay = Relay(box_settings, box_db, info.kafka_bootstrap, "north", poll_interval=0.2,
+                      max_backoff=1.0)
+        task = asyncio.create_task(relay.run())
+        before = [comment(f"o-{n % 3}", n) for n in range(30)]
+        await write(box_db, outbox, before)
+        await wait_backlog_empty(box_db)
+
+        kafka_only.kill_node(1)
+        during = [comment(f"o-{n % 3}", n) for n in range(30, 90)]
+        await write(box_db, outbox, during)  # the box keeps working
+        await asyncio.sleep(2)
+        conn = await asyncpg.connect(box_db)
+        try:
+            waiting = await backlog(conn)
+        finally:
+            await conn.close()
+        assert waiting.rows == 60 and waiting.age_seconds >= 1.5
+
+        await kafka_only.start_node(1)
+        await wait_backlog_empty(box_db, within=90)
+        relay.stop()
+        await task
+        records = await read_all(info.kafka_bootstrap, topic, 90)
+        ids_and_order(records, before + during)
+    finally:
+        kafka_only.down()
