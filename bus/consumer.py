@@ -23,19 +23,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
-from bus.deadletter import DLQ_MAX_BYTES, VALUE_DROPPED, DeadLetter
-from bus.envelope import CORRELATION_ID, ID, Envelope, header_text
+from bus.deadletter import DeadLetterWriter
+from bus.envelope import Envelope
 from bus.errors import BadEvent, ConfigError, RegistryUnavailable, UnexpectedRecordError
 from bus.events import EventBase
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
-from bus.topics import TopicSpec, ensure_topics
 from bus.validation import MAX_EVENT_BYTES, check_record
 
 log = get_logger(__name__)
@@ -90,16 +89,11 @@ class EventConsumer:
             enable_auto_commit=False, auto_offset_reset=auto_offset_reset,
             isolation_level="read_committed", **options,
         )
-        self._dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                     enable_idempotence=True, max_request_size=DLQ_MAX_BYTES,
-                                     **options)
+        self._dead_letters = DeadLetterWriter(settings, bootstrap, group_id)
 
     async def __aenter__(self) -> EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.
-        await ensure_topics(self.settings, self._bootstrap, [
-            TopicSpec(naming.dlq_topic(t), configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
-            for t in self._topics])
-        await self._dlq.start()
+        await self._dead_letters.start(self._topics)
         await self._consumer.start()
         return self
 
@@ -110,7 +104,7 @@ class EventConsumer:
                 await self.commit()
         finally:
             await self._consumer.stop()
-            await self._dlq.stop()
+            await self._dead_letters.stop()
 
     async def commit(self) -> None:
         """Commit the offsets of the batches handed out so far. If the group rebalanced while
@@ -201,17 +195,5 @@ class EventConsumer:
                             record.offset)
 
     async def _dead_letter(self, record: Any, error: BadEvent) -> None:
-        letter = DeadLetter.of(record, error, self.group_id)
-        topic, key, value, headers = letter.to_record()
-        try:
-            await self._dlq.send_and_wait(topic, value, key=key, headers=headers)
-        except MessageSizeTooLargeError:
-            # Never stall on a dead letter: keep its reason and position, drop only the bytes
-            # (they stay in the source topic until its retention ends).
-            headers.append((VALUE_DROPPED, str(len(value or b"")).encode()))
-            await self._dlq.send_and_wait(topic, None, key=key, headers=headers)
+        await self._dead_letters.write(record, error)
         self.dead_lettered += 1
-        log.warning("record dead-lettered", code=error.code, reason=error.message,
-                    topic=record.topic, partition=record.partition, offset=record.offset,
-                    dead_letter_topic=topic, event_id=header_text(letter.headers, ID),
-                    correlation_id=header_text(letter.headers, CORRELATION_ID))

@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+
 from bus import naming
-from bus.envelope import format_time
+from bus.envelope import CORRELATION_ID, ID, format_time, header_text
 from bus.errors import BadEvent
+from bus.log import get_logger
+from bus.settings import Settings
+from bus.topics import TopicSpec, ensure_topics
+
+log = get_logger(__name__)
 
 REASON = "dlq_reason"
 CODE = "dlq_code"
@@ -88,3 +96,45 @@ class DeadLetter:
             dlq_partition=record.partition, dlq_offset=record.offset,
             value_dropped=int(found[VALUE_DROPPED]) if VALUE_DROPPED in found else None,
         )
+
+
+class DeadLetterWriter:
+    """Writes dead letters: creates the dead-letter topics, keeps oversize records whole up to
+    ``DLQ_MAX_BYTES`` (beyond that, reason and position without the bytes), logs each one
+    with its event and correlation ids. Used by every consumer of boxbus."""
+
+    def __init__(self, settings: Settings, bootstrap: str, group_id: str) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.written = 0
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+            max_request_size=DLQ_MAX_BYTES, **settings.kafka_client_options())
+
+    async def start(self, source_topics: Sequence[str]) -> None:
+        await ensure_topics(self.settings, self.bootstrap, [
+            TopicSpec(naming.dlq_topic(t), configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
+            for t in source_topics])
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def write(self, record: Any, error: BadEvent) -> DeadLetter:
+        letter = DeadLetter.of(record, error, self.group_id)
+        topic, key, value, headers = letter.to_record()
+        try:
+            await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+        except MessageSizeTooLargeError:
+            # Never stall on a dead letter: keep its reason and position, drop only the bytes
+            # (they stay in the source topic until its retention ends).
+            headers.append((VALUE_DROPPED, str(len(value or b"")).encode()))
+            await self._producer.send_and_wait(topic, None, key=key, headers=headers)
+        self.written += 1
+        log.warning(
+            "record dead-lettered", code=error.code, reason=error.message, topic=record.topic,
+            partition=record.partition, offset=record.offset, dead_letter_topic=topic,
+            event_id=header_text(letter.headers, ID),
+            correlation_id=header_text(letter.headers, CORRELATION_ID))
+        return letter
