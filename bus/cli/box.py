@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bus.cli.context import kafka_bootstrap, settings_from_env
+from bus.cli.context import endpoints, kafka_bootstrap, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError
 from bus.settings import Settings
@@ -99,3 +99,54 @@ def status(box: BoxOpt, database_url: DatabaseOpt = None,
         console.print(f"box {box}: {result['backlog_rows']} event(s) waiting, oldest "
                       f"{result['oldest_age_seconds']} s; relay "
                       f"{'active' if result['relay_active'] else 'NOT running'}")
+
+
+inbox_app = typer.Typer(help="Apply the events that reach a box, exactly once.",
+                        no_args_is_help=True)
+
+
+@inbox_app.command("run")
+def inbox_run(
+    box: BoxOpt,
+    handlers: Annotated[str, typer.Option(
+        help="Module that defines `handlers = Handlers()`, e.g. mybox.handlers.")],
+    database_url: DatabaseOpt = None,
+    topic: Annotated[list[str] | None, typer.Option(
+        help="Topics to read (default: the box's inbox topic).")] = None,
+    unknown: Annotated[str, typer.Option(
+        help="Events without a handler or schema: dead-letter or skip.")] = "dead-letter",
+    receipts: Annotated[bool, typer.Option(
+        help="Answer each applied or rejected event with a DeliveryReceipt.")] = False,
+) -> None:
+    """Run the inbox of one box until SIGTERM/SIGINT."""
+    import importlib
+
+    from connectors.box import Handlers, Inbox, UnknownTypePolicy
+
+    settings = settings_from_env()
+    try:
+        module = importlib.import_module(handlers)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import handler module {handlers!r}: {exc}",
+                          hint="give a module on PYTHONPATH that defines `handlers`") from exc
+    registry = getattr(module, "handlers", None)
+    if not isinstance(registry, Handlers):
+        raise ConfigError(f"{handlers} has no `handlers = Handlers()`")
+    try:
+        policy = UnknownTypePolicy(unknown)
+    except ValueError:
+        raise typer.BadParameter("--unknown is dead-letter or skip") from None
+    found = endpoints(settings)
+    inbox = Inbox(settings, _dsn(settings, database_url), found.bootstrap, box, registry,
+                  serde_for(settings, found.registry_url), topics=topic or None,
+                  unknown_types=policy, receipts=receipts)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, inbox.stop)
+        await inbox.run()
+
+    console_err.print(f"inbox of box {box} reading {', '.join(inbox.topics)}; SIGTERM stops it")
+    asyncio.run(main())
+    console_err.print(f"inbox stopped: {inbox.applied} applied, {inbox.duplicates} duplicates")

@@ -26,6 +26,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(box.box_app, name="box")
 app.add_typer(box.relay_app, name="relay")
+app.add_typer(box.inbox_app, name="inbox")
 app.command("demo")(demo.demo)
 
 

@@ -41,6 +41,31 @@ MIGRATIONS = [
             'Events committed with the business change that caused them, waiting for the '
             'relay to publish them; a row is deleted once the brokers acknowledged it.';
     """),
+    Migration(2, "inbox", """
+        CREATE TABLE boxbus_inbox_events (
+            event_id       text        PRIMARY KEY,
+            event_type     text        NOT NULL,
+            topic          text        NOT NULL,
+            partition      int         NOT NULL,
+            record_offset  bigint      NOT NULL,
+            status         text        NOT NULL,
+            applied_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        COMMENT ON TABLE boxbus_inbox_events IS
+            'Every event the inbox has dealt with (applied, skipped or dead-lettered), by id: '
+            'a redelivered event finds its id here and is not applied again.';
+        CREATE TABLE boxbus_inbox_offsets (
+            consumer     text        NOT NULL,
+            topic        text        NOT NULL,
+            partition    int         NOT NULL,
+            next_offset  bigint      NOT NULL,
+            updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (consumer, topic, partition)
+        );
+        COMMENT ON TABLE boxbus_inbox_offsets IS
+            'Where the inbox resumes each partition; committed in the same transaction as '
+            'the effects of the events before it.';
+    """),
 ]
 
 

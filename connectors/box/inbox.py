@@ -1,0 +1,394 @@
+"""The inbox: applies the events that reach a box exactly once, in order per aggregate.
+
+Handlers are plain async functions registered per event type; each gets the event and an
+``Applied`` context whose ``conn`` is the open transaction of the box's database, so the
+effect (a sales order created, goods marked in transit) commits together with the progress.
+
+The commit protocol, per partition and per fetched batch of it, step by step, with what
+happens on failure at each step:
+
+1. Check every record (headers, wire format, schema, body). A record that is not a valid
+   event is written to the dead-letter topic now. Failure while writing it (Kafka down): the
+   exception ends this round; nothing was committed in PostgreSQL; the batch is read again.
+2. ``BEGIN`` a transaction in the box's PostgreSQL.
+3. For each valid event, in offset order: ``INSERT INTO boxbus_inbox_events`` its id; a
+   conflict means it was applied before (a redelivery): skip it. Otherwise run its handler
+   inside a ``SAVEPOINT``:
+   - success: keep the effect; with receipts on, write an ACCEPTED DeliveryReceipt into the
+     box's own outbox (same transaction);
+   - ``Rejected`` (or another non-retriable error, or a retriable one whose attempts are used
+     up): roll back to the savepoint (no half effect), dead-letter the event with the reason,
+     record it as dead-lettered, write a REJECTED receipt, go on with the next event;
+   - ``Retry`` (retriable): roll the whole transaction back (step 6).
+4. Upsert ``boxbus_inbox_offsets`` (consumer, topic, partition) to the next offset.
+5. ``COMMIT``. The effect, the dedupe record and the offset become durable together, or none
+   of them does. A crash anywhere before this point (SIGKILL, PostgreSQL gone) rolls back
+   everything: the batch is read again from the stored offset and applied once.
+6. On ``Retry``: rollback, seek the partition back to the batch's first offset, pause it for
+   an exponential backoff with jitter, and go on with the other partitions; after
+   ``max_attempts`` or ``max_retry_seconds`` the event is treated as rejected.
+
+Kafka's own committed offsets are not used: on assignment the consumer seeks each partition to
+the offset stored in PostgreSQL (``auto_offset_reset`` only where none is stored yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from bus import naming
+from bus.deadletter import DeadLetterWriter
+from bus.envelope import Envelope
+from bus.errors import BadEvent, BoxbusError, UnknownEventType
+from bus.events import EventBase
+from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
+from bus.log import get_logger
+from bus.serde import EventSerde
+from bus.settings import Settings
+from bus.validation import check_record
+from connectors.box.outbox import Outbox
+
+log = get_logger(__name__)
+
+
+class Retry(BoxbusError):
+    """Raised by a handler: the effect could not be applied now (a lock, a remote service);
+    the batch is retried later with backoff."""
+
+    retriable = True
+
+
+class Rejected(BoxbusError):
+    """Raised by a handler: this event cannot be applied (a business rule refuses it); it goes
+    to the dead-letter topic with the message as reason, and the next events are applied."""
+
+
+class HandlerRejected(BadEvent):
+    code = "rejected-by-handler"
+
+
+class UnknownTypePolicy(StrEnum):
+    SKIP = "skip"  # log it and go on
+    DEAD_LETTER = "dead-letter"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a handler gets besides the event."""
+
+    conn: asyncpg.Connection  # the open transaction of the box's database
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+    outbox: Outbox | None  # to publish follow-up events in the same transaction
+
+
+Handler = Callable[[Any, Applied], Awaitable[None]]
+
+
+@dataclass
+class Handlers:
+    """Handlers by event type: ``@handlers.on(OrderPlaced)``."""
+
+    by_type: dict[str, Handler] = field(default_factory=dict)
+
+    def on(self, *models: type[EventBase]) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            for model in models:
+                if model.TYPE in self.by_type:
+                    raise ValueError(f"a handler for {model.TYPE} is registered already")
+                self.by_type[model.TYPE] = handler
+            return handler
+        return register
+
+
+def inbox_topic(namespace: str, box_id: str) -> str:
+    return f"{namespace}.box.{box_id}.inbox"
+
+
+class _Retrying(Exception):
+    def __init__(self, offset: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.offset = offset
+        self.cause = cause
+
+
+class Inbox:
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: str,
+        bootstrap: str,
+        box_id: str,
+        handlers: Handlers,
+        serde: EventSerde,
+        *,
+        topics: list[str] | None = None,
+        unknown_types: UnknownTypePolicy = UnknownTypePolicy.DEAD_LETTER,
+        receipts: bool = False,
+        outbox: Outbox | None = None,
+        max_attempts: int = 5,
+        max_retry_seconds: float = 60.0,
+        base_delay: float = 0.2,
+        max_records: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.box_id = box_id
+        self.handlers = handlers
+        self.serde = serde
+        self.topics = topics or [inbox_topic(settings.topic_namespace, box_id)]
+        self.group_id = f"{settings.topic_namespace}.box.{box_id}.inbox"
+        self.unknown_types = unknown_types
+        self.receipts = receipts
+        self.outbox = outbox or Outbox(settings, serde)
+        self.max_attempts = max_attempts
+        self.max_retry_seconds = max_retry_seconds
+        self.base_delay = base_delay
+        self.max_records = max_records
+        self.applied = 0
+        self.duplicates = 0
+        self._bootstrap = bootstrap
+        self._stop = asyncio.Event()
+        self._attempts: dict[tuple[str, int, int], tuple[int, float]] = {}
+        self._dead_lettered: set[tuple[str, int, int]] = set()
+        self._conn: asyncpg.Connection | None = None
+        self.dead_lettered = 0
+
+    def stop(self) -> None:
+        """Finish the partition batch being applied, then stop."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        # Kafka clients belong to the running event loop: made here, not in __init__.
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed", **self.settings.kafka_client_options())
+        self._dead_letters = DeadLetterWriter(self.settings, self._bootstrap, self.group_id)
+        await self._dead_letters.start(self.topics)
+        self._consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
+        await self._consumer.start()
+        try:
+            while not self._stop.is_set():
+                fetched = await self._consumer.getmany(timeout_ms=500,
+                                                       max_records=self.max_records)
+                for tp, records in fetched.items():
+                    if self._stop.is_set():
+                        # Abandon the rest of the fetch: it was not applied, and the next
+                        # owner starts from the stored offsets.
+                        break
+                    await self._apply_partition(tp, records)
+        finally:
+            await self._consumer.stop()
+            await self._dead_letters.stop()
+            if self._conn is not None:
+                await self._conn.close()
+
+    async def _db(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.dsn)
+        return self._conn
+
+    async def stored_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        conn = await self._db()
+        rows = await conn.fetch(
+            "SELECT topic, partition, next_offset FROM boxbus_inbox_offsets "
+            "WHERE consumer = $1", self.group_id)
+        stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        return {tp: stored[tp] for tp in tps if tp in stored}
+
+    async def _apply_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        try:
+            checked = [await self._check(record) for record in records]
+            await self._apply(tp, records, checked)
+        except _Retrying as retrying:
+            await self._back_off(tp, records[0].offset, retrying)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The database went away mid-batch: nothing of it was committed. Read it again
+            # once the database answers.
+            log.warning("box database unavailable; the batch is read again", box=self.box_id,
+                        error=repr(exc), topic=tp.topic, partition=tp.partition)
+            if self._conn is not None and not self._conn.is_closed():
+                self._conn.terminate()
+            self._conn = None
+            self._consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(self.base_delay * (1 + random.random()))
+
+    async def _check(self, record: Any) -> Any:
+        """The checked event, or the BadEvent that sends the record to the dead-letter topic
+        (unknown types follow the declared policy)."""
+        try:
+            return await check_record(record, self.serde, self.settings.topic_namespace)
+        except UnknownEventType as exc:
+            if self.unknown_types is UnknownTypePolicy.SKIP:
+                log.info("unknown event type skipped", reason=exc.message, topic=record.topic,
+                         partition=record.partition, offset=record.offset)
+                return None
+            await self._dead_letter_once(record, exc)
+            return None
+        except BadEvent as exc:
+            await self._dead_letter_once(record, exc)
+            return None
+
+    async def _dead_letter_once(self, record: Any, error: BadEvent) -> None:
+        """A batch that is retried is checked again: its bad records are dead-lettered once."""
+        key = (record.topic, record.partition, record.offset)
+        if key not in self._dead_lettered:
+            await self._dead_letters.write(record, error)
+            self._dead_lettered.add(key)
+            self.dead_lettered += 1
+
+    async def _apply(self, tp: TopicPartition, records: list[Any], checked: list[Any]) -> None:
+        conn = await self._db()
+        rejected: list[tuple[Any, BadEvent]] = []
+        applied = duplicates = 0
+        async with conn.transaction():
+            for record, item in zip(records, checked, strict=True):
+                if item is None:
+                    continue
+                event, envelope = item.event, item.envelope
+                fresh = await conn.fetchval(
+                    "INSERT INTO boxbus_inbox_events (event_id, event_type, topic, partition, "
+                    "record_offset, status) VALUES ($1, $2, $3, $4, $5, 'applied') "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    envelope.id, envelope.type, record.topic, record.partition, record.offset)
+                if fresh is None:
+                    duplicates += 1
+                    continue
+                handler = self.handlers.by_type.get(envelope.type)
+                if handler is None:
+                    if self.unknown_types is UnknownTypePolicy.SKIP:
+                        await self._mark(conn, envelope.id, "skipped")
+                        continue
+                    error: BadEvent = UnknownEventType(
+                        f"box {self.box_id} has no handler for {envelope.type}")
+                    rejected.append((record, error))
+                    await self._mark(conn, envelope.id, "dead-lettered")
+                    continue
+                outcome = await self._run_handler(conn, handler, event, envelope, record)
+                if outcome is not None:
+                    rejected.append((record, outcome))
+                    await self._mark(conn, envelope.id, "dead-lettered")
+                    if self.receipts:
+                        await self._receipt(conn, envelope, ReceiptStatus.REJECTED,
+                                            outcome.message)
+                else:
+                    applied += 1
+                    if self.receipts:
+                        await self._receipt(conn, envelope, ReceiptStatus.ACCEPTED, None)
+            # Dead letters before the commit: a crash after them re-applies the batch and
+            # writes them again (a duplicate dead letter, never a lost one).
+            for record, error in rejected:
+                await self._dead_letter_once(record, error)
+            await conn.execute(
+                "INSERT INTO boxbus_inbox_offsets (consumer, topic, partition, next_offset) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE "
+                "SET next_offset = excluded.next_offset, updated_at = clock_timestamp()",
+                self.group_id, tp.topic, tp.partition, records[-1].offset + 1)
+        self.applied += applied
+        self.duplicates += duplicates
+        for record in records:
+            self._attempts.pop((record.topic, record.partition, record.offset), None)
+
+    async def _run_handler(self, conn: asyncpg.Connection, handler: Handler, event: EventBase,
+                           envelope: Envelope, record: Any) -> BadEvent | None:
+        """None if applied; the reason if rejected. Raises _Retrying to retry the batch."""
+        applied = Applied(conn, envelope, record.topic, record.partition, record.offset,
+                          self.outbox)
+        savepoint = conn.transaction()
+        await savepoint.start()
+        try:
+            await handler(event, applied)
+        except Retry as exc:
+            await savepoint.rollback()
+            if self._attempts_left(record):
+                raise _Retrying(record.offset, exc) from exc
+            return HandlerRejected(f"gave up after {self.max_attempts} attempts or "
+                                   f"{self.max_retry_seconds:.0f} s: {exc.message}")
+        except Rejected as exc:
+            await savepoint.rollback()
+            return HandlerRejected(exc.message)
+        except Exception as exc:
+            await savepoint.rollback()
+            log.exception("handler failed", event_id=envelope.id, type=envelope.type,
+                          correlation_id=envelope.correlation_id)
+            return HandlerRejected(f"handler raised {exc.__class__.__name__}: {exc}")
+        await savepoint.commit()
+        return None
+
+    def _attempts_left(self, record: Any) -> bool:
+        key = (record.topic, record.partition, record.offset)
+        count, first = self._attempts.get(key, (0, time.monotonic()))
+        self._attempts[key] = (count + 1, first)
+        return count + 1 < self.max_attempts and time.monotonic() - first < self.max_retry_seconds
+
+    async def _back_off(self, tp: TopicPartition, first_offset: int,
+                        retrying: _Retrying) -> None:
+        key = (tp.topic, tp.partition, retrying.offset)
+        count = self._attempts.get(key, (1, 0.0))[0]
+        delay = self.base_delay * 2 ** (count - 1) * (0.5 + random.random())
+        log.warning("handler asked to retry; partition paused", topic=tp.topic,
+                    partition=tp.partition, offset=retrying.offset, attempt=count,
+                    retry_in=round(delay, 2), reason=str(retrying.cause))
+        self._consumer.seek(tp, first_offset)
+        self._consumer.pause(tp)
+        asyncio.get_running_loop().call_later(delay, self._resume, tp)
+
+    def _resume(self, tp: TopicPartition) -> None:
+        if tp in self._consumer.assignment():
+            self._consumer.resume(tp)
+
+    @staticmethod
+    async def _mark(conn: asyncpg.Connection, event_id: str, status: str) -> None:
+        await conn.execute("UPDATE boxbus_inbox_events SET status = $2 WHERE event_id = $1",
+                           event_id, status)
+
+    async def _receipt(self, conn: asyncpg.Connection, envelope: Envelope,
+                       status: ReceiptStatus, reason: str | None) -> None:
+        now = datetime.now(UTC)
+        receipt = DeliveryReceipt(
+            meta=EventMeta(
+                event_id=str(uuid.uuid4()), source_box=self.box_id, region=envelope.region,
+                aggregate_key=envelope.partition_key, occurred_at=now,
+                target_box=envelope.source_box, correlation_id=envelope.correlation_id,
+                causation_id=envelope.id),
+            receipt_for_event_id=envelope.id, receipt_for_type=envelope.type,
+            status=status, reason=reason, processed_at=now)
+        await self.outbox.publish(conn, receipt,
+                                  naming.region_topic(self.settings.topic_namespace,
+                                                      envelope.region))
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, each partition resumes from the offset stored in PostgreSQL with the
+    effects; Kafka's committed offsets are not the source of truth."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Nothing to commit: applied batches are committed in PostgreSQL already, and a
+        # batch in flight is not (the new owner applies it).
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        stored = await self.inbox.stored_offsets(list(assigned))
+        for tp in assigned:
+            if tp in stored:
+                self.inbox._consumer.seek(tp, stored[tp])
+        log.info("partitions assigned", box=self.inbox.box_id,
+                 partitions=[f"{tp.topic}[{tp.partition}]@{stored.get(tp, 'start')}"
+                             for tp in assigned])
