@@ -118,6 +118,10 @@ def inbox_topic(namespace: str, box_id: str) -> str:
     return f"{namespace}.box.{box_id}.inbox"
 
 
+class _Careful(Exception):
+    """A handler failed on the fast path: apply the batch again with savepoints."""
+
+
 class _Retrying(Exception):
     def __init__(self, offset: int, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -164,6 +168,10 @@ class Inbox:
         self._stop = asyncio.Event()
         self._attempts: dict[tuple[str, int, int], tuple[int, float]] = {}
         self._dead_lettered: set[tuple[str, int, int]] = set()
+        # Next offset per partition as stored in PostgreSQL (read on assignment, then ours),
+        # and the partitions the rebalance listener has placed since their assignment.
+        self._positions: dict[TopicPartition, int] = {}
+        self._ready: set[TopicPartition] = set()
         self._conn: asyncpg.Connection | None = None
         self.dead_lettered = 0
 
@@ -203,14 +211,33 @@ class Inbox:
         return self._conn
 
     async def stored_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        conn = await self._db()
-        rows = await conn.fetch(
-            "SELECT topic, partition, next_offset FROM boxbus_inbox_offsets "
-            "WHERE consumer = $1", self.group_id)
+        # Its own connection: the rebalance listener runs in aiokafka's coordinator task,
+        # possibly while the main task is using the batch connection.
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM boxbus_inbox_offsets "
+                "WHERE consumer = $1", self.group_id)
+        finally:
+            await conn.close()
         stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         return {tp: stored[tp] for tp in tps if tp in stored}
 
     async def _apply_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        if tp not in self._ready:
+            # Fetched before the rebalance listener placed the partition at its stored offset
+            # (records of a new assignment can arrive first): not applied; read again from
+            # where the listener puts it.
+            self._consumer.seek(tp, records[0].offset)
+            return
+        known = self._positions.get(tp)
+        if known is not None and records[0].offset < known:
+            # The consumer fetched from before the stored position (aiokafka may reset a
+            # position after the rebalance listener's seek): seek again, apply nothing twice.
+            self._consumer.seek(tp, known)
+            records = [r for r in records if r.offset >= known]
+            if not records:
+                return
         try:
             checked = [await self._check(record) for record in records]
             await self._apply(tp, records, checked)
@@ -252,22 +279,38 @@ class Inbox:
             self.dead_lettered += 1
 
     async def _apply(self, tp: TopicPartition, records: list[Any], checked: list[Any]) -> None:
+        """Fast path first: the whole batch in one transaction without savepoints. If a
+        handler fails, the transaction is rolled back and the batch applied again with a
+        savepoint around each handler, which isolates the failing event."""
+        try:
+            await self._apply_batch(tp, records, checked, careful=False)
+        except _Careful:
+            await self._apply_batch(tp, records, checked, careful=True)
+
+    async def _apply_batch(self, tp: TopicPartition, records: list[Any], checked: list[Any],
+                           *, careful: bool) -> None:
         conn = await self._db()
         rejected: list[tuple[Any, BadEvent]] = []
         applied = duplicates = 0
+        valid = [(record, item) for record, item in zip(records, checked, strict=True)
+                 if item is not None]
         async with conn.transaction():
-            for record, item in zip(records, checked, strict=True):
-                if item is None:
-                    continue
+            # One statement records every id of the batch; ids already there are redeliveries.
+            fresh = {row["event_id"] for row in await conn.fetch(
+                "INSERT INTO boxbus_inbox_events "
+                "(event_id, event_type, topic, partition, record_offset, status) "
+                "SELECT *, 'applied' FROM unnest($1::text[], $2::text[], $3::text[], "
+                "$4::int[], $5::bigint[]) ON CONFLICT (event_id) DO NOTHING "
+                "RETURNING event_id",
+                [i.envelope.id for _, i in valid], [i.envelope.type for _, i in valid],
+                [r.topic for r, _ in valid], [r.partition for r, _ in valid],
+                [r.offset for r, _ in valid])}
+            for record, item in valid:
                 event, envelope = item.event, item.envelope
-                fresh = await conn.fetchval(
-                    "INSERT INTO boxbus_inbox_events (event_id, event_type, topic, partition, "
-                    "record_offset, status) VALUES ($1, $2, $3, $4, $5, 'applied') "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                    envelope.id, envelope.type, record.topic, record.partition, record.offset)
-                if fresh is None:
+                if envelope.id not in fresh:
                     duplicates += 1
                     continue
+                fresh.discard(envelope.id)  # twice in one batch: the second is a duplicate
                 handler = self.handlers.by_type.get(envelope.type)
                 if handler is None:
                     if self.unknown_types is UnknownTypePolicy.SKIP:
@@ -278,7 +321,8 @@ class Inbox:
                     rejected.append((record, error))
                     await self._mark(conn, envelope.id, "dead-lettered")
                     continue
-                outcome = await self._run_handler(conn, handler, event, envelope, record)
+                outcome = await self._run_handler(conn, handler, event, envelope, record,
+                                                  careful=careful)
                 if outcome is not None:
                     rejected.append((record, outcome))
                     await self._mark(conn, envelope.id, "dead-lettered")
@@ -298,23 +342,36 @@ class Inbox:
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE "
                 "SET next_offset = excluded.next_offset, updated_at = clock_timestamp()",
                 self.group_id, tp.topic, tp.partition, records[-1].offset + 1)
+        self._positions[tp] = records[-1].offset + 1
         self.applied += applied
         self.duplicates += duplicates
         for record in records:
             self._attempts.pop((record.topic, record.partition, record.offset), None)
 
     async def _run_handler(self, conn: asyncpg.Connection, handler: Handler, event: EventBase,
-                           envelope: Envelope, record: Any) -> BadEvent | None:
-        """None if applied; the reason if rejected. Raises _Retrying to retry the batch."""
+                           envelope: Envelope, record: Any, *, careful: bool,
+                           ) -> BadEvent | None:
+        """None if applied; the reason if rejected. Raises _Retrying to retry the batch, and
+        on the fast path _Careful to apply the batch again event by event."""
         applied = Applied(conn, envelope, record.topic, record.partition, record.offset,
                           self.outbox)
+        if not careful:
+            try:
+                await handler(event, applied)
+            except Retry as exc:
+                if self._attempts_left(record):
+                    raise _Retrying(record.offset, exc) from exc
+                raise _Careful from exc
+            except Exception as exc:
+                raise _Careful from exc
+            return None
         savepoint = conn.transaction()
         await savepoint.start()
         try:
             await handler(event, applied)
         except Retry as exc:
             await savepoint.rollback()
-            if self._attempts_left(record):
+            if self._attempts_left(record, counting=False):
                 raise _Retrying(record.offset, exc) from exc
             return HandlerRejected(f"gave up after {self.max_attempts} attempts or "
                                    f"{self.max_retry_seconds:.0f} s: {exc.message}")
@@ -329,11 +386,13 @@ class Inbox:
         await savepoint.commit()
         return None
 
-    def _attempts_left(self, record: Any) -> bool:
+    def _attempts_left(self, record: Any, *, counting: bool = True) -> bool:
         key = (record.topic, record.partition, record.offset)
         count, first = self._attempts.get(key, (0, time.monotonic()))
-        self._attempts[key] = (count + 1, first)
-        return count + 1 < self.max_attempts and time.monotonic() - first < self.max_retry_seconds
+        if counting:
+            count += 1
+            self._attempts[key] = (count, first)
+        return count < self.max_attempts and time.monotonic() - first < self.max_retry_seconds
 
     async def _back_off(self, tp: TopicPartition, first_offset: int,
                         retrying: _Retrying) -> None:
@@ -382,13 +441,23 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Nothing to commit: applied batches are committed in PostgreSQL already, and a
         # batch in flight is not (the new owner applies it).
-        pass
+        for tp in revoked:
+            self.inbox._ready.discard(tp)
+            self.inbox._positions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        stored = await self.inbox.stored_offsets(list(assigned))
+        try:
+            stored = await self.inbox.stored_offsets(list(assigned))
+        except Exception:
+            # Without the stored offsets the partitions must not be read from Kafka's; the
+            # error stops the consumer (aiokafka re-raises it from getmany).
+            log.exception("reading the stored offsets failed", box=self.inbox.box_id)
+            raise
         for tp in assigned:
             if tp in stored:
+                self.inbox._positions[tp] = stored[tp]
                 self.inbox._consumer.seek(tp, stored[tp])
+            self.inbox._ready.add(tp)
         log.info("partitions assigned", box=self.inbox.box_id,
                  partitions=[f"{tp.topic}[{tp.partition}]@{stored.get(tp, 'start')}"
                              for tp in assigned])
