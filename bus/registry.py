@@ -8,6 +8,7 @@ is ``RegistryUnavailable`` (retriable: back off, never dead-letter); an id it do
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Awaitable
@@ -81,6 +82,7 @@ class SchemaRegistry:
         self._client = AsyncSchemaRegistryClient(url=self._url, timeout=httpx.Timeout(timeout))
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, WriterSchema] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:
@@ -126,6 +128,16 @@ class SchemaRegistry:
         key = (subject, schema.text)
         if key in self._ids:
             return self._ids[key]
+        # One registration per subject at a time in this process (concurrent publishers of a
+        # new type would otherwise race to create the subject and its rule).
+        async with self._locks.setdefault(subject, asyncio.Lock()):
+            if key in self._ids:
+                return self._ids[key]
+            return await self._register(subject, schema, compatibility)
+
+    async def _register(self, subject: str, schema: EventSchema,
+                        compatibility: Compatibility) -> int:
+        key = (subject, schema.text)
         existing = await self._call(
             f"look up {subject}",
             self._client.check_version(subject, AvroSchema(schema.text)))
@@ -141,8 +153,14 @@ class SchemaRegistry:
         return schema_id
 
     async def set_compatibility(self, subject: str, level: Compatibility) -> None:
-        await self._call(f"set compatibility of {subject}",
-                         self._client.update_compatibility(level.value, subject))
+        try:
+            await self._call(f"set compatibility of {subject}",
+                             self._client.update_compatibility(level.value, subject))
+        except IncompatibleSchema:
+            # Apicurio answers 409 when another process created the subject's rule at the
+            # same moment: fine if the rule now in place is the one we wanted.
+            if await self.compatibility(subject) != level.value:
+                raise
 
     async def writer(self, schema_id: int) -> WriterSchema:
         """The writer schema of an id (fetched once). Asked directly rather than through the

@@ -66,6 +66,18 @@ MIGRATIONS = [
             'Where the inbox resumes each partition; committed in the same transaction as '
             'the effects of the events before it.';
     """),
+    Migration(3, "outbox-notify-trigger", """
+        CREATE FUNCTION boxbus_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('boxbus_outbox', '');
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER boxbus_outbox_notify AFTER INSERT ON boxbus_outbox
+            FOR EACH STATEMENT EXECUTE FUNCTION boxbus_outbox_notify();
+        COMMENT ON FUNCTION boxbus_outbox_notify() IS
+            'Wakes the relay when a transaction that wrote events commits (NOTIFY is '
+            'delivered at commit), without a round trip of the publisher''s own.';
+    """),
 ]
 
 
@@ -91,7 +103,7 @@ async def migrate(dsn: str) -> list[int]:
                     await conn.execute(
                         "INSERT INTO boxbus_migrations (version, name) VALUES ($1, $2)",
                         migration.version, migration.name)
-                log.info("migration applied", version=migration.version, name=migration.name)
+                log.debug("migration applied", version=migration.version, name=migration.name)
                 applied.append(migration.version)
             return applied
         finally:

@@ -68,7 +68,8 @@ async def test_migrations_are_versioned_and_idempotent(box_db: str) -> None:
         versions = await conn.fetch("SELECT version, name FROM boxbus_migrations")
     finally:
         await conn.close()
-    assert [(v["version"], v["name"]) for v in versions] == [(1, "outbox"), (2, "inbox")]
+    assert [(v["version"], v["name"]) for v in versions] == [
+        (1, "outbox"), (2, "inbox"), (3, "outbox-notify-trigger")]
 
 
 async def test_an_event_commits_or_rolls_back_with_its_business_change(

@@ -1,0 +1,75 @@
+"""``boxbus bench``: benchmarks that print figures (not timed tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.output import console, console_err, print_json
+from bus.devstack import LocalStack
+from bus.errors import ConfigError
+from bus.settings import Settings
+
+app = typer.Typer(help="Benchmarks on the reference workload; figures, not pass/fail.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def outbox(
+    events: Annotated[int, typer.Option(help="Events for the relay and inbox runs.")] = 20000,
+    per_event: Annotated[int, typer.Option(
+        help="Events for the one-transaction-per-event baseline.")] = 3000,
+    rate: Annotated[int, typer.Option(help="End-to-end rate, events/s.")] = 5000,
+    seconds: Annotated[float, typer.Option(help="End-to-end duration.")] = 4.0,
+    per_transaction: Annotated[int, typer.Option(
+        help="End to end: events per business transaction (an order's events).")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Relay vs raw aiokafka produce, inbox vs one transaction per event, and end-to-end
+    latency from outbox commit to the recipient's inbox, side by side on the running stack."""
+    from connectors.box.bench import Bench
+
+    settings = settings_from_env()
+    found = endpoints(settings)
+    info = LocalStack(settings).status()
+    server = (settings.database_url.get_secret_value() if settings.database_url
+              else info.database_url if info else None)
+    if server is None:
+        raise ConfigError("no PostgreSQL to benchmark against",
+                          hint="`boxbus dev up` or BOXBUS_DATABASE_URL")
+    run_settings = Settings(**{**settings.model_dump(exclude={"topic_namespace"}),
+                               "topic_namespace": f"bench{uuid.uuid4().hex[:6]}"})
+
+    def progress(text: str) -> None:
+        if not json_out:
+            console_err.print(f"· {text}")
+
+    bench = Bench(run_settings, found.bootstrap, server, serde_for(run_settings,
+                  found.registry_url), progress)
+
+    async def run() -> None:
+        await bench.relay_vs_raw(events)
+        await bench.inbox_vs_per_event(events, per_event)
+        with tempfile.TemporaryDirectory(prefix="boxbus-bench-") as tmp:
+            await bench.end_to_end(rate, seconds, Path(tmp), per_transaction)
+
+    asyncio.run(run())
+    results = bench.results
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title="box SDK benchmark (same stack, same run)", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
