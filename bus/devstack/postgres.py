@@ -81,8 +81,9 @@ def _ensure_system_user() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def prepare(run_dir: Path, port: int) -> PostgresHome:
-    """Choose the folders of this stack's server (creating them) and the user it runs as."""
+def prepare(run_dir: Path, port: int, existing: Path | None = None) -> PostgresHome:
+    """Choose the folders of this stack's server (creating them) and the user it runs as;
+    ``existing`` is the folder of a server started before (a restart keeps its data)."""
     binaries = bin_dir()
     log_path = run_dir / "postgres" / "postgres.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,8 +92,9 @@ def prepare(run_dir: Path, port: int) -> PostgresHome:
     if os.geteuid() == 0:
         uid, gid = _ensure_system_user()
         _check_reachable(binaries)
-        # root's home is private: keep the cluster in a fresh folder under the temp directory.
-        base = Path(tempfile.mkdtemp(prefix="boxbus-pg-"))
+        # root's home is private: keep the cluster in a folder under the temp directory.
+        base = existing if existing is not None and existing.is_dir() else Path(
+            tempfile.mkdtemp(prefix="boxbus-pg-"))
         for path in (base, log_path.parent):
             os.chown(path, uid, gid)
         if log_path.exists():

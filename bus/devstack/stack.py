@@ -297,7 +297,7 @@ class LocalStack:
 
     async def _start_postgres(self, state: StackState, ready: asyncio.Event) -> None:
         began = time.monotonic()
-        home = postgres.prepare(self.run_dir, state.ports.postgres)
+        home = postgres.prepare(self.run_dir, state.ports.postgres, state.postgres_dir)
         state.postgres_dir = home.base
         state.save()
         await asyncio.to_thread(postgres.initdb, home)

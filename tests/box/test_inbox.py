@@ -261,3 +261,45 @@ async def test_a_retry_backs_off_without_blocking_other_partitions(
     # The fast aggregate's later events went through while the slow one was backing off.
     assert order.index((fast, 2)) < order.index((slow, 1))
     assert all(r["times"] == 1 for r in rows)
+
+
+async def test_postgresql_restarted_under_the_inbox(
+    box_settings: Settings, bootstrap: str, box_serde: EventSerde, topic: str, run_root: Path,
+) -> None:
+    """The box's PostgreSQL dies (SIGKILL) while the inbox applies events and comes back on
+    its data: the inbox reconnects and every effect is there exactly once."""
+    from bus import create_database
+    from bus.devstack import Component, LocalStack, procs
+    from bus.devstack.state import StackState
+    from connectors.box import migrate
+
+    pg_settings = Settings(run_dir=run_root / f"pg-{uuid.uuid4().hex[:6]}")
+    pg_stack = LocalStack(pg_settings, components=frozenset({Component.POSTGRES}), base_port=0)
+    info = await pg_stack.up()
+    try:
+        assert info.database_url
+        dsn = await create_database(info.database_url, "box_restart")
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(handlers_effects.SCHEMA)
+        await conn.close()
+        events = [comment(f"o-{n % 5}", n) for n in range(300)]
+        await send(bootstrap, box_serde, topic, events)
+        os.environ["HANDLER_DELAY"] = "0.003"
+        inbox = make_inbox(box_settings, dsn, bootstrap, box_serde)
+        task = asyncio.create_task(inbox.run())
+        try:
+            await wait_effects(dsn, 60)
+            state = StackState.load(pg_settings.run_dir)
+            assert state is not None
+            procs.kill(state.processes["postgres"])
+            await asyncio.sleep(1)
+            await pg_stack.up()  # the same data directory, after crash recovery
+            rows = await wait_effects(dsn, len(events), within=90)
+        finally:
+            os.environ.pop("HANDLER_DELAY", None)
+            inbox.stop()
+            await task
+        assert_once_and_in_order(rows, events)
+    finally:
+        pg_stack.down()
