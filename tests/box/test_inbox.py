@@ -177,8 +177,27 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
         rows = await wait_effects(effects_db, len(events), within=90)
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(timeout=30)
+        code = second.wait(timeout=30)
     assert_once_and_in_order(rows, events)
+    assert code == 0  # SIGTERM: the batch in flight finished or was abandoned, cleanly
+    assert "inbox stopped" in (tmp_path / "inbox-2.log").read_text()
+
+    # A rebalance: a third member joins while the second works; still once and in order.
+    more = [comment(f"o-{n % 9}", n) for n in range(600, 1200)]
+    await send(bootstrap, box_serde, topic, more)
+    third = start("inbox-3.log")
+    try:
+        await wait_effects(effects_db, len(events) + 100)
+        fourth = start("inbox-4.log")
+        try:
+            rows = await wait_effects(effects_db, len(events) + len(more), within=120)
+        finally:
+            fourth.send_signal(signal.SIGTERM)
+            fourth.wait(timeout=30)
+    finally:
+        third.send_signal(signal.SIGTERM)
+        third.wait(timeout=30)
+    assert_once_and_in_order(rows, events + more)
 
 
 async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
