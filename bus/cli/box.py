@@ -85,8 +85,10 @@ def status(box: BoxOpt, database_url: DatabaseOpt = None,
         try:
             found = await backlog(conn)
             active = await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 "
-                "AND granted", lock_key(box))
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid = 0 AND objid = $1 AND objsubid = 1 AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                lock_key(box))
         finally:
             await conn.close()
         return {"box": box, "backlog_rows": found.rows, "oldest_age_seconds":

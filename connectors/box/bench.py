@@ -130,6 +130,8 @@ class Bench:
         await relay.active.wait()
         began = time.perf_counter()
         while relay.published < count:
+            if task.done():
+                task.result()  # the relay died: its error, not a hang
             await asyncio.sleep(0.01)
         relay_seconds = time.perf_counter() - began
         relay.stop()
@@ -156,7 +158,10 @@ class Bench:
                       topics=[topic])
         task = asyncio.create_task(inbox.run())
         began = None
+        first = 0
         while inbox.applied < count:
+            if task.done():
+                task.result()  # the inbox died: its error, not a hang
             if began is None and inbox.applied > 0:
                 began = time.perf_counter()  # from the first batch: group join excluded
                 first = inbox.applied

@@ -11,15 +11,18 @@ happens on failure at each step:
    event is written to the dead-letter topic now. Failure while writing it (Kafka down): the
    exception ends this round; nothing was committed in PostgreSQL; the batch is read again.
 2. ``BEGIN`` a transaction in the box's PostgreSQL.
-3. For each valid event, in offset order: ``INSERT INTO boxbus_inbox_events`` its id; a
-   conflict means it was applied before (a redelivery): skip it. Otherwise run its handler
-   inside a ``SAVEPOINT``:
+3. One ``INSERT INTO boxbus_inbox_events`` records the ids of every valid event of the batch;
+   an id already there was applied before (a redelivery) and is skipped. The handlers run in
+   offset order (consecutive events of a batch handler together). On this fast path there is
+   no savepoint; if any handler fails, the transaction is rolled back and the batch applied
+   again on the careful path, each handler inside a ``SAVEPOINT``:
    - success: keep the effect; with receipts on, write an ACCEPTED DeliveryReceipt into the
      box's own outbox (same transaction);
    - ``Rejected`` (or another non-retriable error, or a retriable one whose attempts are used
      up): roll back to the savepoint (no half effect), dead-letter the event with the reason,
      record it as dead-lettered, write a REJECTED receipt, go on with the next event;
-   - ``Retry`` (retriable): roll the whole transaction back (step 6).
+   - ``Retry``, a retriable boxbus error, or a serialization failure / deadlock in
+     PostgreSQL: roll the whole transaction back (step 6).
 4. Upsert ``boxbus_inbox_offsets`` (consumer, topic, partition) to the next offset.
 5. ``COMMIT``. The effect, the dedupe record and the offset become durable together, or none
    of them does. A crash anywhere before this point (SIGKILL, PostgreSQL gone) rolls back
@@ -35,6 +38,7 @@ the offset stored in PostgreSQL (``auto_offset_reset`` only where none is stored
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -46,11 +50,12 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from bus import naming
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
-from bus.errors import BadEvent, BoxbusError, UnknownEventType
+from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnknownEventType
 from bus.events import EventBase
 from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
 from bus.log import get_logger
@@ -146,6 +151,16 @@ class Handlers:
 
 def inbox_topic(namespace: str, box_id: str) -> str:
     return f"{namespace}.box.{box_id}.inbox"
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+
+
+def _transient(error: BaseException) -> bool:
+    """Errors worth another try: Retry, a retriable boxbus error, a conflict in PostgreSQL."""
+    if isinstance(error, BoxbusError):
+        return error.retriable
+    return getattr(error, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
 class _Careful(Exception):
@@ -253,18 +268,36 @@ class Inbox:
         stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         return {tp: stored[tp] for tp in tps if tp in stored}
 
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        # A partition taken away by a rebalance meanwhile is its new owner's business.
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.seek(tp, offset)
+
+    async def _place(self, tp: TopicPartition, fallback: int) -> bool:
+        """Place a partition at its stored offset if the rebalance listener could not (records
+        of a new assignment can arrive before it ran, or it failed to read PostgreSQL)."""
+        try:
+            stored = await self.stored_offsets([tp])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._seek(tp, fallback)
+            await asyncio.sleep(self.base_delay)
+            return False
+        self._positions[tp] = stored.get(tp, fallback)
+        self._ready.add(tp)
+        if tp in stored:
+            self._seek(tp, stored[tp])
+        return tp not in stored or stored[tp] == fallback
+
     async def _apply_partition(self, tp: TopicPartition, records: list[Any]) -> None:
-        if tp not in self._ready:
-            # Fetched before the rebalance listener placed the partition at its stored offset
-            # (records of a new assignment can arrive first): not applied; read again from
-            # where the listener puts it.
-            self._consumer.seek(tp, records[0].offset)
-            return
+        if tp not in self._consumer.assignment():
+            return  # revoked while earlier partitions of this fetch were applied
+        if tp not in self._ready and not await self._place(tp, records[0].offset):
+            return  # placed elsewhere: the records come again from there
         known = self._positions.get(tp)
         if known is not None and records[0].offset < known:
             # The consumer fetched from before the stored position (aiokafka may reset a
             # position after the rebalance listener's seek): seek again, apply nothing twice.
-            self._consumer.seek(tp, known)
+            self._seek(tp, known)
             records = [r for r in records if r.offset >= known]
             if not records:
                 return
@@ -281,8 +314,16 @@ class Inbox:
             if self._conn is not None and not self._conn.is_closed():
                 self._conn.terminate()
             self._conn = None
-            self._consumer.seek(tp, records[0].offset)
+            self._seek(tp, records[0].offset)
             await asyncio.sleep(self.base_delay * (1 + random.random()))
+        except (RegistryUnavailable, KafkaError) as exc:
+            # The registry (decoding, receipts) or Kafka (dead letters) is away: nothing was
+            # committed; the batch is read again after a pause.
+            log.warning("registry or Kafka unavailable; the batch is read again",
+                        box=self.box_id, error=repr(exc), topic=tp.topic,
+                        partition=tp.partition)
+            self._seek(tp, records[0].offset)
+            await asyncio.sleep(self.base_delay * (2 + random.random()))
 
     async def _check(self, record: Any) -> Any:
         """The checked event, or the BadEvent that sends the record to the dead-letter topic
@@ -314,7 +355,8 @@ class Inbox:
         savepoint around each handler, which isolates the failing event."""
         try:
             await self._apply_batch(tp, records, checked, careful=False)
-        except _Careful:
+        except (_Careful, asyncpg.InFailedSQLTransactionError):
+            # (A handler that swallowed a database error aborts the transaction too.)
             await self._apply_batch(tp, records, checked, careful=True)
 
     async def _apply_batch(self, tp: TopicPartition, records: list[Any], checked: list[Any],
@@ -345,6 +387,9 @@ class Inbox:
                     try:
                         await run_handler(run)
                     except Exception as exc:
+                        first_record = run[0][1]
+                        if _transient(exc) and self._attempts_left(first_record):
+                            raise _Retrying(first_record.offset, exc) from exc
                         raise _Careful from exc
                     applied += len(run)
                     if self.receipts:
@@ -377,6 +422,9 @@ class Inbox:
                         f"box {self.box_id} has no handler for {envelope.type}")
                     rejected.append((record, error))
                     await self._mark(conn, envelope.id, "dead-lettered")
+                    if self.receipts:
+                        await self._receipt(conn, envelope, ReceiptStatus.REJECTED,
+                                            error.message)
                     continue
                 outcome = await self._run_handler(conn, handler, event, envelope, record,
                                                   careful=careful)
@@ -416,40 +464,44 @@ class Inbox:
         if not careful:
             try:
                 await handler(event, applied)
-            except Retry as exc:
-                if self._attempts_left(record):
-                    raise _Retrying(record.offset, exc) from exc
-                raise _Careful from exc
             except Exception as exc:
+                if _transient(exc) and self._attempts_left(record):
+                    raise _Retrying(record.offset, exc) from exc
                 raise _Careful from exc
             return None
         savepoint = conn.transaction()
         await savepoint.start()
         try:
             await handler(event, applied)
-        except Retry as exc:
-            await savepoint.rollback()
-            if self._attempts_left(record, counting=False):
-                raise _Retrying(record.offset, exc) from exc
-            return HandlerRejected(f"gave up after {self.max_attempts} attempts or "
-                                   f"{self.max_retry_seconds:.0f} s: {exc.message}")
         except Rejected as exc:
             await savepoint.rollback()
             return HandlerRejected(exc.message)
         except Exception as exc:
             await savepoint.rollback()
+            if _transient(exc):
+                if self._attempts_left(record):
+                    raise _Retrying(record.offset, exc) from exc
+                return HandlerRejected(f"gave up after {self.max_attempts} attempts or "
+                                       f"{self.max_retry_seconds:.0f} s: {exc}")
             log.exception("handler failed", event_id=envelope.id, type=envelope.type,
                           correlation_id=envelope.correlation_id)
             return HandlerRejected(f"handler raised {exc.__class__.__name__}: {exc}")
-        await savepoint.commit()
+        try:
+            await savepoint.commit()
+        except asyncpg.InFailedSQLTransactionError:
+            # The handler caught a database error and returned: its part of the transaction
+            # is unusable. Undo it and refuse the event rather than retry forever.
+            await savepoint.rollback()
+            return HandlerRejected("the handler swallowed a database error; its transaction "
+                                   "was aborted")
         return None
 
-    def _attempts_left(self, record: Any, *, counting: bool = True) -> bool:
+    def _attempts_left(self, record: Any) -> bool:
+        """Count one more attempt at ``record``; whether another one is allowed."""
         key = (record.topic, record.partition, record.offset)
         count, first = self._attempts.get(key, (0, time.monotonic()))
-        if counting:
-            count += 1
-            self._attempts[key] = (count, first)
+        count += 1
+        self._attempts[key] = (count, first)
         return count < self.max_attempts and time.monotonic() - first < self.max_retry_seconds
 
     async def _back_off(self, tp: TopicPartition, first_offset: int,
@@ -460,13 +512,15 @@ class Inbox:
         log.warning("handler asked to retry; partition paused", topic=tp.topic,
                     partition=tp.partition, offset=retrying.offset, attempt=count,
                     retry_in=round(delay, 2), reason=str(retrying.cause))
-        self._consumer.seek(tp, first_offset)
-        self._consumer.pause(tp)
-        asyncio.get_running_loop().call_later(delay, self._resume, tp)
+        self._seek(tp, first_offset)
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.pause(tp)
+            asyncio.get_running_loop().call_later(delay, self._resume, tp)
 
     def _resume(self, tp: TopicPartition) -> None:
-        if tp in self._consumer.assignment():
-            self._consumer.resume(tp)
+        with contextlib.suppress(IllegalStateError):
+            if tp in self._consumer.assignment():
+                self._consumer.resume(tp)
 
     @staticmethod
     async def _mark(conn: asyncpg.Connection, event_id: str, status: str) -> None:
@@ -502,19 +556,23 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.inbox._ready.discard(tp)
             self.inbox._positions.pop(tp, None)
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        for key in [k for k in self.inbox._attempts if (k[0], k[1]) in gone]:
+            del self.inbox._attempts[key]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
             stored = await self.inbox.stored_offsets(list(assigned))
         except Exception:
-            # Without the stored offsets the partitions must not be read from Kafka's; the
-            # error stops the consumer (aiokafka re-raises it from getmany).
-            log.exception("reading the stored offsets failed", box=self.inbox.box_id)
-            raise
+            # aiokafka only logs a listener's error. The partitions stay "not ready": the
+            # main loop places them itself before applying anything (Inbox._place).
+            log.exception("reading the stored offsets failed; placing the partitions later",
+                          box=self.inbox.box_id)
+            return
         for tp in assigned:
             if tp in stored:
                 self.inbox._positions[tp] = stored[tp]
-                self.inbox._consumer.seek(tp, stored[tp])
+                self.inbox._seek(tp, stored[tp])
             self.inbox._ready.add(tp)
         log.info("partitions assigned", box=self.inbox.box_id,
                  partitions=[f"{tp.topic}[{tp.partition}]@{stored.get(tp, 'start')}"

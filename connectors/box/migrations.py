@@ -52,8 +52,9 @@ MIGRATIONS = [
             applied_at     timestamptz NOT NULL DEFAULT clock_timestamp()
         );
         COMMENT ON TABLE boxbus_inbox_events IS
-            'Every event the inbox has dealt with (applied, skipped or dead-lettered), by id: '
-            'a redelivered event finds its id here and is not applied again.';
+            'Every valid event the inbox has dealt with (applied, skipped or dead-lettered), '
+            'by id: a redelivered event finds its id here and is not applied again. Records '
+            'that are not valid events are only in the dead-letter topic.';
         CREATE TABLE boxbus_inbox_offsets (
             consumer     text        NOT NULL,
             topic        text        NOT NULL,

@@ -15,9 +15,11 @@ import json
 import asyncpg
 
 from bus import naming
+from bus.errors import OversizeEvent
 from bus.events import EventBase
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
+from bus.validation import MAX_EVENT_BYTES
 
 CHANNEL = "boxbus_outbox"  # NOTIFY channel: wakes the relay when a transaction commits
 
@@ -45,6 +47,12 @@ class Outbox:
         target = topic or naming.region_topic(self.settings.topic_namespace,
                                               event.meta.region)  # type: ignore[attr-defined]
         encoded = await self.serde.encode(event, target)
+        if len(encoded.value) > MAX_EVENT_BYTES:
+            # Refused here, in the business transaction, rather than blocking the relay later.
+            raise OversizeEvent(
+                f"{encoded.envelope.type} {encoded.envelope.id} is {len(encoded.value)} bytes, "
+                f"over the {MAX_EVENT_BYTES}-byte limit for one event",
+                hint="send large documents by reference (DocumentAttached.content_ref)")
         await conn.execute(
             """INSERT INTO boxbus_outbox
                    (event_id, event_type, topic, record_key, record_value, headers)

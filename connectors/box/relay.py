@@ -101,14 +101,20 @@ class Relay:
         while not self._stop.is_set():
             try:
                 await self._run_session()
+            except _Stopped:
+                return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("relay lost its database; reconnecting", box=self.box_id,
                             error=str(exc))
                 self.active.clear()
-                await self._sleep(1.0)
+                await self._pause(1.0)
 
     async def _run_session(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
+        # Keepalives let the server notice a relay that vanished (a cut network) within
+        # about half a minute, and release its lock to the standby.
+        conn = await asyncpg.connect(self.dsn, server_settings={
+            "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3"})
         try:
             await self._acquire(conn)
             if self._stop.is_set():
@@ -129,7 +135,7 @@ class Relay:
             if not waiting_logged:
                 log.info("another relay is active for this box; standing by", box=self.box_id)
                 waiting_logged = True
-            await self._sleep(self.poll_interval)
+            await self._pause(self.poll_interval)
 
     async def _relay(self, conn: asyncpg.Connection) -> None:
         backoff = 0.2
@@ -141,7 +147,7 @@ class Relay:
                     "SELECT id, event_id, topic, record_key, record_value, headers "
                     "FROM boxbus_outbox ORDER BY id LIMIT $1", self.batch_size)
                 if not rows:
-                    await self._sleep(self.poll_interval)
+                    await self._idle(self.poll_interval)
                     continue
                 try:
                     futures = [await producer.send(
@@ -153,7 +159,7 @@ class Relay:
                                 box=self.box_id, rows=len(rows), error=repr(exc),
                                 retry_in=round(backoff, 2))
                     await producer.stop()
-                    await self._sleep(backoff * (0.5 + random.random()))
+                    await self._pause(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, self.max_backoff)
                     producer = await self._producer()
                     continue
@@ -179,11 +185,21 @@ class Relay:
                 await producer.stop()
                 log.warning("brokers unreachable; the outbox waits", box=self.box_id,
                             error=repr(exc))
-                await self._sleep(1.0)
+                await self._pause(1.0)
                 if self._stop.is_set():
-                    raise
+                    raise _Stopped from exc
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, waking early on NOTIFY or stop()."""
+    async def _idle(self, seconds: float) -> None:
+        """Wait for work: a NOTIFY (a transaction with events committed), stop(), or the
+        polling interval."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """A backoff: only stop() cuts it short (a NOTIFY must not, or an outage spins)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+
+class _Stopped(Exception):
+    """stop() was called while the relay waited for the brokers."""

@@ -103,7 +103,8 @@ async def wait_backlog_empty(dsn: str, within: float = 60) -> None:
 
 async def read_all(bootstrap: str, topic: str, count: int, within: float = 60,
                    ) -> list[Any]:
-    """At least ``count`` records of ``topic`` from the beginning (a fresh group)."""
+    """The records of ``topic`` from the beginning (a fresh group) until ``count`` distinct
+    events (by ce_id) arrived; duplicates from retried batches are kept but not counted."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
                                 group_id=f"it-read-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -111,7 +112,7 @@ async def read_all(bootstrap: str, topic: str, count: int, within: float = 60,
     records: list[Any] = []
     try:
         async with asyncio.timeout(within):
-            while len(records) < count:
+            while len({dict(r.headers).get("ce_id", r.offset) for r in records}) < count:
                 for batch in (await consumer.getmany(timeout_ms=500)).values():
                     records += batch
     finally:

@@ -23,6 +23,7 @@ from bus.devstack import StackInfo
 from bus.events import EventBase
 from bus.examples import example
 from bus.serde import EncodedEvent, EventSerde
+from bus.topics import read_topic
 from connectors.box import Inbox, UnknownTypePolicy, inbox_topic
 from tests.box import handlers_effects
 from tests.box.conftest import read_all
@@ -107,10 +108,15 @@ def make_inbox(settings: Settings, dsn: str, bootstrap: str, serde: EventSerde,
 async def run_until(inbox: Inbox, condition: Any, within: float = 60) -> None:
     task = asyncio.create_task(inbox.run())
     try:
-        async with asyncio.timeout(within):
-            while not await condition():
-                assert not task.done(), task.exception()
-                await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(within):
+                while not await condition():
+                    assert not task.done(), task.exception()
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(f"inbox: applied {inbox.applied}, duplicates "
+                                 f"{inbox.duplicates}, dead-lettered {inbox.dead_lettered}"
+                                 ) from None
     finally:
         inbox.stop()
         await task
@@ -193,11 +199,14 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
             rows = await wait_effects(effects_db, len(events) + len(more), within=120)
         finally:
             fourth.send_signal(signal.SIGTERM)
-            fourth.wait(timeout=30)
+            fourth_code = fourth.wait(timeout=30)
     finally:
         third.send_signal(signal.SIGTERM)
-        third.wait(timeout=30)
+        third_code = third.wait(timeout=30)
     assert_once_and_in_order(rows, events + more)
+    # Both members lived through the rebalance (neither crashed, leaving all to the other).
+    assert (third_code, fourth_code) == (0, 0)
+    assert "inbox stopped" in (tmp_path / "inbox-3.log").read_text()
 
 
 async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
@@ -229,7 +238,7 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
             "SELECT status, count(*) AS n FROM boxbus_inbox_events GROUP BY status")
     finally:
         await conn.close()
-    assert [r["event_type"] for r in receipts] == ["boxbus.network.DeliveryReceipt"] * 3
+    assert [r["event_type"] for r in receipts] == ["boxbus.network.DeliveryReceipt"] * 4
     assert {r["status"]: r["n"] for r in statuses} == {"applied": 2, "dead-lettered": 2}
 
 
@@ -322,3 +331,42 @@ async def test_postgresql_restarted_under_the_inbox(
         assert_once_and_in_order(rows, events)
     finally:
         pg_stack.down()
+
+
+async def test_a_retry_that_never_succeeds_ends_in_the_dead_letter_topic(
+    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+) -> None:
+    """Retries are bounded for a single handler and for a batch handler alike: the event is
+    dead-lettered with the reason and the partition goes on."""
+    from connectors.box import Applied, Handlers, Retry
+
+    batch_handlers = Handlers()
+
+    @batch_handlers.on_batch(type(comment("x", 0)))
+    async def apply(batch: list[tuple[Any, Applied]]) -> None:
+        for event, applied in batch:
+            if event.text.startswith("flaky"):
+                raise Retry("the warehouse system is busy")
+            await applied.conn.execute(
+                "INSERT INTO effects (event_id, aggregate, seq) VALUES ($1, $2, $3)",
+                event.meta.event_id, event.subject_id, int(event.comment_id.rsplit("-", 1)[1]))
+
+    events = [comment("o-7", 1), comment("o-7", 2, "flaky:99"), comment("o-7", 3)]
+    await send(bootstrap, box_serde, topic, events)
+    for registry in (handlers_effects.handlers, batch_handlers):
+        inbox = Inbox(box_settings, effects_db, bootstrap, BOX, registry, box_serde,
+                      max_attempts=3, base_delay=0.05)
+        conn = await asyncpg.connect(effects_db)
+        await conn.execute("TRUNCATE effects, boxbus_inbox_events, boxbus_inbox_offsets")
+        await conn.close()
+
+        async def done(inbox: Inbox = inbox) -> bool:
+            return inbox.applied >= 2 and inbox.dead_lettered >= 1
+
+        await run_until(inbox, done, within=30)
+        assert [r["seq"] for r in await effects(effects_db)] == [1, 3]
+    # The same event, dead-lettered once by each run.
+    letters = await read_topic(box_settings, bootstrap, naming.dlq_topic(topic))
+    assert len(letters) == 2
+    assert all("gave up after 3 attempts" in dict(r.headers)["dlq_reason"].decode()
+               for r in letters)
