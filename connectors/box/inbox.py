@@ -192,6 +192,7 @@ class Inbox:
         max_retry_seconds: float = 60.0,
         base_delay: float = 0.2,
         max_records: int = 500,
+        fetch_max_wait_ms: int = 20,
     ) -> None:
         self.settings = settings
         self.dsn = dsn
@@ -207,6 +208,9 @@ class Inbox:
         self.max_retry_seconds = max_retry_seconds
         self.base_delay = base_delay
         self.max_records = max_records
+        # How long the broker may hold a fetch to fill it: the floor of the inbox's latency
+        # when traffic is light (aiokafka's default is 500 ms).
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.applied = 0
         self.duplicates = 0
         self._bootstrap = bootstrap
@@ -229,7 +233,8 @@ class Inbox:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", **self.settings.kafka_client_options())
+            isolation_level="read_committed", fetch_max_wait_ms=self.fetch_max_wait_ms,
+            **self.settings.kafka_client_options())
         self._dead_letters = DeadLetterWriter(self.settings, self._bootstrap, self.group_id)
         await self._dead_letters.start(self.topics)
         self._consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
