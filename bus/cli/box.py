@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -19,6 +20,18 @@ relay_app = typer.Typer(help="Publish a box's outbox to Kafka.")
 DatabaseOpt = Annotated[str | None, typer.Option(
     "--database-url", help="The box's PostgreSQL (default: BOXBUS_DATABASE_URL).")]
 BoxOpt = Annotated[str, typer.Option("--box", help="The box's id.")]
+
+
+def _run_until_signal(run: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
+    """Run a long-lived service; SIGTERM or SIGINT asks it to finish its work in flight."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await run()
+
+    asyncio.run(main())
 
 
 def _dsn(settings: Settings, given: str | None) -> str:
@@ -57,15 +70,8 @@ def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
 
     settings = settings_from_env()
     relay_ = Relay(settings, _dsn(settings, database_url), kafka_bootstrap(settings), box)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, relay_.stop)
-        await relay_.run()
-
     console_err.print(f"relay for box {box}; SIGTERM or Ctrl-C stops it")
-    asyncio.run(main())
+    _run_until_signal(relay_.run, relay_.stop)
     console_err.print(f"relay stopped after publishing {relay_.published} event(s)")
 
 
@@ -143,12 +149,6 @@ def inbox_run(
                   serde_for(settings, found.registry_url), topics=topic or None,
                   unknown_types=policy, receipts=receipts)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, inbox.stop)
-        await inbox.run()
-
     console_err.print(f"inbox of box {box} reading {', '.join(inbox.topics)}; SIGTERM stops it")
-    asyncio.run(main())
+    _run_until_signal(inbox.run, inbox.stop)
     console_err.print(f"inbox stopped: {inbox.applied} applied, {inbox.duplicates} duplicates")
