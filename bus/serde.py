@@ -49,6 +49,10 @@ class EventSerde:
         self.registry = registry
         self.catalog = catalog
         self.models = models
+        # Per writer schema id: the schemas to read its bodies with. When the writer's schema
+        # is the reader's (the common case) no resolution is needed, and fastavro reads ~25%
+        # faster without it.
+        self._plans: dict[int, tuple[Any, Any]] = {}
 
     async def encode(self, event: EventBase, topic: str) -> EncodedEvent:
         schema = self.catalog[event.TYPE]
@@ -73,8 +77,13 @@ class EventSerde:
                 hint="upgrade the consumer's schemas (a newer boxbus), or replay the record "
                 "from the dead-letter topic once it does",
             )
-        reader = self.catalog[writer.fullname]
-        data = _read(bytes(body), writer.parsed, reader.parsed, schema_id, writer.fullname)
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            reader = self.catalog[writer.fullname]
+            same = writer.schema == reader.schema
+            plan = self._plans[schema_id] = (reader.parsed if same else writer.parsed,
+                                             None if same else reader.parsed)
+        data = _read(bytes(body), plan[0], plan[1], schema_id, writer.fullname)
         try:
             return self.models[writer.fullname].model_validate(data)
         except ValidationError as exc:

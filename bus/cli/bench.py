@@ -22,6 +22,9 @@ app = typer.Typer(help="Benchmarks on the reference workload; figures, not pass/
                   no_args_is_help=True)
 
 
+PARTS = ("relay", "inbox", "e2e")
+
+
 @app.command()
 def outbox(
     events: Annotated[int, typer.Option(help="Events for the relay and inbox runs.")] = 20000,
@@ -31,12 +34,18 @@ def outbox(
     seconds: Annotated[float, typer.Option(help="End-to-end duration.")] = 4.0,
     per_transaction: Annotated[int, typer.Option(
         help="End to end: events per business transaction (an order's events).")] = 4,
+    only: Annotated[list[str] | None, typer.Option(
+        help="Run only these parts: relay, inbox, e2e (repeatable).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Relay vs raw aiokafka produce, inbox vs one transaction per event, and end-to-end
     latency from outbox commit to the recipient's inbox, side by side on the running stack."""
     from connectors.box.bench import Bench
 
+    parts = set(only or PARTS)
+    if parts - set(PARTS):
+        raise typer.BadParameter(f"unknown part(s) {sorted(parts - set(PARTS))}; "
+                                 f"choose from {', '.join(PARTS)}", param_hint="--only")
     settings = settings_from_env()
     found = endpoints(settings)
     info = LocalStack(settings).status()
@@ -56,10 +65,13 @@ def outbox(
                   found.registry_url), progress)
 
     async def run() -> None:
-        await bench.relay_vs_raw(events)
-        await bench.inbox_vs_per_event(events, per_event)
-        with tempfile.TemporaryDirectory(prefix="boxbus-bench-") as tmp:
-            await bench.end_to_end(rate, seconds, Path(tmp), per_transaction)
+        if "relay" in parts:
+            await bench.relay_vs_raw(events)
+        if "inbox" in parts:
+            await bench.inbox_vs_per_event(events, per_event)
+        if "e2e" in parts:
+            with tempfile.TemporaryDirectory(prefix="boxbus-bench-") as tmp:
+                await bench.end_to_end(rate, seconds, Path(tmp), per_transaction)
 
     asyncio.run(run())
     results = bench.results

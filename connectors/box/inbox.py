@@ -98,6 +98,7 @@ class Applied:
     partition: int
     offset: int
     outbox: Outbox | None  # to publish follow-up events in the same transaction
+    timestamp_ms: int = 0  # the record's Kafka timestamp (when the sender's relay sent it)
 
 
 Handler = Callable[[Any, Applied], Awaitable[None]]
@@ -415,7 +416,7 @@ class Inbox:
                         await flush()
                         run_handler = batch_handler
                     run.append((event, Applied(conn, envelope, record.topic, record.partition,
-                                               record.offset, self.outbox)))
+                                               record.offset, self.outbox, record.timestamp)))
                     continue
                 await flush()
                 handler = self.handlers.single(envelope.type)
@@ -465,7 +466,7 @@ class Inbox:
         """None if applied; the reason if rejected. Raises _Retrying to retry the batch, and
         on the fast path _Careful to apply the batch again event by event."""
         applied = Applied(conn, envelope, record.topic, record.partition, record.offset,
-                          self.outbox)
+                          self.outbox, record.timestamp)
         if not careful:
             try:
                 await handler(event, applied)

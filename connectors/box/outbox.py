@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -21,6 +22,10 @@ from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
 from bus.validation import MAX_EVENT_BYTES
 
+INSERT = """INSERT INTO boxbus_outbox
+                (event_id, event_type, topic, record_key, record_value, headers)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+            ON CONFLICT (event_id) DO NOTHING"""
 CHANNEL = "boxbus_outbox"  # NOTIFY channel: wakes the relay when a transaction commits
 
 
@@ -41,24 +46,45 @@ class Outbox:
                       topic: str | None = None) -> EncodedEvent:
         """Write ``event`` into the outbox inside the caller's transaction (which must be
         open: an event outside a transaction could commit without its business change)."""
+        return (await self.publish_many(conn, [event], topic))[0]
+
+    async def encode(self, events: Sequence[EventBase],
+                     topic: str | None = None) -> list[EncodedEvent]:
+        """Encode events for ``publish_many`` before the business transaction opens, so a
+        first-time schema look-up at the registry never holds the transaction's row locks."""
+        encoded_all = []
+        for event in events:
+            target = topic or naming.region_topic(self.settings.topic_namespace,
+                                                  event.meta.region)  # type: ignore[attr-defined]
+            encoded_all.append(await self.serde.encode(event, target))
+        return encoded_all
+
+    async def publish_many(self, conn: asyncpg.Connection,
+                           events: Sequence[EventBase] | Sequence[EncodedEvent],
+                           topic: str | None = None) -> list[EncodedEvent]:
+        """Write several events of one business transaction (an order and its stock changes)
+        with one round trip to the database, in the order given. Events may come encoded
+        already (``encode``); ``topic`` then comes from the encoding."""
         if not conn.is_in_transaction():
             raise RuntimeError("Outbox.publish needs the caller's transaction: call it inside "
                                "`async with conn.transaction():`")
-        target = topic or naming.region_topic(self.settings.topic_namespace,
-                                              event.meta.region)  # type: ignore[attr-defined]
-        encoded = await self.serde.encode(event, target)
-        if len(encoded.value) > MAX_EVENT_BYTES:
-            # Refused here, in the business transaction, rather than blocking the relay later.
-            raise OversizeEvent(
-                f"{encoded.envelope.type} {encoded.envelope.id} is {len(encoded.value)} bytes, "
-                f"over the {MAX_EVENT_BYTES}-byte limit for one event",
-                hint="send large documents by reference (DocumentAttached.content_ref)")
-        await conn.execute(
-            """INSERT INTO boxbus_outbox
-                   (event_id, event_type, topic, record_key, record_value, headers)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-               ON CONFLICT (event_id) DO NOTHING""",
-            encoded.envelope.id, encoded.envelope.type, target, encoded.key, encoded.value,
-            headers_json(encoded.headers))
+        encoded_all = [e for e in events if isinstance(e, EncodedEvent)]
+        if len(encoded_all) != len(events):
+            if encoded_all:
+                raise TypeError("publish_many takes events or encoded events, not a mix")
+            encoded_all = await self.encode(events, topic)  # type: ignore[arg-type]
+        for e in encoded_all:
+            if len(e.value) > MAX_EVENT_BYTES:
+                # Refused here, in the business transaction, rather than blocking the relay.
+                raise OversizeEvent(
+                    f"{e.envelope.type} {e.envelope.id} is {len(e.value)} bytes, over the "
+                    f"{MAX_EVENT_BYTES}-byte limit for one event",
+                    hint="send large documents by reference (DocumentAttached.content_ref)")
+        rows = [(e.envelope.id, e.envelope.type, e.topic, e.key, e.value,
+                 headers_json(e.headers)) for e in encoded_all]
+        if len(rows) == 1:
+            await conn.execute(INSERT, *rows[0])
+        elif rows:
+            await conn.executemany(INSERT, rows)
         # The table's trigger NOTIFYs the relay (migration 3): no round trip here.
-        return encoded
+        return encoded_all

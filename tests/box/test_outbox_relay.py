@@ -6,6 +6,7 @@ the broker is down for a while."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ import pytest
 from bus import Settings, TopicSpec, ensure_topics, naming
 from bus.devstack import Component, LocalStack
 from bus.envelope import header_text
+from bus.errors import OversizeEvent
 from bus.events import EventBase
 from bus.examples import example
+from bus.validation import MAX_EVENT_BYTES
 from connectors.box import Outbox, Relay, backlog, migrate
 from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty
 
@@ -97,6 +100,33 @@ async def test_an_event_commits_or_rolls_back_with_its_business_change(
         await outbox.publish(db_conn, event)
         await outbox.publish(db_conn, event)  # publishing the same event twice: one row
     assert (await backlog(db_conn)).rows == 1
+
+
+async def test_several_events_of_one_transaction_in_one_round_trip(
+    db_conn: asyncpg.Connection, outbox: Outbox,
+) -> None:
+    """publish_many keeps the given order, takes events encoded before the transaction, and
+    refuses what publish refuses (no transaction, oversize, a mix of kinds)."""
+    events = [comment("o-9", n) for n in range(4)]
+    async with db_conn.transaction():
+        await outbox.publish_many(db_conn, events[:2])
+    encoded = await outbox.encode(events[2:])  # e.g. before the business transaction opens
+    async with db_conn.transaction():
+        await outbox.publish_many(db_conn, encoded)
+    stored = await db_conn.fetch("SELECT event_id, topic FROM boxbus_outbox ORDER BY id")
+    assert [r["event_id"] for r in stored] == [
+        e.meta.event_id for e in events]  # type: ignore[attr-defined]
+    assert {r["topic"] for r in stored} == {encoded[0].topic}
+    with pytest.raises(RuntimeError, match="needs the caller's transaction"):
+        await outbox.publish_many(db_conn, encoded)
+    async with db_conn.transaction():
+        with pytest.raises(TypeError, match="not a mix"):
+            await outbox.publish_many(db_conn, [encoded[0], events[0]])  # type: ignore[arg-type]
+    big = dataclasses.replace(encoded[0], value=b"\0" * (MAX_EVENT_BYTES + 1))
+    async with db_conn.transaction():
+        with pytest.raises(OversizeEvent, match="limit for one event"):
+            await outbox.publish_many(db_conn, [big])
+    assert (await backlog(db_conn)).rows == 4
 
 
 async def test_relay_publishes_in_order_and_empties_the_outbox(
