@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +35,35 @@ def _run_until_signal(run: Callable[[], Awaitable[None]], stop: Callable[[], Non
     asyncio.run(main())
 
 
+MetricsOpt = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")]
+
+
+def _with_metrics(run: Callable[[], Awaitable[None]], port: int | None,
+                  watch: Callable[[Any], Coroutine[Any, Any, None]],
+                  ) -> Callable[[], Awaitable[None]]:
+    """``run`` with a metrics endpoint beside it when a port is given."""
+    if port is None:
+        return run
+
+    async def run_and_serve() -> None:
+        from connectors.box.metrics import MetricsServer
+
+        server = MetricsServer(port)
+        server.start()
+        console_err.print(f"metrics on http://127.0.0.1:{server.port}/metrics")
+        watcher = asyncio.create_task(watch(server))
+        try:
+            await run()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            server.stop()
+
+    return run_and_serve
+
+
 def _dsn(settings: Settings, given: str | None) -> str:
     if given:
         return given
@@ -60,18 +90,20 @@ def migrate_(database_url: DatabaseOpt = None,
 @relay_app.callback(invoke_without_command=True)
 def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
               "--box", help="The box's id.")] = None,
-          database_url: DatabaseOpt = None) -> None:
+          database_url: DatabaseOpt = None, metrics_port: MetricsOpt = None) -> None:
     """Run the relay of one box until SIGTERM/SIGINT (one active per box; more wait)."""
     if ctx.invoked_subcommand is not None:
         return
     if box is None:
         raise typer.BadParameter("--box is required")
     from connectors.box import Relay
+    from connectors.box.metrics import watch_relay
 
     settings = settings_from_env()
     relay_ = Relay(settings, _dsn(settings, database_url), kafka_bootstrap(settings), box)
     console_err.print(f"relay for box {box}; SIGTERM or Ctrl-C stops it")
-    _run_until_signal(relay_.run, relay_.stop)
+    _run_until_signal(_with_metrics(relay_.run, metrics_port,
+                                    lambda server: watch_relay(relay_, server)), relay_.stop)
     console_err.print(f"relay stopped after publishing {relay_.published} event(s)")
 
 
@@ -125,6 +157,7 @@ def inbox_run(
         help="Events without a handler or schema: dead-letter or skip.")] = "dead-letter",
     receipts: Annotated[bool, typer.Option(
         help="Answer each applied or rejected event with a DeliveryReceipt.")] = False,
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Run the inbox of one box until SIGTERM/SIGINT."""
     import importlib
@@ -150,5 +183,8 @@ def inbox_run(
                   unknown_types=policy, receipts=receipts)
 
     console_err.print(f"inbox of box {box} reading {', '.join(inbox.topics)}; SIGTERM stops it")
-    _run_until_signal(inbox.run, inbox.stop)
+    from connectors.box.metrics import watch_inbox
+
+    _run_until_signal(_with_metrics(inbox.run, metrics_port,
+                                    lambda server: watch_inbox(inbox, server)), inbox.stop)
     console_err.print(f"inbox stopped: {inbox.applied} applied, {inbox.duplicates} duplicates")

@@ -31,8 +31,10 @@ happens on failure at each step:
    an exponential backoff with jitter, and go on with the other partitions; after
    ``max_attempts`` or ``max_retry_seconds`` the event is treated as rejected.
 
-Kafka's own committed offsets are not used: on assignment the consumer seeks each partition to
-the offset stored in PostgreSQL (``auto_offset_reset`` only where none is stored yet).
+Kafka's own committed offsets are not relied on: on assignment the consumer seeks each partition
+to the offset stored in PostgreSQL, or to the log's start where none is stored yet. The
+stored positions are mirrored to the group's Kafka offsets about once a second, for lag tools
+only.
 """
 
 from __future__ import annotations
@@ -212,6 +214,9 @@ class Inbox:
         # How long the broker may hold a fetch to fill it: the floor of the inbox's latency
         # when traffic is light (aiokafka's default is 500 ms).
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.mirror_interval = 1.0
+        self._mirrored_at = 0.0
+        self._mirrored: dict[TopicPartition, int] = {}
         self.applied = 0
         self.duplicates = 0
         self._bootstrap = bootstrap
@@ -250,11 +255,33 @@ class Inbox:
                         # owner starts from the stored offsets.
                         break
                     await self._apply_partition(tp, records)
+                await self._mirror_offsets()
         finally:
+            with contextlib.suppress(Exception):
+                await self._mirror_offsets(force=True)
             await self._consumer.stop()
             await self._dead_letters.stop()
             if self._conn is not None:
                 await self._conn.close()
+
+    async def _mirror_offsets(self, *, force: bool = False) -> None:
+        """Copy the stored positions to Kafka's group offsets, at most once a second, so
+        consumer-lag tools (kafka-consumer-groups, exporters) see the inbox's progress. Only a
+        mirror: PostgreSQL stays the truth, and a failed copy is retried next time."""
+        if not force and time.monotonic() - self._mirrored_at < self.mirror_interval:
+            return
+        self._mirrored_at = time.monotonic()
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._positions.items()
+                   if tp in assigned and self._mirrored.get(tp) != offset}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (KafkaError, IllegalStateError) as exc:
+            log.debug("group offsets not mirrored this time", box=self.box_id, error=repr(exc))
+            return
+        self._mirrored |= offsets
 
     async def _db(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -279,20 +306,29 @@ class Inbox:
         with contextlib.suppress(IllegalStateError):
             self._consumer.seek(tp, offset)
 
+    async def start_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where each partition resumes: its offset stored in PostgreSQL, or the start of the
+        log where none is stored (a new box). Never Kafka's committed offsets: they are only
+        a mirror, and a box database restored or recreated must not skip what it lacks."""
+        stored = await self.stored_offsets(tps)
+        missing = [tp for tp in tps if tp not in stored]
+        if missing:
+            stored |= await self._consumer.beginning_offsets(missing)
+        return stored
+
     async def _place(self, tp: TopicPartition, fallback: int) -> bool:
-        """Place a partition at its stored offset if the rebalance listener could not (records
+        """Place a partition at its start offset if the rebalance listener could not (records
         of a new assignment can arrive before it ran, or it failed to read PostgreSQL)."""
         try:
-            stored = await self.stored_offsets([tp])
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            start = (await self.start_offsets([tp]))[tp]
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError):
             self._seek(tp, fallback)
             await asyncio.sleep(self.base_delay)
             return False
-        self._positions[tp] = stored.get(tp, fallback)
+        self._positions[tp] = start
         self._ready.add(tp)
-        if tp in stored:
-            self._seek(tp, stored[tp])
-        return tp not in stored or stored[tp] == fallback
+        self._seek(tp, start)
+        return start == fallback
 
     async def _apply_partition(self, tp: TopicPartition, records: list[Any]) -> None:
         if tp not in self._consumer.assignment():
@@ -551,7 +587,7 @@ class Inbox:
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, each partition resumes from the offset stored in PostgreSQL with the
-    effects; Kafka's committed offsets are not the source of truth."""
+    effects (or the log's start); Kafka's committed offsets are not the source of truth."""
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
@@ -568,7 +604,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
-            stored = await self.inbox.stored_offsets(list(assigned))
+            start = await self.inbox.start_offsets(list(assigned))
         except Exception:
             # aiokafka only logs a listener's error. The partitions stay "not ready": the
             # main loop places them itself before applying anything (Inbox._place).
@@ -576,10 +612,12 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
                           box=self.inbox.box_id)
             return
         for tp in assigned:
-            if tp in stored:
-                self.inbox._positions[tp] = stored[tp]
-                self.inbox._seek(tp, stored[tp])
+            if tp in self.inbox._ready:
+                # The main loop placed it meanwhile (records came first) and may have applied
+                # past ``start`` already: seeking back would only re-read duplicates.
+                continue
+            self.inbox._positions[tp] = start[tp]
+            self.inbox._seek(tp, start[tp])
             self.inbox._ready.add(tp)
         log.info("partitions assigned", box=self.inbox.box_id,
-                 partitions=[f"{tp.topic}[{tp.partition}]@{stored.get(tp, 'start')}"
-                             for tp in assigned])
+                 partitions=[f"{tp.topic}[{tp.partition}]@{start[tp]}" for tp in assigned])

@@ -4,10 +4,12 @@ its own, and helpers to run the relay as a real process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -60,14 +62,15 @@ def outbox(box_settings: Settings, box_serde: EventSerde) -> Outbox:
 class RelayProcess:
     """`boxbus relay --box ID` as its own process, killable like a real deployment."""
 
-    def __init__(self, box: str, dsn: str, bootstrap: str, log_path: Path) -> None:
+    def __init__(self, box: str, dsn: str, bootstrap: str, log_path: Path,
+                 *args: str) -> None:
         env = {**os.environ, "BOXBUS_DATABASE_URL": dsn,
                "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BOXBUS_LOG_LEVEL": "INFO",
                "PYTHONPATH": str(REPO)}
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bus.cli.main", "relay", "--box", box],
+                [sys.executable, "-m", "bus.cli.main", "relay", "--box", box, *args],
                 env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
@@ -127,3 +130,25 @@ async def db_conn(box_db: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The samples of a metrics endpoint, by name (labels dropped: one box per process)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name.split("{", 1)[0]] = float(value)
+    return samples
+
+
+async def wait_metric(port: int, name: str, check: Any, within: float = 30) -> dict[str, float]:
+    async with asyncio.timeout(within):
+        while True:
+            with contextlib.suppress(OSError):
+                samples = scrape(port)
+                if name in samples and check(samples[name]):
+                    return samples
+            await asyncio.sleep(0.2)

@@ -17,16 +17,18 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bus import Settings, TopicSpec, ensure_topics, naming
 from bus.devstack import StackInfo
+from bus.devstack.procs import free_ports
 from bus.events import EventBase
 from bus.examples import example
 from bus.serde import EncodedEvent, EventSerde
 from bus.topics import read_topic
 from connectors.box import Inbox, UnknownTypePolicy, inbox_topic
 from tests.box import handlers_effects
-from tests.box.conftest import read_all
+from tests.box.conftest import read_all, wait_metric
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
@@ -149,6 +151,26 @@ async def test_each_event_applied_once_even_when_delivered_twice(
     assert (again.applied, again.duplicates) == (1, 0)
     assert_once_and_in_order(await effects(effects_db), events + more)
 
+    # The group's Kafka offsets mirror the stored positions (for lag tools), and the stored
+    # positions are the end of each partition: everything consumed.
+    conn = await asyncpg.connect(effects_db)
+    try:
+        stored = {r["partition"]: r["next_offset"] for r in await conn.fetch(
+            "SELECT partition, next_offset FROM boxbus_inbox_offsets WHERE consumer = $1",
+            again.group_id)}
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mirrored = await admin.list_consumer_group_offsets(again.group_id)
+    finally:
+        await admin.close()
+    # (a partition that never had an event is at the log's start, 0)
+    assert {tp.partition: meta.offset for tp, meta in mirrored.items()} == {
+        p: stored.get(p, 0) for p in range(3)}
+    assert sum(stored.values()) == 51
+
 
 async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
     box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
@@ -166,9 +188,10 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
     argv = [sys.executable, "-m", "bus.cli.main", "inbox", "run", "--box", BOX,
             "--handlers", "tests.box.handlers_effects"]
 
-    def start(name: str) -> subprocess.Popen[bytes]:
+    def start(name: str, *extra: str) -> subprocess.Popen[bytes]:
         with open(tmp_path / name, "wb") as log:
-            return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen([*argv, *extra], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
 
     first = start("inbox-1.log")
     try:
@@ -178,9 +201,15 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
         first.wait()
     partial = len(await effects(effects_db))
     assert partial < len(events), "killed too late to prove anything"
-    second = start("inbox-2.log")
+    port = free_ports(1)[0]
+    second = start("inbox-2.log", "--metrics-port", str(port))
     try:
         rows = await wait_effects(effects_db, len(events), within=90)
+        # Its metrics count what this process applied: exactly the rest, no duplicate (the
+        # killed process's last batch never committed).
+        samples = await wait_metric(port, "boxbus_inbox_applied_total",
+                                    lambda v: v == len(events) - partial)
+        assert samples["boxbus_inbox_duplicates_total"] == 0
     finally:
         second.send_signal(signal.SIGTERM)
         code = second.wait(timeout=30)

@@ -16,13 +16,15 @@ import pytest
 
 from bus import Settings, TopicSpec, ensure_topics, naming
 from bus.devstack import Component, LocalStack
+from bus.devstack.procs import free_ports
 from bus.envelope import header_text
 from bus.errors import OversizeEvent
 from bus.events import EventBase
 from bus.examples import example
 from bus.validation import MAX_EVENT_BYTES
 from connectors.box import Outbox, Relay, backlog, migrate
-from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty
+from connectors.box.relay import lock_key
+from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty, wait_metric
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
 
@@ -234,3 +236,27 @@ async def test_a_broker_outage_only_delays_delivery(
         ids_and_order(records, before + during)
     finally:
         kafka_only.down()
+
+
+async def test_the_backlog_and_the_relay_are_visible_as_metrics(
+    box_db: str, outbox: Outbox, bootstrap: str, region_topic: str, relays: list[RelayProcess],
+    tmp_path: Path, db_conn: asyncpg.Connection,
+) -> None:
+    """An operator sees a box that cannot get its events out: while another session holds the
+    box's relay lock, the backlog grows and ages; once the relay runs, it drains to zero."""
+    await db_conn.execute("SELECT pg_advisory_lock($1)", lock_key("north"))  # "another relay"
+    port = free_ports(1)[0]
+    relays.append(RelayProcess("north", box_db, bootstrap, tmp_path / "relay.log",
+                               "--metrics-port", str(port)))
+    await write(box_db, outbox, [comment("o-1", n) for n in range(20)])
+    waiting = await wait_metric(port, "boxbus_outbox_backlog_age_seconds", lambda v: v > 1)
+    assert waiting["boxbus_outbox_backlog_rows"] == 20
+    assert waiting["boxbus_relay_active"] == 0
+    assert waiting["boxbus_relay_published_total"] == 0
+
+    await db_conn.execute("SELECT pg_advisory_unlock($1)", lock_key("north"))
+    drained = await wait_metric(port, "boxbus_relay_published_total", lambda v: v == 20)
+    drained = await wait_metric(port, "boxbus_outbox_backlog_rows", lambda v: v == 0)
+    assert drained["boxbus_relay_active"] == 1
+    assert drained["boxbus_outbox_backlog_age_seconds"] == 0
+    assert len(await read_all(bootstrap, region_topic, 20)) == 20
