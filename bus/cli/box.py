@@ -130,7 +130,8 @@ def status(box: BoxOpt, database_url: DatabaseOpt = None,
         finally:
             await conn.close()
         return {"box": box, "backlog_rows": found.rows, "oldest_age_seconds":
-                round(found.age_seconds, 3), "relay_active": bool(active)}
+                round(found.age_seconds, 3), "relay_active": bool(active),
+                "parked_rows": found.parked}
 
     result = asyncio.run(read())
     if json_out:
@@ -139,6 +140,36 @@ def status(box: BoxOpt, database_url: DatabaseOpt = None,
         console.print(f"box {box}: {result['backlog_rows']} event(s) waiting, oldest "
                       f"{result['oldest_age_seconds']} s; relay "
                       f"{'active' if result['relay_active'] else 'NOT running'}")
+        if result["parked_rows"]:
+            console.print(f"[yellow]{result['parked_rows']} event(s) parked: their topic does "
+                          f"not exist[/]; create it, then `boxbus relay unpark --box {box}`")
+
+
+@relay_app.command("unpark")
+def unpark_(box: BoxOpt, database_url: DatabaseOpt = None,
+            topic: Annotated[str | None, typer.Option(
+                help="Only the rows of this topic (default: all parked rows).")] = None,
+            json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Put parked events (their topic did not exist) back into the outbox, in order."""
+    import asyncpg
+
+    from connectors.box import unpark
+
+    settings = settings_from_env()
+
+    async def move() -> int:
+        conn = await asyncpg.connect(_dsn(settings, database_url))
+        try:
+            return await unpark(conn, topic)
+        finally:
+            await conn.close()
+
+    moved = asyncio.run(move())
+    if json_out:
+        print_json({"box": box, "unparked": moved, "topic": topic})
+    else:
+        console.print(f"{moved} event(s) back in the outbox of box {box}"
+                      + (f" (topic {topic})" if topic else ""))
 
 
 inbox_app = typer.Typer(help="Apply the events that reach a box, exactly once.",

@@ -12,7 +12,7 @@ from connectors.box.inbox import (
 )
 from connectors.box.migrations import MIGRATIONS, migrate
 from connectors.box.outbox import Outbox
-from connectors.box.relay import Backlog, Relay, backlog
+from connectors.box.relay import Backlog, Relay, backlog, unpark
 
 __all__ = [
     "MIGRATIONS",
@@ -28,4 +28,5 @@ __all__ = [
     "backlog",
     "inbox_topic",
     "migrate",
+    "unpark",
 ]

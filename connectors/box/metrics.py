@@ -66,6 +66,9 @@ async def watch_relay(relay: Relay, server: MetricsServer, interval: float = 2.0
     published = _Total(Counter("boxbus_relay_published", "Events published and deleted from "
                                "the outbox by this relay.", ["box"],
                                registry=server.registry).labels(**labels))
+    parked = Gauge("boxbus_outbox_parked_rows", "Events set aside because their topic does "
+                   "not exist (`boxbus relay unpark` after creating it).", ["box"],
+                   registry=server.registry).labels(**labels)
     errors = Gauge("boxbus_outbox_backlog_unreadable", "1 when the last backlog query "
                    "failed (the database is unreachable).", ["box"],
                    registry=server.registry).labels(**labels)
@@ -80,6 +83,7 @@ async def watch_relay(relay: Relay, server: MetricsServer, interval: float = 2.0
                 found = await backlog(conn)
                 rows.set(found.rows)
                 age.set(found.age_seconds)
+                parked.set(found.parked)
                 errors.set(0)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 errors.set(1)

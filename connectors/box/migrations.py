@@ -79,6 +79,24 @@ MIGRATIONS = [
             'Wakes the relay when a transaction that wrote events commits (NOTIFY is '
             'delivered at commit), without a round trip of the publisher''s own.';
     """),
+    Migration(4, "outbox-parked", """
+        CREATE TABLE boxbus_outbox_parked (
+            id            bigint      PRIMARY KEY,
+            event_id      text        NOT NULL UNIQUE,
+            event_type    text        NOT NULL,
+            topic         text        NOT NULL,
+            record_key    bytea       NOT NULL,
+            record_value  bytea       NOT NULL,
+            headers       jsonb       NOT NULL,
+            created_at    timestamptz NOT NULL,
+            parked_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+            reason        text        NOT NULL
+        );
+        CREATE INDEX boxbus_outbox_parked_topic ON boxbus_outbox_parked (topic, id);
+        COMMENT ON TABLE boxbus_outbox_parked IS
+            'Outbox rows the relay cannot publish (their topic does not exist), set aside so '
+            'the box''s other events flow; `boxbus relay unpark` puts them back in order.';
+    """),
 ]
 
 

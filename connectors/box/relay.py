@@ -22,6 +22,14 @@ Each round, step by step, and what happens on failure at each step:
    again a duplicate, never a loss.
 
 It sleeps on ``LISTEN boxbus_outbox`` (the outbox notifies at commit) with a polling fallback.
+
+A row whose topic does not exist (a region never applied, a typo in an explicit topic) would
+block every later event of the box. When the brokers answer but do not know a topic, its rows
+are *parked*: moved, in one statement, to ``boxbus_outbox_parked`` with the reason, and later
+rows of that topic follow them there while the topic is missing (the brokers are asked again
+before each parking), so that topic's order is kept while the others flow.
+``unpark`` (``boxbus relay unpark``) puts them back in their original order, behind what the
+outbox holds at that moment.
 """
 
 from __future__ import annotations
@@ -55,15 +63,42 @@ class Backlog:
     rows: int
     oldest: datetime | None
     age_seconds: float
+    parked: int = 0  # rows set aside because their topic does not exist
 
 
 async def backlog(conn: asyncpg.Connection) -> Backlog:
     row = await conn.fetchrow(
         "SELECT count(*) AS n, min(created_at) AS oldest, "
-        "coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS age "
+        "coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS age, "
+        "(SELECT count(*) FROM boxbus_outbox_parked) AS parked "
         "FROM boxbus_outbox")
     assert row is not None
-    return Backlog(int(row["n"]), row["oldest"], float(row["age"]))
+    return Backlog(int(row["n"]), row["oldest"], float(row["age"]), int(row["parked"]))
+
+
+PARK = """
+    WITH moved AS (DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[]) RETURNING *)
+    INSERT INTO boxbus_outbox_parked (id, event_id, event_type, topic, record_key,
+                                      record_value, headers, created_at, reason)
+    SELECT id, event_id, event_type, topic, record_key, record_value, headers, created_at, $2
+    FROM moved"""
+
+
+async def unpark(conn: asyncpg.Connection, topic: str | None = None) -> int:
+    """Put parked rows (of ``topic``, or all) back into the outbox in their original order;
+    the relay publishes them after the rows waiting there now. Returns how many."""
+    async with conn.transaction():
+        moved = await conn.fetch(
+            "DELETE FROM boxbus_outbox_parked WHERE $1::text IS NULL OR topic = $1 "
+            "RETURNING id, event_id, event_type, topic, record_key, record_value, headers, "
+            "created_at", topic)
+        await conn.executemany(
+            "INSERT INTO boxbus_outbox (event_id, event_type, topic, record_key, "
+            "record_value, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (event_id) DO NOTHING",
+            [(r["event_id"], r["event_type"], r["topic"], r["record_key"], r["record_value"],
+              r["headers"], r["created_at"]) for r in sorted(moved, key=lambda r: r["id"])])
+    return len(moved)
 
 
 class Relay:
@@ -87,7 +122,9 @@ class Relay:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.producer_options = producer_options
+        self._missing: set[str] = set()  # topics the brokers denied
         self.published = 0
+        self.parked = 0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.active = asyncio.Event()  # set while this relay holds the box's lock
@@ -149,12 +186,17 @@ class Relay:
                 if not rows:
                     await self._idle(self.poll_interval)
                     continue
+                rows = await self._park_missing(conn, producer, rows)
+                if not rows:
+                    continue
                 try:
                     futures = [await producer.send(
                         row["topic"], row["record_value"], key=row["record_key"],
                         headers=headers_from_json(row["headers"])) for row in rows]
                     await asyncio.gather(*futures)
                 except KafkaError as exc:
+                    if await self._note_missing(producer, rows):
+                        continue  # the next round parks their rows; the others go on
                     log.warning("brokers did not acknowledge; the batch is sent again",
                                 box=self.box_id, rows=len(rows), error=repr(exc),
                                 retry_in=round(backoff, 2))
@@ -171,6 +213,39 @@ class Relay:
                           last_event_id=rows[-1]["event_id"])
         finally:
             await producer.stop()
+
+    async def _park_missing(self, conn: asyncpg.Connection, producer: AIOKafkaProducer,
+                            rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        """Park the rows of topics the brokers denied and still deny; the rows left to send."""
+        if not self._missing & {row["topic"] for row in rows}:
+            return rows
+        await self._note_missing(producer, rows)  # it may exist by now (created, unparked)
+        parked = [row for row in rows if row["topic"] in self._missing]
+        if not parked:
+            return rows
+        await conn.execute(PARK, [row["id"] for row in parked],
+                           "topic does not exist on the cluster")
+        self.parked += len(parked)
+        for topic in sorted({row["topic"] for row in parked}):
+            log.error("events parked: their topic does not exist", box=self.box_id, topic=topic,
+                      rows=sum(row["topic"] == topic for row in parked),
+                      hint="create the topic (boxbus topology apply), then "
+                           f"`boxbus relay unpark --box {self.box_id} --topic {topic}`")
+        return [row for row in rows if row["topic"] not in self._missing]
+
+    async def _note_missing(self, producer: AIOKafkaProducer,
+                            rows: list[asyncpg.Record]) -> bool:
+        """After a failed send: did the brokers answer and deny some of the batch's topics?"""
+        try:
+            cluster = await producer.client.fetch_all_metadata()
+        except KafkaError:
+            return False  # the brokers do not answer: an outage, not a missing topic
+        if not cluster.brokers():
+            return False
+        topics = {row["topic"] for row in rows}
+        known = set(cluster.topics())
+        self._missing = (self._missing - known) | (topics - known)
+        return bool(topics - known)
 
     async def _producer(self) -> AIOKafkaProducer:
         options = {"linger_ms": 5, "request_timeout_ms": 10000, **self.producer_options}

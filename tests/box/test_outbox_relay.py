@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from bus.validation import MAX_EVENT_BYTES
 from connectors.box import Outbox, Relay, backlog, migrate
 from connectors.box.relay import lock_key
 from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty, wait_metric
+from tests.conftest import boxbus_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
 
@@ -77,7 +80,8 @@ async def test_migrations_are_versioned_and_idempotent(box_db: str) -> None:
     finally:
         await conn.close()
     assert [(v["version"], v["name"]) for v in versions] == [
-        (1, "outbox"), (2, "inbox"), (3, "outbox-notify-trigger")]
+        (1, "outbox"), (2, "inbox"), (3, "outbox-notify-trigger"),
+        (4, "outbox-parked")]
 
 
 async def test_an_event_commits_or_rolls_back_with_its_business_change(
@@ -260,3 +264,55 @@ async def test_the_backlog_and_the_relay_are_visible_as_metrics(
     assert drained["boxbus_relay_active"] == 1
     assert drained["boxbus_outbox_backlog_age_seconds"] == 0
     assert len(await read_all(bootstrap, region_topic, 20)) == 20
+
+
+async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
+    box_db: str, outbox: Outbox, box_settings: Settings, bootstrap: str, region_topic: str,
+    db_conn: asyncpg.Connection, env_for_cli: dict[str, str],
+) -> None:
+    """A row whose topic does not exist must not block the box: it is parked with the reason,
+    later rows of that topic follow it (that topic's order kept), the other topics flow; once
+    the topic exists, `boxbus relay unpark` puts them back and they are published in order."""
+    missing = f"{box_settings.topic_namespace}.region.nowhere"
+    lost = [comment("o-5", n) for n in range(3)]
+    flowing = [comment("o-6", n) for n in range(10)]
+    async with db_conn.transaction():
+        await outbox.publish(db_conn, lost[0], missing)
+        await outbox.publish_many(db_conn, flowing[:5])
+    relay = Relay(box_settings, box_db, bootstrap, "north", poll_interval=0.1,
+                  request_timeout_ms=3000)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(60):
+            while relay.parked < 1 or relay.published < 5:
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.1)
+        async with db_conn.transaction():  # while the topic is still missing
+            await outbox.publish_many(db_conn, lost[1:], missing)
+            await outbox.publish_many(db_conn, flowing[5:])
+        await wait_backlog_empty(box_db)
+        assert relay.parked == 3 and relay.published == 10
+        assert len(await read_all(bootstrap, region_topic, 10)) == 10
+        reasons = await db_conn.fetch("SELECT event_id, reason FROM boxbus_outbox_parked "
+                                      "ORDER BY id")
+        assert [r["event_id"] for r in reasons] == [
+            e.meta.event_id for e in lost]  # type: ignore[attr-defined]
+        assert {r["reason"] for r in reasons} == {"topic does not exist on the cluster"}
+        status = subprocess.run(
+            [*boxbus_cli(), "relay", "status", "--box", "north", "--json"],
+            env={**env_for_cli, "BOXBUS_DATABASE_URL": box_db}, capture_output=True,
+            text=True, timeout=60, check=True)
+        assert json.loads(status.stdout)["parked_rows"] == 3
+
+        await ensure_topics(box_settings, bootstrap, [TopicSpec(missing, 1)])
+        unparked = subprocess.run(
+            [*boxbus_cli(), "relay", "unpark", "--box", "north", "--topic", missing, "--json"],
+            env={**env_for_cli, "BOXBUS_DATABASE_URL": box_db}, capture_output=True,
+            text=True, timeout=60, check=True)
+        assert json.loads(unparked.stdout)["unparked"] == 3
+        await wait_backlog_empty(box_db)
+    finally:
+        relay.stop()
+        await task
+    ids_and_order(await read_all(bootstrap, missing, 3), lost)
+    assert (await backlog(db_conn)).parked == 0
