@@ -7,7 +7,10 @@ import re
 from bus.errors import ConfigError
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_BOX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DLQ_SUFFIX = ".dlq"
+QUARANTINE_SUFFIX = ".quarantine"
+CONTROL_KINDS = ("boxes", "relationships", "subscriptions")
 
 
 def check_region(region: str) -> str:
@@ -24,10 +27,42 @@ def region_topic(namespace: str, region: str) -> str:
     return f"{namespace}.region.{check_region(region)}"
 
 
+def check_box(box_id: str) -> str:
+    if not _BOX.match(box_id):
+        raise ConfigError(
+            f"{box_id!r} is not a box id",
+            hint="use lower-case letters, digits, '-' and '_' (it names the box's topics)",
+        )
+    return box_id
+
+
+def inbox_topic(namespace: str, box_id: str) -> str:
+    """The topic only ``box_id`` reads: ``<namespace>.box.<box>.inbox``."""
+    return f"{namespace}.box.{check_box(box_id)}.inbox"
+
+
+def mail_topic(namespace: str) -> str:
+    """Events for partners without a box, taken by the mail connector."""
+    return f"{namespace}.mail"
+
+
+def quarantine_topic(topic: str) -> str:
+    """Where the router puts a region's events it must not deliver (unknown or foreign source,
+    a type the source may not publish), with the reason."""
+    return topic + QUARANTINE_SUFFIX
+
+
+def control_topic(namespace: str, kind: str) -> str:
+    """A compacted control topic: ``boxes``, ``relationships`` or ``subscriptions``."""
+    if kind not in CONTROL_KINDS:
+        raise ValueError(f"unknown control topic {kind!r}")
+    return f"{namespace}.control.{kind}"
+
+
 def region_of_topic(namespace: str, topic: str) -> str | None:
     """The region a region topic belongs to; None for any other topic."""
     prefix = f"{namespace}.region."
-    if topic.startswith(prefix) and not topic.endswith(DLQ_SUFFIX):
+    if topic.startswith(prefix) and not topic.endswith((DLQ_SUFFIX, QUARANTINE_SUFFIX)):
         return topic[len(prefix):]
     return None
 

@@ -61,6 +61,7 @@ from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnknownEventT
 from bus.events import EventBase
 from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
 from bus.log import get_logger
+from bus.naming import inbox_topic
 from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.validation import check_record
@@ -150,10 +151,6 @@ class Handlers:
             await batch([(event, applied)])
 
         return one
-
-
-def inbox_topic(namespace: str, box_id: str) -> str:
-    return f"{namespace}.box.{box_id}.inbox"
 
 
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
