@@ -1,6 +1,7 @@
 """The box SDK: what a box connector uses to publish inside its own transactions (outbox and
 relay) and to apply incoming events exactly once (inbox)."""
 
+from bus.naming import inbox_topic
 from connectors.box.inbox import (
     Applied,
     Handlers,
@@ -8,7 +9,6 @@ from connectors.box.inbox import (
     Rejected,
     Retry,
     UnknownTypePolicy,
-    inbox_topic,
 )
 from connectors.box.migrations import MIGRATIONS, migrate
 from connectors.box.outbox import Outbox

@@ -24,11 +24,12 @@ from bus import create_database, naming
 from bus.events import EventBase
 from bus.events.models import CommentAdded, OrderConfirmed, OrderPlaced, StockLevelChanged
 from bus.examples import example
+from bus.naming import inbox_topic
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
 from bus.validation import check_record
-from connectors.box.inbox import Applied, Handlers, Inbox, inbox_topic
+from connectors.box.inbox import Applied, Handlers, Inbox
 from connectors.box.migrations import migrate
 from connectors.box.outbox import Outbox, headers_json
 from connectors.box.relay import Relay
