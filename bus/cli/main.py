@@ -10,7 +10,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from bus.cli import bench, box, demo, dev, dlq, events, schemas
+from bus.cli import bench, box, demo, dev, dlq, events, schemas, topology
 from bus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -28,6 +28,7 @@ app.add_typer(box.box_app, name="box")
 app.add_typer(box.relay_app, name="relay")
 app.add_typer(box.inbox_app, name="inbox")
 app.add_typer(bench.app, name="bench")
+app.add_typer(topology.app, name="topology")
 app.command("demo")(demo.demo)
 
 

@@ -1,0 +1,268 @@
+"""Plan and apply a topology on a cluster, like a schema migration for topics.
+
+``plan`` reads the cluster (topics, partitions, replicas, the configs boxbus manages, the
+control topics' records) and lists what would change, touching nothing. ``apply`` carries out
+a plan; applied twice, the second finds nothing to do. Destructive changes (deleting a topic
+of a removed box or region, shrinking a retention) are planned but only carried out with
+``allow_destructive``. What Kafka cannot do (fewer partitions, another replication factor in
+place) is reported as a problem, not attempted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError
+
+from bus import naming
+from bus.deadletter import DLQ_MAX_BYTES
+from bus.settings import Settings
+from bus.topics import _wait_for_leaders
+from bus.topology.control import desired_records, read_control
+from bus.topology.model import BoxKind, Topology
+
+
+@dataclass(frozen=True)
+class WantedTopic:
+    name: str
+    partitions: int
+    replication: int | None
+    configs: dict[str, str]
+    role: str  # region, dead-letter, quarantine, inbox, mail, control
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create-topic, add-partitions, alter-config, write-control, delete-control,
+    #              delete-topic
+    target: str
+    detail: str
+    destructive: bool = False
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class Plan:
+    namespace: str
+    changes: list[Change] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what apply cannot do
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "changes": [
+            {k: v for k, v in asdict(c).items() if k != "data"} for c in self.changes],
+            "problems": self.problems}
+
+
+def wanted_topics(topology: Topology, namespace: str) -> list[WantedTopic]:
+    """Every topic the topology needs, with the configs boxbus manages on it."""
+    defaults = topology.defaults
+    wanted = []
+    for region, spec in topology.regions.items():
+        topic = naming.region_topic(namespace, region)
+        retention = {"retention.ms": str(spec.retention)}
+        replication = spec.replication or defaults.replication
+        wanted += [
+            WantedTopic(topic, spec.partitions, replication, retention, "region"),
+            WantedTopic(naming.dlq_topic(topic), spec.partitions, replication,
+                        {"max.message.bytes": str(DLQ_MAX_BYTES)}, "dead-letter"),
+            WantedTopic(naming.quarantine_topic(topic), spec.partitions, replication,
+                        retention, "quarantine"),
+        ]
+    for box in topology.boxes:
+        if box.kind is BoxKind.BOX:
+            inbox = naming.inbox_topic(namespace, box.id)
+            wanted += [
+                WantedTopic(inbox, defaults.inbox_partitions, defaults.replication,
+                            {"retention.ms": str(defaults.inbox_retention)}, "inbox"),
+                WantedTopic(naming.dlq_topic(inbox), defaults.inbox_partitions,
+                            defaults.replication, {"max.message.bytes": str(DLQ_MAX_BYTES)},
+                            "dead-letter"),
+            ]
+    wanted.append(WantedTopic(naming.mail_topic(namespace), defaults.mail_partitions,
+                              defaults.replication, {}, "mail"))
+    for kind in naming.CONTROL_KINDS:
+        wanted.append(WantedTopic(naming.control_topic(namespace, kind), 1,
+                                  defaults.replication, {"cleanup.policy": "compact"},
+                                  "control"))
+    return wanted
+
+
+def _managed(namespace: str, topic: str) -> bool:
+    """Topics a topology owns, and may delete when they leave it: regions and box inboxes
+    (with their dead-letter and quarantine topics)."""
+    return topic.startswith((f"{namespace}.region.", f"{namespace}.box."))
+
+
+async def make_plan(settings: Settings, bootstrap: str, topology: Topology) -> Plan:
+    namespace = topology.namespace or settings.topic_namespace
+    plan = Plan(namespace)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        brokers = len((await admin.describe_cluster())["brokers"])
+        wanted = wanted_topics(topology, namespace)
+        present = [w for w in wanted if w.name in existing]
+        described = {t["topic"]: t for t in await admin.describe_topics(
+            [w.name for w in present])} if present else {}
+        configs = await _configs(admin, [w.name for w in present])
+    finally:
+        await admin.close()
+
+    for want in wanted:
+        replication = want.replication or min(3, brokers)
+        full = _with_isr(want.configs, replication)
+        if want.name not in existing:
+            plan.changes.append(Change(
+                "create-topic", want.name,
+                f"{want.role}: {want.partitions} partition(s), replication {replication}"
+                + "".join(f", {k}={v}" for k, v in sorted(full.items())),
+                data={"partitions": want.partitions, "replication": replication,
+                      "configs": full}))
+            continue
+        partitions = described[want.name]["partitions"]
+        have = len(partitions)
+        if want.partitions > have:
+            plan.changes.append(Change(
+                "add-partitions", want.name, f"{have} -> {want.partitions} partitions "
+                "(keys move to other partitions: order holds only for new events)",
+                data={"partitions": want.partitions}))
+        elif want.partitions < have:
+            plan.problems.append(f"{want.name}: has {have} partitions, the topology asks for "
+                                 f"{want.partitions}; Kafka cannot remove partitions "
+                                 "(recreate the topic, or keep the larger count in the file)")
+        replicas = len(partitions[0]["replicas"]) if partitions else replication
+        if want.replication is not None and replicas != want.replication:
+            plan.problems.append(f"{want.name}: has replication {replicas}, the topology asks "
+                                 f"for {want.replication}; reassign partitions with Kafka's "
+                                 "kafka-reassign-partitions tool")
+        current = configs.get(want.name, {})
+        differing = {k: (current.get(k), v) for k, v in full.items() if current.get(k) != v}
+        if differing:
+            shrink = any(k == "retention.ms" and old is not None and _shorter(v, old)
+                         for k, (old, v) in differing.items())
+            plan.changes.append(Change(
+                "alter-config", want.name, ", ".join(
+                    f"{k}: {old} -> {v}" for k, (old, v) in sorted(differing.items()))
+                + (" (shrinks retention: older events are deleted)" if shrink else ""),
+                destructive=shrink, data={"configs": full}))
+
+    wanted_names = {w.name for w in wanted}
+    for topic in sorted(existing - wanted_names):
+        if _managed(namespace, topic):
+            plan.changes.append(Change("delete-topic", topic, "no longer in the topology: its "
+                                       "events are deleted", destructive=True))
+
+    current_records = await read_control(settings, bootstrap, namespace)
+    for kind, records in desired_records(topology).items():
+        have_records = current_records.get(kind, {})
+        for key, value in records.items():
+            if have_records.get(key) != value:
+                plan.changes.append(Change(
+                    "write-control", f"{kind}/{key}",
+                    "new" if key not in have_records else "changed",
+                    data={"kind": kind, "key": key, "value": value}))
+        for key in sorted(set(have_records) - set(records)):
+            plan.changes.append(Change(
+                "delete-control", f"{kind}/{key}", "no longer in the topology (tombstone)",
+                data={"kind": kind, "key": key}))
+    return plan
+
+
+def _with_isr(configs: dict[str, str], replication: int) -> dict[str, str]:
+    """Replicated topics refuse writes that fewer than two replicas hold."""
+    return {**configs, **({"min.insync.replicas": "2"} if replication >= 3 else {})}
+
+
+def _shorter(new: str, old: str) -> bool:
+    new_ms, old_ms = int(new), int(old)
+    return (old_ms == -1 and new_ms != -1) or -1 < new_ms < old_ms
+
+
+async def _configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    """The non-default configs of ``topics`` (what an alter would replace)."""
+    if not topics:
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    for response in responses:
+        for resource in response.resources:
+            name, entries = resource[3], resource[4]
+            # (name, value, read_only, is_default / config_source, is_sensitive, ...)
+            found[name] = {e[0]: e[1] for e in entries if not _is_default(e)}
+    return found
+
+
+def _is_default(entry: tuple[Any, ...]) -> bool:
+    # DescribeConfigs v1+: entry[3] is the config source; 1 = a dynamic topic config.
+    return bool(entry[3] != 1)
+
+
+@dataclass
+class Applied:
+    done: list[Change] = field(default_factory=list)
+    skipped: list[Change] = field(default_factory=list)  # destructive, not allowed
+
+
+async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
+                     allow_destructive: bool = False) -> Applied:
+    """Carry out ``plan``: topics first (so control records have somewhere to go), then the
+    control records in the topology's order (boxes before relationships before
+    subscriptions)."""
+    result = Applied()
+    todo: list[Change] = []
+    for change in plan.changes:
+        (todo if allow_destructive or not change.destructive else result.skipped).append(change)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        creates = [c for c in todo if c.action == "create-topic"]
+        if creates:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([
+                    NewTopic(c.target, c.data["partitions"], c.data["replication"],
+                             topic_configs=c.data["configs"]) for c in creates],
+                    timeout_ms=30000)
+            await _wait_for_leaders(admin, [c.target for c in creates])
+        grow = [c for c in todo if c.action == "add-partitions"]
+        if grow:
+            await admin.create_partitions(
+                {c.target: NewPartitions(c.data["partitions"]) for c in grow})
+        alters = [c for c in todo if c.action == "alter-config"]
+        if alters:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, c.target,
+                                                      configs=c.data["configs"])
+                                       for c in alters])
+        deletes = [c for c in todo if c.action == "delete-topic"]
+        if deletes:
+            await admin.delete_topics([c.target for c in deletes])
+    finally:
+        await admin.close()
+    result.done += [c for c in todo if c.action.endswith("-topic") or c.action in (
+        "add-partitions", "alter-config")]
+
+    records = [c for c in todo if c.action in ("write-control", "delete-control")]
+    if records:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                    enable_idempotence=True, **settings.kafka_client_options())
+        await producer.start()
+        try:
+            futures = [await producer.send(
+                naming.control_topic(plan.namespace, c.data["kind"]),
+                c.data.get("value"), key=c.data["key"].encode()) for c in records]
+            for future in futures:
+                await future
+        finally:
+            await producer.stop()
+        result.done += records
+    return result
