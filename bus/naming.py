@@ -6,19 +6,18 @@ import re
 
 from bus.errors import ConfigError
 
-_REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_BOX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Region names and box ids become parts of topic names.
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAME_RULE = "use lower-case letters, digits, '-' and '_'"
 DLQ_SUFFIX = ".dlq"
 QUARANTINE_SUFFIX = ".quarantine"
 CONTROL_KINDS = ("boxes", "relationships", "subscriptions")
 
 
 def check_region(region: str) -> str:
-    if not _REGION.match(region):
-        raise ConfigError(
-            f"{region!r} is not a region name",
-            hint="use lower-case letters, digits, '-' and '_' (north, south-east, centre)",
-        )
+    if not _NAME.match(region):
+        raise ConfigError(f"{region!r} is not a region name",
+                          hint=f"{_NAME_RULE} (north, south-east, centre)")
     return region
 
 
@@ -28,11 +27,9 @@ def region_topic(namespace: str, region: str) -> str:
 
 
 def check_box(box_id: str) -> str:
-    if not _BOX.match(box_id):
-        raise ConfigError(
-            f"{box_id!r} is not a box id",
-            hint="use lower-case letters, digits, '-' and '_' (it names the box's topics)",
-        )
+    if not _NAME.match(box_id):
+        raise ConfigError(f"{box_id!r} is not a box id",
+                          hint=f"{_NAME_RULE} (it names the box's topics)")
     return box_id
 
 
