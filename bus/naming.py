@@ -14,11 +14,14 @@ QUARANTINE_SUFFIX = ".quarantine"
 CONTROL_KINDS = ("boxes", "relationships", "subscriptions")
 
 
+def _check_name(value: str, what: str, example: str) -> str:
+    if not _NAME.match(value):
+        raise ConfigError(f"{value!r} is not a {what}", hint=f"{_NAME_RULE} ({example})")
+    return value
+
+
 def check_region(region: str) -> str:
-    if not _NAME.match(region):
-        raise ConfigError(f"{region!r} is not a region name",
-                          hint=f"{_NAME_RULE} (north, south-east, centre)")
-    return region
+    return _check_name(region, "region name", "north, south-east, centre")
 
 
 def region_topic(namespace: str, region: str) -> str:
@@ -27,10 +30,7 @@ def region_topic(namespace: str, region: str) -> str:
 
 
 def check_box(box_id: str) -> str:
-    if not _NAME.match(box_id):
-        raise ConfigError(f"{box_id!r} is not a box id",
-                          hint=f"{_NAME_RULE} (it names the box's topics)")
-    return box_id
+    return _check_name(box_id, "box id", "it names the box's topics")
 
 
 def inbox_topic(namespace: str, box_id: str) -> str:

@@ -47,6 +47,14 @@ async def _wait_for_leaders(
         await asyncio.sleep(0.05)
 
 
+async def create_topics(admin: AIOKafkaAdminClient, new: list[NewTopic]) -> None:
+    """Create ``new`` and return once each partition has a leader (a producer can send)."""
+    # Created meanwhile by another process: what we wanted.
+    with contextlib.suppress(TopicAlreadyExistsError):
+        await admin.create_topics(new, timeout_ms=30000)
+    await _wait_for_leaders(admin, [t.name for t in new])
+
+
 async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; the names of those created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
@@ -57,15 +65,11 @@ async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpe
         if not todo:
             return []
         brokers = len((await admin.describe_cluster())["brokers"])
-        new = [
+        await create_topics(admin, [
             NewTopic(s.name, s.partitions, s.replication_factor or min(3, brokers),
                      topic_configs=dict(s.configs))
             for s in todo
-        ]
-        # Created meanwhile by another process: what we wanted.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new, timeout_ms=30000)
-        await _wait_for_leaders(admin, [s.name for s in todo])
+        ])
         return [s.name for s in todo]
     finally:
         await admin.close()

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from bus.cli.context import kafka_bootstrap, settings_from_env
 from bus.cli.output import console, console_err, print_json
+from bus.topology.plan import Applied, Change, Plan
 
 app = typer.Typer(help="The network's topology file: validate, plan, apply.",
                   no_args_is_help=True)
@@ -23,7 +24,7 @@ _SYMBOL = {"create-topic": "+", "add-partitions": "~", "alter-config": "~",
            "write-control": "+", "delete-control": "-", "delete-topic": "-"}
 
 
-def _show(plan_changes: list, title: str) -> None:  # type: ignore[type-arg]
+def _show(plan_changes: list[Change], title: str) -> None:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("", "action", "target", "detail"):
         table.add_column(column)
@@ -85,7 +86,7 @@ def apply(
     topology = load_topology(file)
     bootstrap = kafka_bootstrap(settings)
 
-    async def run() -> tuple:  # type: ignore[type-arg]
+    async def run() -> tuple[Plan, Applied]:
         planned = await make_plan(settings, bootstrap, topology)
         if not json_out and not planned.empty:
             console_err.print(f"· applying {len(planned.changes)} change(s)")

@@ -10,19 +10,17 @@ place) is reported as a problem, not attempted.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
 
 from bus import naming
 from bus.deadletter import DLQ_MAX_BYTES
 from bus.settings import Settings
-from bus.topics import _wait_for_leaders
+from bus.topics import create_topics
 from bus.topology.control import desired_records, read_control
 from bus.topology.model import BoxKind, Topology
 
@@ -228,12 +226,9 @@ async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
     try:
         creates = [c for c in todo if c.action == "create-topic"]
         if creates:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([
-                    NewTopic(c.target, c.data["partitions"], c.data["replication"],
-                             topic_configs=c.data["configs"]) for c in creates],
-                    timeout_ms=30000)
-            await _wait_for_leaders(admin, [c.target for c in creates])
+            await create_topics(admin, [
+                NewTopic(c.target, c.data["partitions"], c.data["replication"],
+                         topic_configs=c.data["configs"]) for c in creates])
         grow = [c for c in todo if c.action == "add-partitions"]
         if grow:
             await admin.create_partitions(

@@ -23,3 +23,11 @@ def test_bench_outbox_prints_every_figure(env_for_cli: dict[str, str]) -> None:
                 "per_event_txn_events_per_s", "e2e_p50_ms", "e2e_p99_ms"):
         assert figures[key] > 0, key
     assert figures["e2e_events"] == 400
+
+
+def test_bench_outbox_refuses_an_unknown_part() -> None:
+    result = subprocess.run([*boxbus_cli(), "bench", "outbox", "--only", "relays"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    text = " ".join(result.stderr.replace("│", " ").split())  # rich wraps it in a box
+    assert "--only: unknown part(s) ['relays']; choose from relay, inbox, e2e" in text
