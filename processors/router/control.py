@@ -1,0 +1,106 @@
+"""Following the control topics: the router reads them from their start (compaction keeps the
+current network), builds its routing table once it has caught up, and keeps reading, so that a
+new box, relationship or subscription applied with ``boxbus topology apply`` takes effect
+without a restart. It reads without a consumer group: every router instance needs all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bus import naming
+from bus.errors import ConfigError
+from bus.log import get_logger
+from bus.settings import Settings
+from processors.router.table import RoutingTable
+
+log = get_logger(__name__)
+
+
+class ControlFollower:
+    def __init__(self, settings: Settings, bootstrap: str, namespace: str,
+                 on_change: Callable[[RoutingTable], None] | None = None) -> None:
+        self.namespace = namespace
+        self.on_change = on_change
+        self.records: dict[str, dict[str, bytes]] = {k: {} for k in naming.CONTROL_KINDS}
+        self.table = RoutingTable(namespace)
+        self.changes = 0
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
+            **settings.kafka_client_options())
+        self._task: asyncio.Task[None] | None = None
+        self._kinds: dict[str, str] = {}
+
+    async def start(self, timeout: float = 30) -> RoutingTable:
+        """Read every control topic to its current end and build the table."""
+        await self._consumer.start()
+        partitions = []
+        for kind in naming.CONTROL_KINDS:
+            topic = naming.control_topic(self.namespace, kind)
+            found = self._consumer.partitions_for_topic(topic)
+            if found is None:
+                await self._consumer._client.force_metadata_update()
+                found = self._consumer.partitions_for_topic(topic)
+            if not found:
+                await self._consumer.stop()
+                raise ConfigError(f"control topic {topic} does not exist",
+                                  hint="apply a topology first: boxbus topology apply FILE")
+            self._kinds[topic] = kind
+            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        ends = await self._consumer.end_offsets(partitions)
+        async with asyncio.timeout(timeout):
+            while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
+                await self._read(200)
+        self._rebuild()
+        self._task = asyncio.create_task(self._follow(), name="control-follower")
+        return self.table
+
+    async def _read(self, timeout_ms: int) -> bool:
+        fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
+        for tp, records in fetched.items():
+            current = self.records[self._kinds[tp.topic]]
+            for record in records:
+                key = record.key.decode() if record.key else ""
+                if record.value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = record.value
+        return bool(fetched)
+
+    def _rebuild(self) -> None:
+        try:
+            table = RoutingTable.from_control(self.namespace, self.records)
+        except (ValueError, KeyError) as exc:
+            log.error("control records not understood; keeping the previous routing table",
+                      error=str(exc))
+            return
+        table.keep_memory_of(self.table)
+        self.table = table
+        self.changes += 1
+        log.info("routing table built", **table.describe())
+        if self.on_change is not None:
+            self.on_change(table)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                if await self._read(1000):
+                    self._rebuild()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep following; the consumer reconnects by itself
+                log.warning("reading the control topics failed; retrying", error=str(exc))
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()

@@ -1,0 +1,265 @@
+"""The router: consumes the region topics and delivers each event to the boxes entitled to it.
+
+One round:
+
+1. fetch up to ``max_records`` records from the assigned region partitions;
+2. for each, read the envelope headers (never the Avro body) and ask the routing table
+   (:mod:`processors.router.table`) for the recipients;
+3. append the unchanged key, value, timestamp and headers to a batch per output partition: the
+   recipient's inbox topic, or the mail topic for a partner (with ``boxbus_recipient``), keyed
+   by the aggregate key; a quarantined record goes whole to ``<region topic>.quarantine`` with
+   the reason, a record without a readable envelope to ``<region topic>.dlq``;
+4. send the batches and wait until the brokers acknowledged every one (acks=all, idempotent);
+5. only then commit the input offsets of the round.
+
+A crash between 4 and 5 forwards the round again when the partitions are picked up: a recipient
+may see an event twice, and its inbox drops the copy by event id. Nothing is lost: an offset is
+never committed before its outputs are durable.
+
+Scaling: instances share one consumer group (``<namespace>.router``) and split the region
+partitions. A rebalance waits for the round in flight to finish and commit
+(``on_partitions_revoked`` takes the round's lock), so a joining or leaving instance hands over
+clean positions. The routing table follows the control topics (:mod:`processors.router.control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import OffsetAndMetadata
+
+from bus import naming
+from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
+from bus.envelope import format_time
+from bus.log import get_logger
+from bus.settings import Settings
+from bus.topics import TopicSpec, ensure_topics
+from processors.router.control import ControlFollower
+from processors.router.outputs import Outputs, key_hash
+from processors.router.table import RECIPIENT, Recipient, RoutingTable, attributes
+
+log = get_logger(__name__)
+
+@dataclass
+class RouterStats:
+    consumed: int = 0
+    forwarded: int = 0  # output records (one event to three boxes: three)
+    quarantined: int = 0
+    dead_lettered: int = 0
+    echoes_dropped: int = 0
+    rounds: int = 0
+    commit_failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.lock:  # the round in flight finishes and commits first
+            log.info("router partitions revoked", partitions=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("router partitions assigned", partitions=len(assigned))
+
+
+class Router:
+    def __init__(self, settings: Settings, bootstrap: str, *, namespace: str | None = None,
+                 group_id: str | None = None, max_records: int = 5000,
+                 client_id: str = "boxbus-router") -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.namespace = namespace or settings.topic_namespace
+        self.group_id = group_id or f"{self.namespace}.router"
+        self.max_records = max_records
+        self.stats = RouterStats()
+        self.control = ControlFollower(settings, bootstrap, self.namespace)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+            max_batch_size=512 * 1024, max_request_size=DLQ_MAX_BYTES, client_id=client_id,
+            **settings.kafka_client_options())
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=self.group_id, client_id=client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            metadata_max_age_ms=10_000, **settings.kafka_client_options())
+        self._lock = asyncio.Lock()
+        self._partitions: dict[str, int] = {}
+        self._known_for: RoutingTable | None = None
+        self._known_inputs: set[str] = set()
+        self._started = False
+
+    @property
+    def table(self) -> RoutingTable:
+        return self.control.table
+
+    async def start(self) -> None:
+        await self.control.start()
+        await self._producer.start()
+        pattern = "^" + re.escape(f"{self.namespace}.region.") + r"[a-z0-9][a-z0-9_-]*$"
+        self._consumer.subscribe(pattern=pattern, listener=_HandOver(self._lock))
+        await self._consumer.start()
+        self._started = True
+        log.info("router started", group=self.group_id, namespace=self.namespace,
+                 **self.table.describe())
+
+    async def stop(self) -> None:
+        if self._started:
+            async with self._lock:
+                await self._consumer.stop()
+            await self._producer.stop()
+            self._started = False
+        await self.control.stop()
+
+    async def run(self, stop: asyncio.Event, progress_every: float = 10.0) -> RouterStats:
+        """Route until ``stop`` is set; the round in flight finishes and commits first."""
+        await self.start()
+        last = time.monotonic()
+        try:
+            while not stop.is_set():
+                await self.round(timeout_ms=200)
+                if time.monotonic() - last >= progress_every:
+                    last = time.monotonic()
+                    log.info("router progress", **self.stats.as_dict())
+        finally:
+            await self.stop()
+        return self.stats
+
+    async def round(self, timeout_ms: int = 200) -> int:
+        """One fetch, route, send, commit; the number of input records it handled."""
+        fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
+                                               max_records=self.max_records)
+        if not fetched:
+            return 0
+        async with self._lock:
+            assigned = self._consumer.assignment()
+            fetched = {tp: rs for tp, rs in fetched.items() if tp in assigned}
+            handled = await self._route(fetched)
+            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "")
+                       for tp, records in fetched.items() if records}
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group moved on (a rebalance): the new owner routes these again and the
+                # inboxes drop the copies.
+                self.stats.commit_failures += 1
+                log.warning("router commit refused after a rebalance", error=str(exc))
+            self.stats.rounds += 1
+            return handled
+
+    async def _route(self, fetched: dict[TopicPartition, list[Any]]) -> int:
+        table = self.table
+        await self._know(table, fetched)
+        outputs = Outputs(self._producer, self._partitions)
+        handled = 0
+        for tp, records in fetched.items():
+            region = naming.region_of_topic(self.namespace, tp.topic) or ""
+            for record in records:
+                handled += 1
+                headers = record.headers or ()
+                found = attributes(headers)
+                hashed = key_hash(record.key)
+                if not (found["source"] and found.get("type") and found.get("id")
+                        and found.get("region")):
+                    await self._dead_letter(outputs, record, found)
+                    continue
+                decision = table.decide(found, region)
+                if decision.quarantine is not None:
+                    await self._quarantine(outputs, record, found, decision.quarantine,
+                                           decision.reason or "")
+                    continue
+                if decision.echoes:
+                    self.stats.echoes_dropped += len(decision.echoes)
+                    log.debug("echo dropped", event_id=found.get("id"), boxes=decision.echoes,
+                              correlation_id=found.get("correlationid"))
+                for recipient in decision.recipients:
+                    if recipient.topic not in self._partitions:
+                        await self._quarantine(
+                            outputs, record, found, "missing-recipient-topic",
+                            f"topic {recipient.topic} of box {recipient.box!r} does not exist "
+                            "(run boxbus topology apply)")
+                        continue
+                    await outputs.add(recipient.topic, hashed, tp.partition, record.key,
+                                      record.value, record.timestamp,
+                                      _for(recipient, headers))
+                    self.stats.forwarded += 1
+        await outputs.send()
+        self.stats.consumed += handled
+        return handled
+
+    async def _know(self, table: RoutingTable, fetched: dict[TopicPartition, list[Any]]
+                    ) -> None:
+        """Partition counts of every output topic this round may use; creates a missing
+        quarantine or dead-letter topic (never an inbox: only topology apply makes those)."""
+        inputs = {tp.topic for tp in fetched}
+        if table is self._known_for and inputs <= self._known_inputs:
+            return
+        inputs |= self._known_inputs
+        wanted = set(table.recipient_topics())
+        for topic in inputs:
+            wanted |= {naming.quarantine_topic(topic), naming.dlq_topic(topic)}
+        cluster = await self._producer.client.fetch_all_metadata()
+        missing = [t for t in wanted - cluster.topics()
+                   if t.endswith((naming.QUARANTINE_SUFFIX, naming.DLQ_SUFFIX))]
+        if missing:
+            await ensure_topics(self.settings, self.bootstrap, [
+                TopicSpec(t, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
+                for t in missing])
+            cluster = await self._producer.client.fetch_all_metadata()
+        self._partitions = {t: len(cluster.partitions_for_topic(t) or ())
+                            for t in cluster.topics() if cluster.partitions_for_topic(t)}
+        self._known_for, self._known_inputs = table, inputs
+
+    async def _quarantine(self, outputs: Outputs, record: Any, found: dict[str, str],
+                          code: str, reason: str) -> None:
+        _, key, value, headers = _letter(record, code, reason, self.group_id)
+        await outputs.add(naming.quarantine_topic(record.topic), key_hash(key),
+                          record.partition, key, value, record.timestamp,
+                          [*headers, ("quarantine_code", code.encode()),
+                           ("quarantine_reason", reason.encode())])
+        self.stats.quarantined += 1
+        log.warning("event quarantined", code=code, reason=reason, topic=record.topic,
+                    partition=record.partition, offset=record.offset,
+                    event_id=found.get("id"), correlation_id=found.get("correlationid"),
+                    source=found.get("source"))
+
+    async def _dead_letter(self, outputs: Outputs, record: Any, found: dict[str, str]) -> None:
+        missing = [h for h, a in (("ce_source", "source"), ("ce_type", "type"),
+                                  ("ce_id", "id"), ("ce_region", "region")) if not found.get(a)]
+        reason = (f"required header(s) {', '.join(missing)} missing or empty: the router "
+                  "cannot tell where the event goes")
+        topic, key, value, headers = _letter(record, "invalid-envelope", reason, self.group_id)
+        await outputs.add(topic, key_hash(key), record.partition, key, value, record.timestamp,
+                          headers)
+        self.stats.dead_lettered += 1
+        log.warning("event dead-lettered", code="invalid-envelope", reason=reason,
+                    topic=record.topic, partition=record.partition, offset=record.offset)
+
+
+def _for(recipient: Recipient, headers: Sequence[tuple[str, bytes]]
+         ) -> Sequence[tuple[str, bytes]]:
+    if recipient.partner:
+        return [*headers, (RECIPIENT, recipient.box.encode())]
+    return headers
+
+
+def _letter(record: Any, code: str, reason: str, group: str
+            ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The record as a dead letter (the same dlq_* headers, so `boxbus dlq` tools read it)."""
+    letter = DeadLetter(
+        topic=record.topic, partition=record.partition, offset=record.offset,
+        timestamp=record.timestamp, key=record.key, value=record.value,
+        headers=list(record.headers or ()), code=code, reason=reason,
+        failed_at=format_time(datetime.now(UTC)), group=group)
+    return letter.to_record()

@@ -1,0 +1,224 @@
+"""The routing table: who gets an event, decided from its envelope headers alone.
+
+Built from the control topics (boxes, relationships, subscriptions), rebuilt whole when one of
+them changes. For one record of a region topic it gives a :class:`Decision`:
+
+- **quarantine** (with a reason) when the event must not be delivered: its source is not a
+  registered box, or not one of *that topic's* region, the event's own region differs from the
+  topic's, the source may not publish its type, or it names a target box the source has no
+  relationship with (or that does not exist);
+- otherwise the **recipients**: the target box (``ce_targetbox``), when it is related to the
+  source, plus every box with a subscription that matches the type, the ``where`` filters and
+  the scope (``related``: the subscriber has a relationship with the source; ``network``: any
+  source). A box is reached through its inbox topic; a partner without a box through the mail
+  topic;
+- **echoes**, recipients left out by the loop guard: the source itself, the event's origin
+  (``ce_originbox``: the box where a mirrored fact was first recorded) and the box whose event
+  of the same type caused this one (``ce_causationid``, as far as this router remembers it).
+
+Most records differ only in attributes no rule looks at, so decisions are cached by the
+attributes the rules read (source, type, region, target, origin, and subject/correlation id
+only when a subscription filters on them).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus import naming
+from bus.envelope import (
+    CAUSATION_ID,
+    CORRELATION_ID,
+    ID,
+    PARTITION_KEY,
+    REGION,
+    SOURCE,
+    SOURCE_PREFIX,
+    TARGET_BOX,
+    TYPE,
+)
+from bus.topology import control
+
+ORIGIN_BOX = "ce_originbox"  # extension: the box a mirrored fact comes from (loop guard)
+RECIPIENT = "boxbus_recipient"  # on the mail topic: the partner the event is for
+
+_READ = {SOURCE: "source", TYPE: "type", REGION: "region", TARGET_BOX: "targetbox",
+         ORIGIN_BOX: "origin", ID: "id", CAUSATION_ID: "causation",
+         CORRELATION_ID: "correlationid", PARTITION_KEY: "subject"}
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    box: str
+    topic: str
+    partner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    recipients: tuple[Recipient, ...] = ()
+    quarantine: str | None = None  # code, e.g. "unknown-source"
+    reason: str | None = None
+    echoes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Box:
+    id: str
+    region: str
+    partner: bool
+    publishes: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    key: str
+    box: str
+    types: frozenset[str]
+    network: bool
+    where: Mapping[str, frozenset[str]]
+
+
+def attributes(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """The envelope attributes the router reads, as text (absent ones left out)."""
+    found: dict[str, str] = {}
+    for name, raw in headers or ():
+        attribute = _READ.get(name)
+        if attribute is not None and raw:
+            found[attribute] = raw.decode("utf-8", "replace")
+    source = found.get("source", "")
+    found["source"] = source[len(SOURCE_PREFIX):] if source.startswith(SOURCE_PREFIX) else ""
+    return found
+
+
+@dataclass
+class RoutingTable:
+    namespace: str
+    boxes: dict[str, _Box] = field(default_factory=dict)
+    related: dict[str, frozenset[str]] = field(default_factory=dict)
+    subscriptions: tuple[_Subscription, ...] = ()
+    cache_size: int = 50_000
+    memory_size: int = 200_000
+
+    def __post_init__(self) -> None:
+        self._cache: OrderedDict[tuple[str | None, ...], Decision] = OrderedDict()
+        # event id -> (source, type) of recently routed events, for the causation guard
+        self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        filtered = {a for s in self.subscriptions for a in s.where}
+        self._fine = bool(filtered & {"subject", "correlationid"})
+
+    @classmethod
+    def from_control(cls, namespace: str, records: Mapping[str, Mapping[str, bytes]],
+                     **options: Any) -> RoutingTable:
+        """The table of the control topics' current records (by kind, then key)."""
+        boxes: dict[str, _Box] = {}
+        for value in records.get("boxes", {}).values():
+            entry = control.decode(value)
+            publishes = entry.get("publishes")
+            boxes[entry["id"]] = _Box(entry["id"], entry["region"], entry.get("kind") == "partner",
+                                      frozenset(publishes) if publishes is not None else None)
+        related: dict[str, set[str]] = {}
+        for value in records.get("relationships", {}).values():
+            members = control.decode(value)["members"]
+            for member in members:
+                related.setdefault(member, set()).update(m for m in members if m != member)
+        subscriptions = []
+        for key, value in sorted(records.get("subscriptions", {}).items()):
+            entry = control.decode(value)
+            subscriptions.append(_Subscription(
+                key, entry["box"], frozenset(entry["types"]), entry.get("scope") == "network",
+                {a: frozenset(v) for a, v in (entry.get("where") or {}).items()}))
+        return cls(namespace, boxes, {k: frozenset(v) for k, v in related.items()},
+                   tuple(subscriptions), **options)
+
+    def keep_memory_of(self, previous: RoutingTable) -> None:
+        """Carry the causation guard's memory over from the table this one replaces."""
+        self._recent = previous._recent
+
+    def describe(self) -> dict[str, int]:
+        return {"boxes": len(self.boxes),
+                "relationships": sum(len(v) for v in self.related.values()) // 2,
+                "subscriptions": len(self.subscriptions)}
+
+    def decide(self, found: Mapping[str, str], topic_region: str) -> Decision:
+        """Where one record of ``topic_region``'s topic goes (``found``: its attributes)."""
+        event_id = found.get("id")
+        source, kind = found.get("source", ""), found.get("type", "")
+        if event_id:
+            self._remember(event_id, source, kind)
+        key: tuple[str | None, ...] = (
+            topic_region, source, kind, found.get("region"), found.get("targetbox"),
+            found.get("origin"))
+        if self._fine:
+            key += (found.get("subject"), found.get("correlationid"))
+        decision = self._cache.get(key)
+        if decision is None:
+            decision = self._decide(found, topic_region)
+            self._cache[key] = decision
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        causation = found.get("causation")
+        if causation and decision.recipients:
+            cause = self._recent.get(causation)
+            if cause is not None and cause[1] == kind and any(
+                    r.box == cause[0] for r in decision.recipients):
+                return Decision(tuple(r for r in decision.recipients if r.box != cause[0]),
+                                echoes=(*decision.echoes, cause[0]))
+        return decision
+
+    def _remember(self, event_id: str, source: str, kind: str) -> None:
+        self._recent[event_id] = (source, kind)
+        if len(self._recent) > self.memory_size:
+            self._recent.popitem(last=False)
+
+    def _decide(self, found: Mapping[str, str], topic_region: str) -> Decision:
+        source_id, kind = found.get("source", ""), found.get("type", "")
+        source = self.boxes.get(source_id)
+        if source is None:
+            return _quarantine("unknown-source", f"source box {source_id!r} is not registered "
+                               "in the network (apply a topology that declares it)")
+        if source.region != topic_region:
+            return _quarantine("foreign-source", f"source box {source_id!r} belongs to region "
+                               f"{source.region!r}, not to this topic's region {topic_region!r}")
+        if found.get("region") != topic_region:
+            return _quarantine("region-mismatch", f"the event's region "
+                               f"{found.get('region')!r} is not this topic's {topic_region!r}")
+        if source.publishes is not None and kind not in source.publishes:
+            return _quarantine("type-not-allowed", f"box {source_id!r} may not publish "
+                               f"{kind!r} (its publishes list does not name it)")
+        related = self.related.get(source_id, frozenset())
+        chosen: list[str] = []
+        target = found.get("targetbox")
+        if target:
+            if target not in self.boxes:
+                return _quarantine("unknown-target", f"target box {target!r} is not registered")
+            if target not in related:
+                return _quarantine("unrelated-target", f"target box {target!r} has no "
+                                   f"relationship with source box {source_id!r}")
+            chosen.append(target)
+        for subscription in self.subscriptions:
+            if kind not in subscription.types or subscription.box in chosen:
+                continue
+            if not subscription.network and subscription.box not in related:
+                continue
+            if all(found.get(a) in values for a, values in subscription.where.items()):
+                chosen.append(subscription.box)
+        echoes = tuple(b for b in chosen if b in (source_id, found.get("origin")))
+        recipients = tuple(self._recipient(b) for b in chosen
+                           if b not in echoes and b in self.boxes)
+        return Decision(recipients, echoes=echoes)
+
+    def _recipient(self, box_id: str) -> Recipient:
+        if self.boxes[box_id].partner:
+            return Recipient(box_id, naming.mail_topic(self.namespace), partner=True)
+        return Recipient(box_id, naming.inbox_topic(self.namespace, box_id))
+
+    def recipient_topics(self) -> list[str]:
+        return sorted({self._recipient(b).topic for b in self.boxes})
+
+
+def _quarantine(code: str, reason: str) -> Decision:
+    return Decision(quarantine=code, reason=reason)

@@ -1,0 +1,142 @@
+"""The router's decisions, from a topology's control records and envelope attributes alone."""
+
+from __future__ import annotations
+
+from bus.topology import control
+from bus.topology.model import parse_topology
+from processors.router.table import ORIGIN_BOX, RoutingTable, attributes
+
+NETWORK = """
+regions: {north: {}, south: {}, central: {}}
+boxes:
+  - {id: hq, region: central, company: acme}
+  - {id: hq-billing, region: central, company: acme}
+  - {id: north-branch, region: north, company: acme}
+  - {id: south-branch, region: south, company: acme}
+  - {id: farm, region: north, company: farm, publishes: [OrderConfirmed, CommentAdded]}
+  - {id: mill, region: north, company: mill}
+  - {id: stranger, region: north, company: other}
+  - {id: post, region: south, company: post, kind: partner, email: orders@post.example}
+  - {id: analytics, region: central, company: acme}
+relationships:
+  - {kind: trade, buyer: north-branch, supplier: farm}
+  - {kind: trade, buyer: north-branch, supplier: mill}
+  - {kind: trade, buyer: south-branch, supplier: post}
+  - {kind: branch, head_office: hq, branch: north-branch}
+  - {kind: branch, head_office: hq, branch: south-branch}
+  - {kind: internal, systems: [hq, hq-billing]}
+subscriptions:
+  - {box: hq, types: [BranchReportSent], name: reports}
+  - {box: north-branch, types: [PriceListSent], where: {source: [hq]}}
+  - {box: analytics, types: [OrderPlaced, OrderCancelled], scope: network, name: orders}
+  - {box: hq-billing, types: [OrderPlaced], where: {region: [central]}, name: own-orders}
+"""
+
+ORDER = "boxbus.orders.OrderPlaced"
+
+
+def table(text: str = NETWORK) -> RoutingTable:
+    return RoutingTable.from_control("ns", control.desired_records(parse_topology(text)))
+
+
+def event(source: str, kind: str = ORDER, region: str = "north", **more: str) -> dict[str, str]:
+    return {"source": source, "type": kind, "region": region, "id": more.pop("id", "e1"),
+            **more}
+
+
+def boxes(decision: object) -> list[str]:
+    return [r.box for r in decision.recipients]  # type: ignore[attr-defined]
+
+
+def test_target_box_related_to_the_source_gets_it_with_network_subscribers() -> None:
+    decision = table().decide(event("north-branch", targetbox="farm"), "north")
+    assert decision.quarantine is None
+    assert boxes(decision) == ["farm", "analytics"]
+    assert decision.recipients[0].topic == "ns.box.farm.inbox"
+
+
+def test_unrelated_box_and_unrelated_target() -> None:
+    routes = table()
+    # stranger has no relationship: nobody but the network subscriber hears its orders ...
+    assert boxes(routes.decide(event("stranger"), "north")) == ["analytics"]
+    # ... and it cannot address a box it does not trade with.
+    decision = routes.decide(event("stranger", targetbox="north-branch"), "north")
+    assert decision.quarantine == "unrelated-target"
+    assert "no relationship" in (decision.reason or "")
+    assert routes.decide(event("north-branch", targetbox="nobody"), "north"
+                         ).quarantine == "unknown-target"
+
+
+def test_partner_is_reached_through_the_mail_topic() -> None:
+    decision = table().decide(event("south-branch", region="south", targetbox="post"), "south")
+    (post, analytics) = decision.recipients
+    assert (post.box, post.topic, post.partner) == ("post", "ns.mail", True)
+    assert analytics.topic == "ns.box.analytics.inbox"
+
+
+def test_quarantine_reasons() -> None:
+    routes = table()
+    unknown = routes.decide(event("ghost"), "north")
+    assert unknown.quarantine == "unknown-source" and "ghost" in (unknown.reason or "")
+    foreign = routes.decide(event("south-branch", region="north"), "north")
+    assert foreign.quarantine == "foreign-source" and "south" in (foreign.reason or "")
+    assert routes.decide(event("farm", region="south"), "north").quarantine == "region-mismatch"
+    refused = routes.decide(event("farm", targetbox="north-branch"), "north")
+    assert refused.quarantine == "type-not-allowed"
+    allowed = routes.decide(event("farm", "boxbus.orders.OrderConfirmed",
+                                  targetbox="north-branch"), "north")
+    assert boxes(allowed) == ["north-branch"]
+
+
+def test_subscriptions_filter_on_scope_type_and_where() -> None:
+    routes = table()
+    price = "boxbus.network.PriceListSent"
+    assert boxes(routes.decide(event("hq", price, "central"), "central")) == ["north-branch"]
+    # the same type from another source does not pass the where filter
+    assert boxes(routes.decide(event("mill", price), "north")) == []
+    report = "boxbus.network.BranchReportSent"
+    assert boxes(routes.decide(event("south-branch", report, "south"), "south")) == ["hq"]
+    # related scope: a report of a box hq has no relationship with does not reach it
+    assert boxes(routes.decide(event("farm", "boxbus.collaboration.CommentAdded"), "north")
+                 ) == []
+    assert boxes(routes.decide(event("hq", region="central"), "central")
+                 ) == ["analytics", "hq-billing"]
+
+
+def test_loop_guard_on_source_origin_and_causation() -> None:
+    routes = table()
+    # A box never gets its own event back, even when it subscribes to the type.
+    own = routes.decide(event("analytics", region="central"), "central")
+    assert boxes(own) == [] and own.echoes == ("analytics",)
+    # A mirrored fact is not delivered back to the box it came from.
+    comment = "boxbus.collaboration.CommentAdded"
+    mirrored = routes.decide(event("north-branch", comment, targetbox="farm", origin="farm"),
+                             "north")
+    assert boxes(mirrored) == [] and mirrored.echoes == ("farm",)
+    # A reaction of the same type to farm's own event does not go back to farm ...
+    routes.decide(event("farm", comment, targetbox="north-branch", id="c1"), "north")
+    echo = routes.decide(event("north-branch", comment, targetbox="farm", id="c2",
+                               causation="c1"), "north")
+    assert boxes(echo) == [] and echo.echoes == ("farm",)
+    # ... but an answer of another type does (an order confirmed after an order placed).
+    routes.decide(event("north-branch", targetbox="farm", id="o1"), "north")
+    answer = routes.decide(event("farm", "boxbus.orders.OrderConfirmed", targetbox="north-branch",
+                                 id="o2", causation="o1"), "north")
+    assert boxes(answer) == ["north-branch"]
+
+
+def test_decisions_are_cached_but_follow_fine_filters() -> None:
+    text = NETWORK + "  - {box: mill, types: [OrderPlaced], where: {subject: [ord-7]}}\n"
+    routes = table(text)
+    assert "mill" in boxes(routes.decide(event("north-branch", subject="ord-7"), "north"))
+    assert "mill" not in boxes(routes.decide(event("north-branch", subject="ord-8"), "north"))
+
+
+def test_attributes_come_from_the_headers() -> None:
+    found = attributes([("ce_source", b"/boxes/farm"), ("ce_type", b"T"), ("ce_id", b"1"),
+                        ("ce_region", b"north"), (ORIGIN_BOX, b"mill"), ("other", b"x"),
+                        ("ce_targetbox", b"")])
+    assert found == {"source": "farm", "type": "T", "id": "1", "region": "north",
+                     "origin": "mill"}
+    assert attributes([("ce_source", b"farm")])["source"] == ""  # not /boxes/<id>
+    assert attributes(None) == {"source": ""}
