@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -69,6 +70,12 @@ async def stack(settings: Settings) -> AsyncIterator[StackInfo]:
 def bootstrap(stack: StackInfo) -> str:
     assert stack.kafka_bootstrap
     return stack.kafka_bootstrap
+
+
+@pytest.fixture
+def ns_settings(settings: Settings) -> Settings:
+    """The suite's settings with a topic namespace of its own (a network per test)."""
+    return Settings(run_dir=settings.run_dir, topic_namespace=f"tp{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from bus.cli import bench, box, demo, dev, dlq, events, schemas, topology
+from bus.cli import bench, box, demo, dev, dlq, events, router, schemas, topology
 from bus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -29,6 +29,7 @@ app.add_typer(box.relay_app, name="relay")
 app.add_typer(box.inbox_app, name="inbox")
 app.add_typer(bench.app, name="bench")
 app.add_typer(topology.app, name="topology")
+app.add_typer(router.app, name="router")
 app.command("demo")(demo.demo)
 
 

@@ -167,7 +167,7 @@ class Router:
             region = naming.region_of_topic(self.namespace, tp.topic) or ""
             for record in records:
                 handled += 1
-                headers = record.headers or ()
+                headers = list(record.headers or ())  # the batch builder takes lists only
                 found = attributes(headers)
                 hashed = key_hash(record.key)
                 if not (found["source"] and found.get("type") and found.get("id")
@@ -247,8 +247,7 @@ class Router:
                     topic=record.topic, partition=record.partition, offset=record.offset)
 
 
-def _for(recipient: Recipient, headers: Sequence[tuple[str, bytes]]
-         ) -> Sequence[tuple[str, bytes]]:
+def _for(recipient: Recipient, headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     if recipient.partner:
         return [*headers, (RECIPIENT, recipient.box.encode())]
     return headers

@@ -36,11 +36,6 @@ subscriptions:
 """
 
 
-@pytest.fixture
-def ns_settings(settings: Settings) -> Settings:
-    return Settings(run_dir=settings.run_dir, topic_namespace=f"tp{uuid.uuid4().hex[:10]}")
-
-
 async def topics_of(bootstrap: str, namespace: str) -> dict[str, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

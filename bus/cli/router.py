@@ -1,0 +1,49 @@
+"""``boxbus router``: run the router that delivers region events to the boxes entitled to them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from bus.cli.box import _run_until_signal
+from bus.cli.context import kafka_bootstrap, settings_from_env
+from bus.cli.output import console_err, print_json
+
+app = typer.Typer(help="The router: region topics to box inboxes, by the network's topology.",
+                  no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    group: Annotated[str | None, typer.Option(
+        help="Consumer group (default <namespace>.router); instances of one group share "
+        "the region partitions.")] = None,
+    max_records: Annotated[int, typer.Option(
+        help="Records per round (one send and one commit per round).", min=1)] = 5000,
+    progress_every: Annotated[float, typer.Option(
+        help="Seconds between progress lines in the log.", min=0.1)] = 10.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the totals as JSON at exit.")
+                        ] = False,
+) -> None:
+    """Route until SIGTERM or Ctrl-C; the round in flight finishes and commits first."""
+    from processors.router import Router
+
+    settings = settings_from_env()
+    router = Router(settings, kafka_bootstrap(settings), group_id=group, max_records=max_records)
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        await router.run(stop, progress_every=progress_every)
+
+    console_err.print(f"router of namespace {router.namespace}, group {router.group_id}; "
+                      "SIGTERM or Ctrl-C stops it")
+    _run_until_signal(serve, stop.set)
+    if json_out:
+        print_json(router.stats.as_dict())
+    else:
+        stats = router.stats
+        console_err.print(f"router stopped: {stats.consumed} consumed, {stats.forwarded} "
+                          f"forwarded, {stats.quarantined} quarantined, {stats.dead_lettered} "
+                          f"dead-lettered, {stats.echoes_dropped} echoes dropped")

@@ -1,0 +1,196 @@
+"""The router on the real broker: delivery to related boxes, partners by mail, quarantine with
+the partition moving on, commit after acks, a subscription added at run time, and instances
+joining and leaving the group without losing events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bus import Envelope, Settings, naming
+from bus.topics import read_topic
+from bus.topology import apply_plan, make_plan, parse_topology
+from processors.router import Router
+
+pytestmark = pytest.mark.stack
+
+NETWORK = """\
+regions:
+  north: {partitions: 3}
+  south: {partitions: 2}
+boxes:
+  - {id: shop, region: north, company: shop}
+  - {id: dairy, region: south, company: dairy}
+  - {id: mill, region: north, company: mill, publishes: [OrderConfirmed]}
+  - {id: stranger, region: north, company: other}
+  - {id: farm, region: south, company: farm, kind: partner, email: orders@farm.example}
+relationships:
+  - {kind: trade, buyer: shop, supplier: dairy}
+  - {kind: trade, buyer: shop, supplier: mill}
+  - {kind: trade, buyer: shop, supplier: farm}
+"""
+ORDER = "boxbus.orders.OrderPlaced"
+
+
+def headers(source: str, region: str, key: str, *, kind: str = ORDER, target: str | None = None,
+            event_id: str | None = None) -> list[tuple[str, bytes]]:
+    return Envelope(id=event_id or str(uuid.uuid4()), source_box=source, type=kind,
+                    time=datetime.now(UTC), region=region, partition_key=key,
+                    target_box=target, correlation_id=key).to_headers()
+
+
+async def apply(settings: Settings, bootstrap: str, text: str) -> None:
+    plan = await make_plan(settings, bootstrap, parse_topology(text))
+    await apply_plan(settings, bootstrap, plan)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, bootstrap: str, **options: object
+                  ) -> AsyncIterator[Router]:
+    router = Router(settings, bootstrap, **options)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(router.run(stop, progress_every=3600))
+    try:
+        yield router
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def produce(bootstrap: str, records: list[tuple[str, str, list[tuple[str, bytes]]]]
+                  ) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key, hdrs in records:
+            await producer.send_and_wait(topic, f"body of {key}".encode(), key=key.encode(),
+                                         headers=hdrs)
+    finally:
+        await producer.stop()
+
+
+async def wait_for(settings: Settings, bootstrap: str, topic: str, count: int,
+                   timeout: float = 30) -> list[object]:
+    async with asyncio.timeout(timeout):
+        while len(records := await read_topic(settings, bootstrap, topic)) < count:
+            await asyncio.sleep(0.2)
+    return records
+
+
+def header(record: object, name: str) -> str | None:
+    return next((v.decode() for k, v in record.headers if k == name), None)  # type: ignore[attr-defined]
+
+
+async def test_delivers_to_related_boxes_and_quarantines_the_rest(
+    ns_settings: Settings, bootstrap: str,
+) -> None:
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, bootstrap, NETWORK)
+    north, south = naming.region_topic(ns, "north"), naming.region_topic(ns, "south")
+    key = "ord-1"
+    await produce(bootstrap, [
+        (north, key, headers("shop", "north", key, target="dairy")),
+        (north, key, headers("ghost", "north", key, target="dairy")),  # unknown source
+        (north, key, headers("dairy", "north", key, target="shop")),  # dairy lives in south
+        (north, key, headers("stranger", "north", key, target="shop")),  # not related
+        (north, key, headers("mill", "north", key, target="shop")),  # may not publish it
+        (north, key, [("ce_type", ORDER.encode())]),  # no envelope: dead letter
+        (north, key, headers("shop", "north", key, target="farm")),  # partner: by mail
+        (north, key, headers("shop", "north", key, target="mill", event_id="last")),
+    ])
+    async with running(ns_settings, bootstrap) as router:
+        mill = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, "mill"), 1)
+        assert [header(r, "ce_id") for r in mill] == ["last"]  # the partition moved on
+        dairy = await read_topic(ns_settings, bootstrap, naming.inbox_topic(ns, "dairy"))
+        assert len(dairy) == 1 and dairy[0].key == key.encode()
+        assert dairy[0].value == f"body of {key}".encode()  # unchanged bytes
+        mail = await read_topic(ns_settings, bootstrap, naming.mail_topic(ns))
+        assert [header(r, "boxbus_recipient") for r in mail] == ["farm"]
+        for box in ("shop", "stranger"):
+            assert await read_topic(ns_settings, bootstrap, naming.inbox_topic(ns, box)) == []
+        quarantined = await read_topic(ns_settings, bootstrap, naming.quarantine_topic(north))
+        assert sorted(header(r, "quarantine_code") or "" for r in quarantined) == [
+            "foreign-source", "type-not-allowed", "unknown-source", "unrelated-target"]
+        assert all(header(r, "dlq_reason") and header(r, "dlq_offset") for r in quarantined)
+        dead = await read_topic(ns_settings, bootstrap, naming.dlq_topic(north))
+        assert [header(r, "dlq_code") for r in dead] == ["invalid-envelope"]
+        assert "ce_source" in (header(dead[0], "dlq_reason") or "")
+        assert router.stats.quarantined == 4 and router.stats.dead_lettered == 1
+        assert await read_topic(ns_settings, bootstrap, south) == []
+
+    # Committed after the outputs were acknowledged: the group's offsets are at the end.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{ns}.router",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(north, p) for p in range(3)]
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            assert (await consumer.committed(tp) or 0) == ends[tp]
+    finally:
+        await consumer.stop()
+
+
+async def test_subscription_and_box_added_at_run_time(
+    ns_settings: Settings, bootstrap: str,
+) -> None:
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, bootstrap, NETWORK)
+    north = naming.region_topic(ns, "north")
+    price = "boxbus.network.PriceListSent"
+    async with running(ns_settings, bootstrap) as router:
+        await produce(bootstrap, [(north, "p-1", headers("mill", "north", "p-1", kind=price))])
+        await wait_for(ns_settings, bootstrap, naming.quarantine_topic(north), 1)
+        # mill may not publish price lists, and nobody subscribes: quarantined, not delivered.
+        changes = router.control.changes
+        grown = NETWORK.replace(
+            "publishes: [OrderConfirmed]", "publishes: [OrderConfirmed, PriceListSent]").replace(
+            "relationships:\n", "  - {id: newshop, region: north, company: new}\n"
+            "relationships:\n  - {kind: trade, buyer: newshop, supplier: mill}\n") + (
+            "subscriptions:\n  - {box: shop, types: [PriceListSent], name: prices}\n"
+            "  - {box: newshop, types: [PriceListSent], name: prices}\n")
+        await apply(ns_settings, bootstrap, grown)
+        async with asyncio.timeout(15):
+            while router.control.changes == changes or "newshop" not in router.table.boxes:
+                await asyncio.sleep(0.1)
+        await produce(bootstrap, [(north, "p-2", headers("mill", "north", "p-2", kind=price))])
+        for box in ("shop", "newshop"):
+            got = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, box), 1)
+            assert [r.key for r in got] == [b"p-2"]
+
+
+async def test_instances_join_and_leave_without_losing_or_reordering(
+    ns_settings: Settings, bootstrap: str,
+) -> None:
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, bootstrap, NETWORK)
+    north = naming.region_topic(ns, "north")
+    orders = [f"ord-{i}" for i in range(12)]
+    steps = 40  # per order: placed, then amendments, the last one a cancellation
+
+    async def publish(start: int, stop: int) -> None:
+        await produce(bootstrap, [
+            (north, key, headers("shop", "north", key, target="dairy",
+                                 event_id=f"{key}/{step:03d}"))
+            for step in range(start, stop) for key in orders])
+
+    async with running(ns_settings, bootstrap, max_records=50):
+        await publish(0, 10)
+        async with running(ns_settings, bootstrap, max_records=50):  # a second instance joins
+            await publish(10, 25)
+        await publish(25, 40)  # ... and leaves: the first takes its partitions back
+    async with running(ns_settings, bootstrap):  # the first left too: a new one finishes
+        got = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, "dairy"),
+                             len(orders) * steps)
+    ids = [header(r, "ce_id") or "" for r in got]
+    assert set(ids) == {f"{k}/{s:03d}" for k in orders for s in range(steps)}  # none lost
+    for key in orders:  # per order, in order (a copy after a hand-over repeats, never jumps)
+        seen = [int(i.split("/")[1]) for i in ids if i.startswith(key + "/")]
+        first = list(dict.fromkeys(seen))
+        assert first == list(range(steps)), key
