@@ -9,6 +9,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -76,7 +77,7 @@ async def produce(bootstrap: str, records: list[tuple[str, str, list[tuple[str, 
 
 
 async def wait_for(settings: Settings, bootstrap: str, topic: str, count: int,
-                   timeout: float = 30) -> list[object]:
+                   timeout: float = 30) -> list[Any]:
     async with asyncio.timeout(timeout):
         while len(records := await read_topic(settings, bootstrap, topic)) < count:
             await asyncio.sleep(0.2)
