@@ -1,0 +1,104 @@
+"""The reference box's inbox handlers: what an event from another box changes here. Each runs
+in the inbox's transaction, so the change and the inbox's progress commit together, once.
+
+Nothing applied here is published again: a comment from the other party is stored with its
+origin and stays local, so comments cross once in each direction and never echo (the router's
+loop guard is the second line of defence).
+"""
+
+from __future__ import annotations
+
+from bus.events.models import (
+    BranchReportSent,
+    CommentAdded,
+    GoodsReceived,
+    OrderAmended,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    PriceListSent,
+    ShipmentDispatched,
+)
+from connectors.box import Applied, Handlers, Rejected
+from connectors.refbox.actions import save_comment, save_order, save_shipment, set_status
+
+handlers = Handlers()
+
+
+async def _known(applied: Applied, order_id: str) -> str:
+    status = await applied.conn.fetchval("SELECT status FROM orders WHERE order_id = $1",
+                                         order_id)
+    if status is None:
+        raise Rejected(f"order {order_id} is not known in this box (its OrderPlaced never "
+                       "arrived here)")
+    return str(status)
+
+
+@handlers.on(OrderPlaced)
+async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applied) -> None:
+    await save_order(applied.conn, event.order_id, "sales", event.buyer_box, "placed", 0,
+                     event.total, event.lines, event.notes)
+
+
+@handlers.on(OrderAmended)
+async def order_amended(event: OrderAmended, applied: Applied) -> None:
+    await _known(applied, event.order_id)
+    await save_order(applied.conn, event.order_id, "sales", applied.envelope.source_box,
+                     "amended", event.revision, event.total, event.lines, None)
+
+
+@handlers.on(OrderCancelled)
+async def order_cancelled(event: OrderCancelled, applied: Applied) -> None:
+    await _known(applied, event.order_id)
+    await set_status(applied.conn, event.order_id, "cancelled")
+
+
+@handlers.on(OrderConfirmed)
+async def order_confirmed(event: OrderConfirmed, applied: Applied) -> None:
+    if await _known(applied, event.order_id) != "cancelled":
+        await set_status(applied.conn, event.order_id, "confirmed")
+
+
+@handlers.on(CommentAdded)
+async def comment_from_the_other_party(event: CommentAdded, applied: Applied) -> None:
+    await save_comment(applied.conn, event, applied.envelope.source_box)
+
+
+@handlers.on(ShipmentDispatched)
+async def goods_in_transit(event: ShipmentDispatched, applied: Applied) -> None:
+    await _known(applied, event.order_id)
+    await save_shipment(applied.conn, event, "incoming", applied.envelope.source_box)
+    await set_status(applied.conn, event.order_id, "in_transit")
+
+
+@handlers.on(GoodsReceived)
+async def goods_delivered(event: GoodsReceived, applied: Applied) -> None:
+    await _known(applied, event.order_id)
+    await applied.conn.execute(
+        "UPDATE shipments SET status = 'received', received_at = $2 WHERE shipment_id = $1",
+        event.shipment_id, event.received_at)
+    await set_status(applied.conn, event.order_id, "received")
+
+
+@handlers.on(PriceListSent)
+async def price_list(event: PriceListSent, applied: Applied) -> None:
+    await applied.conn.execute(
+        "INSERT INTO price_lists (price_list_id, from_box, valid_from, entries) VALUES "
+        "($1, $2, $3, $4) ON CONFLICT DO NOTHING", event.price_list_id,
+        applied.envelope.source_box, event.valid_from, len(event.entries))
+    await applied.conn.executemany(
+        "INSERT INTO prices (sku, unit, price_minor, currency, price_list_id) VALUES "
+        "($1, $2, $3, $4, $5) ON CONFLICT (sku) DO UPDATE SET unit = $2, price_minor = $3, "
+        "currency = $4, price_list_id = $5",
+        [(e.sku, e.unit, e.price.amount_minor, e.price.currency, event.price_list_id)
+         for e in event.entries])
+
+
+@handlers.on(BranchReportSent)
+async def branch_report(event: BranchReportSent, applied: Applied) -> None:
+    await applied.conn.execute(
+        "INSERT INTO branch_reports (report_id, branch_box, period_start, period_end, "
+        "orders_count, revenue_minor, currency) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+        "ON CONFLICT DO NOTHING", event.report_id, event.branch_box, event.period_start,
+        event.period_end, event.orders_count, event.revenue.amount_minor,
+        event.revenue.currency)

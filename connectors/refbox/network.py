@@ -1,0 +1,105 @@
+"""A whole network on one machine: the topology applied, a database and a running reference
+box (relay + inbox) per box, and the router. Used by ``make demo`` and the flow tests; in
+production each box and each router instance is its own process (``boxbus box run``,
+``boxbus router run``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from bus.db import create_database
+from bus.log import get_logger
+from bus.serde import EventSerde
+from bus.settings import Settings
+from bus.topology import Topology, apply_plan, make_plan
+from bus.topology.model import BoxKind
+from connectors.box import Outbox
+from connectors.refbox.actions import RefBox
+from connectors.refbox.schema import migrate_refbox
+from connectors.refbox.service import BoxService
+from connectors.refbox.view import box_view
+from processors.router import Router
+
+log = get_logger(__name__)
+
+
+def database_name(namespace: str, box_id: str) -> str:
+    return f"{namespace}_{box_id}".replace("-", "_")[:63]
+
+
+class LocalNetwork:
+    def __init__(self, settings: Settings, bootstrap: str, database_server: str,
+                 serde: EventSerde, topology: Topology, *, routers: int = 1) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.database_server = database_server
+        self.serde = serde
+        self.topology = topology
+        self.router_count = routers
+        self.boxes: dict[str, RefBox] = {}
+        self.dsns: dict[str, str] = {}
+        self.services: dict[str, BoxService] = {}
+        self.routers: list[Router] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def __aenter__(self) -> LocalNetwork:
+        plan = await make_plan(self.settings, self.bootstrap, self.topology)
+        await apply_plan(self.settings, self.bootstrap, plan)
+        ns = self.settings.topic_namespace
+        real = [b for b in self.topology.boxes if b.kind is BoxKind.BOX]
+        dsns = await asyncio.gather(*(create_database(self.database_server,
+                                                      database_name(ns, b.id)) for b in real))
+        await asyncio.gather(*(migrate_refbox(dsn) for dsn in dsns))
+        outbox = Outbox(self.settings, self.serde)
+        for box, dsn in zip(real, dsns, strict=True):
+            self.dsns[box.id] = dsn
+            self.boxes[box.id] = RefBox(box.id, box.region, dsn, outbox)
+            service = BoxService(self.settings, dsn, self.bootstrap, box.id, self.serde,
+                                 poll_interval=0.5)
+            self.services[box.id] = service
+            self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box.id}"))
+        for _ in range(self.router_count):
+            await self.add_router()
+        return self
+
+    async def add_router(self) -> Router:
+        router = Router(self.settings, self.bootstrap)
+        self.routers.append(router)
+        self._tasks.append(asyncio.create_task(router.run(self._stop, progress_every=3600),
+                                               name="router"))
+        return router
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._stop.set()
+        for service in self.services.values():
+            service.stop()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError):
+                log.error("network part failed", part=task.get_name(), error=repr(result))
+
+    def failed(self) -> list[str]:
+        """Parts that stopped with an error while the network should be running."""
+        return [f"{t.get_name()}: {t.exception()!r}" for t in self._tasks
+                if t.done() and not t.cancelled() and t.exception() is not None]
+
+    async def view(self, box_id: str) -> dict[str, Any]:
+        return await box_view(self.dsns[box_id])
+
+    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 30,
+                    what: str = "the network to settle") -> None:
+        """Wait until ``check()`` holds; TimeoutError names what did not happen."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not await check():
+                    if failed := self.failed():
+                        raise RuntimeError(f"while waiting for {what}: {'; '.join(failed)}")
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}") from None

@@ -1,0 +1,45 @@
+"""A running reference box: its relay (outbox to Kafka) and its inbox (its inbox topic to its
+tables) side by side in one process, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bus.log import get_logger
+from bus.serde import EventSerde
+from bus.settings import Settings
+from connectors.box import Inbox, Outbox, Relay
+from connectors.refbox.handlers import handlers
+from connectors.refbox.schema import migrate_refbox
+
+log = get_logger(__name__)
+
+
+class BoxService:
+    def __init__(self, settings: Settings, dsn: str, bootstrap: str, box_id: str,
+                 serde: EventSerde, *, poll_interval: float = 1.0) -> None:
+        self.box_id = box_id
+        self.dsn = dsn
+        self.relay = Relay(settings, dsn, bootstrap, box_id, poll_interval=poll_interval)
+        self.inbox = Inbox(settings, dsn, bootstrap, box_id, handlers, serde,
+                           outbox=Outbox(settings, serde))
+
+    def stop(self) -> None:
+        self.relay.stop()
+        self.inbox.stop()
+
+    async def run(self) -> None:
+        """Migrate the box's database, then relay and apply until ``stop()``; if one of the
+        two fails, the other is stopped and the error raised."""
+        await migrate_refbox(self.dsn)
+        tasks = [asyncio.create_task(self.relay.run(), name=f"relay-{self.box_id}"),
+                 asyncio.create_task(self.inbox.run(), name=f"inbox-{self.box_id}")]
+        log.info("box running", box=self.box_id)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)

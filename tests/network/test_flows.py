@@ -1,0 +1,193 @@
+"""The network's flows end to end, on real Kafka, PostgreSQL and the registry: reference boxes
+in two regions with their relays and inboxes, and the router between them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from bus import Settings, naming
+from bus.catalog import SchemaCatalog
+from bus.devstack import StackInfo
+from bus.registry import SchemaRegistry
+from bus.serde import EventSerde
+from bus.topics import read_topic
+from bus.topology import parse_topology
+from connectors.refbox import BusinessError, LineSpec
+from connectors.refbox.network import LocalNetwork
+
+pytestmark = pytest.mark.stack
+
+NETWORK = """\
+regions:
+  north: {partitions: 3}
+  south: {partitions: 3}
+boxes:
+  - {id: hq, region: north, company: chain}
+  - {id: branch-n, region: north, company: chain}
+  - {id: branch-s, region: south, company: chain}
+  - {id: shop, region: north, company: shop}
+  - {id: dairy, region: south, company: dairy}
+  - {id: stranger, region: south, company: other}
+  - {id: farm, region: south, company: farm, kind: partner, email: orders@farm.example}
+relationships:
+  - {kind: trade, buyer: shop, supplier: dairy}
+  - {kind: trade, buyer: shop, supplier: farm}
+  - {kind: branch, head_office: hq, branch: branch-n}
+  - {kind: branch, head_office: hq, branch: branch-s}
+subscriptions:
+  - {box: branch-n, name: prices, types: [PriceListSent], where: {source: [hq]}}
+  - {box: branch-s, name: prices, types: [PriceListSent], where: {source: [hq]}}
+  - {box: hq, name: reports, types: [BranchReportSent]}
+"""
+LINES = [LineSpec("milk-1l", Decimal(24), 89, "Milk 1 l"),
+         LineSpec("butter-250g", Decimal("12.5"), 249, "Butter 250 g"),
+         LineSpec("yogurt", Decimal(40), 55)]
+
+
+@pytest.fixture(scope="module")
+async def network(settings: Settings, stack: StackInfo, bootstrap: str
+                  ) -> AsyncIterator[LocalNetwork]:
+    assert stack.database_url and stack.schema_registry_url
+    ns_settings = Settings(run_dir=settings.run_dir, topic_namespace=f"nw{uuid.uuid4().hex[:8]}")
+    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
+    async with LocalNetwork(ns_settings, bootstrap, stack.database_url, serde,
+                            parse_topology(NETWORK)) as running:
+        yield running
+        assert running.failed() == []
+
+
+def order_of(view: dict[str, Any], order_id: str) -> dict[str, Any] | None:
+    return next((o for o in view["orders"] if o["order_id"] == order_id), None)
+
+
+async def status_in(network: LocalNetwork, box: str, order_id: str) -> str | None:
+    order = order_of(await network.view(box), order_id)
+    return order["status"] if order else None
+
+
+async def test_purchase_order_comments_shipment_and_receipt(network: LocalNetwork) -> None:
+    shop, dairy = network.boxes["shop"], network.boxes["dairy"]
+    await dairy.stock_in("milk-1l", Decimal(100))
+    await dairy.stock_in("butter-250g", Decimal(20))
+    await dairy.stock_in("yogurt", Decimal(40))
+    order_id = await shop.place_order("dairy", LINES, notes="ramp 2")
+
+    # The purchase order arrives in the supplier's box as a sales order with all its lines.
+    async def arrived() -> bool:
+        return await status_in(network, "dairy", order_id) == "placed"
+    await network.until(arrived, what="the sales order in dairy")
+    sales = order_of(await network.view("dairy"), order_id)
+    assert sales and (sales["role"], sales["counterparty"], sales["lines"]) == (
+        "sales", "shop", 3)
+    assert sales["total_minor"] == 24 * 89 + int(Decimal("12.5") * 249) + 40 * 55
+
+    # Comments both ways, each once in each box, no echo.
+    await shop.comment(order_id, "Please deliver before 9:00.")
+    await dairy.comment(order_id, "Fine, the truck leaves at 6:00.")
+    await shop.comment(order_id, "Thank you!")
+
+    async def talked() -> bool:
+        views = [await network.view(b) for b in ("shop", "dairy")]
+        return all(len(v["comments"]) == 3 for v in views)
+    await network.until(talked, what="three comments in both boxes")
+    for box in ("shop", "dairy"):
+        comments = (await network.view(box))["comments"]
+        assert [c["origin_box"] for c in comments] == ["shop", "dairy", "shop"]
+        assert len({c["comment_id"] for c in comments}) == 3
+
+    # The supplier confirms, then dispatches: its stock is written off, the buyer sees the
+    # goods in transit.
+    await dairy.confirm_order(order_id)
+    shipment_id = await dairy.dispatch(order_id, carrier="ColdTruck")
+    stock = {s["sku"]: s["quantity"] for s in (await network.view("dairy"))["stock"]}
+    assert stock == {"milk-1l": "76", "butter-250g": "7.5", "yogurt": "0"}
+
+    async def in_transit() -> bool:
+        return bool((await network.view("shop"))["goods_in_transit"])
+    await network.until(in_transit, what="goods in transit in shop")
+    transit = (await network.view("shop"))["goods_in_transit"]
+    assert {(g["sku"], g["quantity"], g["supplier"]) for g in transit} == {
+        ("milk-1l", "24", "dairy"), ("butter-250g", "12.5", "dairy"), ("yogurt", "40", "dairy")}
+    assert await status_in(network, "shop", order_id) == "in_transit"
+    with pytest.raises(BusinessError, match="dispatched already"):
+        await dairy.dispatch(order_id)
+
+    # Goods received closes it on both sides and fills the buyer's warehouse.
+    await shop.receive(shipment_id)
+    assert (await network.view("shop"))["goods_in_transit"] == []
+
+    async def closed() -> bool:
+        return await status_in(network, "dairy", order_id) == "received"
+    await network.until(closed, what="the sales order closed in dairy")
+    stock = {s["sku"]: s["quantity"] for s in (await network.view("shop"))["stock"]}
+    assert stock == {"milk-1l": "24", "butter-250g": "12.5", "yogurt": "40"}
+
+    # The box without a relationship saw none of it; the router dropped no echo.
+    stranger = await network.view("stranger")
+    assert stranger["orders"] == [] and stranger["comments"] == []
+    assert await read_topic(network.settings, network.bootstrap,
+                            naming.inbox_topic(network.settings.topic_namespace,
+                                               "stranger")) == []
+    assert sum(r.stats.echoes_dropped for r in network.routers) == 0
+
+
+async def test_amendments_and_cancellation_arrive_in_order(network: LocalNetwork) -> None:
+    shop = network.boxes["shop"]
+    order_id = await shop.place_order("dairy", LINES[:1])
+    for quantity in (10, 20, 30, 40):
+        await shop.amend_order(order_id, [LineSpec("milk-1l", Decimal(quantity), 89)],
+                               reason=f"now {quantity}")
+    await shop.cancel_order(order_id, "the store closed")
+
+    async def cancelled() -> bool:
+        return await status_in(network, "dairy", order_id) == "cancelled"
+    await network.until(cancelled, what="the cancellation in dairy")
+    sales = order_of(await network.view("dairy"), order_id)
+    assert sales and sales["revision"] == 4 and sales["total_minor"] == 40 * 89
+    with pytest.raises(BusinessError, match="cancelled"):
+        await network.boxes["dairy"].dispatch(order_id)
+
+
+async def test_price_list_to_branches_and_reports_back(network: LocalNetwork) -> None:
+    hq = network.boxes["hq"]
+    price_list = await hq.send_price_list([(f"sku-{n:04d}", 100 + n) for n in range(500)])
+
+    async def everywhere() -> bool:
+        views = [await network.view(b) for b in ("branch-n", "branch-s")]
+        return all(v["price_lists"] for v in views)
+    await network.until(everywhere, what="the price list in both branches")
+    for box in ("branch-n", "branch-s"):
+        (got,) = (await network.view(box))["price_lists"]
+        assert (got["price_list_id"], got["from_box"], got["entries"]) == (price_list, "hq", 500)
+    assert (await network.view("shop"))["price_lists"] == []  # not a branch of hq
+
+    now = datetime.now(UTC)
+    for box in ("branch-n", "branch-s"):
+        await network.boxes[box].send_report(now - timedelta(days=1), now)
+
+    async def reported() -> bool:
+        return len((await network.view("hq"))["branch_reports"]) == 2
+    await network.until(reported, what="two branch reports in hq")
+    assert {r["branch_box"] for r in (await network.view("hq"))["branch_reports"]} == {
+        "branch-n", "branch-s"}
+
+
+async def test_order_to_a_partner_without_a_box_goes_to_the_mail_topic(
+    network: LocalNetwork,
+) -> None:
+    order_id = await network.boxes["shop"].place_order("farm", LINES[:2])
+    mail = naming.mail_topic(network.settings.topic_namespace)
+
+    async def mailed() -> bool:
+        records = await read_topic(network.settings, network.bootstrap, mail)
+        return any(r.key == order_id.encode() for r in records)
+    await network.until(mailed, what="the order on the mail topic")
+    record = next(r for r in await read_topic(network.settings, network.bootstrap, mail)
+                  if r.key == order_id.encode())
+    assert dict(record.headers)["boxbus_recipient"] == b"farm"
