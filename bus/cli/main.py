@@ -10,7 +10,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from bus.cli import bench, box, demo, dev, dlq, events, router, schemas, topology
+from bus.cli import bench, box, demo, dev, dlq, events, refbox, router, schemas, topology
 from bus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -24,6 +24,8 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
+box.box_app.command("run")(refbox.run)
+box.box_app.command("show")(refbox.show)
 app.add_typer(box.box_app, name="box")
 app.add_typer(box.relay_app, name="relay")
 app.add_typer(box.inbox_app, name="inbox")

@@ -10,6 +10,7 @@ place) is reported as a problem, not attempted.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -251,6 +252,8 @@ async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                     enable_idempotence=True, **settings.kafka_client_options())
         await producer.start()
+        quiet = _FreshLeaderRetries({c.target for c in todo if c.action == "create-topic"})
+        logging.getLogger("aiokafka.producer.sender").addFilter(quiet)
         try:
             futures = [await producer.send(
                 naming.control_topic(plan.namespace, c.data["kind"]),
@@ -259,5 +262,21 @@ async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
                 await future
         finally:
             await producer.stop()
+            logging.getLogger("aiokafka.producer.sender").removeFilter(quiet)
         result.done += records
     return result
+
+
+class _FreshLeaderRetries(logging.Filter):
+    """Hides the producer's retry warning for a topic created a moment ago: its leader is
+    elected (apply waited for it) but the broker may answer NotLeaderForPartition once until its
+    own metadata catches up; the producer retries and the record is written."""
+
+    def __init__(self, topics: set[str]) -> None:
+        super().__init__()
+        self.topics = topics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("NotLeaderForPartition" in message
+                    and any(f"topic='{t}'" in message for t in self.topics))

@@ -102,6 +102,7 @@ class Applied:
     offset: int
     outbox: Outbox | None  # to publish follow-up events in the same transaction
     timestamp_ms: int = 0  # the record's Kafka timestamp (when the sender's relay sent it)
+    box_id: str = ""  # the box applying it
 
 
 Handler = Callable[[Any, Applied], Awaitable[None]]
@@ -449,7 +450,8 @@ class Inbox:
                         await flush()
                         run_handler = batch_handler
                     run.append((event, Applied(conn, envelope, record.topic, record.partition,
-                                               record.offset, self.outbox, record.timestamp)))
+                                               record.offset, self.outbox, record.timestamp,
+                                               self.box_id)))
                     continue
                 await flush()
                 handler = self.handlers.single(envelope.type)
@@ -499,7 +501,7 @@ class Inbox:
         """None if applied; the reason if rejected. Raises _Retrying to retry the batch, and
         on the fast path _Careful to apply the batch again event by event."""
         applied = Applied(conn, envelope, record.topic, record.partition, record.offset,
-                          self.outbox, record.timestamp)
+                          self.outbox, record.timestamp, self.box_id)
         if not careful:
             try:
                 await handler(event, applied)

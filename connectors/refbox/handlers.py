@@ -25,6 +25,13 @@ from connectors.refbox.actions import save_comment, save_order, save_shipment, s
 handlers = Handlers()
 
 
+def _addressed_elsewhere(applied: Applied) -> bool:
+    """An order event seen through a subscription (billing, analytics) rather than sent to
+    this box as a party of the order: nothing of this box's orders changes."""
+    target = applied.envelope.target_box
+    return target is not None and target != applied.box_id
+
+
 async def _known(applied: Applied, order_id: str) -> str:
     status = await applied.conn.fetchval("SELECT status FROM orders WHERE order_id = $1",
                                          order_id)
@@ -36,12 +43,22 @@ async def _known(applied: Applied, order_id: str) -> str:
 
 @handlers.on(OrderPlaced)
 async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applied) -> None:
+    if event.supplier_box != applied.box_id:
+        # Seen through a subscription (central analytics), not addressed to this box.
+        await applied.conn.execute(
+            "INSERT INTO observed_orders (order_id, buyer_box, supplier_box, region, "
+            "total_minor, currency) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            event.order_id, event.buyer_box, event.supplier_box or event.supplier_email or "",
+            event.meta.region, event.total.amount_minor, event.total.currency)
+        return
     await save_order(applied.conn, event.order_id, "sales", event.buyer_box, "placed", 0,
                      event.total, event.lines, event.notes)
 
 
 @handlers.on(OrderAmended)
 async def order_amended(event: OrderAmended, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
     await _known(applied, event.order_id)
     await save_order(applied.conn, event.order_id, "sales", applied.envelope.source_box,
                      "amended", event.revision, event.total, event.lines, None)
@@ -49,12 +66,16 @@ async def order_amended(event: OrderAmended, applied: Applied) -> None:
 
 @handlers.on(OrderCancelled)
 async def order_cancelled(event: OrderCancelled, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
     await _known(applied, event.order_id)
     await set_status(applied.conn, event.order_id, "cancelled")
 
 
 @handlers.on(OrderConfirmed)
 async def order_confirmed(event: OrderConfirmed, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
     if await _known(applied, event.order_id) != "cancelled":
         await set_status(applied.conn, event.order_id, "confirmed")
 
@@ -66,6 +87,8 @@ async def comment_from_the_other_party(event: CommentAdded, applied: Applied) ->
 
 @handlers.on(ShipmentDispatched)
 async def goods_in_transit(event: ShipmentDispatched, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
     await _known(applied, event.order_id)
     await save_shipment(applied.conn, event, "incoming", applied.envelope.source_box)
     await set_status(applied.conn, event.order_id, "in_transit")
@@ -73,6 +96,8 @@ async def goods_in_transit(event: ShipmentDispatched, applied: Applied) -> None:
 
 @handlers.on(GoodsReceived)
 async def goods_delivered(event: GoodsReceived, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
     await _known(applied, event.order_id)
     await applied.conn.execute(
         "UPDATE shipments SET status = 'received', received_at = $2 WHERE shipment_id = $1",

@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS prices (
     currency       text NOT NULL,
     price_list_id  text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS observed_orders (
+    order_id      text PRIMARY KEY,
+    buyer_box     text NOT NULL,
+    supplier_box  text NOT NULL,
+    region        text NOT NULL,
+    total_minor   bigint NOT NULL,
+    currency      text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS branch_reports (
     report_id      text PRIMARY KEY,
     branch_box     text NOT NULL,

@@ -33,13 +33,16 @@ async def box_view(dsn: str) -> dict[str, Any]:
         reports = [dict(r) for r in await conn.fetch(
             "SELECT report_id, branch_box, orders_count, revenue_minor, currency "
             "FROM branch_reports ORDER BY period_end, branch_box")]
+        observed = [dict(r) for r in await conn.fetch(
+            "SELECT region, count(*) AS orders, sum(total_minor) AS total_minor, currency "
+            "FROM observed_orders GROUP BY region, currency ORDER BY region")]
     finally:
         await conn.close()
     for row in stock + transit:
         row["quantity"] = format(row["quantity"].normalize(), "f")
     return {"orders": orders, "comments": comments, "stock": stock,
             "goods_in_transit": transit, "shipments": shipments, "price_lists": price_lists,
-            "branch_reports": reports}
+            "branch_reports": reports, "network_orders": observed}
 
 
 def _money(minor: int, currency: str) -> str:
@@ -85,6 +88,12 @@ def render_view(box_id: str, view: dict[str, Any]) -> Group:
         for r in view["branch_reports"]:
             table.add_row(r["report_id"], r["branch_box"], str(r["orders_count"]),
                           _money(r["revenue_minor"], r["currency"]))
+        parts.append(table)
+    if view["network_orders"]:
+        table = Table("region", "orders", "total", title="orders seen in the network",
+                      title_justify="left")
+        for n in view["network_orders"]:
+            table.add_row(n["region"], str(n["orders"]), _money(n["total_minor"], n["currency"]))
         parts.append(table)
     if len(parts) == 1:
         parts.append(Text("  (nothing yet)"))

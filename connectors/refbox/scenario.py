@@ -1,0 +1,185 @@
+"""The demo's story, played on a running :class:`LocalNetwork` of ``deploy/topology/demo.yaml``:
+each step acts in one box and waits until the others show its effect, and records how long
+that took. Bad input is part of the story: a forged event and a record without an envelope.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from bus import naming
+from bus.envelope import Envelope
+from bus.topics import read_topic
+from connectors.refbox.actions import LineSpec
+from connectors.refbox.network import LocalNetwork
+
+BUYER, SUPPLIER, PARTNER, HEAD_OFFICE = "north-branch", "fresh-farm", "river-fish", "hq"
+BRANCHES = ("north-branch", "south-branch", "east-branch")
+
+
+@dataclass
+class Step:
+    title: str
+    ok: bool = False
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Story:
+    steps: list[Step] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+
+async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: None,
+               timeout: float = 60) -> Story:
+    story = Story()
+
+    async def step(title: str, act: Callable[[], Awaitable[str]],
+                   check: Callable[[], Awaitable[bool]]) -> bool:
+        say(title)
+        record = Step(title)
+        story.steps.append(record)
+        started = time.monotonic()
+        try:
+            record.detail = await act()
+            await network.until(check, timeout, title)
+            record.ok = True
+        except Exception as exc:  # the story goes on; the step says what failed
+            record.detail = f"{record.detail} FAILED: {exc}".strip()
+        record.seconds = round(time.monotonic() - started, 3)
+        return record.ok
+
+    async def view(box: str) -> dict[str, Any]:
+        return await network.view(box)
+
+    async def status(box: str, order_id: str) -> str | None:
+        return next((o["status"] for o in (await view(box))["orders"]
+                     if o["order_id"] == order_id), None)
+
+    buyer, supplier = network.boxes[BUYER], network.boxes[SUPPLIER]
+    lines = [LineSpec("apples-kg", Decimal(120), 180, "Apples, kg"),
+             LineSpec("pears-kg", Decimal("45.5"), 240, "Pears, kg"),
+             LineSpec("plums-box", Decimal(12), 1450, "Plums, box of 5 kg")]
+    for spec in lines:
+        await supplier.stock_in(spec.sku, spec.quantity * 3)
+    order: dict[str, str] = {}
+
+    async def place() -> str:
+        order["id"] = await buyer.place_order(SUPPLIER, lines, notes="weekly fruit")
+        story.facts["order_id"] = order["id"]
+        return f"{BUYER} placed purchase order {order['id']} with {len(lines)} lines"
+
+    async def arrived() -> bool:
+        return await status(SUPPLIER, order["id"]) == "placed"
+
+    await step(f"1. {BUYER} orders fruit from {SUPPLIER}", place, arrived)
+
+    async def talk() -> str:
+        await buyer.comment(order["id"], "Can you deliver before 8:00 on Monday?")
+        await supplier.comment(order["id"], "Yes, the truck leaves at 5:30.")
+        return "one comment each way"
+
+    async def talked() -> bool:
+        views = [await view(b) for b in (BUYER, SUPPLIER)]
+        return all(len(v["comments"]) == 2 for v in views)
+
+    await step("2. comments go both ways", talk, talked)
+
+    async def dispatch() -> str:
+        await supplier.confirm_order(order["id"])
+        order["shipment"] = await supplier.dispatch(order["id"], carrier="FreshTruck")
+        return f"{SUPPLIER} confirmed and dispatched shipment {order['shipment']}"
+
+    async def in_transit() -> bool:
+        return bool((await view(BUYER))["goods_in_transit"])
+
+    await step(f"3. {SUPPLIER} dispatches: stock written off, goods in transit at {BUYER}",
+               dispatch, in_transit)
+
+    async def receive() -> str:
+        await buyer.receive(order["shipment"])
+        return f"{BUYER} received shipment {order['shipment']}"
+
+    async def closed() -> bool:
+        return await status(SUPPLIER, order["id"]) == "received"
+
+    await step("4. goods received closes the order on both sides", receive, closed)
+
+    mail = naming.mail_topic(network.settings.topic_namespace)
+
+    async def to_partner() -> str:
+        order["fish"] = await buyer.place_order(PARTNER, [LineSpec("trout-kg", Decimal(8),
+                                                                   1290, "Trout, kg")])
+        return f"{BUYER} ordered from {PARTNER}, a partner without a box"
+
+    async def mailed() -> bool:
+        records = await read_topic(network.settings, network.bootstrap, mail)
+        return any(r.key == order["fish"].encode() for r in records)
+
+    await step(f"5. an order for {PARTNER} goes to the mail topic", to_partner, mailed)
+
+    async def prices() -> str:
+        await network.boxes[HEAD_OFFICE].send_price_list(
+            [(f"sku-{n:04d}", 99 + n) for n in range(250)])
+        return f"{HEAD_OFFICE} sent a price list of 250 entries"
+
+    async def priced() -> bool:
+        views = [await view(b) for b in BRANCHES]
+        return all(v["price_lists"] for v in views)
+
+    await step("6. the head office's price list reaches every branch", prices, priced)
+
+    async def report() -> str:
+        now = datetime.now(UTC)
+        for branch in BRANCHES:
+            await network.boxes[branch].send_report(now - timedelta(days=1), now)
+        return "each branch sent its daily report"
+
+    async def reported() -> bool:
+        return len((await view(HEAD_OFFICE))["branch_reports"]) == len(BRANCHES)
+
+    await step("7. each branch reports back to the head office", report, reported)
+
+    north = naming.region_topic(network.settings.topic_namespace, "north")
+
+    async def forge() -> str:
+        producer = AIOKafkaProducer(bootstrap_servers=network.bootstrap,
+                                    **network.settings.kafka_client_options())
+        await producer.start()
+        try:
+            forged = Envelope(id=str(uuid.uuid4()), source_box="intruder",
+                              type="boxbus.orders.OrderPlaced", time=datetime.now(UTC),
+                              region="north", partition_key="po-forged",
+                              target_box=SUPPLIER).to_headers()
+            await producer.send_and_wait(north, b"\x00forged", key=b"po-forged",
+                                         headers=forged)
+            await producer.send_and_wait(north, b"not an event", key=b"po-junk")
+        finally:
+            await producer.stop()
+        return "an event from an unknown box and a record without headers, on the north topic"
+
+    async def contained() -> bool:
+        quarantined = await read_topic(network.settings, network.bootstrap,
+                                       naming.quarantine_topic(north))
+        dead = await read_topic(network.settings, network.bootstrap, naming.dlq_topic(north))
+        reasons = [dict(r.headers).get("dlq_reason", b"").decode()
+                   for r in quarantined + dead if r.key in (b"po-forged", b"po-junk")]
+        story.facts["bad_input"] = reasons
+        return len(reasons) >= 2
+
+    await step("8. bad input is quarantined or dead-lettered with its reason", forge, contained)
+    story.facts["router"] = [r.stats.as_dict() for r in network.routers]
+    return story
