@@ -85,3 +85,57 @@ def outbox(
     for key, value in results.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+
+
+@app.command()
+def router(
+    events: Annotated[int, typer.Option(help="Records of the week's mix to forward.",
+                                        min=1000)] = 200_000,
+    only: Annotated[list[str] | None, typer.Option(
+        help="Run only these contenders: router, raw_aiokafka, quix, faust, faust_batch "
+        "(repeatable).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds each contender may take.")] = 600.0,
+    rounds: Annotated[int, typer.Option(
+        help="Runs per contender, in alternating order; the best one is reported.", min=1)] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The router's forward rate next to raw aiokafka, Quix Streams and faust, over the same
+    records of the reference workload on the running stack's broker, each in its own
+    process."""
+    from processors.router.bench import CONTENDERS, bench
+
+    chosen = set(only or CONTENDERS)
+    if chosen - set(CONTENDERS):
+        raise typer.BadParameter(f"unknown contender(s) {sorted(chosen - set(CONTENDERS))}; "
+                                 f"choose from {', '.join(CONTENDERS)}", param_hint="--only")
+    settings = settings_from_env()
+    found = endpoints(settings)
+    info = LocalStack(settings).status()
+    broker_pid = info.nodes[0].pid if info and info.nodes and not settings.external_kafka \
+        else None
+    run_settings = settings.model_copy(update={"topic_namespace": f"rb{uuid.uuid4().hex[:6]}"})
+
+    def progress(text: str) -> None:
+        if not json_out:
+            console_err.print(f"· {text}")
+
+    results = asyncio.run(bench(run_settings, found.bootstrap, events=events, only=chosen,
+                                broker_pid=broker_pid, timeout=timeout, rounds=rounds,
+                                progress=progress))
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title=f"router benchmark: {events:,} records of the reference week, same "
+                  "broker, same run", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("contender", "events/s", "outputs/event", "seconds", "CPU s", "peak RSS MB",
+                   "broker CPU s"):
+        table.add_column(column, justify="left" if column == "contender" else "right")
+    for r in results["runs"]:
+        table.add_row(r["name"], f"{r['events_per_s']:,.0f}" if not r["error"] else r["error"],
+                      str(r["outputs_per_event"]), str(r["seconds"]), str(r["cpu_seconds"]),
+                      str(r["peak_rss_mb"]), str(r["broker_cpu_seconds"]))
+    console.print(table)
+    console.print(f"router / raw aiokafka: {results['router_vs_raw_aiokafka']}   "
+                  f"router / Quix Streams: {results['router_vs_quix']}   "
+                  f"faust / raw: {results['faust_vs_raw_aiokafka']} "
+                  f"(batched: {results['faust_batch_vs_raw_aiokafka']})", highlight=False)

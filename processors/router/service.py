@@ -37,13 +37,13 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
-from bus.envelope import format_time
+from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
 from bus.log import get_logger
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
 from processors.router.control import ControlFollower
 from processors.router.outputs import Outputs, key_hash
-from processors.router.table import RECIPIENT, Recipient, RoutingTable, attributes
+from processors.router.table import RECIPIENT, Recipient, RoutingTable
 
 log = get_logger(__name__)
 
@@ -92,12 +92,13 @@ class Router:
             bootstrap_servers=bootstrap, group_id=self.group_id, client_id=client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-            metadata_max_age_ms=10_000, **settings.kafka_client_options())
+            metadata_max_age_ms=30_000, **settings.kafka_client_options())
         self._lock = asyncio.Lock()
         self._partitions: dict[str, int] = {}
         self._known_for: RoutingTable | None = None
         self._known_inputs: set[str] = set()
         self._started = False
+        self.first_fetch_at: float | None = None  # perf_counter of the first records fetched
 
     @property
     def table(self) -> RoutingTable:
@@ -141,6 +142,8 @@ class Router:
                                                max_records=self.max_records)
         if not fetched:
             return 0
+        if self.first_fetch_at is None:
+            self.first_fetch_at = time.perf_counter()
         async with self._lock:
             assigned = self._consumer.assignment()
             fetched = {tp: rs for tp, rs in fetched.items() if tp in assigned}
@@ -161,86 +164,85 @@ class Router:
         table = self.table
         await self._know(table, fetched)
         outputs = Outputs(self._producer, self._partitions)
-        handled = 0
+        partitions = self._partitions
+        handled = forwarded = echoes = 0
         for tp, records in fetched.items():
             region = naming.region_of_topic(self.namespace, tp.topic) or ""
             for record in records:
-                handled += 1
-                headers = list(record.headers or ())  # the batch builder takes lists only
-                found = attributes(headers)
-                hashed = key_hash(record.key)
-                if not (found["source"] and found.get("type") and found.get("id")
-                        and found.get("region")):
-                    await self._dead_letter(outputs, record, found)
+                headers = list(record.headers)  # the batch builder takes lists only
+                decision = table.decide(dict(headers), region)
+                if decision.invalid:
+                    self._dead_letter(outputs, record, decision.reason or "")
                     continue
-                decision = table.decide(found, region)
                 if decision.quarantine is not None:
-                    await self._quarantine(outputs, record, found, decision.quarantine,
-                                           decision.reason or "")
+                    self._quarantine(outputs, record, decision.quarantine, decision.reason or "")
                     continue
                 if decision.echoes:
-                    self.stats.echoes_dropped += len(decision.echoes)
-                    log.debug("echo dropped", event_id=found.get("id"), boxes=decision.echoes,
-                              correlation_id=found.get("correlationid"))
-                for recipient in decision.recipients:
-                    if recipient.topic not in self._partitions:
-                        await self._quarantine(
-                            outputs, record, found, "missing-recipient-topic",
-                            f"topic {recipient.topic} of box {recipient.box!r} does not exist "
-                            "(run boxbus topology apply)")
-                        continue
-                    await outputs.add(recipient.topic, hashed, tp.partition, record.key,
-                                      record.value, record.timestamp,
-                                      _for(recipient, headers))
-                    self.stats.forwarded += 1
+                    echoes += len(decision.echoes)
+                    log.debug("echo dropped", event_id=header_text(headers, ID),
+                              boxes=decision.echoes,
+                              correlation_id=header_text(headers, CORRELATION_ID))
+                if decision.recipients:
+                    hashed = key_hash(record.key)
+                    for recipient in decision.recipients:
+                        if recipient.topic not in partitions:
+                            self._quarantine(outputs, record, "missing-recipient-topic",
+                                             f"topic {recipient.topic} of box "
+                                             f"{recipient.box!r} does not exist (run boxbus "
+                                             "topology apply)")
+                            continue
+                        outputs.add(recipient.topic, hashed, tp.partition, record.key,
+                                    record.value, record.timestamp, _for(recipient, headers))
+                        forwarded += 1
+            handled += len(records)
         await outputs.send()
         self.stats.consumed += handled
+        self.stats.forwarded += forwarded
+        self.stats.echoes_dropped += echoes
         return handled
 
     async def _know(self, table: RoutingTable, fetched: dict[TopicPartition, list[Any]]
                     ) -> None:
         """Partition counts of every output topic this round may use; creates a missing
-        quarantine or dead-letter topic (never an inbox: only topology apply makes those)."""
-        inputs = {tp.topic for tp in fetched}
+        quarantine or dead-letter topic (never an inbox: only topology apply makes those).
+        Asks the brokers about these topics only, and only when the table or the set of
+        region topics changed (a cluster's full metadata can be large)."""
+        inputs = {tp.topic for tp in fetched} | self._consumer.subscription()
         if table is self._known_for and inputs <= self._known_inputs:
             return
         inputs |= self._known_inputs
         wanted = set(table.recipient_topics())
         for topic in inputs:
             wanted |= {naming.quarantine_topic(topic), naming.dlq_topic(topic)}
-        cluster = await self._producer.client.fetch_all_metadata()
-        missing = [t for t in wanted - cluster.topics()
-                   if t.endswith((naming.QUARANTINE_SUFFIX, naming.DLQ_SUFFIX))]
+        client = self._producer.client
+        await client.set_topics(sorted(wanted))  # one metadata request for all of them
+        missing = [t for t in wanted if not client.cluster.partitions_for_topic(t)
+                   and t.endswith((naming.QUARANTINE_SUFFIX, naming.DLQ_SUFFIX))]
         if missing:
             await ensure_topics(self.settings, self.bootstrap, [
                 TopicSpec(t, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
                 for t in missing])
-            cluster = await self._producer.client.fetch_all_metadata()
-        self._partitions = {t: len(cluster.partitions_for_topic(t) or ())
-                            for t in cluster.topics() if cluster.partitions_for_topic(t)}
+            await client.force_metadata_update()
+        self._partitions = {t: len(client.cluster.partitions_for_topic(t) or ())
+                            for t in wanted if client.cluster.partitions_for_topic(t)}
         self._known_for, self._known_inputs = table, inputs
 
-    async def _quarantine(self, outputs: Outputs, record: Any, found: dict[str, str],
-                          code: str, reason: str) -> None:
+    def _quarantine(self, outputs: Outputs, record: Any, code: str, reason: str) -> None:
         _, key, value, headers = _letter(record, code, reason, self.group_id)
-        await outputs.add(naming.quarantine_topic(record.topic), key_hash(key),
+        outputs.add(naming.quarantine_topic(record.topic), key_hash(key),
                           record.partition, key, value, record.timestamp,
                           [*headers, ("quarantine_code", code.encode()),
                            ("quarantine_reason", reason.encode())])
         self.stats.quarantined += 1
         log.warning("event quarantined", code=code, reason=reason, topic=record.topic,
                     partition=record.partition, offset=record.offset,
-                    event_id=found.get("id"), correlation_id=found.get("correlationid"),
-                    source=found.get("source"))
+                    event_id=header_text(record.headers, ID),
+                    correlation_id=header_text(record.headers, CORRELATION_ID),
+                    source=header_text(record.headers, SOURCE))
 
-    async def _dead_letter(self, outputs: Outputs, record: Any, found: dict[str, str]) -> None:
-        missing = [h for h, a in (("ce_source", "source"), ("ce_type", "type"),
-                                  ("ce_id", "id"), ("ce_region", "region")) if not found.get(a)]
-        reason = (f"required header(s) {', '.join(missing)} missing or empty: the router "
-                  "cannot tell where the event goes")
+    def _dead_letter(self, outputs: Outputs, record: Any, reason: str) -> None:
         topic, key, value, headers = _letter(record, "invalid-envelope", reason, self.group_id)
-        await outputs.add(topic, key_hash(key), record.partition, key, value, record.timestamp,
-                          headers)
+        outputs.add(topic, key_hash(key), record.partition, key, value, record.timestamp, headers)
         self.stats.dead_lettered += 1
         log.warning("event dead-lettered", code="invalid-envelope", reason=reason,
                     topic=record.topic, partition=record.partition, offset=record.offset)

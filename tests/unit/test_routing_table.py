@@ -39,9 +39,16 @@ def table(text: str = NETWORK) -> RoutingTable:
     return RoutingTable.from_control("ns", control.desired_records(parse_topology(text)))
 
 
-def event(source: str, kind: str = ORDER, region: str = "north", **more: str) -> dict[str, str]:
-    return {"source": source, "type": kind, "region": region, "id": more.pop("id", "e1"),
-            **more}
+HEADER = {"targetbox": "ce_targetbox", "origin": ORIGIN_BOX, "causation": "ce_causationid",
+          "subject": "ce_partitionkey", "correlationid": "ce_correlationid"}
+
+
+def event(source: str, kind: str = ORDER, region: str = "north", **more: str
+          ) -> dict[str, bytes]:
+    """The headers of an event, as the router reads them."""
+    headers = {"ce_source": f"/boxes/{source}", "ce_type": kind, "ce_region": region,
+               "ce_id": more.pop("id", "e1"), **{HEADER[k]: v for k, v in more.items()}}
+    return {name: value.encode() for name, value in headers.items()}
 
 
 def boxes(decision: object) -> list[str]:
@@ -130,6 +137,16 @@ def test_decisions_are_cached_but_follow_fine_filters() -> None:
     routes = table(text)
     assert "mill" in boxes(routes.decide(event("north-branch", subject="ord-7"), "north"))
     assert "mill" not in boxes(routes.decide(event("north-branch", subject="ord-8"), "north"))
+
+
+def test_records_without_an_envelope_are_invalid() -> None:
+    routes = table()
+    for missing in ("ce_source", "ce_type", "ce_id", "ce_region"):
+        headers = event("shop")
+        del headers[missing]
+        assert routes.decide(headers, "north").invalid
+    assert routes.decide({**event("shop"), "ce_source": b"shop"}, "north"
+                         ).quarantine == "unknown-source"
 
 
 def test_attributes_come_from_the_headers() -> None:

@@ -1,0 +1,112 @@
+"""The baseline of the router benchmark: forwarding with plain aiokafka, nothing else.
+
+What it measures: records per second of one asyncio process that consumes the source topics
+from the earliest offset (``getmany``), reads the ``ce_targetbox`` header of each record, and
+sends the unchanged key, value and headers to that box's inbox topic and to every ``--extra``
+topic, appended to one ``BatchBuilder`` per output partition (crc32 of the key, as the router
+does) and sent with ``send_batch``, acks=all; then it commits the round's input
+offsets. No routing table, no quarantine, no dead letters: the floor the router is held to.
+
+    python -m processors.peers.raw_forward --bootstrap 127.0.0.1:9092 --source T [--source T2]
+        --inbox-prefix bench.box. --extra bench.audit --group raw-1 --count 200000
+
+Prints one JSON line, {"events": N, "seconds": S, "outputs": M}; exits 2 after --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import OffsetAndMetadata
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--source", action="append", required=True)
+    parser.add_argument("--inbox-prefix", required=True)
+    parser.add_argument("--extra", action="append", default=[])
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    return parser.parse_args(argv)
+
+
+async def forward(args: argparse.Namespace) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(*args.source, bootstrap_servers=args.bootstrap,
+                                group_id=args.group, enable_auto_commit=False,
+                                auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all",
+                                enable_idempotence=True, max_batch_size=512 * 1024)
+    await producer.start()
+    await consumer.start()
+    partitions: dict[str, int] = {}
+    done = outputs = 0
+    started: float | None = None
+    try:
+        async with asyncio.timeout(args.timeout):
+            while done < args.count:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
+                if not fetched:
+                    continue
+                if started is None:
+                    started = time.perf_counter()
+                batches: dict[tuple[str, int], Any] = {}
+                futures = []
+                for records in fetched.values():
+                    for record in records:
+                        headers = list(record.headers)
+                        target = next((v.decode() for k, v in headers
+                                       if k == "ce_targetbox" and v), None)
+                        topics = [*([f"{args.inbox_prefix}{target}.inbox"] if target else []),
+                                  *args.extra]
+                        hashed = zlib.crc32(record.key)
+                        for topic in topics:
+                            if topic not in partitions:
+                                partitions[topic] = len(await producer.partitions_for(topic))
+                            tp = (topic, hashed % partitions[topic])
+                            batch = batches.get(tp) or producer.create_batch()
+                            batches[tp] = batch
+                            if batch.append(key=record.key, value=record.value,
+                                            timestamp=record.timestamp, headers=headers) is None:
+                                futures.append(await producer.send_batch(batch, tp[0],
+                                                                         partition=tp[1]))
+                                batch = batches[tp] = producer.create_batch()
+                                batch.append(key=record.key, value=record.value,
+                                             timestamp=record.timestamp, headers=headers)
+                            outputs += 1
+                        done += 1
+                for (topic, partition), batch in batches.items():
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                await asyncio.gather(*futures)
+                await consumer.commit({tp: OffsetAndMetadata(rs[-1].offset + 1, "")
+                                       for tp, rs in fetched.items()})
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"events": done, "seconds": time.perf_counter() - (started or time.perf_counter()),
+            "outputs": outputs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = asyncio.run(forward(args))
+    except TimeoutError:
+        print(json.dumps({"error": f"not done within {args.timeout} s"}), file=sys.stderr)  # noqa: T201
+        return 2
+    print(json.dumps(result))  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

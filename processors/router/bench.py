@@ -1,0 +1,353 @@
+"""``boxbus bench router``: the router's forward rate beside raw aiokafka, Quix Streams and
+faust, on the network and traffic of ../shared/WORKLOAD.md, same broker, same records, one run.
+
+1. The reference network (scale 1: head office with three internal systems, five regional
+   branches, two central analytics boxes, 50 suppliers, 20 partners) is applied as a topology
+   under a namespace of its own.
+2. ``--events`` records of the week's mix are produced once onto the six region topics, with
+   real envelope headers and opaque bodies of realistic sizes (the router never decodes them):
+   store orders of the branches (placed, confirmed, amended, cancelled, comments, a stock change
+   per line), purchase orders from branches and head office to suppliers and partners with
+   their B2B chain, price lists, branch reports.
+3. Each contender then forwards the same records, in a process of its own, reading all region
+   topics with a consumer group of its own from the start, and prints its own timing (first
+   record fetched to last output acknowledged):
+   - ``router``: this router with its routing table (recipients by relationship and
+     subscriptions, quarantine, loop guard);
+   - ``raw_aiokafka``: getmany + send_batch to the ``ce_targetbox`` inbox and the two analytics
+     inboxes, no decisions: the floor;
+   - ``quix``: Quix Streams doing the same forward;
+   - ``faust`` / ``faust_batch``: a faust-streaming agent, one event at a time and in batches
+     (``stream.take``) — the figures behind the decision to keep faust off the hot path.
+
+Each contender's CPU seconds and peak RSS are read from /proc, and the broker's CPU per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bus import naming
+from bus.envelope import Envelope
+from bus.settings import Settings
+from bus.topics import TopicSpec, ensure_topics
+from bus.topology import Topology, apply_plan, make_plan
+
+REGIONS = ("north", "south", "east", "west", "centre")
+REPO = Path(__file__).resolve().parents[2]
+CONTENDERS = ("router", "raw_aiokafka", "quix", "faust", "faust_batch")
+_T = "boxbus."
+
+
+def workload_topology(namespace: str, seed: int = 7) -> Topology:
+    """The reference network of WORKLOAD.md at scale 1."""
+    rng = random.Random(seed)
+    boxes: list[dict[str, Any]] = [
+        {"id": "hq", "region": "central", "company": "chain"},
+        *({"id": f"hq-{s}", "region": "central", "company": "chain"}
+          for s in ("sales", "billing", "service")),
+        *({"id": f"analytics-{a}", "region": "central", "company": "chain"}
+          for a in ("sales", "stock")),
+        *({"id": f"branch-{r}", "region": r, "company": "chain"} for r in REGIONS),
+        *({"id": f"sup-{n:02d}", "region": REGIONS[n % 5], "company": f"sup-{n:02d}"}
+          for n in range(50)),
+        *({"id": f"partner-{n:02d}", "region": REGIONS[n % 5], "company": f"partner-{n:02d}",
+           "kind": "partner", "email": f"orders@partner-{n:02d}.example"} for n in range(20)),
+    ]
+    suppliers = [f"sup-{n:02d}" for n in range(50)]
+    relationships: list[dict[str, Any]] = [
+        {"kind": "internal", "systems": ["hq", "hq-sales", "hq-billing", "hq-service"]}]
+    for region in REGIONS:
+        branch = f"branch-{region}"
+        relationships.append({"kind": "branch", "head_office": "hq", "branch": branch})
+        for supplier in rng.sample(suppliers, rng.randint(10, 20)):
+            relationships.append({"kind": "trade", "buyer": branch, "supplier": supplier})
+        for partner in rng.sample(range(20), 3):
+            relationships.append({"kind": "trade", "buyer": branch,
+                                  "supplier": f"partner-{partner:02d}"})
+    relationships += [{"kind": "trade", "buyer": "hq", "supplier": s} for s in suppliers]
+    subscriptions: list[dict[str, Any]] = [
+        *({"box": f"branch-{r}", "name": "from-hq", "types": ["PriceListSent", "DirectiveSent"],
+           "where": {"source": ["hq"]}} for r in REGIONS),
+        {"box": "hq", "name": "branches", "types": ["BranchReportSent", "OrderPlaced",
+                                                     "StockLevelChanged"]},
+        {"box": "hq-billing", "name": "to-bill",
+         "types": ["OrderConfirmed", "ShipmentDispatched", "InvoiceIssued"]},
+        {"box": "analytics-sales", "name": "sales", "scope": "network",
+         "types": ["OrderPlaced", "OrderCancelled", "InvoiceIssued", "PaymentRecorded"]},
+        {"box": "analytics-stock", "name": "stock", "scope": "network",
+         "types": ["StockLevelChanged", "ShipmentDispatched", "GoodsReceived"]},
+    ]
+    regions = {r: {"partitions": 6} for r in (*REGIONS, "central")}
+    return Topology.model_validate({
+        "namespace": namespace, "regions": regions, "boxes": boxes,
+        "relationships": relationships, "subscriptions": subscriptions})
+
+
+Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
+
+SIZES = {"OrderPlaced": 620, "OrderConfirmed": 560, "OrderAmended": 600, "OrderCancelled": 180,
+         "CommentAdded": 260, "StockLevelChanged": 150, "DocumentAttached": 900,
+         "ShipmentDispatched": 420, "GoodsReceived": 400, "InvoiceIssued": 480,
+         "PaymentRecorded": 220, "PriceListSent": 60_000, "BranchReportSent": 300}
+
+
+def workload_traffic(topology: Topology, count: int, seed: int = 11) -> list[Record]:
+    """``count`` records of the week's mix, in publishing order."""
+    rng = random.Random(seed)
+    ns = topology.namespace or "boxbus"
+    trade: dict[str, list[str]] = {}
+    for r in topology.relationships:
+        if r.kind == "trade":
+            trade.setdefault(r.buyer, []).append(r.supplier)
+    region_of = {b.id: b.region for b in topology.boxes}
+    bodies = {t: rng.randbytes(n) for t, n in SIZES.items()}
+    out: list[Record] = []
+    now = datetime.now(UTC)
+
+    def emit(source: str, kind: str, key: str, target: str | None = None) -> None:
+        region = region_of[source]
+        headers = Envelope(id=str(uuid.UUID(int=rng.getrandbits(128))), source_box=source,
+                           type=_type(kind), time=now, region=region, partition_key=key,
+                           target_box=target, correlation_id=key).to_headers()
+        out.append((naming.region_topic(ns, region), key.encode(), bodies[kind], headers))
+
+    n = 0
+    while len(out) < count:
+        n += 1
+        branch = f"branch-{REGIONS[n % 5]}"
+        if n % 25:  # a store order with its chain
+            key = f"so-{n}"
+            lines = max(1, min(40, int(rng.lognormvariate(1.6, 0.6))))
+            emit(branch, "OrderPlaced", key)
+            emit(branch, "OrderConfirmed", key)
+            if rng.random() < 0.3:
+                emit(branch, "OrderAmended", key)
+            if rng.random() < 0.5:
+                emit(branch, "CommentAdded", key)
+            if rng.random() < 0.05:
+                emit(branch, "OrderCancelled", key)
+            for line in range(lines):
+                emit(branch, "StockLevelChanged", f"{branch}/sku-{rng.randrange(5000)}/{line}")
+        else:  # a purchase order to a supplier (or a partner), with the B2B chain
+            buyer = "hq" if n % 100 == 0 else branch
+            supplier = rng.choice(trade[buyer])
+            key = f"po-{n}"
+            emit(buyer, "OrderPlaced", key, supplier)
+            if supplier.startswith("partner"):
+                continue
+            emit(supplier, "OrderConfirmed", key, buyer)
+            for _ in range(2):
+                emit(buyer, "CommentAdded", key, supplier)
+                emit(supplier, "CommentAdded", key, buyer)
+            emit(supplier, "DocumentAttached", key, buyer)
+            emit(supplier, "ShipmentDispatched", key, buyer)
+            emit(buyer, "GoodsReceived", key, supplier)
+            emit(supplier, "InvoiceIssued", key, buyer)
+            emit(buyer, "PaymentRecorded", key, supplier)
+        if n % 5000 == 0:
+            emit("hq", "PriceListSent", f"pl-{n}")
+            for region in REGIONS:
+                emit(f"branch-{region}", "BranchReportSent", f"rp-{region}-{n}")
+    return out[:count]
+
+
+def _type(short: str) -> str:
+    domain = {"OrderPlaced": "orders", "OrderConfirmed": "orders", "OrderAmended": "orders",
+              "OrderCancelled": "orders", "CommentAdded": "collaboration",
+              "DocumentAttached": "collaboration", "StockLevelChanged": "logistics",
+              "ShipmentDispatched": "logistics", "GoodsReceived": "logistics",
+              "InvoiceIssued": "finance", "PaymentRecorded": "finance",
+              "PriceListSent": "network", "BranchReportSent": "network"}[short]
+    return f"{_T}{domain}.{short}"
+
+
+async def produce(settings: Settings, bootstrap: str, records: list[Record]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
+                                **settings.kafka_client_options())
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for start in range(0, len(records), 5000):
+            futures = [await producer.send(t, v, key=k, headers=h)
+                       for t, k, v, h in records[start:start + 5000]]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+@dataclass
+class Run:
+    name: str
+    events: int = 0
+    outputs: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    broker_cpu_seconds: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return round(self.events / self.seconds) if self.seconds and not self.error else 0.0
+
+
+def _proc_cpu(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def run_contender(name: str, command: list[str], broker_pid: int | None,
+                        timeout: float) -> Run:
+    run = Run(name)
+    broker_before = _proc_cpu(broker_pid) if broker_pid else None
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cpu = rss = 0.0
+    reading = asyncio.ensure_future(proc.communicate())
+    try:
+        async with asyncio.timeout(timeout + 30):
+            while not reading.done():
+                cpu = _proc_cpu(proc.pid) or cpu
+                rss = _proc_peak_rss_mb(proc.pid) or rss
+                await asyncio.wait([reading], timeout=0.2)
+    except TimeoutError:
+        proc.kill()
+        run.error = "did not finish in time"
+        await reading
+        return run
+    stdout, stderr = reading.result()
+    run.cpu_seconds, run.peak_rss_mb = round(cpu, 2), round(rss, 1)
+    if broker_pid and broker_before is not None:
+        after = _proc_cpu(broker_pid)
+        run.broker_cpu_seconds = round(after - broker_before, 2) if after else None
+    lines = [line for line in stdout.decode().splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        run.error = (stderr.decode().strip().splitlines() or ["exit " + str(proc.returncode)]
+                     )[-1][:300]
+        return run
+    found = json.loads(lines[-1])
+    run.events, run.outputs = found["events"], found.get("outputs", 0)
+    run.seconds = round(found["seconds"], 3)
+    run.extra = {k: v for k, v in found.items() if k not in ("events", "outputs", "seconds")}
+    return run
+
+
+async def warm_up(settings: Settings, bootstrap: str, topics: list[str], count: int) -> None:
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                **settings.kafka_client_options())
+    await consumer.start()
+    try:
+        seen = 0
+        async with asyncio.timeout(120):
+            while seen < count:
+                seen += sum(len(r) for r in (await consumer.getmany(timeout_ms=500,
+                                                                     max_records=10_000)).values())
+    finally:
+        await consumer.stop()
+
+
+async def bench(settings: Settings, bootstrap: str, *, events: int, only: set[str],
+                broker_pid: int | None, timeout: float, rounds: int,
+                progress: Callable[[str], None]) -> dict[str, Any]:
+    ns = settings.topic_namespace
+    topology = workload_topology(ns)
+    progress(f"applying the reference network as namespace {ns} ...")
+    await apply_plan(settings, bootstrap, await make_plan(settings, bootstrap, topology))
+    # Peers know no partners: they send to an inbox topic named after every target box, so
+    # partners get one here (the router sends their events to the mail topic instead).
+    await ensure_topics(settings, bootstrap, [
+        TopicSpec(naming.inbox_topic(ns, b.id), topology.defaults.inbox_partitions)
+        for b in topology.boxes if b.kind == "partner"])
+    progress(f"producing {events} records of the week's mix onto the region topics ...")
+    traffic = workload_traffic(topology, events)
+    produce_s = await produce(settings, bootstrap, traffic)
+    sources = sorted({t for t, _, _, _ in traffic})
+    extras = [naming.inbox_topic(ns, "analytics-sales"), naming.inbox_topic(ns, "analytics-stock")]
+    py = sys.executable
+    common = ["--bootstrap", bootstrap, "--count", str(events), "--timeout", str(timeout)]
+    peer = [*(a for s in sources for a in ("--source", s)), "--inbox-prefix", f"{ns}.box.",
+            *(a for e in extras for a in ("--extra", e)), *common]
+    commands = {
+        "router": [py, "-m", "processors.router.bench_run", "--namespace", ns, *common],
+        "raw_aiokafka": [py, "-m", "processors.peers.raw_forward", *peer],
+        "quix": [py, "-m", "processors.peers.quix_forward", *peer],
+        "faust": [py, "-m", "processors.peers.faust_forward", *peer],
+        "faust_batch": [py, "-m", "processors.peers.faust_forward", "--batch", "500", *peer],
+    }
+    progress("reading the records once, so that every contender finds them in the page cache "
+             "...")
+    await warm_up(settings, bootstrap, sources, events)
+    runs: list[Run] = []
+    order = [name for name in CONTENDERS if name in only]
+    samples: dict[str, list[Run]] = {name: [] for name in order}
+    for round_no in range(rounds):
+        # Alternate the order: no contender always runs first after the produce, or last.
+        for name in order if round_no % 2 == 0 else order[::-1]:
+            progress(f"round {round_no + 1}/{rounds}: {name} over the {events} records ...")
+            command = [*commands[name], "--group", f"{ns}.bench.{name}.{round_no}"]
+            run = await run_contender(name, command, broker_pid, timeout)
+            samples[name].append(run)
+            progress(f"  {name}: {run.events_per_s:,.0f} events/s" + (
+                f" (error: {run.error})" if run.error else ""))
+    for name in order:  # each contender's best round: the least disturbed by the machine
+        best = max(samples[name], key=lambda r: r.events_per_s)
+        best.extra["events_per_s_each_round"] = [r.events_per_s for r in samples[name]]
+        runs.append(best)
+    by_name = {r.name: r for r in runs}
+
+    def ratio(a: str, b: str) -> float | None:
+        if a in by_name and b in by_name and by_name[b].events_per_s:
+            return round(by_name[a].events_per_s / by_name[b].events_per_s, 3)
+        return None
+
+    types: dict[str, int] = {}
+    for _, _, _, headers in traffic:
+        kind = dict(headers)["ce_type"].decode().rsplit(".", 1)[1]
+        types[kind] = types.get(kind, 0) + 1
+    return {
+        "namespace": ns, "events": events, "rounds": rounds,
+        "produce_seconds": round(produce_s, 2),
+        "source_topics": sources, "mix": dict(sorted(types.items(), key=lambda kv: -kv[1])),
+        **{f"{r.name}_events_per_s": r.events_per_s for r in runs},
+        "router_vs_raw_aiokafka": ratio("router", "raw_aiokafka"),
+        "router_vs_quix": ratio("router", "quix"),
+        "faust_vs_raw_aiokafka": ratio("faust", "raw_aiokafka"),
+        "faust_batch_vs_raw_aiokafka": ratio("faust_batch", "raw_aiokafka"),
+        "runs": [{**vars(r), "events_per_s": r.events_per_s,
+                  "outputs_per_event": round(r.outputs / r.events, 2) if r.events else None}
+                 for r in runs],
+    }
