@@ -70,6 +70,12 @@ def dlq_topic(topic: str) -> str:
     return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
 
 
+def letters_topic(topic: str) -> str:
+    """Where ``boxbus dlq`` reads the letters of ``topic``: its dead-letter topic, or the
+    quarantine topic itself when given one (the router writes both in the same format)."""
+    return topic if topic.endswith(QUARANTINE_SUFFIX) else dlq_topic(topic)
+
+
 def source_of_dlq(topic: str) -> str:
     return topic[: -len(DLQ_SUFFIX)] if topic.endswith(DLQ_SUFFIX) else topic
 

@@ -47,7 +47,7 @@ def _with_metrics(run: Callable[[], Awaitable[None]], port: int | None,
         return run
 
     async def run_and_serve() -> None:
-        from connectors.box.metrics import MetricsServer
+        from bus.metrics import MetricsServer
 
         server = MetricsServer(port)
         server.start()

@@ -26,12 +26,12 @@ from bus.validation import check_record
 app = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
 
 TopicArg = Annotated[str, typer.Argument(
-    help="The topic whose dead letters to read (or its .dlq topic itself).")]
+    help="The topic whose dead letters to read (or its .dlq or .quarantine topic itself).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 async def _letters(settings: Settings, topic: str) -> list[DeadLetter]:
-    records = await read_topic(settings, endpoints(settings).bootstrap, naming.dlq_topic(topic))
+    records = await read_topic(settings, endpoints(settings).bootstrap, naming.letters_topic(topic))
     return [DeadLetter.from_record(r) for r in records]
 
 
@@ -52,7 +52,7 @@ def list_(topic: TopicArg, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([_summary(letter) for letter in letters])
         return
-    table = Table(title=f"{len(letters)} dead letter(s) in {naming.dlq_topic(topic)}",
+    table = Table(title=f"{len(letters)} dead letter(s) in {naming.letters_topic(topic)}",
                   title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("dlq offset", "code", "from", "type", "reason"):
         table.add_column(column, overflow="fold")

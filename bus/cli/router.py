@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import typer
 
-from bus.cli.box import _run_until_signal
+from bus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
 from bus.cli.context import kafka_bootstrap, settings_from_env
 from bus.cli.output import console_err, print_json
 
@@ -24,6 +25,7 @@ def run(
         help="Records per round (one send and one commit per round).", min=1)] = 5000,
     progress_every: Annotated[float, typer.Option(
         help="Seconds between progress lines in the log.", min=0.1)] = 10.0,
+    metrics_port: MetricsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the totals as JSON at exit.")
                         ] = False,
 ) -> None:
@@ -37,9 +39,14 @@ def run(
     async def serve() -> None:
         await router.run(stop, progress_every=progress_every)
 
+    def watch(server: Any) -> Coroutine[Any, Any, None]:
+        from processors.router.metrics import watch_router
+
+        return watch_router(router, server)
+
     console_err.print(f"router of namespace {router.namespace}, group {router.group_id}; "
                       "SIGTERM or Ctrl-C stops it")
-    _run_until_signal(serve, stop.set)
+    _run_until_signal(_with_metrics(serve, metrics_port, watch), stop.set)
     if json_out:
         print_json(router.stats.as_dict())
     else:

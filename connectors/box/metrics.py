@@ -13,45 +13,13 @@ import contextlib
 from typing import Any
 
 import asyncpg
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 from bus.log import get_logger
+from bus.metrics import MetricsServer, Total
 from connectors.box.relay import Relay, backlog
 
 log = get_logger(__name__)
-
-
-class MetricsServer:
-    """One registry per process, served on ``host:port`` (loopback unless told otherwise)."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.port = port
-        self.host = host
-        self.registry = CollectorRegistry()
-        self._server: Any = None
-
-    def start(self) -> None:
-        self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
-        self.port = self._server.server_port  # the real one when 0 was asked
-        log.info("metrics served", url=f"http://{self.host}:{self.port}/metrics")
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-
-class _Total:
-    """A Counter fed from a service's running total (the service counts; we report)."""
-
-    def __init__(self, counter: Counter) -> None:
-        self.counter = counter
-        self.seen = 0
-
-    def update(self, total: int) -> None:
-        if total > self.seen:
-            self.counter.inc(total - self.seen)
-            self.seen = total
 
 
 async def watch_relay(relay: Relay, server: MetricsServer, interval: float = 2.0) -> None:
@@ -63,7 +31,7 @@ async def watch_relay(relay: Relay, server: MetricsServer, interval: float = 2.0
                 "the outbox (0 when empty).", ["box"], registry=server.registry).labels(**labels)
     active = Gauge("boxbus_relay_active", "1 while this relay holds the box's lock (the "
                    "others stand by).", ["box"], registry=server.registry).labels(**labels)
-    published = _Total(Counter("boxbus_relay_published", "Events published and deleted from "
+    published = Total(Counter("boxbus_relay_published", "Events published and deleted from "
                                "the outbox by this relay.", ["box"],
                                registry=server.registry).labels(**labels))
     parked = Gauge("boxbus_outbox_parked_rows", "Events set aside because their topic does "
@@ -100,7 +68,7 @@ async def watch_inbox(inbox: Any, server: MetricsServer, interval: float = 2.0) 
     """Refresh the inbox's counters every ``interval`` seconds until cancelled."""
     labels = {"box": inbox.box_id}
     totals = {
-        name: _Total(Counter(f"boxbus_inbox_{name}", text, ["box"],
+        name: Total(Counter(f"boxbus_inbox_{name}", text, ["box"],
                              registry=server.registry).labels(**labels))
         for name, text in (
             ("applied", "Events whose effect was committed in the box."),

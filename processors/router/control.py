@@ -29,14 +29,17 @@ class ControlFollower:
         self.records: dict[str, dict[str, bytes]] = {k: {} for k in naming.CONTROL_KINDS}
         self.table = RoutingTable(namespace)
         self.changes = 0
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
-            **settings.kafka_client_options())
+        self._settings, self._bootstrap = settings, bootstrap
         self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self._kinds: dict[str, str] = {}
 
     async def start(self, timeout: float = 30) -> RoutingTable:
         """Read every control topic to its current end and build the table."""
+        # Kafka clients belong to the running event loop: made here, not in __init__.
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
+            **self._settings.kafka_client_options())
         await self._consumer.start()
         partitions = []
         for kind in naming.CONTROL_KINDS:
@@ -62,6 +65,7 @@ class ControlFollower:
         return self.table
 
     async def _read(self, timeout_ms: int) -> bool:
+        assert self._consumer is not None, "start() first"
         fetched = await self._consumer.getmany(timeout_ms=timeout_ms)
         for tp, records in fetched.items():
             current = self.records[self._kinds[tp.topic]]
@@ -103,4 +107,5 @@ class ControlFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -82,17 +82,9 @@ class Router:
         self.namespace = namespace or settings.topic_namespace
         self.group_id = group_id or f"{self.namespace}.router"
         self.max_records = max_records
+        self.client_id = client_id
         self.stats = RouterStats()
         self.control = ControlFollower(settings, bootstrap, self.namespace)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-            max_batch_size=512 * 1024, max_request_size=DLQ_MAX_BYTES, client_id=client_id,
-            **settings.kafka_client_options())
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=self.group_id, client_id=client_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-            metadata_max_age_ms=30_000, **settings.kafka_client_options())
         self._lock = asyncio.Lock()
         self._partitions: dict[str, int] = {}
         self._known_for: RoutingTable | None = None
@@ -105,6 +97,17 @@ class Router:
         return self.control.table
 
     async def start(self) -> None:
+        # Kafka clients belong to the running event loop: made here, not in __init__.
+        options = self.settings.kafka_client_options()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            max_batch_size=512 * 1024, max_request_size=DLQ_MAX_BYTES,
+            client_id=self.client_id, **options)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            metadata_max_age_ms=30_000, **options)
         await self.control.start()
         await self._producer.start()
         pattern = "^" + re.escape(f"{self.namespace}.region.") + r"[a-z0-9][a-z0-9_-]*$"

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,6 +23,8 @@ from bus import Envelope, Settings, naming
 from bus.topics import read_topic
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.router import Router
+from tests.box.conftest import wait_metric
+from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
 
@@ -123,6 +130,13 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
         assert [header(r, "dlq_code") for r in dead] == ["invalid-envelope"]
         assert "ce_source" in (header(dead[0], "dlq_reason") or "")
         assert router.stats.quarantined == 4 and router.stats.dead_lettered == 1
+        listed = subprocess.run(
+            [*boxbus_cli(), "dlq", "list", naming.quarantine_topic(north), "--json"],
+            env={**os.environ, "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                 "BOXBUS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:9/unused"},
+            capture_output=True, text=True, timeout=60, check=True)
+        assert sorted(letter["code"] for letter in json.loads(listed.stdout)) == [
+            "foreign-source", "type-not-allowed", "unknown-source", "unrelated-target"]
         assert await read_topic(ns_settings, bootstrap, south) == []
 
     # Committed after the outputs were acknowledged: the group's offsets are at the end.
@@ -195,3 +209,32 @@ async def test_instances_join_and_leave_without_losing_or_reordering(
         seen = [int(i.split("/")[1]) for i in ids if i.startswith(key + "/")]
         first = list(dict.fromkeys(seen))
         assert first == list(range(steps)), key
+
+
+async def test_router_command_serves_metrics_and_stops_cleanly(
+    ns_settings: Settings, bootstrap: str, tmp_path: Any,
+) -> None:
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, bootstrap, NETWORK)
+    north = naming.region_topic(ns, "north")
+    await produce(bootstrap, [(north, "o-1", headers("shop", "north", "o-1", target="mill")),
+                              (north, "o-2", headers("ghost", "north", "o-2"))])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = tmp_path / "router.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*boxbus_cli(), "router", "run", "--metrics-port", str(port), "--json"],
+            env={**os.environ, "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                 "BOXBUS_TOPIC_NAMESPACE": ns}, stdout=subprocess.PIPE, stderr=log)
+    try:
+        samples = await wait_metric(port, "boxbus_router_quarantined_total", lambda v: v >= 1)
+        assert samples["boxbus_router_forwarded_total"] >= 1
+        assert samples["boxbus_router_consumed_total"] == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, log_path.read_text()[-2000:]
+    totals = json.loads(out)
+    assert (totals["consumed"], totals["forwarded"], totals["quarantined"]) == (2, 1, 1)
