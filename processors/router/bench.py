@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -264,6 +265,31 @@ async def run_contender(name: str, command: list[str], broker_pid: int | None,
     return run
 
 
+QUIX_CONSTRAINTS = REPO / "deploy" / "bench" / "quix-constraints.txt"
+
+
+async def quix_python(cache_dir: Path, progress: Callable[[str], None]) -> str:
+    """The interpreter of the Quix Streams environment, created on first use (its pins clash
+    with boxbus's own: see deploy/bench/quix-constraints.txt)."""
+    env_dir = cache_dir / "quix-venv"
+    python = env_dir / "bin" / "python"
+    stamp = env_dir / f".installed-{zlib.crc32(QUIX_CONSTRAINTS.read_bytes())}"
+    if stamp.exists():
+        return str(python)
+    progress(f"creating the Quix Streams environment in {env_dir} (once) ...")
+    for command in ([sys.executable, "-m", "venv", "--clear", str(env_dir)],
+                    [str(python), "-m", "pip", "install", "-q", "-c", str(QUIX_CONSTRAINTS),
+                     "quixstreams"]):
+        proc = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:4])} failed: "
+                               f"{out.decode(errors='replace').strip()[-300:]}")
+    stamp.touch()
+    return str(python)
+
+
 async def warm_up(settings: Settings, bootstrap: str, topics: list[str], count: int) -> None:
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest",
@@ -298,13 +324,19 @@ async def bench(settings: Settings, bootstrap: str, *, events: int, only: set[st
     sources = sorted({t for t, _, _, _ in traffic})
     extras = [naming.inbox_topic(ns, "analytics-sales"), naming.inbox_topic(ns, "analytics-stock")]
     py = sys.executable
+    quix_py = py
+    if "quix" in only:
+        try:
+            quix_py = await quix_python(settings.cache_dir, progress)
+        except (OSError, RuntimeError) as exc:
+            progress(f"Quix Streams is not available: {exc}")
     common = ["--bootstrap", bootstrap, "--count", str(events), "--timeout", str(timeout)]
     peer = [*(a for s in sources for a in ("--source", s)), "--inbox-prefix", f"{ns}.box.",
             *(a for e in extras for a in ("--extra", e)), *common]
     commands = {
         "router": [py, "-m", "processors.router.bench_run", "--namespace", ns, *common],
         "raw_aiokafka": [py, "-m", "processors.peers.raw_forward", *peer],
-        "quix": [py, "-m", "processors.peers.quix_forward", *peer],
+        "quix": [quix_py, "-m", "processors.peers.quix_forward", *peer],
         "faust": [py, "-m", "processors.peers.faust_forward", *peer],
         "faust_batch": [py, "-m", "processors.peers.faust_forward", "--batch", "500", *peer],
     }

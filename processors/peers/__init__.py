@@ -1,0 +1,1 @@
+"""Peer forwarders: the router's forwarding done with other stream libraries, for the benchmark."""

@@ -1,0 +1,166 @@
+"""The router's forwarding done with faust-streaming, as a peer in the benchmark.
+
+What it measures: records per second of a faust agent (aiokafka underneath) that consumes the
+region topics from the earliest offset, reads the `ce_targetbox` header and sends each record's
+key, value and headers unchanged (raw serializers) to that box's inbox topic and to every
+`--extra` topic, with acks=all (`producer_acks=-1`). By default the agent takes one event at a
+time (`stream.events()`); `--batch N` takes up to N events at a time
+(`stream.take_events(N, within=--within)`, the event form of `stream.take`, which keeps the
+headers). The clock runs from the first record consumed to the ack of the last output.
+
+    python -m processors.peers.faust_forward --bootstrap 127.0.0.1:9092 --source bench.region.a \\
+        --inbox-prefix bench.box. --extra bench.audit --group faust-1 --count 200000 [--batch 500]
+
+Prints one JSON line, {"events": N, "seconds": S, "outputs": M}, and exits 0; exits 2 when the
+N records are not forwarded (and acknowledged) within --timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT, TopicT
+
+TARGET_HEADER = "ce_targetbox"
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                       "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
+    parser.add_argument("--source", action="append", required=True,
+                        help="a region topic to read (repeatable)")
+    parser.add_argument("--inbox-prefix", required=True, help="inbox of box X: PREFIX + X.inbox")
+    parser.add_argument("--extra", action="append", default=[], help="also send every record here")
+    parser.add_argument("--group", required=True, help="consumer group id (the faust app id)")
+    parser.add_argument("--count", type=int, required=True, help="stop after N input records")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="take up to N events at a time (default: one at a time)")
+    parser.add_argument("--within", type=float, default=0.1,
+                        help="with --batch: hand over a partial batch after S seconds")
+    return parser.parse_args(argv)
+
+
+def target_box(headers: Any) -> str | None:
+    for name, value in headers or ():
+        if name == TARGET_HEADER and value:
+            return str(value.decode())
+    return None
+
+
+class FaustForwarder:
+    def __init__(self, args: argparse.Namespace, datadir: str) -> None:
+        self.count = args.count
+        self.inbox_prefix = args.inbox_prefix
+        self.batch, self.within = args.batch, args.within
+        self.done = self.sent = self.acked = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.error: BaseException | None = None
+        self.app = faust.App(
+            args.group, broker=f"kafka://{args.bootstrap}", store="memory://", datadir=datadir,
+            web_enabled=False, consumer_auto_offset_reset="earliest", producer_acks=-1,
+            topic_replication_factor=1,
+        )
+        self.extras = [self.app.topic(name, **RAW) for name in args.extra]
+        self.inboxes: dict[str, TopicT] = {}
+        self.app.agent(self.app.topic(*args.source, **RAW), name="forward")(self.agent)
+        # What the worker says goes to stderr: stdout carries the one JSON line. No terminal
+        # spinner: with it the worker keeps the root logger at DEBUG for the whole run (the
+        # spinner turns on every record), so every debug call of aiokafka and faust would
+        # build a log record.
+        self.worker = faust.Worker(self.app, loglevel="warning", quiet=True,
+                                   redirect_stdouts=False, stdout=sys.stderr)
+        self.worker.spinner = None
+
+    async def agent(self, stream: Any) -> AsyncIterator[None]:
+        if self.batch > 0:
+            async for events in stream.take_events(self.batch, within=self.within):
+                for event in events:
+                    await self.forward(event)
+                yield None
+        else:
+            async for event in stream.events():
+                await self.forward(event)
+                yield None
+
+    async def forward(self, event: EventT[Any]) -> None:
+        if self.done >= self.count:
+            return  # past N: not forwarded, so the figures stay exact
+        if self.started is None:
+            self.started = time.monotonic()
+        headers = event.message.headers
+        box = target_box(headers)
+        targets = self.extras if box is None else [self.inbox(box), *self.extras]
+        for topic in targets:
+            ack = asyncio.ensure_future(
+                await topic.send(key=event.key, value=event.value, headers=headers))
+            self.sent += 1
+            ack.add_done_callback(self.on_ack)
+        self.done += 1
+        if self.done == self.count:
+            self.check_finished()
+
+    def inbox(self, box: str) -> TopicT:
+        topic = self.inboxes.get(box)
+        if topic is None:
+            topic = self.inboxes[box] = self.app.topic(f"{self.inbox_prefix}{box}.inbox", **RAW)
+        return topic
+
+    def on_ack(self, ack: asyncio.Future[Any]) -> None:
+        error = asyncio.CancelledError() if ack.cancelled() else ack.exception()
+        if error is not None:  # a lost output: give up now, no figures
+            self.error = self.error or error
+            self.stop()
+            return
+        self.acked += 1
+        self.check_finished()
+
+    def check_finished(self) -> None:
+        if self.done == self.count and self.acked == self.sent and self.finished is None:
+            self.finished = time.monotonic()
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the worker from a task of its own: the agent must not await its own stop."""
+        if not self.worker.should_stop:
+            self.worker.loop.create_task(self.worker.stop())
+
+    def run(self, timeout: float) -> None:
+        self.worker.loop.call_later(timeout, self.stop)
+        try:
+            self.worker.execute_from_commandline()
+        except SystemExit as exc:  # how the worker says it stopped cleanly
+            if exc.code not in (None, 0):
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="faust-forward-") as datadir:
+        forwarder = FaustForwarder(args, datadir)
+        forwarder.run(args.timeout)
+    if forwarder.finished is None or forwarder.started is None:
+        why = f": {forwarder.error!r}" if forwarder.error else ""
+        sys.stderr.write(f"faust_forward: {forwarder.done} of {forwarder.count} records forwarded, "
+                         f"{forwarder.acked} of {forwarder.sent} outputs acknowledged within "
+                         f"{args.timeout:g} s{why}\n")
+        return 2
+    sys.stdout.write(json.dumps({"events": forwarder.done,
+                                 "seconds": round(forwarder.finished - forwarder.started, 3),
+                                 "outputs": forwarder.sent}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

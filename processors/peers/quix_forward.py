@@ -1,0 +1,131 @@
+"""The router's forwarding done with Quix Streams, as a peer in the benchmark.
+
+What it measures: records per second of a Quix Streams `Application` (librdkafka underneath)
+that consumes the region topics from the earliest offset, reads the `ce_targetbox` header and
+produces each record's key, value and headers unchanged (raw bytes serializers) to that box's
+inbox topic and to every `--extra` topic, with acks=all. The clock runs from the first record
+consumed to the end of the final checkpoint, whose flush waits for every output's ack (it also
+commits the input offsets and closes the consumer, a few milliseconds).
+
+    python -m processors.peers.quix_forward --bootstrap 127.0.0.1:9092 --source bench.region.a \\
+        --inbox-prefix bench.box. --extra bench.audit --group quix-1 --count 200000
+
+Prints one JSON line, {"events": N, "seconds": S, "outputs": M}, and exits 0; exits 2 when the
+N records are not forwarded within --timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from quixstreams import Application
+from quixstreams.models import Topic
+
+TARGET_HEADER = "ce_targetbox"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
+    parser.add_argument("--source", action="append", required=True,
+                        help="a region topic to read (repeatable)")
+    parser.add_argument("--inbox-prefix", required=True, help="inbox of box X: PREFIX + X.inbox")
+    parser.add_argument("--extra", action="append", default=[], help="also send every record here")
+    parser.add_argument("--group", required=True, help="consumer group id")
+    parser.add_argument("--count", type=int, required=True, help="stop after N input records")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
+    return parser.parse_args(argv)
+
+
+def target_box(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    for name, value in headers or ():
+        if name == TARGET_HEADER and value:
+            return value.decode()
+    return None
+
+
+class QuixForwarder:
+    def __init__(self, args: argparse.Namespace, state_dir: str) -> None:
+        self.count = args.count
+        self.inbox_prefix = args.inbox_prefix
+        self.done = 0
+        self.to_inboxes = 0
+        self.started: float | None = None
+        self.app = Application(
+            broker_address=args.bootstrap, consumer_group=args.group,
+            auto_offset_reset="earliest", auto_create_topics=False, use_changelog_topics=False,
+            producer_extra_config={"acks": "all"}, state_dir=state_dir, loglevel="WARNING",
+            on_message_processed=self._processed,
+        )
+        self.inboxes: dict[str, Topic] = {}
+        self.extras = [self._raw_topic(name) for name in args.extra]
+        for source in args.source:  # one dataframe per region topic, the same pipeline
+            sdf = self.app.dataframe(self._raw_topic(source))
+            sdf = sdf.update(self._consumed)
+            for extra in self.extras:
+                sdf = sdf.to_topic(extra)
+            sdf = sdf.filter(lambda _v, _k, _t, headers: target_box(headers) is not None,
+                             metadata=True)
+            sdf.to_topic(self._inbox)
+
+    def _raw_topic(self, name: str) -> Topic:
+        """Keys and values stay the bytes they were: no decoding, no encoding."""
+        return self.app.topic(name, key_serializer="bytes", value_serializer="bytes",
+                              key_deserializer="bytes", value_deserializer="bytes")
+
+    def _consumed(self, _value: bytes) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def _inbox(self, _value: Any, _key: Any, _timestamp: int, headers: Any) -> Topic:
+        """The destination of one record, from its header; topics are looked up once."""
+        box = target_box(headers) or ""  # the filter before let only records with one through
+        topic = self.inboxes.get(box)
+        if topic is None:
+            topic = self.inboxes[box] = self._raw_topic(f"{self.inbox_prefix}{box}.inbox")
+        self.to_inboxes += 1
+        return topic
+
+    def _processed(self, _topic: str, _partition: int, _offset: int) -> None:
+        """Called once per input record after its outputs were produced: stop at exactly N
+        (the app then leaves its loop before polling another record, and flushes)."""
+        self.done += 1
+        if self.done == self.count:
+            self.app.stop()
+
+    @property
+    def outputs(self) -> int:
+        return self.done * len(self.extras) + self.to_inboxes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="quix-forward-") as state_dir:
+        forwarder = QuixForwarder(args, state_dir)
+        watchdog = threading.Timer(args.timeout, forwarder.app.stop)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            forwarder.app.run()
+        finally:
+            watchdog.cancel()
+        finished = time.monotonic()
+    if forwarder.done < forwarder.count or forwarder.started is None:
+        sys.stderr.write(f"quix_forward: {forwarder.done} of {forwarder.count} records "
+                         f"forwarded within {args.timeout:g} s\n")
+        return 2
+    sys.stdout.write(json.dumps({"events": forwarder.done,
+                                 "seconds": round(finished - forwarder.started, 3),
+                                 "outputs": forwarder.outputs}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
