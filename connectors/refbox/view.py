@@ -12,30 +12,34 @@ from rich.text import Text
 
 async def box_view(dsn: str) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
+
+    async def rows(query: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in await conn.fetch(query)]
+
     try:
-        orders = [dict(r) for r in await conn.fetch(
+        orders = await rows(
             "SELECT o.order_id, o.role, o.counterparty, o.status, o.revision, o.total_minor, "
             "o.currency, (SELECT count(*) FROM order_lines l WHERE l.order_id = o.order_id) "
-            "AS lines FROM orders o ORDER BY o.created_at, o.order_id")]
-        comments = [dict(r) for r in await conn.fetch(
+            "AS lines FROM orders o ORDER BY o.created_at, o.order_id")
+        comments = await rows(
             "SELECT order_id, comment_id, origin_box, author, text FROM comments "
-            "ORDER BY written_at, seq")]
-        stock = [dict(r) for r in await conn.fetch(
-            "SELECT warehouse, sku, quantity FROM stock ORDER BY warehouse, sku")]
-        transit = [dict(r) for r in await conn.fetch(
+            "ORDER BY written_at, seq")
+        stock = await rows(
+            "SELECT warehouse, sku, quantity FROM stock ORDER BY warehouse, sku")
+        transit = await rows(
             "SELECT shipment_id, order_id, supplier, sku, quantity, unit FROM goods_in_transit "
-            "ORDER BY dispatched_at, shipment_id, sku")]
-        shipments = [dict(r) for r in await conn.fetch(
+            "ORDER BY dispatched_at, shipment_id, sku")
+        shipments = await rows(
             "SELECT shipment_id, order_id, direction, counterparty, status FROM shipments "
-            "ORDER BY dispatched_at")]
-        price_lists = [dict(r) for r in await conn.fetch(
-            "SELECT price_list_id, from_box, entries FROM price_lists ORDER BY valid_from")]
-        reports = [dict(r) for r in await conn.fetch(
+            "ORDER BY dispatched_at")
+        price_lists = await rows(
+            "SELECT price_list_id, from_box, entries FROM price_lists ORDER BY valid_from")
+        reports = await rows(
             "SELECT report_id, branch_box, orders_count, revenue_minor, currency "
-            "FROM branch_reports ORDER BY period_end, branch_box")]
-        observed = [dict(r) for r in await conn.fetch(
+            "FROM branch_reports ORDER BY period_end, branch_box")
+        observed = await rows(
             "SELECT region, count(*) AS orders, sum(total_minor) AS total_minor, currency "
-            "FROM observed_orders GROUP BY region, currency ORDER BY region")]
+            "FROM observed_orders GROUP BY region, currency ORDER BY region")
     finally:
         await conn.close()
     for row in stock + transit:

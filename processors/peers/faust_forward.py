@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -29,33 +28,17 @@ from typing import Any
 import faust
 from faust.types import EventT, TopicT
 
-TARGET_HEADER = "ce_targetbox"
+from processors.peers.contract import give_up, parse_args, report, target_box
+
+BATCH_OPTIONS = (
+    ("--batch", {"type": int, "default": 0,
+                 "help": "take up to N events at a time (default: one at a time)"}),
+    ("--within", {"type": float, "default": 0.1,
+                  "help": "with --batch: hand over a partial batch after S seconds"}),
+)
+
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                        "key_serializer": "raw", "value_serializer": "raw"}
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
-    parser.add_argument("--source", action="append", required=True,
-                        help="a region topic to read (repeatable)")
-    parser.add_argument("--inbox-prefix", required=True, help="inbox of box X: PREFIX + X.inbox")
-    parser.add_argument("--extra", action="append", default=[], help="also send every record here")
-    parser.add_argument("--group", required=True, help="consumer group id (the faust app id)")
-    parser.add_argument("--count", type=int, required=True, help="stop after N input records")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
-    parser.add_argument("--batch", type=int, default=0,
-                        help="take up to N events at a time (default: one at a time)")
-    parser.add_argument("--within", type=float, default=0.1,
-                        help="with --batch: hand over a partial batch after S seconds")
-    return parser.parse_args(argv)
-
-
-def target_box(headers: Any) -> str | None:
-    for name, value in headers or ():
-        if name == TARGET_HEADER and value:
-            return str(value.decode())
-    return None
 
 
 class FaustForwarder:
@@ -146,21 +129,16 @@ class FaustForwarder:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args((__doc__ or "").splitlines()[0], argv, BATCH_OPTIONS)
     with tempfile.TemporaryDirectory(prefix="faust-forward-") as datadir:
         forwarder = FaustForwarder(args, datadir)
         forwarder.run(args.timeout)
     if forwarder.finished is None or forwarder.started is None:
         why = f": {forwarder.error!r}" if forwarder.error else ""
-        sys.stderr.write(f"faust_forward: {forwarder.done} of {forwarder.count} records forwarded, "
-                         f"{forwarder.acked} of {forwarder.sent} outputs acknowledged within "
-                         f"{args.timeout:g} s{why}\n")
-        return 2
-    sys.stdout.write(json.dumps({"events": forwarder.done,
-                                 "seconds": round(forwarder.finished - forwarder.started, 3),
-                                 "outputs": forwarder.sent}) + "\n")
-    return 0
-
+        return give_up("faust_forward", f"{forwarder.done} of {forwarder.count} records "
+                       f"forwarded, {forwarder.acked} of {forwarder.sent} outputs acknowledged "
+                       f"within {args.timeout:g} s{why}")
+    return report(forwarder.done, forwarder.finished - forwarder.started, forwarder.sent)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,6 @@ N records are not forwarded within --timeout seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -28,27 +27,7 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.models import Topic
 
-TARGET_HEADER = "ce_targetbox"
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
-    parser.add_argument("--source", action="append", required=True,
-                        help="a region topic to read (repeatable)")
-    parser.add_argument("--inbox-prefix", required=True, help="inbox of box X: PREFIX + X.inbox")
-    parser.add_argument("--extra", action="append", default=[], help="also send every record here")
-    parser.add_argument("--group", required=True, help="consumer group id")
-    parser.add_argument("--count", type=int, required=True, help="stop after N input records")
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
-    return parser.parse_args(argv)
-
-
-def target_box(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    for name, value in headers or ():
-        if name == TARGET_HEADER and value:
-            return value.decode()
-    return None
+from processors.peers.contract import give_up, parse_args, report, target_box
 
 
 class QuixForwarder:
@@ -106,7 +85,7 @@ class QuixForwarder:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args((__doc__ or "").splitlines()[0], argv)
     with tempfile.TemporaryDirectory(prefix="quix-forward-") as state_dir:
         forwarder = QuixForwarder(args, state_dir)
         watchdog = threading.Timer(args.timeout, forwarder.app.stop)
@@ -118,14 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             watchdog.cancel()
         finished = time.monotonic()
     if forwarder.done < forwarder.count or forwarder.started is None:
-        sys.stderr.write(f"quix_forward: {forwarder.done} of {forwarder.count} records "
-                         f"forwarded within {args.timeout:g} s\n")
-        return 2
-    sys.stdout.write(json.dumps({"events": forwarder.done,
-                                 "seconds": round(finished - forwarder.started, 3),
-                                 "outputs": forwarder.outputs}) + "\n")
-    return 0
-
+        return give_up("quix_forward", f"{forwarder.done} of {forwarder.count} records "
+                       f"forwarded within {args.timeout:g} s")
+    return report(forwarder.done, finished - forwarder.started, forwarder.outputs)
 
 if __name__ == "__main__":
     sys.exit(main())

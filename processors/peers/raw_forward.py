@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import zlib
@@ -27,17 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata
 
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--source", action="append", required=True)
-    parser.add_argument("--inbox-prefix", required=True)
-    parser.add_argument("--extra", action="append", default=[])
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--timeout", type=float, default=600.0)
-    return parser.parse_args(argv)
+from processors.peers.contract import give_up, parse_args, report, target_box
 
 
 async def forward(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,8 +54,7 @@ async def forward(args: argparse.Namespace) -> dict[str, Any]:
                 for records in fetched.values():
                     for record in records:
                         headers = list(record.headers)
-                        target = next((v.decode() for k, v in headers
-                                       if k == "ce_targetbox" and v), None)
+                        target = target_box(headers)
                         topics = [*([f"{args.inbox_prefix}{target}.inbox"] if target else []),
                                   *args.extra]
                         hashed = zlib.crc32(record.key)
@@ -98,14 +86,11 @@ async def forward(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args((__doc__ or "").splitlines()[0], argv)
     try:
-        result = asyncio.run(forward(args))
+        return report(**asyncio.run(forward(args)))
     except TimeoutError:
-        print(json.dumps({"error": f"not done within {args.timeout} s"}), file=sys.stderr)  # noqa: T201
-        return 2
-    print(json.dumps(result))  # noqa: T201
-    return 0
+        return give_up("raw_forward", f"not done within {args.timeout:g} s")
 
 
 if __name__ == "__main__":

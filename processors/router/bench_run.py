@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 from bus.log import configure_logging
 from bus.settings import Settings
+from processors.peers.contract import give_up, report
 from processors.router.service import Router
 
 
@@ -49,12 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(level="WARNING")  # stdout carries the one JSON line
     try:
-        result = asyncio.run(route(args))
+        return report(**asyncio.run(route(args)))
     except TimeoutError:
-        print(json.dumps({"error": f"not done within {args.timeout} s"}), file=sys.stderr)  # noqa: T201
-        return 2
-    print(json.dumps(result))  # noqa: T201
-    return 0
+        return give_up("router", f"not done within {args.timeout:g} s")
 
 
 if __name__ == "__main__":

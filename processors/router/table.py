@@ -56,6 +56,11 @@ class Recipient:
     topic: str
     partner: bool = False
 
+    @property
+    def source(self) -> bytes:
+        """The ``ce_source`` header this box's own events carry."""
+        return (SOURCE_PREFIX + self.box).encode()
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -113,7 +118,7 @@ class RoutingTable:
         self._cache: dict[tuple[Any, ...], Decision] = {}
         # event id -> (source box, type) of recently delivered events, oldest first, for the
         # causation guard
-        self._recent: dict[bytes, tuple[str, bytes]] = {}
+        self._recent: dict[bytes, tuple[bytes, bytes]] = {}
         filtered = {a for s in self.subscriptions for a in s.where}
         self._fine = bool(filtered & {"subject", "correlationid"})
 
@@ -173,12 +178,13 @@ class RoutingTable:
             if causation:
                 cause = self._recent.get(causation)
                 if cause is not None and cause[1] == kind and any(
-                        r.box == cause[0] for r in decision.recipients):
+                        r.source == cause[0] for r in decision.recipients):
                     decision = Decision(
-                        tuple(r for r in decision.recipients if r.box != cause[0]),
-                        echoes=(*decision.echoes, cause[0]))
+                        tuple(r for r in decision.recipients if r.source != cause[0]),
+                        echoes=(*decision.echoes,
+                                cause[0][len(_SOURCE_PREFIX):].decode()))
             # Only delivered events can be answered, so only they are remembered.
-            self._recent[get(ID)] = (source[len(_SOURCE_PREFIX):].decode(), kind)  # type: ignore[index]
+            self._recent[get(ID)] = (source, kind)  # type: ignore[index]
             if len(self._recent) > self.memory_size:
                 for old in list(itertools.islice(self._recent, self.memory_size // 4)):
                     del self._recent[old]
