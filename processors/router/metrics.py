@@ -18,6 +18,7 @@ COUNTERS = {
     "dead_lettered": "Records without a readable envelope, sent to the dead-letter topic.",
     "echoes_dropped": "Deliveries left out by the loop guard.",
     "commit_failures": "Commits refused after a rebalance (the new owner routes again).",
+    "failed_rounds": "Rounds whose outputs could not be delivered (routed again later).",
 }
 
 

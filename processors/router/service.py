@@ -34,7 +34,7 @@ from typing import Any
 from zlib import crc32
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
@@ -58,6 +58,7 @@ class RouterStats:
     echoes_dropped: int = 0
     rounds: int = 0
     commit_failures: int = 0
+    failed_rounds: int = 0  # a send failed: read again after a pause
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -92,6 +93,7 @@ class Router:
         self._known_for: RoutingTable | None = None
         self._known_inputs: set[str] = set()
         self._started = False
+        self._failing = 0  # rounds failed in a row (the pause before the next grows)
         self.first_fetch_at: float | None = None  # perf_counter of the first records fetched
 
     @property
@@ -125,8 +127,10 @@ class Router:
 
     async def stop(self) -> None:
         if self._started:
-            async with self._lock:
-                await self._consumer.stop()
+            async with self._lock:  # a round in flight finishes and commits first ...
+                pass
+            # ... but the lock is not held while leaving: a rebalance under way waits for it.
+            await self._consumer.stop()
             await self._producer.stop()
             self._started = False
         await self.control.stop()
@@ -156,7 +160,20 @@ class Router:
         async with self._lock:
             assigned = self._consumer.assignment()
             fetched = {tp: rs for tp, rs in fetched.items() if tp in assigned}
-            handled = await self._route(fetched)
+            try:
+                handled = await self._route(fetched)
+            except KafkaError as exc:
+                # Some outputs may be written, none is committed: the round is read again
+                # (the inboxes drop the copies). The partitions wait, nothing is skipped.
+                self.stats.failed_rounds += 1
+                self._failing += 1
+                log.error("router could not deliver a round; routing it again",
+                          error=repr(exc), failing_rounds=self._failing)
+                for tp, records in fetched.items():
+                    self._consumer.seek(tp, records[0].offset)
+                await asyncio.sleep(min(0.25 * 2 ** min(self._failing, 6), 10.0))
+                return 0
+            self._failing = 0
             offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "")
                        for tp, records in fetched.items() if records}
             try:

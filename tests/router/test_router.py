@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bus import Envelope, Settings, naming
 from bus.topics import read_topic
@@ -238,3 +240,36 @@ async def test_router_command_serves_metrics_and_stops_cleanly(
     assert proc.returncode == 0, log_path.read_text()[-2000:]
     totals = json.loads(out)
     assert (totals["consumed"], totals["forwarded"], totals["quarantined"]) == (2, 1, 1)
+
+
+async def test_a_round_that_cannot_be_delivered_is_routed_again_not_skipped(
+    ns_settings: Settings, bootstrap: str,
+) -> None:
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, bootstrap, NETWORK)
+    north, inbox = naming.region_topic(ns, "north"), naming.inbox_topic(ns, "dairy")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        # The inbox refuses records this large: every attempt to deliver the round fails.
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, inbox,
+                                                  configs={"max.message.bytes": "2000"})])
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n, size in enumerate((5000, 10)):
+                await producer.send_and_wait(north, b"x" * size, key=b"ord-9", headers=headers(
+                    "shop", "north", "ord-9", target="dairy", event_id=f"big-{n}"))
+        finally:
+            await producer.stop()
+        async with running(ns_settings, bootstrap) as router:
+            async with asyncio.timeout(30):
+                while router.stats.failed_rounds < 2:
+                    await asyncio.sleep(0.1)
+            assert await read_topic(ns_settings, bootstrap, inbox) == []  # nothing skipped
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, inbox,
+                                                      configs={"max.message.bytes": "1048588"})])
+            got = await wait_for(ns_settings, bootstrap, inbox, 2)
+            assert [header(r, "ce_id") for r in got] == ["big-0", "big-1"]
+    finally:
+        await admin.close()
