@@ -43,8 +43,8 @@ class LocalNetwork:
         self.dsns: dict[str, str] = {}
         self.services: dict[str, BoxService] = {}
         self.routers: list[Router] = []
-        self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._routing: list[tuple[asyncio.Event, asyncio.Task[Any]]] = []
 
     async def __aenter__(self) -> LocalNetwork:
         plan = await make_plan(self.settings, self.bootstrap, self.topology)
@@ -67,15 +67,25 @@ class LocalNetwork:
         return self
 
     async def add_router(self) -> Router:
-        router = Router(self.settings, self.bootstrap)
+        """One more router instance in the group (they split the region partitions)."""
+        router, stop = Router(self.settings, self.bootstrap), asyncio.Event()
+        task = asyncio.create_task(router.run(stop, progress_every=3600), name="router")
         self.routers.append(router)
-        self._tasks.append(asyncio.create_task(router.run(self._stop, progress_every=3600),
-                                               name="router"))
+        self._routing.append((stop, task))
+        self._tasks.append(task)
         return router
+
+    async def remove_router(self) -> Router:
+        """Stop the newest router instance (its round in flight finishes and commits)."""
+        stop, task = self._routing.pop()
+        stop.set()
+        await task
+        return self.routers[len(self._routing)]
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         tb: TracebackType | None) -> None:
-        self._stop.set()
+        for stop, _ in self._routing:
+            stop.set()
         for service in self.services.values():
             service.stop()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)

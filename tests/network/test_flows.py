@@ -191,3 +191,38 @@ async def test_order_to_a_partner_without_a_box_goes_to_the_mail_topic(
     record = next(r for r in await read_topic(network.settings, network.bootstrap, mail)
                   if r.key == order_id.encode())
     assert dict(record.headers)["boxbus_recipient"] == b"farm"
+
+
+async def test_router_instances_joining_and_leaving_lose_and_duplicate_nothing(
+    network: LocalNetwork,
+) -> None:
+    shop = network.boxes["shop"]
+    orders: list[str] = []
+
+    async def burst(n: int) -> None:
+        for _ in range(n):
+            order_id = await shop.place_order("dairy", LINES[:2])
+            await shop.comment(order_id, "as usual")
+            orders.append(order_id)
+
+    await burst(5)
+    await network.add_router()  # a second instance joins: the partitions are split
+    await burst(5)
+    await network.remove_router()  # ... and leaves: the first takes them back
+    await burst(5)
+
+    async def all_there() -> bool:
+        view = await network.view("dairy")
+        have = {o["order_id"] for o in view["orders"]}
+        return set(orders) <= have
+    await network.until(all_there, what="15 sales orders in dairy")
+    view = await network.view("dairy")
+    mine = [o for o in view["orders"] if o["order_id"] in orders]
+    assert len(mine) == 15 and all(o["lines"] == 2 for o in mine)
+
+    async def commented() -> bool:
+        view = await network.view("dairy")
+        return len([c for c in view["comments"] if c["order_id"] in orders]) >= 15
+    await network.until(commented, what="15 comments in dairy")
+    comments = [c for c in (await network.view("dairy"))["comments"] if c["order_id"] in orders]
+    assert len(comments) == 15  # a copy routed twice during a hand-over is applied once
