@@ -15,18 +15,30 @@ import zlib
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 
 def key_hash(key: bytes | None) -> int | None:
     return zlib.crc32(key) if key is not None else None
 
 
+Failure = tuple[Any, str, BaseException]  # the input record, the box, what the brokers said
+
+
 class Outputs:
     """The outputs of one round. ``add`` appends (no I/O); ``send`` submits every batch in
-    order and waits until the brokers acknowledged all of them (or raises)."""
+    order and waits until the brokers acknowledged all of them (or raises).
 
-    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
+    ``careful``: for a round that failed again and again. Each output goes on its own, and
+    ``send`` returns the deliveries the brokers refused for good (a record too large for the
+    box's inbox, a topic gone) instead of failing the round, so that the router can quarantine
+    them and the other boxes get their events. A retriable error still raises."""
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int],
+                 careful: bool = False) -> None:
         self._producer = producer
+        self.careful = careful
+        self._each: list[tuple[Any, ...]] = []
         self._partitions = partitions  # topic -> partition count
         self._open: dict[tuple[str, int], Any] = {}
         # Full batches and records larger than a batch, in the order they must go out.
@@ -34,9 +46,13 @@ class Outputs:
         self.count = 0
 
     def add(self, topic: str, hashed: int | None, fallback: int, key: bytes | None,
-            value: bytes | None, timestamp_ms: int, headers: list[tuple[str, bytes]]) -> None:
+            value: bytes | None, timestamp_ms: int, headers: list[tuple[str, bytes]],
+            origin: Any = None, box: str = "") -> None:
         partition = (hashed if hashed is not None else fallback) % self._partitions[topic]
         self.count += 1
+        if self.careful:
+            self._each.append((topic, partition, key, value, timestamp_ms, headers, origin, box))
+            return
         batch = self._open.get((topic, partition))
         if batch is None:
             batch = self._open[(topic, partition)] = self._producer.create_batch()
@@ -51,7 +67,9 @@ class Outputs:
             self._ready.append((topic, partition, None, (key, value, timestamp_ms, headers)))
             self._open[(topic, partition)] = self._producer.create_batch()
 
-    async def send(self) -> None:
+    async def send(self) -> list[Failure]:
+        if self.careful:
+            return await self._send_each()
         pending = []
         ready = self._ready + [(t, p, b, None) for (t, p), b in self._open.items()]
         self._ready, self._open = [], {}
@@ -67,3 +85,19 @@ class Outputs:
                                                                partition=partition))
         if pending:
             await asyncio.gather(*pending)
+        return []
+
+    async def _send_each(self) -> list[Failure]:
+        """One output at a time, each acknowledged before the next: batched together, a
+        refused record would take its neighbours down with it."""
+        failures: list[Failure] = []
+        each, self._each = self._each, []
+        for topic, partition, key, value, timestamp_ms, headers, origin, box in each:
+            try:
+                await (await self._producer.send(topic, value, key=key, partition=partition,
+                                                 timestamp_ms=timestamp_ms, headers=headers))
+            except KafkaError as exc:
+                if origin is None or exc.retriable or isinstance(exc, KafkaTimeoutError):
+                    raise  # worth another try, or a quarantine record that failed
+                failures.append((origin, box, exc))
+        return failures

@@ -16,6 +16,13 @@ A crash between 4 and 5 forwards the round again when the partitions are picked 
 may see an event twice, and its inbox drops the copy by event id. Nothing is lost: an offset is
 never committed before its outputs are durable.
 
+A round whose outputs cannot all be delivered is not committed: the partitions are sought back
+and it is read again after a pause that grows. From the third failure in a row the round goes
+carefully, one output at a time: a delivery the brokers refuse for good (a record too large for
+that box's inbox, a topic gone) is quarantined as ``undeliverable`` with the brokers' answer, so
+one broken inbox does not hold back the other boxes' events. Retriable errors (a broker away)
+keep the round waiting.
+
 Scaling: instances share one consumer group (``<namespace>.router``) and split the region
 partitions. A rebalance waits for the round in flight to finish and commit
 (``on_partitions_revoked`` takes the round's lock), so a joining or leaving instance hands over
@@ -48,6 +55,7 @@ from processors.router.outputs import Outputs, key_hash
 from processors.router.table import RECIPIENT, RoutingTable
 
 log = get_logger(__name__)
+CAREFUL_AFTER = 3  # failed rounds in a row before outputs go one by one
 
 @dataclass
 class RouterStats:
@@ -161,7 +169,7 @@ class Router:
             assigned = self._consumer.assignment()
             fetched = {tp: rs for tp, rs in fetched.items() if tp in assigned}
             try:
-                handled = await self._route(fetched)
+                handled = await self._route(fetched, careful=self._failing >= CAREFUL_AFTER)
             except KafkaError as exc:
                 # Some outputs may be written, none is committed: the round is read again
                 # (the inboxes drop the copies). The partitions wait, nothing is skipped.
@@ -186,10 +194,11 @@ class Router:
             self.stats.rounds += 1
             return handled
 
-    async def _route(self, fetched: dict[TopicPartition, list[Any]]) -> int:
+    async def _route(self, fetched: dict[TopicPartition, list[Any]], careful: bool = False
+                     ) -> int:
         table = self.table
         await self._know(table, fetched)
-        outputs = Outputs(self._producer, self._partitions)
+        outputs = Outputs(self._producer, self._partitions, careful)
         partitions, add, decide = self._partitions, outputs.add, table.decide
         handled = forwarded = echoes = 0
         for tp, records in fetched.items():
@@ -220,10 +229,18 @@ class Router:
                             continue
                         add(recipient.topic, hashed, tp.partition, key, record.value,
                             record.timestamp, headers if not recipient.partner
-                            else [*headers, (RECIPIENT, recipient.box.encode())])
+                            else [*headers, (RECIPIENT, recipient.box.encode())],
+                            record, recipient.box)
                         forwarded += 1
             handled += len(records)
-        await outputs.send()
+        refused = await outputs.send()
+        if refused:  # careful round: what the brokers refused for good waits in quarantine
+            quarantine = Outputs(self._producer, self._partitions)
+            for record, box, error in refused:
+                self._quarantine(quarantine, record, "undeliverable",
+                                 f"the brokers refused the delivery to box {box!r}: {error!r}")
+            await quarantine.send()
+            forwarded -= len(refused)
         self.stats.consumed += handled
         self.stats.forwarded += forwarded
         self.stats.echoes_dropped += echoes
