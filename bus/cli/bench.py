@@ -25,6 +25,15 @@ app = typer.Typer(help="Benchmarks on the reference workload; figures, not pass/
 PARTS = ("relay", "inbox", "e2e")
 
 
+def _chosen(only: list[str] | None, known: tuple[str, ...], what: str) -> set[str]:
+    """The --only values (all when none), refused with the known ones listed if unknown."""
+    chosen = set(only or known)
+    if chosen - set(known):
+        raise typer.BadParameter(f"unknown {what}(s) {sorted(chosen - set(known))}; "
+                                 f"choose from {', '.join(known)}", param_hint="--only")
+    return chosen
+
+
 @app.command()
 def outbox(
     events: Annotated[int, typer.Option(help="Events for the relay and inbox runs.")] = 20000,
@@ -42,10 +51,7 @@ def outbox(
     latency from outbox commit to the recipient's inbox, side by side on the running stack."""
     from connectors.box.bench import Bench
 
-    parts = set(only or PARTS)
-    if parts - set(PARTS):
-        raise typer.BadParameter(f"unknown part(s) {sorted(parts - set(PARTS))}; "
-                                 f"choose from {', '.join(PARTS)}", param_hint="--only")
+    parts = _chosen(only, PARTS, "part")
     settings = settings_from_env()
     found = endpoints(settings)
     info = LocalStack(settings).status()
@@ -104,10 +110,7 @@ def router(
     process."""
     from processors.router.bench import CONTENDERS, bench
 
-    chosen = set(only or CONTENDERS)
-    if chosen - set(CONTENDERS):
-        raise typer.BadParameter(f"unknown contender(s) {sorted(chosen - set(CONTENDERS))}; "
-                                 f"choose from {', '.join(CONTENDERS)}", param_hint="--only")
+    chosen = _chosen(only, CONTENDERS, "contender")
     settings = settings_from_env()
     found = endpoints(settings)
     info = LocalStack(settings).status()
