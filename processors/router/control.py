@@ -91,11 +91,25 @@ class ControlFollower:
         if self.on_change is not None:
             self.on_change(table)
 
+    async def _caught_up(self) -> bool:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and await self._consumer.position(tp) < highwater:
+                return False
+        return True
+
     async def _follow(self) -> None:
+        changed = False
         while True:
             try:
                 if await self._read(1000):
+                    changed = True
+                # An apply writes boxes, then relationships, then subscriptions: build the
+                # table once everything written so far is read, not from half of it.
+                if changed and await self._caught_up():
                     self._rebuild()
+                    changed = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep following; the consumer reconnects by itself

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -31,13 +32,15 @@ class Outputs:
 
     ``careful``: for a round that failed again and again. Each output goes on its own, and
     ``send`` returns the deliveries the brokers refused for good (a record too large for the
-    box's inbox, a topic gone) instead of failing the round, so that the router can quarantine
+    box's inbox) instead of failing the round, so that the router can quarantine
     them and the other boxes get their events. A retriable error still raises."""
 
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int],
-                 careful: bool = False) -> None:
+                 careful: bool = False,
+                 renew: Callable[[], Awaitable[AIOKafkaProducer]] | None = None) -> None:
         self._producer = producer
         self.careful = careful
+        self._renew = renew  # careful mode: a fresh producer after a refused record
         self._each: list[tuple[Any, ...]] = []
         self._partitions = partitions  # topic -> partition count
         self._open: dict[tuple[str, int], Any] = {}
@@ -100,4 +103,8 @@ class Outputs:
                 if origin is None or exc.retriable or isinstance(exc, KafkaTimeoutError):
                     raise  # worth another try, or a quarantine record that failed
                 failures.append((origin, box, exc))
+                if self._renew is not None:
+                    # An idempotent producer's sequence for that partition is broken now: its
+                    # next records would be refused as out of order.
+                    self._producer = await self._renew()
         return failures

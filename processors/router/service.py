@@ -19,9 +19,11 @@ never committed before its outputs are durable.
 A round whose outputs cannot all be delivered is not committed: the partitions are sought back
 and it is read again after a pause that grows. From the third failure in a row the round goes
 carefully, one output at a time: a delivery the brokers refuse for good (a record too large for
-that box's inbox, a topic gone) is quarantined as ``undeliverable`` with the brokers' answer, so
-one broken inbox does not hold back the other boxes' events. Retriable errors (a broker away)
-keep the round waiting.
+that box's inbox, a write the box's topic refuses) is quarantined as ``undeliverable`` with the
+brokers' answer, so one broken inbox does not hold back the other boxes' events; the producer
+is then replaced (an idempotent producer's sequence does not survive a refused batch).
+Retriable errors (a broker away, a topic that vanished) keep the round waiting: after
+``send_timeout`` seconds without all acks it is read again.
 
 Scaling: instances share one consumer group (``<namespace>.router``) and split the region
 partitions. A rebalance waits for the round in flight to finish and commit
@@ -32,6 +34,7 @@ clean positions. The routing table follows the control topics (:mod:`processors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import time
@@ -41,7 +44,12 @@ from typing import Any
 from zlib import crc32
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
@@ -87,7 +95,7 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
 class Router:
     def __init__(self, settings: Settings, bootstrap: str, *, namespace: str | None = None,
                  group_id: str | None = None, max_records: int = 5000,
-                 client_id: str = "boxbus-router") -> None:
+                 client_id: str = "boxbus-router", send_timeout: float = 60.0) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.namespace = namespace or settings.topic_namespace
@@ -100,8 +108,10 @@ class Router:
         self._partitions: dict[str, int] = {}
         self._known_for: RoutingTable | None = None
         self._known_inputs: set[str] = set()
+        self._known_until = 0.0
         self._started = False
         self._failing = 0  # rounds failed in a row (the pause before the next grows)
+        self.send_timeout = send_timeout  # a round's outputs not acknowledged by then: retry
         self.first_fetch_at: float | None = None  # perf_counter of the first records fetched
 
     @property
@@ -111,10 +121,7 @@ class Router:
     async def start(self) -> None:
         # Kafka clients belong to the running event loop: made here, not in __init__.
         options = self.settings.kafka_client_options()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-            max_batch_size=512 * 1024, max_request_size=DLQ_MAX_BYTES,
-            client_id=self.client_id, **options)
+        self._producer = self._make_producer()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
@@ -132,6 +139,23 @@ class Router:
         gc.freeze()
         log.info("router started", group=self.group_id, namespace=self.namespace,
                  **self.table.describe())
+
+    def _make_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            max_batch_size=512 * 1024, max_request_size=DLQ_MAX_BYTES,
+            client_id=self.client_id, **self.settings.kafka_client_options())
+
+    async def _new_producer(self) -> None:
+        old, self._producer = self._producer, self._make_producer()
+        await self._producer.start()
+        with contextlib.suppress(Exception):
+            await old.stop()
+        self._known_for = None  # the new producer learns the output topics again
+
+    async def _renewed_producer(self) -> AIOKafkaProducer:
+        await self._new_producer()
+        return self._producer
 
     async def stop(self) -> None:
         if self._started:
@@ -169,16 +193,25 @@ class Router:
             assigned = self._consumer.assignment()
             fetched = {tp: rs for tp, rs in fetched.items() if tp in assigned}
             try:
-                handled = await self._route(fetched, careful=self._failing >= CAREFUL_AFTER)
-            except KafkaError as exc:
+                async with asyncio.timeout(self.send_timeout):
+                    handled = await self._route(fetched,
+                                                careful=self._failing >= CAREFUL_AFTER)
+            except (KafkaError, TimeoutError) as exc:
                 # Some outputs may be written, none is committed: the round is read again
                 # (the inboxes drop the copies). The partitions wait, nothing is skipped.
                 self.stats.failed_rounds += 1
                 self._failing += 1
                 log.error("router could not deliver a round; routing it again",
                           error=repr(exc), failing_rounds=self._failing)
+                if not getattr(exc, "retriable", True):
+                    # An idempotent producer's sequence is broken after a refused batch: the
+                    # partition's next batches would be refused as out of order.
+                    await self._new_producer()
+                assigned = self._consumer.assignment()
                 for tp, records in fetched.items():
-                    self._consumer.seek(tp, records[0].offset)
+                    if tp in assigned:  # a partition revoked meanwhile: its owner reads it
+                        with contextlib.suppress(IllegalStateError, AssertionError):
+                            self._consumer.seek(tp, records[0].offset)
                 await asyncio.sleep(min(0.25 * 2 ** min(self._failing, 6), 10.0))
                 return 0
             self._failing = 0
@@ -198,7 +231,7 @@ class Router:
                      ) -> int:
         table = self.table
         await self._know(table, fetched)
-        outputs = Outputs(self._producer, self._partitions, careful)
+        outputs = Outputs(self._producer, self._partitions, careful, self._renewed_producer)
         partitions, add, decide = self._partitions, outputs.add, table.decide
         handled = forwarded = echoes = 0
         for tp, records in fetched.items():
@@ -253,7 +286,8 @@ class Router:
         Asks the brokers about these topics only, and only when the table or the set of
         region topics changed (a cluster's full metadata can be large)."""
         inputs = {tp.topic for tp in fetched} | self._consumer.subscription()
-        if table is self._known_for and inputs <= self._known_inputs:
+        if (table is self._known_for and inputs <= self._known_inputs
+                and time.monotonic() < self._known_until):
             return
         inputs |= self._known_inputs
         wanted = set(table.recipient_topics())
@@ -268,9 +302,18 @@ class Router:
                 TopicSpec(t, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
                 for t in missing])
             await client.force_metadata_update()
-        self._partitions = {t: len(client.cluster.partitions_for_topic(t) or ())
-                            for t in wanted if client.cluster.partitions_for_topic(t)}
+        self._partitions.clear()  # the same dict the routing loop reads
+        self._partitions.update({t: len(client.cluster.partitions_for_topic(t) or ())
+                                 for t in wanted if client.cluster.partitions_for_topic(t)})
+        for topic in inputs:
+            for own in (naming.quarantine_topic(topic), naming.dlq_topic(topic)):
+                if own not in self._partitions:
+                    raise KafkaTimeoutError(f"{own} is not visible yet")  # the round waits
         self._known_for, self._known_inputs = table, inputs
+        # Partition counts are read again from time to time (an inbox may grow), and soon when
+        # an inbox topic is missing (it may show up a moment after a topology apply).
+        missing_inbox = any(t not in self._partitions for t in table.recipient_topics())
+        self._known_until = time.monotonic() + (5.0 if missing_inbox else 30.0)
 
     def _quarantine(self, outputs: Outputs, record: Any, code: str, reason: str) -> None:
         _, key, value, headers = _letter(record, code, reason, self.group_id)

@@ -256,24 +256,31 @@ async def test_a_delivery_refused_for_good_is_quarantined_and_the_rest_flows(
                                                   configs={"max.message.bytes": "2000"})])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n, (size, target) in enumerate(((5000, "dairy"), (10, "dairy"), (5000, "mill"))):
-            await producer.send_and_wait(north, b"x" * size, key=b"ord-9", headers=headers(
-                "shop", "north", "ord-9", target=target, event_id=f"e-{n}"))
-    finally:
-        await producer.stop()
     async with running(ns_settings, bootstrap) as router:
-        dairy = await wait_for(ns_settings, bootstrap, inbox, 1)
+        # The router's producer writes to dairy's inbox first: after the refused record its
+        # sequence there must not turn the next records into "out of order" refusals.
+        await produce(bootstrap, [(north, "ord-9", headers("shop", "north", "ord-9",
+                                                           target="dairy", event_id="e-pre"))])
+        await wait_for(ns_settings, bootstrap, inbox, 1)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n, (size, target) in enumerate(((5000, "dairy"), (10, "dairy"), (5000, "mill"),
+                                                (5000, "dairy"), (10, "dairy"))):
+                await producer.send_and_wait(north, b"x" * size, key=b"ord-9", headers=headers(
+                    "shop", "north", "ord-9", target=target, event_id=f"e-{n}"))
+        finally:
+            await producer.stop()
+        dairy = await wait_for(ns_settings, bootstrap, inbox, 3)
+        refused = await wait_for(ns_settings, bootstrap, naming.quarantine_topic(north), 2)
         mill = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, "mill"), 1)
-        assert [header(r, "ce_id") for r in dairy] == ["e-1"]
+        assert [header(r, "ce_id") for r in dairy] == ["e-pre", "e-1", "e-4"]
         # mill's copy went out with each failed round: the inbox drops the copies by id.
         assert {header(r, "ce_id") for r in mill} == {"e-2"}
-        (refused,) = await wait_for(ns_settings, bootstrap, naming.quarantine_topic(north), 1)
-        assert header(refused, "ce_id") == "e-0"
-        assert header(refused, "quarantine_code") == "undeliverable"
-        assert "dairy" in (header(refused, "dlq_reason") or "")
-        assert "MessageSizeTooLarge" in (header(refused, "dlq_reason") or "")
+        assert [header(r, "ce_id") for r in refused] == ["e-0", "e-3"]
+        for record in refused:
+            assert header(record, "quarantine_code") == "undeliverable"
+            assert "dairy" in (header(record, "dlq_reason") or "")
+            assert "MessageSizeTooLarge" in (header(record, "dlq_reason") or "")
         assert router.stats.failed_rounds >= 3  # tried whole rounds first, with pauses
-        assert router.stats.forwarded == 2
+        assert router.stats.forwarded == 4
