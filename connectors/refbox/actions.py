@@ -142,8 +142,7 @@ class RefBox:
     async def amend_order(self, order_id: str, specs: Sequence[LineSpec],
                           reason: str | None = None) -> int:
         order = await self._order(order_id, role="purchase")
-        if order["status"] in ("cancelled", "in_transit", "received"):
-            raise BusinessError(f"order {order_id} is {order['status']}: it cannot be amended")
+        _may(order_id, order["status"], OPEN, "amended")
         lines = self._lines(specs)
         revision = int(order["revision"]) + 1
         event = OrderAmended(meta=self._meta(order_id, target=order["counterparty"]),
@@ -151,6 +150,7 @@ class RefBox:
                              total=self._total(lines), reason=reason)
 
         async def change(conn: asyncpg.Connection) -> None:
+            await _lock(conn, order_id, OPEN, "amended")
             await save_order(conn, order_id, "purchase", order["counterparty"], "amended",
                              revision, event.total, lines, None)
 
@@ -159,19 +159,22 @@ class RefBox:
 
     async def cancel_order(self, order_id: str, reason: str) -> None:
         order = await self._order(order_id)
-        if order["status"] in ("cancelled", "in_transit", "received"):
-            raise BusinessError(f"order {order_id} is {order['status']}: it cannot be cancelled")
+        _may(order_id, order["status"], OPEN, "cancelled")
         party = Party.BUYER if order["role"] == "purchase" else Party.SUPPLIER
         event = OrderCancelled(meta=self._meta(order_id, target=order["counterparty"]),
                                order_id=order_id, cancelled_by=party, reason=reason)
-        await self._commit(lambda conn: set_status(conn, order_id, "cancelled"), event)
+
+        async def change(conn: asyncpg.Connection) -> None:
+            await _lock(conn, order_id, OPEN, "cancelled")
+            await set_status(conn, order_id, "cancelled")
+
+        await self._commit(change, event)
 
     async def confirm_order(self, order_id: str, payment_terms: str = "net 30",
                             due_days: int = 30, delivery_days: int = 2) -> None:
         """The supplier accepts a sales order as it stands."""
         order = await self._order(order_id, role="sales")
-        if order["status"] == "cancelled":
-            raise BusinessError(f"order {order_id} was cancelled: it cannot be confirmed")
+        _may(order_id, order["status"], ("placed", "amended"), "confirmed")
         lines = await self._order_lines(order_id)
         now = _now()
         event = OrderConfirmed(
@@ -179,7 +182,12 @@ class RefBox:
             lines=lines, total=self._total(lines), payment_terms=payment_terms,
             payment_due_days=due_days, promised_dispatch_at=now + timedelta(days=1),
             promised_delivery_at=now + timedelta(days=delivery_days))
-        await self._commit(lambda conn: set_status(conn, order_id, "confirmed"), event)
+
+        async def change(conn: asyncpg.Connection) -> None:
+            await _lock(conn, order_id, ("placed", "amended"), "confirmed")
+            await set_status(conn, order_id, "confirmed")
+
+        await self._commit(change, event)
 
     async def comment(self, order_id: str, text: str, author: str = "user") -> str:
         """A comment on an order; it appears in the other party's box too."""
@@ -207,10 +215,7 @@ class RefBox:
         """Ship a sales order: stock is written off this box's warehouse, and the buyer's box
         shows the goods in transit."""
         order = await self._order(order_id, role="sales")
-        if order["status"] == "cancelled":
-            raise BusinessError(f"order {order_id} was cancelled: nothing to dispatch")
-        if order["status"] in ("in_transit", "received"):
-            raise BusinessError(f"order {order_id} was dispatched already")
+        _may(order_id, order["status"], OPEN, "dispatched")
         lines = await self._order_lines(order_id)
         shipment_id = _id(f"{self.box_id}-sh")
         items = tuple(ItemQuantity(line_no=line.line_no, sku=line.sku, quantity=line.quantity,
@@ -221,6 +226,7 @@ class RefBox:
                                    dispatched_at=_now(), carrier=carrier)
 
         async def change(conn: asyncpg.Connection) -> None:
+            await _lock(conn, order_id, OPEN, "dispatched", revision=order["revision"])
             for item in items:
                 left = await conn.fetchval(
                     "UPDATE stock SET quantity = quantity - $3 WHERE warehouse = $1 AND sku = $2"
@@ -260,8 +266,11 @@ class RefBox:
                               lines=items, received_at=_now())
 
         async def change(conn: asyncpg.Connection) -> None:
-            await conn.execute("UPDATE shipments SET status = 'received', received_at = $2 "
-                               "WHERE shipment_id = $1", shipment_id, event.received_at)
+            received = await conn.fetchval(
+                "UPDATE shipments SET status = 'received', received_at = $2 WHERE shipment_id "
+                "= $1 AND status = 'in_transit' RETURNING 1", shipment_id, event.received_at)
+            if not received:  # received by someone else a moment ago
+                raise BusinessError(f"shipment {shipment_id} was received already")
             for item in items:
                 await add_stock(conn, WAREHOUSE, item.sku, item.quantity)
             await set_status(conn, order_id, "received")
@@ -322,6 +331,29 @@ class RefBox:
                           quantity=r["quantity"], unit=r["unit"],
                           unit_price=Money(amount_minor=r["unit_price_minor"],
                                            currency=r["currency"])) for r in rows)
+
+
+OPEN = ("placed", "confirmed", "amended")  # not dispatched, not cancelled
+
+
+def _may(order_id: str, status: str, allowed: tuple[str, ...], action: str) -> None:
+    if status not in allowed:
+        why = {"cancelled": "was cancelled", "in_transit": "was dispatched already",
+               "received": "was dispatched already and received"}.get(status, f"is {status}")
+        raise BusinessError(f"order {order_id} {why}: it cannot be {action}")
+
+
+async def _lock(conn: asyncpg.Connection, order_id: str, allowed: tuple[str, ...],
+                action: str, revision: int | None = None) -> None:
+    """Check the order's status again inside the action's transaction, with the row locked:
+    an event applied by the inbox meanwhile (a cancellation, an amendment) wins over a stale
+    read."""
+    row = await conn.fetchrow("SELECT status, revision FROM orders WHERE order_id = $1 "
+                              "FOR UPDATE", order_id)
+    _may(order_id, row["status"], allowed, action)
+    if revision is not None and row["revision"] != revision:
+        raise BusinessError(f"order {order_id} was amended a moment ago (revision "
+                            f"{row['revision']}): look at it again before it is {action}")
 
 
 # Writes shared by the actions (this box's own changes) and the inbox handlers (changes that

@@ -16,11 +16,18 @@ from bus.events.models import (
     OrderCancelled,
     OrderConfirmed,
     OrderPlaced,
+    Party,
     PriceListSent,
     ShipmentDispatched,
 )
 from connectors.box import Applied, Handlers, Rejected
-from connectors.refbox.actions import save_comment, save_order, save_shipment, set_status
+from connectors.refbox.actions import (
+    OPEN,
+    save_comment,
+    save_order,
+    save_shipment,
+    set_status,
+)
 
 handlers = Handlers()
 
@@ -32,13 +39,24 @@ def _addressed_elsewhere(applied: Applied) -> bool:
     return target is not None and target != applied.box_id
 
 
-async def _known(applied: Applied, order_id: str) -> str:
-    status = await applied.conn.fetchval("SELECT status FROM orders WHERE order_id = $1",
-                                         order_id)
-    if status is None:
+async def _order(applied: Applied, order_id: str, role: str,
+                 allowed: tuple[str, ...] | None = None) -> str | None:
+    """The order's status, locked for this transaction, after checking that the sender is the
+    other party of this box's ``role`` order. None when the change no longer applies (it
+    crossed a later one: a confirmation after a cancellation)."""
+    row = await applied.conn.fetchrow(
+        "SELECT status, role, counterparty FROM orders WHERE order_id = $1 FOR UPDATE",
+        order_id)
+    if row is None:
         raise Rejected(f"order {order_id} is not known in this box (its OrderPlaced never "
                        "arrived here)")
-    return str(status)
+    sender = applied.envelope.source_box
+    if row["role"] != role or row["counterparty"] != sender:
+        raise Rejected(f"box {sender!r} is not the other party of {row['role']} order "
+                       f"{order_id} (that is {row['counterparty']!r})")
+    if allowed is not None and row["status"] not in allowed:
+        return None
+    return str(row["status"])
 
 
 @handlers.on(OrderPlaced)
@@ -51,6 +69,9 @@ async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applie
             event.order_id, event.buyer_box, event.supplier_box or event.supplier_email or "",
             event.meta.region, event.total.amount_minor, event.total.currency)
         return
+    if await applied.conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1",
+                                   event.order_id):
+        return  # placed once: a second OrderPlaced changes nothing
     await save_order(applied.conn, event.order_id, "sales", event.buyer_box, "placed", 0,
                      event.total, event.lines, event.notes)
 
@@ -59,7 +80,11 @@ async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applie
 async def order_amended(event: OrderAmended, applied: Applied) -> None:
     if _addressed_elsewhere(applied):
         return
-    await _known(applied, event.order_id)
+    status = await _order(applied, event.order_id, "sales", OPEN)
+    if status is None:
+        # It crossed the dispatch or a cancellation: the goods are on their way as they were.
+        raise Rejected(f"order {event.order_id} cannot be amended any more (revision "
+                       f"{event.revision} came after it was dispatched or cancelled)")
     await save_order(applied.conn, event.order_id, "sales", applied.envelope.source_box,
                      "amended", event.revision, event.total, event.lines, None)
 
@@ -68,7 +93,10 @@ async def order_amended(event: OrderAmended, applied: Applied) -> None:
 async def order_cancelled(event: OrderCancelled, applied: Applied) -> None:
     if _addressed_elsewhere(applied):
         return
-    await _known(applied, event.order_id)
+    role = "sales" if event.cancelled_by == Party.BUYER else "purchase"
+    if await _order(applied, event.order_id, role, OPEN) is None:
+        raise Rejected(f"order {event.order_id} cannot be cancelled: it was dispatched or "
+                       "cancelled already")
     await set_status(applied.conn, event.order_id, "cancelled")
 
 
@@ -76,12 +104,14 @@ async def order_cancelled(event: OrderCancelled, applied: Applied) -> None:
 async def order_confirmed(event: OrderConfirmed, applied: Applied) -> None:
     if _addressed_elsewhere(applied):
         return
-    if await _known(applied, event.order_id) != "cancelled":
+    if await _order(applied, event.order_id, "purchase", ("placed", "amended")) is not None:
         await set_status(applied.conn, event.order_id, "confirmed")
 
 
 @handlers.on(CommentAdded)
 async def comment_from_the_other_party(event: CommentAdded, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
     await save_comment(applied.conn, event, applied.envelope.source_box)
 
 
@@ -89,7 +119,8 @@ async def comment_from_the_other_party(event: CommentAdded, applied: Applied) ->
 async def goods_in_transit(event: ShipmentDispatched, applied: Applied) -> None:
     if _addressed_elsewhere(applied):
         return
-    await _known(applied, event.order_id)
+    # Goods already on the road are recorded even if the order was cancelled meanwhile.
+    await _order(applied, event.order_id, "purchase")
     await save_shipment(applied.conn, event, "incoming", applied.envelope.source_box)
     await set_status(applied.conn, event.order_id, "in_transit")
 
@@ -98,7 +129,7 @@ async def goods_in_transit(event: ShipmentDispatched, applied: Applied) -> None:
 async def goods_delivered(event: GoodsReceived, applied: Applied) -> None:
     if _addressed_elsewhere(applied):
         return
-    await _known(applied, event.order_id)
+    await _order(applied, event.order_id, "sales")
     await applied.conn.execute(
         "UPDATE shipments SET status = 'received', received_at = $2 WHERE shipment_id = $1",
         event.shipment_id, event.received_at)

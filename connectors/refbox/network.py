@@ -78,9 +78,10 @@ class LocalNetwork:
     async def remove_router(self) -> Router:
         """Stop the newest router instance (its round in flight finishes and commits)."""
         stop, task = self._routing.pop()
+        router = self.routers.pop()
         stop.set()
         await task
-        return self.routers[len(self._routing)]
+        return router
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -14,6 +14,7 @@ import pytest
 from bus import Settings, naming
 from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
+from bus.events.models import Money, OrderAmended
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from bus.topics import read_topic
@@ -226,3 +227,39 @@ async def test_router_instances_joining_and_leaving_lose_and_duplicate_nothing(
     await network.until(commented, what="15 comments in dairy")
     comments = [c for c in (await network.view("dairy"))["comments"] if c["order_id"] in orders]
     assert len(comments) == 15  # a copy routed twice during a hand-over is applied once
+
+
+async def test_an_amendment_crossing_the_dispatch_is_refused_with_its_reason(
+    network: LocalNetwork,
+) -> None:
+    shop, dairy = network.boxes["shop"], network.boxes["dairy"]
+    await dairy.stock_in("cream-1l", Decimal(30))
+    order_id = await shop.place_order("dairy", [LineSpec("cream-1l", Decimal(10), 89)])
+
+    async def arrived() -> bool:
+        return await status_in(network, "dairy", order_id) == "placed"
+    await network.until(arrived, what="the sales order in dairy")
+    await dairy.dispatch(order_id)
+    # The buyer's amendment was on its way before the shipment reached it (sent here
+    # without the buyer's own check, as a crossing would be).
+    crossing = OrderAmended(
+        meta=shop._meta(order_id, target="dairy"), order_id=order_id, revision=1,
+        lines=shop._lines([LineSpec("cream-1l", Decimal(25), 89)]),
+        total=Money(amount_minor=25 * 89, currency="EUR"))
+    await shop._commit(None, crossing)
+    dlq = naming.dlq_topic(naming.inbox_topic(network.settings.topic_namespace, "dairy"))
+
+    async def refused() -> bool:
+        letters = await read_topic(network.settings, network.bootstrap, dlq)
+        return any(dict(r.headers).get("ce_id") == crossing.meta.event_id.encode()
+                   for r in letters)
+    await network.until(refused, what="the amendment in dairy's dead-letter topic")
+    letter = next(r for r in await read_topic(network.settings, network.bootstrap, dlq)
+                  if dict(r.headers).get("ce_id") == crossing.meta.event_id.encode())
+    assert b"cannot be amended any more" in dict(letter.headers)["dlq_reason"]
+    sales = order_of(await network.view("dairy"), order_id)
+    assert sales and (sales["status"], sales["revision"]) == ("in_transit", 0)
+    stock = {s["sku"]: s["quantity"] for s in (await network.view("dairy"))["stock"]}
+    assert stock["cream-1l"] == "20"  # written off once
+    with pytest.raises(BusinessError, match="dispatched already"):
+        await dairy.dispatch(order_id)
