@@ -46,13 +46,11 @@ class Outputs:
         self._open: dict[tuple[str, int], Any] = {}
         # Full batches and records larger than a batch, in the order they must go out.
         self._ready: list[tuple[str, int, Any, tuple[Any, ...] | None]] = []
-        self.count = 0
 
     def add(self, topic: str, hashed: int | None, fallback: int, key: bytes | None,
             value: bytes | None, timestamp_ms: int, headers: list[tuple[str, bytes]],
             origin: Any = None, box: str = "") -> None:
         partition = (hashed if hashed is not None else fallback) % self._partitions[topic]
-        self.count += 1
         if self.careful:
             self._each.append((topic, partition, key, value, timestamp_ms, headers, origin, box))
             return
