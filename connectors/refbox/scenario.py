@@ -48,7 +48,8 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     story = Story()
 
     async def step(title: str, act: Callable[[], Awaitable[str]],
-                   check: Callable[[], Awaitable[bool]]) -> bool:
+                   check: Callable[[], Awaitable[bool]],
+                   seen: Callable[[], Awaitable[str]] | None = None) -> bool:
         say(title)
         record = Step(title)
         story.steps.append(record)
@@ -57,6 +58,8 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
             record.detail = await act()
             await network.until(check, timeout, title)
             record.ok = True
+            if seen is not None:  # what the other side shows at that moment
+                record.detail += f"; {await seen()}"
         except Exception as exc:  # the story goes on; the step says what failed
             record.detail = f"{record.detail} FAILED: {exc}".strip()
         record.seconds = round(time.monotonic() - started, 3)
@@ -70,9 +73,9 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
                      if o["order_id"] == order_id), None)
 
     buyer, supplier = network.boxes[BUYER], network.boxes[SUPPLIER]
-    lines = [LineSpec("apples-kg", Decimal(120), 180, "Apples, kg"),
-             LineSpec("pears-kg", Decimal("45.5"), 240, "Pears, kg"),
-             LineSpec("plums-box", Decimal(12), 1450, "Plums, box of 5 kg")]
+    lines = [LineSpec("apples-kg", Decimal(120), 180, "Apples", "kg"),
+             LineSpec("pears-kg", Decimal("45.5"), 240, "Pears", "kg"),
+             LineSpec("plums-box", Decimal(12), 1450, "Plums, box of 5 kg", "box")]
     for spec in lines:
         await supplier.stock_in(spec.sku, spec.quantity * 3)
     order: dict[str, str] = {}
@@ -85,7 +88,14 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     async def arrived() -> bool:
         return await status(SUPPLIER, order["id"]) == "placed"
 
-    await step(f"1. {BUYER} orders fruit from {SUPPLIER}", place, arrived)
+    async def sales_order() -> str:
+        order_row = next(o for o in (await view(SUPPLIER))["orders"]
+                         if o["order_id"] == order["id"])
+        return (f"{SUPPLIER} shows {order_row['role']} order {order_row['order_id']}: "
+                f"{order_row['lines']} lines, {order_row['total_minor'] / 100:.2f} "
+                f"{order_row['currency']}, {order_row['status']}")
+
+    await step(f"1. {BUYER} orders fruit from {SUPPLIER}", place, arrived, sales_order)
 
     async def talk() -> str:
         await buyer.comment(order["id"], "Can you deliver before 8:00 on Monday?")
@@ -96,7 +106,11 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         views = [await view(b) for b in (BUYER, SUPPLIER)]
         return all(len(v["comments"]) == 2 for v in views)
 
-    await step("2. comments go both ways", talk, talked)
+    async def comments() -> str:
+        return f"{BUYER} shows: " + " / ".join(
+            f"{c['origin_box']}: {c['text']}" for c in (await view(BUYER))["comments"])
+
+    await step("2. comments go both ways", talk, talked, comments)
 
     async def dispatch() -> str:
         await supplier.confirm_order(order["id"])
@@ -106,8 +120,16 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     async def in_transit() -> bool:
         return bool((await view(BUYER))["goods_in_transit"])
 
+    async def transit() -> str:
+        goods = (await view(BUYER))["goods_in_transit"]
+        stock = {s["sku"]: s["quantity"] for s in (await view(SUPPLIER))["stock"]}
+        return (f"{BUYER} shows in transit: "
+                + ", ".join(f"{g['sku']} {g['quantity']} {g['unit']}" for g in goods)
+                + f"; {SUPPLIER}'s stock left: "
+                + ", ".join(f"{sku} {qty}" for sku, qty in sorted(stock.items())))
+
     await step(f"3. {SUPPLIER} dispatches: stock written off, goods in transit at {BUYER}",
-               dispatch, in_transit)
+               dispatch, in_transit, transit)
 
     async def receive() -> str:
         await buyer.receive(order["shipment"])
@@ -122,7 +144,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
 
     async def to_partner() -> str:
         order["fish"] = await buyer.place_order(PARTNER, [LineSpec("trout-kg", Decimal(8),
-                                                                   1290, "Trout, kg")])
+                                                                   1290, "Trout", "kg")])
         return f"{BUYER} ordered from {PARTNER}, a partner without a box"
 
     async def mailed() -> bool:

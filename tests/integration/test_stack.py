@@ -216,6 +216,9 @@ async def test_demo_plays_the_network_story(
     assert (sales["role"], sales["status"], sales["lines"]) == ("sales", "received", 3)
     assert [c["origin_box"] for c in views["north-branch"]["comments"]] == [
         "north-branch", "fresh-farm"]
+    steps = report["steps"]
+    assert f"fresh-farm shows sales order {order_id}: 3 lines" in steps[0]["detail"]
+    assert "north-branch shows in transit: apples-kg 120 kg" in steps[2]["detail"]
     assert len(views["hq"]["branch_reports"]) == 3
     assert views["hq-analytics"]["network_orders"][0]["orders"] == 2
     reasons = report["facts"]["bad_input"]
