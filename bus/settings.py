@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     dev_base_port: int = Field(default=19090, ge=1024, le=65000)
     # A JDK for the schema registry (Apicurio 3.3 needs Java 21+); found automatically if unset.
     registry_java_home: Path | None = None
+    # The PostgreSQL installation the embedded stack runs (bin/, lib/, share/); the pgserver
+    # wheel's if unset.
+    postgres_install_dir: Path | None = None
 
     @field_validator("topic_namespace")
     @classmethod

@@ -37,6 +37,8 @@ class ProcessRecord(BaseModel):
     cwd: Path | None = None
     user: int | None = None
     group: int | None = None
+    # Where this start's output begins in the log (logs are appended to across restarts).
+    log_offset: int = 0
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -66,6 +68,7 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "ab") as log:
+        offset = log.seek(0, os.SEEK_END)
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -84,6 +87,7 @@ def spawn(
     return ProcessRecord(
         name=name, pid=proc.pid, start_ticks=ticks or 0, argv=list(argv), log_path=log_path,
         stop_signal=stop_signal, env=dict(env or {}), cwd=cwd, user=user, group=group,
+        log_offset=offset,
     )
 
 
@@ -170,9 +174,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15, *, since: int = 0) -> str:
+    """The last ``lines`` lines of a log, from byte ``since`` on (one start's output)."""
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
@@ -195,7 +202,8 @@ async def wait_until(
                 reap(record)
                 raise ComponentFailed(
                     f"{what} (process {record.name}, pid {record.pid}) exited while starting:\n"
-                    + tail(record.log_path),
+                    + (tail(record.log_path, since=record.log_offset)
+                       or "(it wrote nothing to its log)"),
                     hint=hint, log_path=record.log_path,
                 )
         if await probe():

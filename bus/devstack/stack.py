@@ -196,7 +196,7 @@ class LocalStack:
                 raise StackError("registry storage 'postgres' needs a database: the postgres "
                                  "component or BOXBUS_DATABASE_URL")
         if Component.POSTGRES in dead:
-            postgres.bin_dir()
+            postgres.install_dir(self.settings.postgres_install_dir)
         self._check_ports(state, dead)
         state.save()
 
@@ -297,9 +297,12 @@ class LocalStack:
 
     async def _start_postgres(self, state: StackState, ready: asyncio.Event) -> None:
         began = time.monotonic()
-        home = postgres.prepare(self.run_dir, state.ports.postgres, state.postgres_dir)
+        home = await asyncio.to_thread(
+            postgres.prepare, self.run_dir, state.ports.postgres, state.postgres_dir,
+            self.settings.postgres_install_dir)
         state.postgres_dir = home.base
         state.save()
+        await postgres.wait_for_previous(home)
         await asyncio.to_thread(postgres.initdb, home)
         record = postgres.start(home)
         state.processes[record.name] = record

@@ -1,7 +1,9 @@
-"""Pure pieces of the local stack: broker configuration, process identity, Java discovery."""
+"""Pure pieces of the local stack: broker configuration, process identity, Java discovery,
+where PostgreSQL runs from."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -10,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bus import PrerequisiteError
-from bus.devstack import jvm, kafka, procs
+from bus import ComponentFailed, PrerequisiteError
+from bus.devstack import jvm, kafka, postgres, procs
 from bus.devstack.stack import DEFAULT_DEPLOY_DIR
 
 
@@ -138,3 +140,82 @@ def test_artifact_versions_come_from_the_poms(tmp_path: Path) -> None:
     assert kafka_set.version().startswith("4.")
     assert kafka_set.target(tmp_path) == tmp_path / "jvm" / f"kafka-{kafka_set.version()}"
     assert jvm.registry_artifacts(DEFAULT_DEPLOY_DIR).version().startswith("3.")
+
+
+async def test_a_failed_start_shows_the_log_of_that_start_only(tmp_path: Path) -> None:
+    log_path = tmp_path / "server.log"
+    log_path.write_text("initdb said this long ago\nSuccess.\n")
+    record = procs.spawn("server", ["sh", "-c", "echo 'FATAL: this start failed'; exit 3"],
+                         log_path=log_path)
+
+    async def never() -> bool:
+        return False
+
+    with pytest.raises(ComponentFailed) as failed:
+        await procs.wait_until(never, what="the server", records=[record], timeout=10,
+                               hint="read the log")
+    assert "FATAL: this start failed" in failed.value.message
+    assert "long ago" not in failed.value.message and "Success" not in failed.value.message
+    assert procs.tail(log_path).endswith("FATAL: this start failed")
+
+
+def _fake_install(root: Path, mode: int) -> Path:
+    """The wheel's layout: pginstall/{bin,lib,share} beside pgserver.libs."""
+    install = root / "pgserver" / "pginstall"
+    for folder in ("bin", "lib", "share"):
+        (install / folder).mkdir(parents=True)
+    (install / "bin" / "postgres").write_text("#!/bin/sh\n")
+    (install / "bin" / "postgres").chmod(0o700)
+    (install / "share" / "postgres.bki").write_text("data")
+    (install / "share" / "postgres.bki").chmod(0o600)
+    (root / "pgserver.libs").mkdir()
+    (root / "pgserver.libs" / "libpq-1.so.5").write_text("lib")
+    for path in [install, *install.rglob("*"), root / "pgserver.libs"]:
+        if path.is_dir():
+            path.chmod(mode)
+    return install
+
+
+def test_an_installation_out_of_reach_is_staged_beside_the_data(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    install = _fake_install(private, 0o700)
+    assert not postgres._traversable_by_others(install)
+    base = tmp_path / "base"
+    base.mkdir()
+
+    staged = postgres._stage(install, base)
+    # The relative layout is kept (the binaries' rpath reaches ../../../pgserver.libs).
+    assert staged == base / "site" / "pgserver" / "pginstall"
+    assert (staged / "bin" / "postgres").stat().st_mode & 0o777 == 0o755
+    assert (staged / "share" / "postgres.bki").stat().st_mode & 0o777 == 0o644
+    assert (staged.parents[1] / "pgserver.libs" / "libpq-1.so.5").read_text() == "lib"
+    assert all(p.stat().st_mode & 0o777 == 0o755 for p in staged.rglob("*") if p.is_dir())
+    # A restart reuses the copy; a copy cut short (no marker) is made again.
+    (staged / "bin" / "postgres").write_text("kept")
+    assert postgres._stage(install, base) == staged
+    assert (staged / "bin" / "postgres").read_text() == "kept"
+    (base / "site" / ".complete").unlink()
+    postgres._stage(install, base)
+    assert (staged / "bin" / "postgres").read_text() == "#!/bin/sh\n"
+
+
+def test_a_given_installation_must_hold_postgres(tmp_path: Path) -> None:
+    with pytest.raises(PrerequisiteError, match="no bin/postgres"):
+        postgres.install_dir(tmp_path)
+    assert postgres.install_dir(None).name == "pginstall"
+
+
+def test_processes_of_an_earlier_server_are_found_by_their_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    assert postgres._previous_server(data) == []
+    record = procs.spawn("backend", ["sleep", "30"], log_path=tmp_path / "b.log", cwd=data)
+    try:
+        assert postgres._previous_server(data) == [record.pid]
+    finally:
+        procs.stop(record, timeout=5)
+    assert postgres._previous_server(data) == []
+    # The lock file's postmaster counts while its pid lives (a zombie too).
+    (data / "postmaster.pid").write_text(f"{os.getpid()}\n{data}\n")
+    assert postgres._previous_server(data) == [os.getpid()]
