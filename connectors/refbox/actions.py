@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -289,24 +289,54 @@ class RefBox:
         await self._commit(None, event)
         return list_id
 
+    async def take_store_order(self, store_id: str, specs: Sequence[LineSpec],
+                               notes: str | None = None) -> str:
+        """An order of one of the region's stores (not boxes themselves: their orders enter
+        through their region's box): a sales order here, published for whoever subscribes
+        (central analytics)."""
+        order_id = _id(f"{self.box_id}-so")
+        lines = self._lines(specs)
+        event = OrderPlaced(meta=self._meta(order_id), order_id=order_id,
+                            kind=OrderKind.STORE_ORDER, buyer_box=self.box_id,
+                            store_id=store_id, lines=lines, total=self._total(lines),
+                            notes=notes)
+
+        async def change(conn: asyncpg.Connection) -> None:
+            await save_order(conn, order_id, "sales", store_id, "placed", 0, event.total,
+                             lines, notes)
+
+        await self._commit(change, event)
+        return order_id
+
     async def send_report(self, period_start: datetime, period_end: datetime) -> str:
-        """A branch's report to its head office: orders and revenue of the period."""
+        """A branch's report to its head office, computed from its own tables: the sales
+        orders taken in the period (cancelled ones left out) and their revenue, and the value
+        of its stock now at the prices of the price lists it holds."""
         conn = await asyncpg.connect(self.dsn)
         try:
-            row = await conn.fetchrow(
+            sales = await conn.fetchrow(
                 "SELECT count(*) AS n, coalesce(sum(total_minor), 0) AS revenue FROM orders "
-                "WHERE role = 'sales' AND status <> 'cancelled' AND created_at >= $1 "
-                "AND created_at < $2", period_start, period_end)
+                "WHERE role = 'sales' AND status <> 'cancelled' AND currency = $3 "
+                "AND created_at >= $1 AND created_at < $2",
+                period_start, period_end, self.currency)
+            stock_value = await conn.fetchval(
+                "SELECT coalesce(sum(s.quantity * p.price_minor), 0)::bigint FROM stock s "
+                "JOIN prices p USING (sku) WHERE p.currency = $1", self.currency)
         finally:
             await conn.close()
         report_id = _id(f"{self.box_id}-rp")
         event = BranchReportSent(
             meta=self._meta(report_id), report_id=report_id, branch_box=self.box_id,
-            period_start=period_start, period_end=period_end, orders_count=row["n"],
-            revenue=Money(amount_minor=int(row["revenue"]), currency=self.currency),
-            stock_value=Money(amount_minor=0, currency=self.currency))
+            period_start=period_start, period_end=period_end, orders_count=sales["n"],
+            revenue=Money(amount_minor=int(sales["revenue"]), currency=self.currency),
+            stock_value=Money(amount_minor=int(stock_value), currency=self.currency))
         await self._commit(None, event)
         return report_id
+
+    async def send_daily_report(self, day: date | None = None) -> str:
+        """The report of one UTC day (today by default), midnight to midnight."""
+        start = datetime.combine(day or _now().date(), time.min, tzinfo=UTC)
+        return await self.send_report(start, start + timedelta(days=1))
 
     async def _order(self, order_id: str, role: str | None = None) -> asyncpg.Record:
         conn = await asyncpg.connect(self.dsn)

@@ -154,7 +154,8 @@ async def price_list(event: PriceListSent, applied: Applied) -> None:
 async def branch_report(event: BranchReportSent, applied: Applied) -> None:
     await applied.conn.execute(
         "INSERT INTO branch_reports (report_id, branch_box, period_start, period_end, "
-        "orders_count, revenue_minor, currency) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-        "ON CONFLICT DO NOTHING", event.report_id, event.branch_box, event.period_start,
-        event.period_end, event.orders_count, event.revenue.amount_minor,
-        event.revenue.currency)
+        "orders_count, revenue_minor, currency, stock_value_minor) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        event.report_id, event.branch_box, event.period_start, event.period_end,
+        event.orders_count, event.revenue.amount_minor, event.revenue.currency,
+        event.stock_value.amount_minor)

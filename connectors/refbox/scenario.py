@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -165,15 +165,32 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     await step("6. the head office's price list reaches every branch", prices, priced)
 
     async def report() -> str:
-        now = datetime.now(UTC)
-        for branch in BRANCHES:
-            await network.boxes[branch].send_report(now - timedelta(days=1), now)
-        return "each branch sent its daily report"
+        taken = []
+        for n, branch in enumerate(BRANCHES):
+            box = network.boxes[branch]
+            region = branch.removesuffix("-branch")
+            # Each store of the branch orders a few of the head office's priced articles.
+            for store in range(1, 3 + n):
+                await box.take_store_order(
+                    f"store-{region}-{store:02d}",
+                    [LineSpec(f"sku-{store * 7 + k:04d}", Decimal(k + store), 99 + store * 7 + k)
+                     for k in range(1, 4)])
+            await box.send_daily_report()
+            taken.append(f"{branch} {2 + n}")
+        return ("the stores' orders came in (" + ", ".join(taken)
+                + "), then each branch sent the day's report")
 
     async def reported() -> bool:
         return len((await view(HEAD_OFFICE))["branch_reports"]) == len(BRANCHES)
 
-    await step("7. each branch reports back to the head office", report, reported)
+    async def reports() -> str:
+        return f"{HEAD_OFFICE} shows: " + "; ".join(
+            f"{r['branch_box']} {r['orders_count']} orders, "
+            f"{r['revenue_minor'] / 100:.2f} {r['currency']}"
+            for r in (await view(HEAD_OFFICE))["branch_reports"])
+
+    await step("7. the branches take their stores' orders and report the day to the head "
+               "office", report, reported, reports)
 
     north = naming.region_topic(network.settings.topic_namespace, "north")
 

@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS branch_reports (
     revenue_minor  bigint NOT NULL,
     currency       text NOT NULL
 );
+ALTER TABLE branch_reports ADD COLUMN IF NOT EXISTS stock_value_minor bigint NOT NULL DEFAULT 0;
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -35,7 +36,8 @@ async def box_view(dsn: str) -> dict[str, Any]:
         price_lists = await rows(
             "SELECT price_list_id, from_box, entries FROM price_lists ORDER BY valid_from")
         reports = await rows(
-            "SELECT report_id, branch_box, orders_count, revenue_minor, currency "
+            "SELECT report_id, branch_box, period_start, period_end, orders_count, "
+            "revenue_minor, stock_value_minor, currency "
             "FROM branch_reports ORDER BY period_end, branch_box")
         observed = await rows(
             "SELECT region, count(*) AS orders, sum(total_minor) AS total_minor, currency "
@@ -51,6 +53,15 @@ async def box_view(dsn: str) -> dict[str, Any]:
 
 def _money(minor: int, currency: str) -> str:
     return f"{minor / 100:,.2f} {currency}"
+
+
+def _period(report: dict[str, Any]) -> str:
+    """A report's period: one day as its date, anything else as its two ends."""
+    start: datetime = report["period_start"]
+    end: datetime = report["period_end"]
+    if end - start == timedelta(days=1) and start.time() == time.min:
+        return start.date().isoformat()
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
 
 
 def render_view(box_id: str, view: dict[str, Any]) -> Group:
@@ -87,11 +98,12 @@ def render_view(box_id: str, view: dict[str, Any]) -> Group:
             table.add_row(p["price_list_id"], p["from_box"], str(p["entries"]))
         parts.append(table)
     if view["branch_reports"]:
-        table = Table("report", "branch", "orders", "revenue", title="branch reports",
-                      title_justify="left")
+        table = Table("report", "branch", "period", "orders", "revenue", "stock value",
+                      title="branch reports", title_justify="left")
         for r in view["branch_reports"]:
-            table.add_row(r["report_id"], r["branch_box"], str(r["orders_count"]),
-                          _money(r["revenue_minor"], r["currency"]))
+            table.add_row(r["report_id"], r["branch_box"], _period(r), str(r["orders_count"]),
+                          _money(r["revenue_minor"], r["currency"]),
+                          _money(r["stock_value_minor"], r["currency"]))
         parts.append(table)
     if view["network_orders"]:
         table = Table("region", "orders", "total", title="orders seen in the network",

@@ -219,8 +219,15 @@ async def test_demo_plays_the_network_story(
     steps = report["steps"]
     assert f"fresh-farm shows sales order {order_id}: 3 lines" in steps[0]["detail"]
     assert "north-branch shows in transit: apples-kg 120 kg" in steps[2]["detail"]
-    assert len(views["hq"]["branch_reports"]) == 3
-    assert views["hq-analytics"]["network_orders"][0]["orders"] == 2
+    # Each branch's report counts the store orders it took that day.
+    reports = {r["branch_box"]: r for r in views["hq"]["branch_reports"]}
+    assert {b: r["orders_count"] for b, r in reports.items()} == {
+        "north-branch": 2, "south-branch": 3, "east-branch": 4}
+    assert all(r["revenue_minor"] > 0 for r in reports.values())
+    assert "hq shows: " in steps[6]["detail"] and "north-branch 2 orders" in steps[6]["detail"]
+    # Central analytics sees the purchase orders and the store orders of every region.
+    seen = {n["region"]: n["orders"] for n in views["hq-analytics"]["network_orders"]}
+    assert seen == {"north": 2 + 2, "south": 3, "east": 4}
     reasons = report["facts"]["bad_input"]
     assert any("not registered" in r for r in reasons)
     assert any("ce_source" in r for r in reasons)

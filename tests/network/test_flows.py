@@ -168,15 +168,32 @@ async def test_price_list_to_branches_and_reports_back(network: LocalNetwork) ->
         assert (got["price_list_id"], got["from_box"], got["entries"]) == (price_list, "hq", 500)
     assert (await network.view("shop"))["price_lists"] == []  # not a branch of hq
 
-    now = datetime.now(UTC)
-    for box in ("branch-n", "branch-s"):
-        await network.boxes[box].send_report(now - timedelta(days=1), now)
+    # The branches' stores order during the day; a branch's own purchases are not sales.
+    north, south = network.boxes["branch-n"], network.boxes["branch-s"]
+    await north.take_store_order("store-n-01", LINES[:2])  # 24 * 89 + 12.5 * 249 = 5248.5
+    await north.take_store_order("store-n-02", [LineSpec("sku-0007", Decimal(3), 107)])
+    await south.take_store_order("store-s-01", [LineSpec("sku-0001", Decimal(10), 101)])
+    await north.place_order("hq", [LineSpec("sku-0001", Decimal(100), 101)])
+    await north.stock_in("sku-0002", Decimal(5))  # priced 102 by the price list
+    await north.stock_in("unpriced", Decimal(9))
+    for box in (north, south):
+        await box.send_daily_report()
+    # Yesterday's report of the same branch: nothing was taken then.
+    await south.send_daily_report(datetime.now(UTC).date() - timedelta(days=1))
 
     async def reported() -> bool:
-        return len((await network.view("hq"))["branch_reports"]) == 2
-    await network.until(reported, what="two branch reports in hq")
-    assert {r["branch_box"] for r in (await network.view("hq"))["branch_reports"]} == {
-        "branch-n", "branch-s"}
+        return len((await network.view("hq"))["branch_reports"]) == 3
+    await network.until(reported, what="three branch reports in hq")
+    got = {(r["branch_box"], r["period_start"].date()): r
+           for r in (await network.view("hq"))["branch_reports"]}
+    today = datetime.now(UTC).date()
+    assert (got["branch-n", today]["orders_count"], got["branch-n", today]["revenue_minor"],
+            got["branch-n", today]["stock_value_minor"]) == (2, 5248 + 321, 5 * 102)
+    assert (got["branch-s", today]["orders_count"], got["branch-s", today]["revenue_minor"]
+            ) == (1, 1010)
+    yesterday = got["branch-s", today - timedelta(days=1)]
+    assert (yesterday["orders_count"], yesterday["revenue_minor"]) == (0, 0)
+    assert yesterday["period_end"] - yesterday["period_start"] == timedelta(days=1)
 
 
 async def test_order_to_a_partner_without_a_box_goes_to_the_mail_topic(
