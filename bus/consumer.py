@@ -28,6 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
+from bus.clients import start_or_close
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
 from bus.errors import BadEvent, ConfigError, RegistryUnavailable, UnexpectedRecordError
@@ -94,7 +95,11 @@ class EventConsumer:
     async def __aenter__(self) -> EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.
         await self._dead_letters.start(self._topics)
-        await self._consumer.start()
+        try:
+            await start_or_close(self._consumer)
+        except BaseException:
+            await self._dead_letters.stop()
+            raise
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,

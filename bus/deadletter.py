@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from bus import naming
+from bus.clients import start_or_close
 from bus.envelope import CORRELATION_ID, ID, format_time, header_text
 from bus.errors import BadEvent
 from bus.log import get_logger
@@ -116,7 +117,7 @@ class DeadLetterWriter:
         await ensure_topics(self.settings, self.bootstrap, [
             TopicSpec(naming.dlq_topic(t), configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
             for t in source_topics])
-        await self._producer.start()
+        await start_or_close(self._producer)
 
     async def stop(self) -> None:
         await self._producer.stop()

@@ -11,6 +11,7 @@ not on the class name::
     │   ├── PortInUseError     a port the stack needs is taken by another process  (not retriable)
     │   └── ComponentFailed    a component crashed or did not become ready in time (retriable)
     ├── RegistryUnavailable    the schema registry does not answer                 (retriable)
+    ├── DatabaseUnavailable    PostgreSQL does not answer or refuses the login     (retriable)
     ├── IncompatibleSchema     a schema change would break readers of old events   (not retriable)
     └── BadEvent               a record is not a valid event: it goes to the dead-letter topic
         ├── OversizeEvent          larger than the inline limit
@@ -92,6 +93,12 @@ class ComponentFailed(StackError):
 
 class RegistryUnavailable(BoxbusError):
     """The schema registry is down or failing: back off and try again; never dead-letter."""
+
+    retriable = True
+
+
+class DatabaseUnavailable(BoxbusError):
+    """A box's or the stack's PostgreSQL does not answer (or refuses the login)."""
 
     retriable = True
 

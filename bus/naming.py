@@ -1,4 +1,4 @@
-"""Topic and subject names. Everything boxbus names starts with the topic namespace."""
+"""Topic, subject and database names. Everything boxbus names starts with the topic namespace."""
 
 from __future__ import annotations
 
@@ -80,7 +80,21 @@ def source_of_dlq(topic: str) -> str:
     return topic[: -len(DLQ_SUFFIX)] if topic.endswith(DLQ_SUFFIX) else topic
 
 
+def source_of_letters(topic: str) -> str:
+    """The topic whose refused records a dead-letter or quarantine topic holds."""
+    for suffix in (DLQ_SUFFIX, QUARANTINE_SUFFIX):
+        if topic.endswith(suffix):
+            return topic[: -len(suffix)]
+    return topic
+
+
 def subject(topic: str, record_fullname: str) -> str:
     """Registry subject by TopicRecordNameStrategy: many event types share a region topic, and
     each type evolves on its own."""
     return f"{topic}-{record_fullname}"
+
+
+def box_database(namespace: str, box_id: str) -> str:
+    """A box's database on a shared server (the local stack's): ``<namespace>_<box>`` with
+    '-' written as '_', at most PostgreSQL's 63 characters."""
+    return f"{namespace}_{box_id}".replace("-", "_")[:63]

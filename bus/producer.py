@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bus import naming
+from bus.clients import start_or_close
 from bus.events import EventBase
 from bus.log import get_logger
 from bus.serde import EncodedEvent, EventSerde
@@ -35,7 +36,7 @@ class EventProducer:
         )
 
     async def __aenter__(self) -> EventProducer:
-        await self._producer.start()
+        await start_or_close(self._producer)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -75,13 +75,18 @@ async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpe
         await admin.close()
 
 
-async def topic_exists(settings: Settings, bootstrap: str, name: str) -> bool:
+async def list_topics(settings: Settings, bootstrap: str) -> set[str]:
+    """The topics of the cluster (those this principal may see)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
     await admin.start()
     try:
-        return name in await admin.list_topics()
+        return set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def topic_exists(settings: Settings, bootstrap: str, name: str) -> bool:
+    return name in await list_topics(settings, bootstrap)
 
 
 async def partitions_of(settings: Settings, bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -103,8 +108,8 @@ async def read_topic(settings: Settings, bootstrap: str, topic: str) -> list[Any
     (nothing committed, nothing rebalanced): for tools that inspect a topic."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 **settings.kafka_client_options())
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await partitions_of(settings, bootstrap, topic)
         if not tps:
             return []

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bus.cli.boxdb import box_database, connect, require_migrated
 from bus.cli.context import endpoints, kafka_bootstrap, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError
@@ -19,8 +20,11 @@ box_app = typer.Typer(help="A box's own database: the SDK's tables.", no_args_is
 relay_app = typer.Typer(help="Publish a box's outbox to Kafka.")
 
 DatabaseOpt = Annotated[str | None, typer.Option(
-    "--database-url", help="The box's PostgreSQL (default: BOXBUS_DATABASE_URL).")]
+    "--database-url", help="The box's PostgreSQL database (default: BOXBUS_DATABASE_URL, else "
+    "the box's database on the local stack).")]
 BoxOpt = Annotated[str, typer.Option("--box", help="The box's id.")]
+NamespaceOpt = Annotated[str | None, typer.Option(
+    help="Topic namespace of the network (default: BOXBUS_TOPIC_NAMESPACE).")]
 
 
 def _run_until_signal(run: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
@@ -64,33 +68,44 @@ def _with_metrics(run: Callable[[], Awaitable[None]], port: int | None,
     return run_and_serve
 
 
-def _dsn(settings: Settings, given: str | None) -> str:
-    if given:
-        return given
-    if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
-    raise ConfigError("no database given",
-                      hint="pass --database-url postgresql://... or set BOXBUS_DATABASE_URL")
-
-
 @box_app.command("migrate")
-def migrate_(database_url: DatabaseOpt = None,
+def migrate_(box: Annotated[str | None, typer.Option(
+                 "--box", help="The box whose database to migrate (created on the local stack "
+                 "if missing).")] = None,
+             database_url: DatabaseOpt = None, namespace: NamespaceOpt = None,
              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create or upgrade the SDK's tables (outbox, inbox) in the box's database."""
     from connectors.box import migrate
 
-    settings = settings_from_env()
-    applied = asyncio.run(migrate(_dsn(settings, database_url)))
+    settings = settings_from_env(namespace)
+
+    async def run() -> tuple[str, list[int]]:
+        if box is None:
+            dsn = database_url or (settings.database_url.get_secret_value()
+                                   if settings.database_url else None)
+            if dsn is None:
+                raise ConfigError("which database? none given",
+                                  hint="pass --box ID (its database on the local stack), "
+                                  "--database-url postgresql://... or set BOXBUS_DATABASE_URL")
+        else:
+            dsn = await box_database(settings, box, database_url, create=True)
+        await (await connect(dsn, box=box)).close()  # a readable error before migrating
+        return dsn, await migrate(dsn)
+
+    dsn, applied = asyncio.run(run())
+    where = dsn.rsplit("@", 1)[-1]
     if json_out:
-        print_json({"applied": applied})
+        print_json({"box": box, "database": where, "applied": applied})
     else:
-        console.print(f"applied migrations {applied}" if applied else "already up to date")
+        console.print(f"{where}: applied migrations {applied}" if applied
+                      else f"{where}: already up to date")
 
 
 @relay_app.callback(invoke_without_command=True)
 def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
               "--box", help="The box's id.")] = None,
-          database_url: DatabaseOpt = None, metrics_port: MetricsOpt = None) -> None:
+          database_url: DatabaseOpt = None, namespace: NamespaceOpt = None,
+          metrics_port: MetricsOpt = None) -> None:
     """Run the relay of one box until SIGTERM/SIGINT (one active per box; more wait)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -99,27 +114,33 @@ def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
     from connectors.box import Relay
     from connectors.box.metrics import watch_relay
 
-    settings = settings_from_env()
-    relay_ = Relay(settings, _dsn(settings, database_url), kafka_bootstrap(settings), box)
+    settings = settings_from_env(namespace, service=True)
+    dsn = asyncio.run(_migrated_database(settings, box, database_url))
+    relay_ = Relay(settings, dsn, kafka_bootstrap(settings), box)
     console_err.print(f"relay for box {box}; SIGTERM or Ctrl-C stops it")
     _run_until_signal(_with_metrics(relay_.run, metrics_port,
                                     lambda server: watch_relay(relay_, server)), relay_.stop)
     console_err.print(f"relay stopped after publishing {relay_.published} event(s)")
 
 
+async def _migrated_database(settings: Settings, box: str, given: str | None) -> str:
+    """The box's database by the one rule (bus.cli.boxdb), refused without the SDK's tables."""
+    dsn = await box_database(settings, box, given)
+    await require_migrated(dsn, box)
+    return dsn
+
+
 @relay_app.command()
-def status(box: BoxOpt, database_url: DatabaseOpt = None,
+def status(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt = None,
            json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The outbox backlog of a box: rows waiting and the age of the oldest."""
-    import asyncpg
-
     from connectors.box import backlog
     from connectors.box.relay import lock_key
 
-    settings = settings_from_env()
+    settings = settings_from_env(namespace)
 
     async def read() -> dict[str, object]:
-        conn = await asyncpg.connect(_dsn(settings, database_url))
+        conn = await connect(await _migrated_database(settings, box, database_url), box=box)
         try:
             found = await backlog(conn)
             active = await conn.fetchval(
@@ -146,19 +167,17 @@ def status(box: BoxOpt, database_url: DatabaseOpt = None,
 
 
 @relay_app.command("unpark")
-def unpark_(box: BoxOpt, database_url: DatabaseOpt = None,
+def unpark_(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt = None,
             topic: Annotated[str | None, typer.Option(
                 help="Only the rows of this topic (default: all parked rows).")] = None,
             json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Put parked events (their topic did not exist) back into the outbox, in order."""
-    import asyncpg
-
     from connectors.box import unpark
 
-    settings = settings_from_env()
+    settings = settings_from_env(namespace)
 
     async def move() -> int:
-        conn = await asyncpg.connect(_dsn(settings, database_url))
+        conn = await connect(await _migrated_database(settings, box, database_url), box=box)
         try:
             return await unpark(conn, topic)
         finally:
@@ -182,6 +201,7 @@ def inbox_run(
     handlers: Annotated[str, typer.Option(
         help="Module that defines `handlers = Handlers()`, e.g. mybox.handlers.")],
     database_url: DatabaseOpt = None,
+    namespace: NamespaceOpt = None,
     topic: Annotated[list[str] | None, typer.Option(
         help="Topics to read (default: the box's inbox topic).")] = None,
     unknown: Annotated[str, typer.Option(
@@ -195,7 +215,7 @@ def inbox_run(
 
     from connectors.box import Handlers, Inbox, UnknownTypePolicy
 
-    settings = settings_from_env()
+    settings = settings_from_env(namespace, service=True)
     try:
         module = importlib.import_module(handlers)
     except ImportError as exc:
@@ -209,7 +229,8 @@ def inbox_run(
     except ValueError:
         raise typer.BadParameter("--unknown is dead-letter or skip") from None
     found = endpoints(settings)
-    inbox = Inbox(settings, _dsn(settings, database_url), found.bootstrap, box, registry,
+    dsn = asyncio.run(_migrated_database(settings, box, database_url))
+    inbox = Inbox(settings, dsn, found.bootstrap, box, registry,
                   serde_for(settings, found.registry_url), topics=topic or None,
                   unknown_types=policy, receipts=receipts)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bus.catalog import SchemaCatalog
@@ -12,10 +13,33 @@ from bus.serde import EventSerde
 from bus.settings import Settings
 
 
-def settings_from_env() -> Settings:
+def settings_from_env(namespace: str | None = None, *, service: bool = False) -> Settings:
+    """The settings of this command; ``namespace`` (a --namespace flag) overrides
+    BOXBUS_TOPIC_NAMESPACE. A command that answers once (not a ``service`` running until
+    stopped) keeps aiokafka's own connection errors to itself: its one error says it all."""
     settings = Settings()
+    if namespace:
+        settings = Settings(**{**settings.model_dump(), "topic_namespace": namespace})
     configure_logging(settings.log_format, settings.log_level)
+    if not service and settings.log_level != "DEBUG":
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return settings
+
+
+def require_kafka(settings: Settings, bootstrap: str) -> None:
+    """Before a service starts: one clear error now if the brokers do not answer, rather
+    than aiokafka's connection errors logged by every client it opens."""
+    import asyncio
+
+    from bus.topics import list_topics
+
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(list_topics(settings, bootstrap))
+    finally:
+        client_log.setLevel(level)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from rich.table import Table
 from bus.cli.context import settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.devstack import Component, LocalStack, RegistryStorage, StackInfo
+from bus.errors import ConfigError, StackError
 
 app = typer.Typer(help="Run the embedded local stack: Kafka, PostgreSQL, schema registry, SMTP.",
                   no_args_is_help=True)
@@ -89,13 +90,14 @@ def up(
 @app.command()
 def status(json_out: JsonOpt = False) -> None:
     """Show what runs, where, and how long it took to boot."""
-    info = LocalStack(settings_from_env()).status()
+    settings = settings_from_env()
+    info = LocalStack(settings).status()
     if info is None:
         if json_out:
-            print_json({"running": False})
-        else:
-            console.print("no local stack is set up (start one with `boxbus dev up`)")
-        raise typer.Exit(1)
+            print_json({"running": False, "run_dir": str(settings.run_dir)})
+            raise typer.Exit(1)
+        raise StackError(f"no local stack is set up in {settings.run_dir}",
+                         hint="start one with `boxbus dev up` (BOXBUS_RUN_DIR chooses where)")
     print_json(info) if json_out else render(info)
 
 
@@ -149,6 +151,7 @@ def createdb(name: Annotated[str, typer.Argument(help="Database name, e.g. box_n
     url = settings.database_url.get_secret_value() if settings.database_url else (
         info.database_url if info else None)
     if url is None:
-        console_err.print("no database: run `boxbus dev up` or set BOXBUS_DATABASE_URL")
-        raise typer.Exit(2)
+        raise ConfigError("no database server: no local stack is set up and "
+                          "BOXBUS_DATABASE_URL is not set",
+                          hint="run `boxbus dev up`, or set BOXBUS_DATABASE_URL")
     console.print(asyncio.run(create_database(url, name)))

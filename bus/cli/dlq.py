@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich import box
 from rich.table import Table
 
 from bus import naming
-from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.context import endpoints, kafka_bootstrap, serde_for, settings_from_env
 from bus.cli.output import console, print_json
 from bus.deadletter import DeadLetter
 from bus.envelope import header_text
@@ -20,7 +21,7 @@ from bus.errors import BadEvent, ConfigError
 from bus.examples import load_event
 from bus.producer import EventProducer
 from bus.settings import Settings
-from bus.topics import read_topic
+from bus.topics import list_topics, read_topic
 from bus.validation import check_record
 
 app = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
@@ -31,8 +32,38 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 async def _letters(settings: Settings, topic: str) -> list[DeadLetter]:
-    records = await read_topic(settings, endpoints(settings).bootstrap, naming.letters_topic(topic))
+    """The letters of ``topic``; none when the topic exists but nothing was refused yet (its
+    dead-letter topic is made with the first consumer); an error when neither exists."""
+    bootstrap = kafka_bootstrap(settings)
+    letters = naming.letters_topic(topic)
+    topics = await list_topics(settings, bootstrap)
+    if letters not in topics:
+        source = naming.source_of_letters(letters)
+        if source in topics:
+            return []
+        raise ConfigError(f"topic {topic} does not exist (nor {letters})",
+                          hint=_letter_topics_hint(settings.topic_namespace, topics))
+    records = await read_topic(settings, bootstrap, letters)
     return [DeadLetter.from_record(r) for r in records]
+
+
+# The namespace of a topic boxbus named: what comes before its region, box or mail part.
+_NAMESPACE = re.compile(r"^(.+?)\.(?:region|box)\.|^(.+?)\.mail\b")
+
+
+def _letter_topics_hint(namespace: str, topics: set[str]) -> str:
+    suffixes = (naming.DLQ_SUFFIX, naming.QUARANTINE_SUFFIX)
+    every = sorted(t for t in topics if t.endswith(suffixes))
+    ours = [t for t in every if t.startswith(f"{namespace}.")]
+    if ours:
+        return f"dead-letter and quarantine topics of namespace {namespace!r}: " + ", ".join(ours)
+    spaces = sorted({m.group(1) or m.group(2) for t in every if (m := _NAMESPACE.match(t))})
+    if spaces:
+        return (f"namespace {namespace!r} has no dead-letter or quarantine topic; namespaces "
+                f"that have: {', '.join(spaces)} (BOXBUS_TOPIC_NAMESPACE=NS lists theirs)")
+    if every:
+        return "the cluster's dead-letter and quarantine topics: " + ", ".join(every[:20])
+    return "the cluster has no dead-letter or quarantine topic yet: nothing was refused"
 
 
 def _summary(letter: DeadLetter) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from bus import naming
 from bus.catalog import SchemaCatalog
 from bus.cli.context import endpoints, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
+from bus.clients import start_or_close
 from bus.envelope import Envelope, format_time
 from bus.errors import BadEvent, ConfigError
 from bus.events import EventBase
@@ -124,10 +125,12 @@ async def _tail(settings: Settings, bootstrap: str, serde: EventSerde, topic: st
                 from_beginning: bool, limit: int | None, idle: float | None,
                 json_out: bool) -> None:
     if not await topic_exists(settings, bootstrap, topic):
-        raise ConfigError(f"topic {topic} does not exist")
+        raise ConfigError(f"topic {topic} does not exist",
+                          hint="check the name; `boxbus topology plan FILE` lists the topics "
+                          "of a network")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 **settings.kafka_client_options())
-    await consumer.start()
+    await start_or_close(consumer)
     shown = 0
     try:
         tps = await partitions_of(settings, bootstrap, topic)

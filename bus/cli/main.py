@@ -3,9 +3,11 @@ turns every :class:`~bus.errors.BoxbusError` into one readable message and a non
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
+import asyncpg
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
@@ -53,6 +55,21 @@ def main(argv: list[str] | None = None) -> Any:
             "variable named above", highlight=False,
         )
         sys.exit(2)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        console_err.print(
+            f"[bold red]error:[/] PostgreSQL: {exc.__class__.__name__}: {exc}\n  what to do: "
+            "check that the database runs (`boxbus dev status`) and that the URL names the "
+            "right database", highlight=False)
+        sys.exit(1)
+    except Exception as exc:
+        # The last resort: a bug of boxbus. One line by default; the traceback on request.
+        if os.environ.get("BOXBUS_TRACEBACK"):
+            raise
+        console_err.print(
+            f"[bold red]error:[/] unexpected {exc.__class__.__name__}: {exc}\n  what to do: "
+            "this is a bug of boxbus; run again with BOXBUS_TRACEBACK=1 and report the "
+            "traceback", highlight=False)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``boxbus box run`` and ``boxbus box show``: the reference box as a service, and what it sees.
 
-The box's database is ``--database-url``, else BOXBUS_DATABASE_URL, else a database of its own
-on the local stack's PostgreSQL named after the namespace and the box (as ``make demo`` makes).
+The box's database follows the one rule of :mod:`bus.cli.boxdb` (``box run`` creates it on the
+local stack when it is missing).
 """
 
 from __future__ import annotations
@@ -11,41 +11,11 @@ from typing import Annotated
 
 import typer
 
-from bus.cli.box import BoxOpt, DatabaseOpt, _run_until_signal
-from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.box import BoxOpt, DatabaseOpt, NamespaceOpt, _run_until_signal
+from bus.cli.boxdb import box_database
+from bus.cli.context import endpoints, require_kafka, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError
-from bus.settings import Settings
-
-NamespaceOpt = Annotated[str | None, typer.Option(
-    help="Topic namespace of the network (default: BOXBUS_TOPIC_NAMESPACE).")]
-
-
-def _settings(namespace: str | None) -> Settings:
-    settings = settings_from_env()
-    if namespace:
-        settings = settings.model_copy(update={"topic_namespace": namespace})
-    return settings
-
-
-async def _box_dsn(settings: Settings, given: str | None, box: str, create: bool) -> str:
-    from bus.db import create_database
-    from bus.devstack import LocalStack
-    from connectors.refbox.network import database_name
-
-    if given:
-        return given
-    if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
-    info = LocalStack(settings).status()
-    if info is None or info.database_url is None:
-        raise ConfigError(f"no database for box {box}",
-                          hint="pass --database-url, set BOXBUS_DATABASE_URL, or start the "
-                          "local stack (`boxbus dev up`)")
-    name = database_name(settings.topic_namespace, box)
-    if create:
-        return await create_database(info.database_url, name)
-    return info.database_url.rsplit("/", 1)[0] + "/" + name
 
 
 def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt = None) -> None:
@@ -55,8 +25,9 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
     from bus.topology.control import decode
     from connectors.refbox import BoxService
 
-    settings = _settings(namespace)
+    settings = settings_from_env(namespace, service=True)
     found = endpoints(settings)
+    require_kafka(settings, found.bootstrap)
 
     async def serve() -> None:
         boxes = (await read_control(settings, found.bootstrap,
@@ -68,7 +39,7 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
         entry = decode(boxes[box])
         if entry.get("kind") == "partner":
             raise ConfigError(f"{box!r} is a partner without a box: it is reached by e-mail")
-        dsn = await _box_dsn(settings, database_url, box, create=True)
+        dsn = await box_database(settings, box, database_url, create=True)
         service = BoxService(settings, dsn, found.bootstrap, box,
                              serde_for(settings, found.registry_url))
         console_err.print(f"box {box} (region {entry['region']}) runs on {dsn.split('@')[-1]}; "
@@ -88,12 +59,21 @@ def show(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt 
          json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What a reference box sees: its orders, comments, goods in transit, stock, price lists
     and reports."""
+    import asyncpg
+
     from connectors.refbox import box_view, render_view
 
-    settings = _settings(namespace)
+    settings = settings_from_env(namespace)
 
     async def read() -> dict[str, object]:
-        return await box_view(await _box_dsn(settings, database_url, box, create=False))
+        dsn = await box_database(settings, box, database_url)
+        try:
+            return await box_view(dsn)
+        except asyncpg.UndefinedTableError as exc:
+            raise ConfigError(
+                f"{dsn.rsplit('@', 1)[-1]} is not a reference box's database ({exc})",
+                hint=f"`boxbus box run --box {box}` sets one up; `box show` reads only "
+                "reference boxes") from exc
 
     view = asyncio.run(read())
     if json_out:

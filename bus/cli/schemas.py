@@ -14,8 +14,10 @@ from bus.catalog import SchemaCatalog
 from bus.cli.context import endpoints, settings_from_env
 from bus.cli.output import console, print_json
 from bus.compat import Problem, check
+from bus.errors import ConfigError
 from bus.registry import Compatibility, SchemaRegistry
 from bus.releases import check_catalog, release, released_versions
+from bus.topics import list_topics
 
 app = typer.Typer(help="The Avro contract: check compatibility, release, register, list.",
                   no_args_is_help=True)
@@ -116,6 +118,8 @@ def register(
         help="Register for this region's topic (repeatable).")] = None,
     topic: Annotated[list[str] | None, typer.Option(
         help="Register for this topic (repeatable).")] = None,
+    ahead: Annotated[bool, typer.Option(
+        "--ahead", help="Register for topics that do not exist yet.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Register every event schema for the given topics (subjects <topic>-<type>), with
@@ -128,7 +132,18 @@ def register(
     catalog = SchemaCatalog.load(settings.schemas_dir)
 
     async def run() -> list[dict[str, Any]]:
-        registry = SchemaRegistry(endpoints(settings).registry_url)
+        found = endpoints(settings)
+        if not ahead:
+            # A typo would leave 17 subjects behind for a topic nobody writes.
+            existing = await list_topics(settings, found.bootstrap)
+            missing = [t for t in topics if t not in existing]
+            if missing:
+                raise ConfigError(
+                    f"topic(s) {', '.join(missing)} do not exist",
+                    hint="check the name (`boxbus topology plan FILE` lists a network's "
+                    "topics; `topology apply` creates them), or pass --ahead to register "
+                    "before the topic exists")
+        registry = SchemaRegistry(found.registry_url)
         done = []
         for t in topics:
             for event in catalog:

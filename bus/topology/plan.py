@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bus import naming
+from bus.clients import start_or_close
 from bus.deadletter import DLQ_MAX_BYTES
 from bus.settings import Settings
 from bus.topics import create_topics
@@ -251,7 +252,7 @@ async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
     if records:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                     enable_idempotence=True, **settings.kafka_client_options())
-        await producer.start()
+        await start_or_close(producer)
         quiet = _FreshLeaderRetries({c.target for c in todo if c.action == "create-topic"})
         logging.getLogger("aiokafka.producer.sender").addFilter(quiet)
         try:

@@ -100,6 +100,15 @@ MIGRATIONS = [
 ]
 
 
+async def pending(conn: asyncpg.Connection) -> list[int]:
+    """The versions this SDK has that the database has not applied (all of them in a
+    database never migrated)."""
+    if await conn.fetchval("SELECT to_regclass('boxbus_migrations')") is None:
+        return [m.version for m in MIGRATIONS]
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM boxbus_migrations")}
+    return [m.version for m in MIGRATIONS if m.version not in done]
+
+
 async def migrate(dsn: str) -> list[int]:
     """Apply the migrations not applied yet; the versions applied by this call."""
     conn = await asyncpg.connect(dsn)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+from bus import naming
 from bus.db import create_database
 from bus.log import get_logger
 from bus.serde import EventSerde
@@ -24,10 +25,6 @@ from connectors.refbox.view import box_view
 from processors.router import Router
 
 log = get_logger(__name__)
-
-
-def database_name(namespace: str, box_id: str) -> str:
-    return f"{namespace}_{box_id}".replace("-", "_")[:63]
 
 
 class LocalNetwork:
@@ -52,7 +49,7 @@ class LocalNetwork:
         ns = self.settings.topic_namespace
         real = [b for b in self.topology.boxes if b.kind is BoxKind.BOX]
         dsns = await asyncio.gather(*(create_database(self.database_server,
-                                                      database_name(ns, b.id)) for b in real))
+                                                      naming.box_database(ns, b.id)) for b in real))
         await asyncio.gather(*(migrate_refbox(dsn) for dsn in dsns))
         outbox = Outbox(self.settings, self.serde)
         for box, dsn in zip(real, dsns, strict=True):

@@ -127,11 +127,18 @@ class Router:
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             metadata_max_age_ms=30_000, **options)
-        await self.control.start()
-        await self._producer.start()
-        pattern = "^" + re.escape(f"{self.namespace}.region.") + r"[a-z0-9][a-z0-9_-]*$"
-        self._consumer.subscribe(pattern=pattern, listener=_HandOver(self._lock))
-        await self._consumer.start()
+        try:
+            await self.control.start()
+            await self._producer.start()
+            pattern = "^" + re.escape(f"{self.namespace}.region.") + r"[a-z0-9][a-z0-9_-]*$"
+            self._consumer.subscribe(pattern=pattern, listener=_HandOver(self._lock))
+            await self._consumer.start()
+        except BaseException:
+            # Brokers unreachable, a refused login: close what was opened, then say why.
+            for close in (self._consumer.stop, self._producer.stop, self.control.stop):
+                with contextlib.suppress(Exception):
+                    await close()
+            raise
         self._started = True
         # Everything allocated so far (modules, settings, the table) lives as long as the
         # process: keep it out of the cyclic collector's scans, which the hot path's many

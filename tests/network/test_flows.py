@@ -176,8 +176,8 @@ async def test_price_list_to_branches_and_reports_back(network: LocalNetwork) ->
     await north.place_order("hq", [LineSpec("sku-0001", Decimal(100), 101)])
     await north.stock_in("sku-0002", Decimal(5))  # priced 102 by the price list
     await north.stock_in("unpriced", Decimal(9))
-    for box in (north, south):
-        await box.send_daily_report()
+    for branch in (north, south):
+        await branch.send_daily_report()
     # Yesterday's report of the same branch: nothing was taken then.
     await south.send_daily_report(datetime.now(UTC).date() - timedelta(days=1))
 
