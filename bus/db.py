@@ -30,3 +30,82 @@ async def create_database(server_url: str, name: str) -> str:
         await conn.close()
     base, _, _ = server_url.partition("?")[0].rpartition("/")
     return f"{base}/{name}"
+
+
+# Server errors (by SQLSTATE) that end the session: the server sends one as a FATAL message
+# and closes the connection.
+_SESSION_ENDING_SQLSTATES = frozenset({
+    "57P01",  # admin_shutdown: a fast or smart shutdown, pg_terminate_backend(), and the
+              # backends' "unexpected postmaster exit" when the postmaster was SIGKILLed
+    "57P02",  # crash_shutdown: another server process crashed; every backend is reset
+    "57P03",  # cannot_connect_now: starting up, in crash recovery, or shutting down
+    "57P04",  # database_dropped: the session's database is gone
+    "57P05",  # idle_session_timeout
+    "25P03",  # idle_in_transaction_session_timeout: the session ends, not only the transaction
+})
+
+# InterfaceErrors that report a mistake of the caller (a bad argument, an unsupported
+# setting), not the state of the connection: retrying them on a new session changes nothing.
+_CALLER_MISTAKES: tuple[type[Exception], ...] = (
+    ValueError,  # asyncpg's DataError and ClientConfigurationError are ValueErrors too
+    asyncpg.UnsupportedClientFeatureError,
+    asyncpg.UnsupportedServerFeatureError,
+)
+
+
+def session_lost(exc: BaseException, conn: asyncpg.Connection | None = None) -> bool:
+    """Whether ``exc`` means that the PostgreSQL session is lost or unusable: the work done in
+    it is gone (an open transaction rolled back) and a new connection is the only way on.
+
+    Callers treat this as "the database is away", never as a problem of the data: they drop
+    the connection, wait a little and do the work again on a new one. asyncpg reports a lost
+    session in several ways, depending on the moment the connection broke:
+
+    - ``OSError`` (``ConnectionRefusedError``, ``ConnectionResetError``...): connecting to a
+      server that is not running, or a socket that broke outside an operation;
+    - ``TimeoutError``: connecting to a server that does not answer (asyncpg's ``timeout``);
+    - ``asyncpg.InterfaceError`` ("connection is closed", "another operation is in progress"):
+      a connection asyncpg has already closed after the server went away, or one left in an
+      undefined state by an interrupted operation. Its subclasses for wrong arguments and
+      unsupported features are the caller's mistakes and do not count;
+    - ``asyncpg.InternalClientError`` and its subclasses such as ``ProtocolError``: the
+      protocol state machine met something it did not expect, e.g. "cannot switch to state
+      12; another operation (2) is in progress" when the server's FATAL message arrived
+      between two statements and the socket was not closed yet. asyncpg aborts the
+      connection right after raising it;
+    - a ``PostgresError`` of SQLSTATE class 08 (connection exception), among them
+      ``ConnectionDoesNotExistError`` ("connection was closed in the middle of operation",
+      raised when the server dies during a statement);
+    - a ``PostgresError`` whose SQLSTATE ends the session (57P01-57P05, 25P03), among them
+      ``AdminShutdownError``, ``CrashShutdownError`` and ``CannotConnectNowError`` (a server
+      that is restarting or recovering from a crash).
+
+    ``conn`` is the connection the failing code used, when that code may also do other I/O
+    (an inbox handler that calls a web service, say). A closed ``conn`` is then proof enough
+    whatever was raised (the code may have wrapped the error in its own), and a socket error,
+    a timeout or an ``InterfaceError`` count only when ``conn`` is closed: with ``conn`` open
+    they came from somewhere else, or from a misuse of ``conn`` that a new session would not
+    cure.
+    """
+    if conn is not None and conn.is_closed():
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate.startswith("08") or sqlstate in _SESSION_ENDING_SQLSTATES
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True
+    if conn is not None:
+        return False
+    if isinstance(exc, asyncpg.InterfaceError):
+        return not isinstance(exc, _CALLER_MISTAKES)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+async def end_session(conn: asyncpg.Connection, *, timeout: float = 5.0) -> None:
+    """Close ``conn``; a session that cannot be closed politely (the server is gone, the
+    protocol is stuck) is cut instead, which ends it on the server just as well. Never
+    raises, so that a ``finally`` that calls it keeps the error that ended the session."""
+    try:
+        await conn.close(timeout=timeout)
+    except Exception:
+        conn.terminate()

@@ -31,6 +31,12 @@ happens on failure at each step:
    an exponential backoff with jitter, and go on with the other partitions; after
    ``max_attempts`` or ``max_retry_seconds`` the event is treated as rejected.
 
+The box's database session lost at any step (PostgreSQL killed or restarting; every way
+asyncpg reports it: ``bus.db.session_lost``) is the crash of step 5 without the crash: nothing
+was committed, the connection is dropped and reopened, and the batch is read again from its
+first offset after a pause. That holds inside a handler too: a handler that fails because the
+session is gone has not failed, so its event is neither retried as ``Retry`` nor dead-lettered.
+
 Kafka's own committed offsets are not relied on: on assignment the consumer seeks each partition
 to the offset stored in PostgreSQL, or to the log's start where none is stored yet. The
 stored positions are mirrored to the group's Kafka offsets about once a second, for lag tools
@@ -55,6 +61,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from bus import naming
+from bus.db import end_session, session_lost
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
 from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnknownEventType
@@ -168,6 +175,26 @@ class _Careful(Exception):
     """A handler failed on the fast path: apply the batch again with savepoints."""
 
 
+class _DatabaseLost(Exception):
+    """A handler failed because the box's database session is gone: not the handler's fault;
+    the batch is read again once the database answers."""
+
+
+def _database_trouble(exc: BaseException) -> bool:
+    """The box's database cannot do the inbox's own work now: its session is lost, or it
+    refuses the inbox's statements (tables not migrated, no privilege). Nothing of the batch
+    was committed; it is read again later."""
+    return (isinstance(exc, _DatabaseLost) or session_lost(exc)
+            or isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError))
+
+
+def _raise_if_lost(exc: BaseException, conn: asyncpg.Connection) -> None:
+    """Called with a handler's error: re-raised as _DatabaseLost when it is in fact the
+    inbox's session that is gone, before the error is held against the event."""
+    if session_lost(exc, conn):
+        raise _DatabaseLost(repr(exc)) from exc
+
+
 class _Retrying(Exception):
     def __init__(self, offset: int, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -260,12 +287,14 @@ class Inbox:
             await self._consumer.stop()
             await self._dead_letters.stop()
             if self._conn is not None:
-                await self._conn.close()
+                await end_session(self._conn)
 
     async def _mirror_offsets(self, *, force: bool = False) -> None:
         """Copy the stored positions to Kafka's group offsets, at most once a second, so
         consumer-lag tools (kafka-consumer-groups, exporters) see the inbox's progress. Only a
-        mirror: PostgreSQL stays the truth, and a failed copy is retried next time."""
+        mirror: PostgreSQL stays the truth, and a failed copy is retried next time. It never
+        runs ahead of PostgreSQL: a position is taken only once its COMMIT returned (a batch
+        whose commit a lost session left in doubt is read again first, its ids skipped)."""
         if not force and time.monotonic() - self._mirrored_at < self.mirror_interval:
             return
         self._mirrored_at = time.monotonic()
@@ -289,13 +318,14 @@ class Inbox:
     async def stored_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         # Its own connection: the rebalance listener runs in aiokafka's coordinator task,
         # possibly while the main task is using the batch connection.
-        conn = await asyncpg.connect(self.dsn)
+        # A short connect timeout: a rebalance waits for the listener.
+        conn = await asyncpg.connect(self.dsn, timeout=5)
         try:
             rows = await conn.fetch(
                 "SELECT topic, partition, next_offset FROM boxbus_inbox_offsets "
                 "WHERE consumer = $1", self.group_id)
         finally:
-            await conn.close()
+            await end_session(conn)
         stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         return {tp: stored[tp] for tp in tps if tp in stored}
 
@@ -319,7 +349,12 @@ class Inbox:
         of a new assignment can arrive before it ran, or it failed to read PostgreSQL)."""
         try:
             start = (await self.start_offsets([tp]))[tp]
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError):
+        except Exception as exc:
+            if not (isinstance(exc, KafkaError) or _database_trouble(exc)):
+                raise
+            log.warning("cannot read the stored offset yet; the partition waits",
+                        box=self.box_id, error=repr(exc), topic=tp.topic,
+                        partition=tp.partition)
             self._seek(tp, fallback)
             await asyncio.sleep(self.base_delay)
             return False
@@ -346,16 +381,6 @@ class Inbox:
             await self._apply(tp, records, checked)
         except _Retrying as retrying:
             await self._back_off(tp, records[0].offset, retrying)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # The database went away mid-batch: nothing of it was committed. Read it again
-            # once the database answers.
-            log.warning("box database unavailable; the batch is read again", box=self.box_id,
-                        error=repr(exc), topic=tp.topic, partition=tp.partition)
-            if self._conn is not None and not self._conn.is_closed():
-                self._conn.terminate()
-            self._conn = None
-            self._seek(tp, records[0].offset)
-            await asyncio.sleep(self.base_delay * (1 + random.random()))
         except (RegistryUnavailable, KafkaError) as exc:
             # The registry (decoding, receipts) or Kafka (dead letters) is away: nothing was
             # committed; the batch is read again after a pause.
@@ -364,6 +389,26 @@ class Inbox:
                         partition=tp.partition)
             self._seek(tp, records[0].offset)
             await asyncio.sleep(self.base_delay * (2 + random.random()))
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
+            await self._database_away(tp, records[0].offset, exc)
+
+    async def _database_away(self, tp: TopicPartition, first_offset: int,
+                             exc: Exception) -> None:
+        """The database went away mid-batch (or refused it): nothing of it was committed.
+        A fresh connection reads it again once the database answers."""
+        if isinstance(exc, _DatabaseLost) or session_lost(exc):
+            log.warning("box database unavailable; the batch is read again", box=self.box_id,
+                        error=repr(exc), topic=tp.topic, partition=tp.partition)
+        else:
+            log.error("box database refused the batch; it is read again", box=self.box_id,
+                      error=repr(exc), topic=tp.topic, partition=tp.partition)
+        if self._conn is not None and not self._conn.is_closed():
+            self._conn.terminate()  # open but maybe stuck: a new session starts clean
+        self._conn = None
+        self._seek(tp, first_offset)
+        await asyncio.sleep(self.base_delay * (1 + random.random()))
 
     async def _check(self, record: Any) -> Any:
         """The checked event, or the BadEvent that sends the record to the dead-letter topic
@@ -427,6 +472,7 @@ class Inbox:
                     try:
                         await run_handler(run)
                     except Exception as exc:
+                        _raise_if_lost(exc, conn)
                         first_record = run[0][1]
                         if _transient(exc) and self._attempts_left(first_record):
                             raise _Retrying(first_record.offset, exc) from exc
@@ -506,6 +552,7 @@ class Inbox:
             try:
                 await handler(event, applied)
             except Exception as exc:
+                _raise_if_lost(exc, conn)
                 if _transient(exc) and self._attempts_left(record):
                     raise _Retrying(record.offset, exc) from exc
                 raise _Careful from exc
@@ -515,9 +562,11 @@ class Inbox:
         try:
             await handler(event, applied)
         except Rejected as exc:
+            _raise_if_lost(exc, conn)  # refused for want of a database: not a refusal
             await savepoint.rollback()
             return HandlerRejected(exc.message)
         except Exception as exc:
+            _raise_if_lost(exc, conn)
             await savepoint.rollback()
             if _transient(exc):
                 if self._attempts_left(record):
@@ -604,11 +653,15 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
             start = await self.inbox.start_offsets(list(assigned))
-        except Exception:
+        except Exception as exc:
             # aiokafka only logs a listener's error. The partitions stay "not ready": the
             # main loop places them itself before applying anything (Inbox._place).
-            log.exception("reading the stored offsets failed; placing the partitions later",
-                          box=self.inbox.box_id)
+            if isinstance(exc, KafkaError) or _database_trouble(exc):
+                log.warning("stored offsets not readable now; placing the partitions later",
+                            box=self.inbox.box_id, error=repr(exc))
+            else:
+                log.exception("reading the stored offsets failed; placing the partitions "
+                              "later", box=self.inbox.box_id)
             return
         for tp in assigned:
             if tp in self.inbox._ready:

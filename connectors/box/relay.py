@@ -21,6 +21,10 @@ Each round, step by step, and what happens on failure at each step:
    and 3): the rows stay and are published again by the next round or the next relay —
    again a duplicate, never a loss.
 
+A lost database session at any step (every way asyncpg reports one: ``bus.db.session_lost``)
+ends the session, not the process: the producer is stopped, the connection dropped (and the
+lock with it), and the relay reconnects after a pause and starts again at step 1.
+
 It sleeps on ``LISTEN boxbus_outbox`` (the outbox notifies at commit) with a polling fallback.
 
 A row whose topic does not exist (a region never applied, a typo in an explicit topic) would
@@ -46,6 +50,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from bus.db import end_session, session_lost
 from bus.log import get_logger
 from bus.settings import Settings
 from connectors.box.outbox import CHANNEL, headers_from_json
@@ -140,9 +145,17 @@ class Relay:
                 await self._run_session()
             except _Stopped:
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("relay lost its database; reconnecting", box=self.box_id,
-                            error=str(exc))
+            except Exception as exc:
+                if session_lost(exc):
+                    log.warning("relay lost its database; reconnecting", box=self.box_id,
+                                error=repr(exc))
+                elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+                    # The database answers but refuses (tables not migrated, no privilege):
+                    # worth a loud retry, not an exit.
+                    log.error("relay's database refused a statement; retrying",
+                              box=self.box_id, error=repr(exc))
+                else:
+                    raise
                 self.active.clear()
                 await self._pause(1.0)
 
@@ -162,7 +175,7 @@ class Relay:
             await self._relay(conn)
         finally:
             self.active.clear()
-            await conn.close()  # ends the session: the lock goes with it
+            await end_session(conn)  # ends the session: the lock goes with it
 
     async def _acquire(self, conn: asyncpg.Connection) -> None:
         waiting_logged = False
