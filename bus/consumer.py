@@ -2,7 +2,7 @@
 goes to the dead-letter topic with its reason and the partition moves on; offsets are committed
 only after the caller has processed the batch (so a crash re-delivers, never loses).
 
-    async with EventConsumer(settings, bootstrap, [topic], group, serde) as consumer:
+    async with EventConsumer(settings, kafka, [topic], group, serde) as consumer:
         async for batch in consumer.batches():
             for delivery in batch:
                 handle(delivery.event)
@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming
-from bus.clients import start_or_close
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
 from bus.errors import BadEvent, ConfigError, RegistryUnavailable, UnexpectedRecordError
 from bus.events import EventBase
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -56,7 +56,7 @@ class EventConsumer:
     def __init__(
         self,
         settings: Settings,
-        bootstrap: str,
+        kafka: KafkaAccess,
         topics: list[str],
         group_id: str,
         serde: EventSerde,
@@ -81,16 +81,12 @@ class EventConsumer:
         self.max_retry_delay = max_retry_delay
         self.registry_patience = registry_patience
         self.dead_lettered = 0
-        self._bootstrap = bootstrap
         self._topics = topics
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
-        options = settings.kafka_client_options()
-        self._consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, group_id=group_id,
-            enable_auto_commit=False, auto_offset_reset=auto_offset_reset,
-            isolation_level="read_committed", **options,
-        )
-        self._dead_letters = DeadLetterWriter(settings, bootstrap, group_id)
+        self._consumer = kafka.consumer(
+            *topics, group_id=group_id, enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset, isolation_level="read_committed")
+        self._dead_letters = DeadLetterWriter(kafka, group_id)
 
     async def __aenter__(self) -> EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.

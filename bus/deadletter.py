@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from bus import naming
-from bus.clients import start_or_close
 from bus.envelope import CORRELATION_ID, ID, format_time, header_text
 from bus.errors import BadEvent
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
-from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
 
 log = get_logger(__name__)
@@ -104,17 +102,15 @@ class DeadLetterWriter:
     ``DLQ_MAX_BYTES`` (beyond that, reason and position without the bytes), logs each one
     with its event and correlation ids. Used by every consumer of boxbus."""
 
-    def __init__(self, settings: Settings, bootstrap: str, group_id: str) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess, group_id: str) -> None:
+        self.kafka = kafka
         self.group_id = group_id
         self.written = 0
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-            max_request_size=DLQ_MAX_BYTES, **settings.kafka_client_options())
+        self._producer = kafka.producer(acks="all", enable_idempotence=True,
+                                        max_request_size=DLQ_MAX_BYTES)
 
     async def start(self, source_topics: Sequence[str]) -> None:
-        await ensure_topics(self.settings, self.bootstrap, [
+        await ensure_topics(self.kafka, [
             TopicSpec(naming.dlq_topic(t), configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
             for t in source_topics])
         await start_or_close(self._producer)

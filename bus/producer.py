@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from bus import naming
-from bus.clients import start_or_close
 from bus.events import EventBase
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
@@ -26,14 +24,12 @@ class Published:
 
 
 class EventProducer:
-    def __init__(self, settings: Settings, bootstrap: str, serde: EventSerde,
+    def __init__(self, settings: Settings, kafka: KafkaAccess, serde: EventSerde,
                  **producer_options: Any) -> None:
         self.settings = settings
         self.serde = serde
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-            **settings.kafka_client_options(), **producer_options,
-        )
+        self._producer = kafka.producer(acks="all", enable_idempotence=True,
+                                        **producer_options)
 
     async def __aenter__(self) -> EventProducer:
         await start_or_close(self._producer)

@@ -124,18 +124,3 @@ class Settings(BaseSettings):
     @property
     def external_smtp(self) -> bool:
         return self.smtp_host is not None
-
-    def kafka_client_options(self) -> dict[str, object]:
-        """Keyword arguments for aiokafka clients: security settings only."""
-        options: dict[str, object] = {"security_protocol": self.kafka_security_protocol.value}
-        if self.kafka_sasl_mechanism is not None:
-            options["sasl_mechanism"] = self.kafka_sasl_mechanism.value
-            options["sasl_plain_username"] = self.kafka_sasl_username
-            if self.kafka_sasl_password is not None:
-                options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
-            from aiokafka.helpers import create_ssl_context
-
-            cafile = str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
-            options["ssl_context"] = create_ssl_context(cafile=cafile)
-        return options

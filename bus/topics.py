@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bus.errors import ComponentFailed
-from bus.settings import Settings
+from bus.kafka import KafkaAccess, start_or_close
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,10 @@ async def create_topics(admin: AIOKafkaAdminClient, new: list[NewTopic]) -> None
     await _wait_for_leaders(admin, [t.name for t in new])
 
 
-async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+async def ensure_topics(kafka: KafkaAccess, specs: list[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; the names of those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
-    await admin.start()
+    admin = kafka.admin()
+    await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
         todo = [s for s in specs if s.name not in existing]
@@ -75,24 +75,24 @@ async def ensure_topics(settings: Settings, bootstrap: str, specs: list[TopicSpe
         await admin.close()
 
 
-async def list_topics(settings: Settings, bootstrap: str) -> set[str]:
+async def list_topics(kafka: KafkaAccess) -> set[str]:
     """The topics of the cluster (those this principal may see)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
-    await admin.start()
+    admin = kafka.admin()
+    await start_or_close(admin)
     try:
         return set(await admin.list_topics())
     finally:
         await admin.close()
 
 
-async def topic_exists(settings: Settings, bootstrap: str, name: str) -> bool:
-    return name in await list_topics(settings, bootstrap)
+async def topic_exists(kafka: KafkaAccess, name: str) -> bool:
+    return name in await list_topics(kafka)
 
 
-async def partitions_of(settings: Settings, bootstrap: str, topic: str) -> list[TopicPartition]:
+async def partitions_of(kafka: KafkaAccess, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic`` (empty if it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
-    await admin.start()
+    admin = kafka.admin()
+    await start_or_close(admin)
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
@@ -103,14 +103,13 @@ async def partitions_of(settings: Settings, bootstrap: str, topic: str) -> list[
             for p in sorted(described["partitions"], key=lambda p: p["partition"])]
 
 
-async def read_topic(settings: Settings, bootstrap: str, topic: str) -> list[Any]:
+async def read_topic(kafka: KafkaAccess, topic: str) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end now, without a consumer group
     (nothing committed, nothing rebalanced): for tools that inspect a topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                **settings.kafka_client_options())
+    consumer = kafka.consumer(enable_auto_commit=False)
     try:
         await consumer.start()
-        tps = await partitions_of(settings, bootstrap, topic)
+        tps = await partitions_of(kafka, topic)
         if not tps:
             return []
         consumer.assign(tps)

@@ -11,10 +11,12 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bus.devstack import LocalStack, StackInfo
+from bus.kafka import KafkaAccess
 from bus.log import configure_logging
 from bus.settings import LogFormat, Settings
 
@@ -70,6 +72,22 @@ async def stack(settings: Settings) -> AsyncIterator[StackInfo]:
 def bootstrap(stack: StackInfo) -> str:
     assert stack.kafka_bootstrap
     return stack.kafka_bootstrap
+
+
+def stack_access(info: StackInfo | dict[str, Any]) -> KafkaAccess:
+    """How a test connects to a stack's brokers, from what `dev up` reported (the object or
+    its --json): the operator's identity."""
+    seen = info if isinstance(info, StackInfo) else StackInfo.model_validate(info)
+    assert seen.kafka_bootstrap, "this stack runs no Kafka"
+    return KafkaAccess.from_settings(Settings(), seen.kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings, stack: StackInfo) -> KafkaAccess:
+    """The suite's connection to the stack's brokers (its identity: the operator's)."""
+    if settings.external_kafka:
+        return KafkaAccess.from_settings(settings)
+    return stack_access(stack)
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def outbox(
         if not json_out:
             console_err.print(f"· {text}")
 
-    bench = Bench(run_settings, found.bootstrap, server, serde_for(run_settings,
+    bench = Bench(run_settings, found.kafka, server, serde_for(run_settings,
                   found.registry_url), progress)
 
     async def run() -> None:
@@ -122,7 +122,7 @@ def router(
         if not json_out:
             console_err.print(f"· {text}")
 
-    results = asyncio.run(bench(run_settings, found.bootstrap, events=events, only=chosen,
+    results = asyncio.run(bench(run_settings, found.kafka, events=events, only=chosen,
                                 broker_pid=broker_pid, timeout=timeout, rounds=rounds,
                                 progress=progress))
     if json_out:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.boxdb import box_database, connect, require_migrated
-from bus.cli.context import endpoints, kafka_bootstrap, serde_for, settings_from_env
+from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError
 from bus.settings import Settings
@@ -116,7 +116,7 @@ def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
 
     settings = settings_from_env(namespace, service=True)
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
-    relay_ = Relay(settings, dsn, kafka_bootstrap(settings), box)
+    relay_ = Relay(settings, dsn, kafka_access(settings), box)
     console_err.print(f"relay for box {box}; SIGTERM or Ctrl-C stops it")
     _run_until_signal(_with_metrics(relay_.run, metrics_port,
                                     lambda server: watch_relay(relay_, server)), relay_.stop)
@@ -230,7 +230,7 @@ def inbox_run(
         raise typer.BadParameter("--unknown is dead-letter or skip") from None
     found = endpoints(settings)
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
-    inbox = Inbox(settings, dsn, found.bootstrap, box, registry,
+    inbox = Inbox(settings, dsn, found.kafka, box, registry,
                   serde_for(settings, found.registry_url), topics=topic or None,
                   unknown_types=policy, receipts=receipts)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bus.catalog import SchemaCatalog
 from bus.errors import ConfigError
+from bus.kafka import KafkaAccess
 from bus.log import configure_logging
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
@@ -26,7 +27,7 @@ def settings_from_env(namespace: str | None = None, *, service: bool = False) ->
     return settings
 
 
-def require_kafka(settings: Settings, bootstrap: str) -> None:
+def require_kafka(kafka: KafkaAccess) -> None:
     """Before a service starts: one clear error now if the brokers do not answer, rather
     than aiokafka's connection errors logged by every client it opens."""
     import asyncio
@@ -37,29 +38,30 @@ def require_kafka(settings: Settings, bootstrap: str) -> None:
     level = client_log.level
     client_log.setLevel(logging.CRITICAL)
     try:
-        asyncio.run(list_topics(settings, bootstrap))
+        asyncio.run(list_topics(kafka))
     finally:
         client_log.setLevel(level)
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    bootstrap: str
+    kafka: KafkaAccess
     registry_url: str
 
 
-def kafka_bootstrap(settings: Settings) -> str:
-    """Kafka alone (for commands that need no registry, like the relay)."""
+def kafka_access(settings: Settings) -> KafkaAccess:
+    """Kafka alone (for commands that need no registry, like the relay): the brokers and the
+    identity the settings give, else the running local stack's."""
     from bus.devstack import LocalStack
 
     if settings.kafka_bootstrap_servers:
-        return settings.kafka_bootstrap_servers
+        return KafkaAccess.from_settings(settings)
     info = LocalStack(settings).status()
     if info is None or info.kafka_bootstrap is None:
         raise ConfigError("boxbus does not know where Kafka is",
                           hint="start the local stack (`boxbus dev up`) or set "
                           "BOXBUS_KAFKA_BOOTSTRAP_SERVERS")
-    return info.kafka_bootstrap
+    return KafkaAccess.from_settings(settings, info.kafka_bootstrap)
 
 
 def endpoints(settings: Settings) -> Endpoints:
@@ -77,7 +79,7 @@ def endpoints(settings: Settings) -> Endpoints:
             hint="start the local stack (`boxbus dev up`) or set BOXBUS_KAFKA_BOOTSTRAP_SERVERS "
             "and BOXBUS_SCHEMA_REGISTRY_URL",
         )
-    return Endpoints(bootstrap, registry)
+    return Endpoints(KafkaAccess.from_settings(settings, bootstrap), registry)
 
 
 def serde_for(settings: Settings, registry_url: str) -> EventSerde:

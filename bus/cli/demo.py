@@ -25,6 +25,7 @@ from bus.cli.dev import render
 from bus.cli.output import console, console_err, print_json
 from bus.devstack import LocalStack
 from bus.errors import ComponentFailed
+from bus.kafka import KafkaAccess
 from bus.log import configure_logging
 from bus.topology import load_topology
 
@@ -66,8 +67,9 @@ def demo(
     serde = serde_for(settings, info.schema_registry_url)
 
     async def run() -> dict[str, Any]:
-        async with LocalNetwork(run_settings, info.kafka_bootstrap or "",
-                                info.database_url or "", serde, network_file) as network:
+        kafka = KafkaAccess.from_settings(run_settings, info.kafka_bootstrap)
+        async with LocalNetwork(run_settings, kafka, info.database_url or "", serde,
+                                network_file) as network:
             story = await play(network, say=say)
             views = {box: await network.view(box) for box in network.boxes}
         return {"stack": info.model_dump(mode="json"), "namespace": namespace, "ok": story.ok,

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 
 from bus import naming
-from bus.cli.context import endpoints, kafka_bootstrap, serde_for, settings_from_env
+from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
 from bus.cli.output import console, print_json
 from bus.deadletter import DeadLetter
 from bus.envelope import header_text
@@ -34,16 +34,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 async def _letters(settings: Settings, topic: str) -> list[DeadLetter]:
     """The letters of ``topic``; none when the topic exists but nothing was refused yet (its
     dead-letter topic is made with the first consumer); an error when neither exists."""
-    bootstrap = kafka_bootstrap(settings)
+    kafka = kafka_access(settings)
     letters = naming.letters_topic(topic)
-    topics = await list_topics(settings, bootstrap)
+    topics = await list_topics(kafka)
     if letters not in topics:
         source = naming.source_of_letters(letters)
         if source in topics:
             return []
         raise ConfigError(f"topic {topic} does not exist (nor {letters})",
                           hint=_letter_topics_hint(settings.topic_namespace, topics))
-    records = await read_topic(settings, bootstrap, letters)
+    records = await read_topic(kafka, letters)
     return [DeadLetter.from_record(r) for r in records]
 
 
@@ -176,7 +176,7 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
     letters = await _letters(settings, topic)
     chosen = letters if replay_all else [_find(letters, o, partition) for o in offsets]
     results = []
-    async with EventProducer(settings, found.bootstrap, serde) as producer:
+    async with EventProducer(settings, found.kafka, serde) as producer:
         for letter in chosen:
             where = f"{letter.dlq_partition}@{letter.dlq_offset}"
             if file is not None:

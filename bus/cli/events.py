@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from aiokafka import AIOKafkaConsumer
 
 from bus import naming
 from bus.catalog import SchemaCatalog
 from bus.cli.context import endpoints, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
-from bus.clients import start_or_close
 from bus.envelope import Envelope, format_time
 from bus.errors import BadEvent, ConfigError
 from bus.events import EventBase
 from bus.examples import example, load_event
+from bus.kafka import KafkaAccess, start_or_close
 from bus.producer import EventProducer
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -86,12 +85,12 @@ async def _publish(settings: Settings, event: EventBase, topic: str,
                    create: bool) -> dict[str, Any]:
     found = endpoints(settings)
     if create:
-        await ensure_topics(settings, found.bootstrap, [TopicSpec(topic, 3)])
-    elif not await topic_exists(settings, found.bootstrap, topic):
+        await ensure_topics(found.kafka, [TopicSpec(topic, 3)])
+    elif not await topic_exists(found.kafka, topic):
         raise ConfigError(f"topic {topic} does not exist",
                           hint="create the region's topics with the topology tool, or pass "
                           "--create-topic")
-    async with EventProducer(settings, found.bootstrap,
+    async with EventProducer(settings, found.kafka,
                              serde_for(settings, found.registry_url)) as producer:
         published = await producer.publish(event, topic)
     envelope = published.encoded.envelope
@@ -117,23 +116,22 @@ def tail(
     found = endpoints(settings)
     serde = serde_for(settings, found.registry_url)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail(settings, found.bootstrap, serde, topic, from_beginning, limit, idle,
+        asyncio.run(_tail(settings, found.kafka, serde, topic, from_beginning, limit, idle,
                           json_out))
 
 
-async def _tail(settings: Settings, bootstrap: str, serde: EventSerde, topic: str,
+async def _tail(settings: Settings, kafka: KafkaAccess, serde: EventSerde, topic: str,
                 from_beginning: bool, limit: int | None, idle: float | None,
                 json_out: bool) -> None:
-    if not await topic_exists(settings, bootstrap, topic):
+    if not await topic_exists(kafka, topic):
         raise ConfigError(f"topic {topic} does not exist",
                           hint="check the name; `boxbus topology plan FILE` lists the topics "
                           "of a network")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                **settings.kafka_client_options())
+    consumer = kafka.consumer(enable_auto_commit=False)
     await start_or_close(consumer)
     shown = 0
     try:
-        tps = await partitions_of(settings, bootstrap, topic)
+        tps = await partitions_of(kafka, topic)
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)

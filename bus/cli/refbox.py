@@ -27,11 +27,10 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
 
     settings = settings_from_env(namespace, service=True)
     found = endpoints(settings)
-    require_kafka(settings, found.bootstrap)
+    require_kafka(found.kafka)
 
     async def serve() -> None:
-        boxes = (await read_control(settings, found.bootstrap,
-                                    settings.topic_namespace))["boxes"]
+        boxes = (await read_control(found.kafka, settings.topic_namespace))["boxes"]
         if box not in boxes:
             raise ConfigError(f"box {box!r} is not in network {settings.topic_namespace!r}",
                               hint="declare it in the topology file and run "
@@ -40,7 +39,7 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
         if entry.get("kind") == "partner":
             raise ConfigError(f"{box!r} is a partner without a box: it is reached by e-mail")
         dsn = await box_database(settings, box, database_url, create=True)
-        service = BoxService(settings, dsn, found.bootstrap, box,
+        service = BoxService(settings, dsn, found.kafka, box,
                              serde_for(settings, found.registry_url))
         console_err.print(f"box {box} (region {entry['region']}) runs on {dsn.split('@')[-1]}; "
                           "SIGTERM or Ctrl-C stops it")

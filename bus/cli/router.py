@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
-from bus.cli.context import kafka_bootstrap, require_kafka, settings_from_env
+from bus.cli.context import kafka_access, require_kafka, settings_from_env
 from bus.cli.output import console_err, print_json
 
 app = typer.Typer(help="The router: region topics to box inboxes, by the network's topology.",
@@ -33,9 +33,9 @@ def run(
     from processors.router import Router
 
     settings = settings_from_env(service=True)
-    bootstrap = kafka_bootstrap(settings)
-    require_kafka(settings, bootstrap)
-    router = Router(settings, bootstrap, group_id=group, max_records=max_records)
+    kafka = kafka_access(settings)
+    require_kafka(kafka)
+    router = Router(settings, kafka, group_id=group, max_records=max_records)
     stop = asyncio.Event()
 
     async def serve() -> None:

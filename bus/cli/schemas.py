@@ -135,7 +135,7 @@ def register(
         found = endpoints(settings)
         if not ahead:
             # A typo would leave 17 subjects behind for a topic nobody writes.
-            existing = await list_topics(settings, found.bootstrap)
+            existing = await list_topics(found.kafka)
             missing = [t for t in topics if t not in existing]
             if missing:
                 raise ConfigError(

@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from bus.cli.context import kafka_bootstrap, settings_from_env
+from bus.cli.context import kafka_access, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.topology.plan import Applied, Change, Plan
 
@@ -58,7 +58,7 @@ def plan(file: FileArg, json_out: JsonOpt = False) -> None:
 
     settings = settings_from_env()
     topology = load_topology(file)
-    result = asyncio.run(make_plan(settings, kafka_bootstrap(settings), topology))
+    result = asyncio.run(make_plan(settings, kafka_access(settings), topology))
     if json_out:
         print_json(result.to_json())
         return
@@ -84,14 +84,13 @@ def apply(
 
     settings = settings_from_env()
     topology = load_topology(file)
-    bootstrap = kafka_bootstrap(settings)
+    kafka = kafka_access(settings)
 
     async def run() -> tuple[Plan, Applied]:
-        planned = await make_plan(settings, bootstrap, topology)
+        planned = await make_plan(settings, kafka, topology)
         if not json_out and not planned.empty:
             console_err.print(f"· applying {len(planned.changes)} change(s)")
-        return planned, await apply_plan(settings, bootstrap, planned,
-                                         allow_destructive=allow_destructive)
+        return planned, await apply_plan(kafka, planned, allow_destructive=allow_destructive)
 
     planned, applied = asyncio.run(run())
     if json_out:

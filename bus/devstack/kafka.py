@@ -15,10 +15,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from bus.devstack import procs
 from bus.errors import ComponentFailed
+from bus.kafka import KafkaAccess
 
 HEAP = "-Xmx512m"
 JVM_FLAGS = [
@@ -236,9 +235,7 @@ async def _nodes_answer(nodes: list[KafkaNode]) -> bool:
     for node in nodes:
         if not await _port_accepts(node.address):
             return False
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=[n.address for n in nodes], request_timeout_ms=3000,
-    )
+    admin = KafkaAccess(",".join(n.address for n in nodes)).admin(request_timeout_ms=3000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()

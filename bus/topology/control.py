@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from bus import naming
-from bus.settings import Settings
+from bus.kafka import KafkaAccess
 from bus.topics import read_topic
 from bus.topology.model import Topology, relationship_key
 
@@ -44,14 +44,13 @@ def desired_records(topology: Topology) -> dict[str, dict[str, bytes]]:
     }
 
 
-async def read_control(settings: Settings, bootstrap: str,
-                       namespace: str) -> dict[str, dict[str, bytes]]:
+async def read_control(kafka: KafkaAccess, namespace: str) -> dict[str, dict[str, bytes]]:
     """The current records of every control topic, by kind, then key (tombstones applied);
     empty for a control topic that does not exist yet."""
     found: dict[str, dict[str, bytes]] = {}
     for kind in naming.CONTROL_KINDS:
         topic = naming.control_topic(namespace, kind)
-        records = await read_topic(settings, bootstrap, topic)
+        records = await read_topic(kafka, topic)
         current: dict[str, bytes] = {}
         for record in sorted(records, key=lambda r: (r.partition, r.offset)):
             key = record.key.decode()

@@ -14,13 +14,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bus import naming
-from bus.clients import start_or_close
 from bus.deadletter import DLQ_MAX_BYTES
+from bus.kafka import KafkaAccess, start_or_close
 from bus.settings import Settings
 from bus.topics import create_topics
 from bus.topology.control import desired_records, read_control
@@ -102,11 +101,11 @@ def _managed(namespace: str, topic: str) -> bool:
     return topic.startswith((f"{namespace}.region.", f"{namespace}.box."))
 
 
-async def make_plan(settings: Settings, bootstrap: str, topology: Topology) -> Plan:
+async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) -> Plan:
     namespace = topology.namespace or settings.topic_namespace
     plan = Plan(namespace)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
-    await admin.start()
+    admin = kafka.admin()
+    await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
@@ -162,7 +161,7 @@ async def make_plan(settings: Settings, bootstrap: str, topology: Topology) -> P
             plan.changes.append(Change("delete-topic", topic, "no longer in the topology: its "
                                        "events are deleted", destructive=True))
 
-    current_records = await read_control(settings, bootstrap, namespace)
+    current_records = await read_control(kafka, namespace)
     for kind, records in desired_records(topology).items():
         have_records = current_records.get(kind, {})
         for key, value in records.items():
@@ -214,7 +213,7 @@ class Applied:
     skipped: list[Change] = field(default_factory=list)  # destructive, not allowed
 
 
-async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
+async def apply_plan(kafka: KafkaAccess, plan: Plan, *,
                      allow_destructive: bool = False) -> Applied:
     """Carry out ``plan``: topics first (so control records have somewhere to go), then the
     control records in the topology's order (boxes before relationships before
@@ -223,8 +222,8 @@ async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
     todo: list[Change] = []
     for change in plan.changes:
         (todo if allow_destructive or not change.destructive else result.skipped).append(change)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
-    await admin.start()
+    admin = kafka.admin()
+    await start_or_close(admin)
     try:
         creates = [c for c in todo if c.action == "create-topic"]
         if creates:
@@ -250,8 +249,7 @@ async def apply_plan(settings: Settings, bootstrap: str, plan: Plan, *,
 
     records = [c for c in todo if c.action in ("write-control", "delete-control")]
     if records:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                    enable_idempotence=True, **settings.kafka_client_options())
+        producer = kafka.producer(acks="all", enable_idempotence=True)
         await start_or_close(producer)
         quiet = _FreshLeaderRetries({c.target for c in todo if c.action == "create-topic"})
         logging.getLogger("aiokafka.producer.sender").addFilter(quiet)

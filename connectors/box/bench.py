@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bus import create_database, naming
 from bus.events import EventBase
 from bus.events.models import CommentAdded, OrderConfirmed, OrderPlaced, StockLevelChanged
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.naming import inbox_topic
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
@@ -78,7 +78,7 @@ def workload_events(count: int, region: str = "north") -> list[EventBase]:
 @dataclass
 class Bench:
     settings: Settings
-    bootstrap: str
+    kafka: KafkaAccess
     server_dsn: str
     serde: EventSerde
     progress: Callable[[str], None]
@@ -98,7 +98,7 @@ class Bench:
         """The relay publishing ``count`` outbox rows, beside a raw idempotent producer
         sending the same records (same settings: acks=all, linger 5 ms)."""
         topic = naming.region_topic(self.settings.topic_namespace, "north")
-        await ensure_topics(self.settings, self.bootstrap, [TopicSpec(topic, 3)])
+        await ensure_topics(self.kafka, [TopicSpec(topic, 3)])
         encoded = [await self.serde.encode(e, topic) for e in workload_events(count)]
         dsn = await self.box_database()
         conn = await asyncpg.connect(dsn)
@@ -112,9 +112,7 @@ class Bench:
             await conn.close()
 
         self.progress(f"raw aiokafka producer: {count} records")
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                    enable_idempotence=True, linger_ms=5,
-                                    **self.settings.kafka_client_options())
+        producer = self.kafka.producer(acks="all", enable_idempotence=True, linger_ms=5)
         await producer.start()
         began = time.perf_counter()
         try:
@@ -126,7 +124,7 @@ class Bench:
             await producer.stop()
 
         self.progress(f"relay: {count} outbox rows")
-        relay = Relay(self.settings, dsn, self.bootstrap, BOX, batch_size=1000,
+        relay = Relay(self.settings, dsn, self.kafka, BOX, batch_size=1000,
                       poll_interval=0.05)
         task = asyncio.create_task(relay.run())
         await relay.active.wait()
@@ -149,14 +147,14 @@ class Bench:
         """The inbox applying ``count`` events exactly once (dedupe + an order upsert +
         offsets, a transaction per partition batch), beside one transaction per event."""
         topic = inbox_topic(self.settings.topic_namespace, BOX)
-        await ensure_topics(self.settings, self.bootstrap, [TopicSpec(topic, 3)])
+        await ensure_topics(self.kafka, [TopicSpec(topic, 3)])
         events = workload_events(count)
         encoded = [await self.serde.encode(e, topic) for e in events]
         await self._produce(topic, encoded)
         dsn = await self.box_database()
 
         self.progress(f"inbox: {count} events")
-        inbox = Inbox(self.settings, dsn, self.bootstrap, BOX, bench_handlers(), self.serde,
+        inbox = Inbox(self.settings, dsn, self.kafka, BOX, bench_handlers(), self.serde,
                       topics=[topic])
         task = asyncio.create_task(inbox.run())
         began = None
@@ -186,10 +184,9 @@ class Bench:
     async def _per_event(self, topic: str, dsn: str, count: int) -> float:
         """The same work, the common way: for each event BEGIN; dedupe; upsert; offset;
         COMMIT."""
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap,
-                                    group_id=f"bench-per-event-{uuid.uuid4().hex[:6]}",
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    **self.settings.kafka_client_options())
+        consumer = self.kafka.consumer(topic,
+                                       group_id=f"bench-per-event-{uuid.uuid4().hex[:6]}",
+                                       auto_offset_reset="earliest", enable_auto_commit=False)
         conn = await asyncpg.connect(dsn)
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_seen (event_id text PRIMARY KEY)")
         await consumer.start()
@@ -231,9 +228,9 @@ class Bench:
         the writer's COMMIT to the inbox handler inside the recipient's transaction."""
         ns = self.settings.topic_namespace
         topic = inbox_topic(ns, BOX) + ".e2e"
-        await ensure_topics(self.settings, self.bootstrap, [TopicSpec(topic, 3)])
+        await ensure_topics(self.kafka, [TopicSpec(topic, 3)])
         sender, recipient = await self.box_database(), await self.box_database()
-        env = {**os.environ, "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+        env = {**os.environ, **self.kafka.env(),
                "BOXBUS_SCHEMA_REGISTRY_URL": self.serde.registry.url,
                "BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_LOG_LEVEL": "WARNING"}
         relay = await asyncio.create_subprocess_exec(
@@ -342,8 +339,7 @@ class Bench:
         return committed
 
     async def _produce(self, topic: str, encoded: list[EncodedEvent]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                    **self.settings.kafka_client_options())
+        producer = self.kafka.producer(acks="all", linger_ms=5)
         await producer.start()
         try:
             futures = [await producer.send(topic, e.value, key=e.key, headers=e.headers)

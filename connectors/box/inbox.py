@@ -57,7 +57,7 @@ from enum import StrEnum
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from bus import naming
@@ -67,6 +67,7 @@ from bus.envelope import Envelope
 from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnknownEventType
 from bus.events import EventBase
 from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.naming import inbox_topic
 from bus.serde import EventSerde
@@ -207,7 +208,7 @@ class Inbox:
         self,
         settings: Settings,
         dsn: str,
-        bootstrap: str,
+        kafka: KafkaAccess,
         box_id: str,
         handlers: Handlers,
         serde: EventSerde,
@@ -244,7 +245,7 @@ class Inbox:
         self._mirrored: dict[TopicPartition, int] = {}
         self.applied = 0
         self.duplicates = 0
-        self._bootstrap = bootstrap
+        self.kafka = kafka
         self._stop = asyncio.Event()
         self._attempts: dict[tuple[str, int, int], tuple[int, float]] = {}
         self._dead_lettered: set[tuple[str, int, int]] = set()
@@ -261,12 +262,10 @@ class Inbox:
 
     async def run(self) -> None:
         # Kafka clients belong to the running event loop: made here, not in __init__.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", fetch_max_wait_ms=self.fetch_max_wait_ms,
-            **self.settings.kafka_client_options())
-        self._dead_letters = DeadLetterWriter(self.settings, self._bootstrap, self.group_id)
+        self._consumer = self.kafka.consumer(
+            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed", fetch_max_wait_ms=self.fetch_max_wait_ms)
+        self._dead_letters = DeadLetterWriter(self.kafka, self.group_id)
         await self._dead_letters.start(self.topics)
         self._consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         await self._consumer.start()

@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bus.db import end_session, session_lost
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.settings import Settings
 from connectors.box.outbox import CHANNEL, headers_from_json
@@ -111,7 +112,7 @@ class Relay:
         self,
         settings: Settings,
         dsn: str,
-        bootstrap: str,
+        kafka: KafkaAccess,
         box_id: str,
         *,
         batch_size: int = 500,
@@ -121,7 +122,7 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.dsn = dsn
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.box_id = box_id
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -263,9 +264,7 @@ class Relay:
     async def _producer(self) -> AIOKafkaProducer:
         options = {"linger_ms": 5, "request_timeout_ms": 10000, **self.producer_options}
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                **self.settings.kafka_client_options(), **options)
+            producer = self.kafka.producer(acks="all", enable_idempotence=True, **options)
             try:
                 await producer.start()
                 return producer

@@ -12,6 +12,7 @@ from typing import Any
 
 from bus import naming
 from bus.db import create_database
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -28,10 +29,10 @@ log = get_logger(__name__)
 
 
 class LocalNetwork:
-    def __init__(self, settings: Settings, bootstrap: str, database_server: str,
+    def __init__(self, settings: Settings, kafka: KafkaAccess, database_server: str,
                  serde: EventSerde, topology: Topology, *, routers: int = 1) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.database_server = database_server
         self.serde = serde
         self.topology = topology
@@ -44,8 +45,8 @@ class LocalNetwork:
         self._routing: list[tuple[asyncio.Event, asyncio.Task[Any]]] = []
 
     async def __aenter__(self) -> LocalNetwork:
-        plan = await make_plan(self.settings, self.bootstrap, self.topology)
-        await apply_plan(self.settings, self.bootstrap, plan)
+        plan = await make_plan(self.settings, self.kafka, self.topology)
+        await apply_plan(self.kafka, plan)
         ns = self.settings.topic_namespace
         real = [b for b in self.topology.boxes if b.kind is BoxKind.BOX]
         dsns = await asyncio.gather(*(create_database(self.database_server,
@@ -55,7 +56,7 @@ class LocalNetwork:
         for box, dsn in zip(real, dsns, strict=True):
             self.dsns[box.id] = dsn
             self.boxes[box.id] = RefBox(box.id, box.region, dsn, outbox)
-            service = BoxService(self.settings, dsn, self.bootstrap, box.id, self.serde,
+            service = BoxService(self.settings, dsn, self.kafka, box.id, self.serde,
                                  poll_interval=0.5)
             self.services[box.id] = service
             self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box.id}"))
@@ -65,7 +66,7 @@ class LocalNetwork:
 
     async def add_router(self) -> Router:
         """One more router instance in the group (they split the region partitions)."""
-        router, stop = Router(self.settings, self.bootstrap), asyncio.Event()
+        router, stop = Router(self.settings, self.kafka), asyncio.Event()
         task = asyncio.create_task(router.run(stop, progress_every=3600), name="router")
         self.routers.append(router)
         self._routing.append((stop, task))

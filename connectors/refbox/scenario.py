@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from bus import naming
 from bus.envelope import Envelope
 from bus.topics import read_topic
@@ -148,7 +146,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         return f"{BUYER} ordered from {PARTNER}, a partner without a box"
 
     async def mailed() -> bool:
-        records = await read_topic(network.settings, network.bootstrap, mail)
+        records = await read_topic(network.kafka, mail)
         return any(r.key == order["fish"].encode() for r in records)
 
     await step(f"5. an order for {PARTNER} goes to the mail topic", to_partner, mailed)
@@ -195,8 +193,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     north = naming.region_topic(network.settings.topic_namespace, "north")
 
     async def forge() -> str:
-        producer = AIOKafkaProducer(bootstrap_servers=network.bootstrap,
-                                    **network.settings.kafka_client_options())
+        producer = network.kafka.producer()
         await producer.start()
         try:
             forged = Envelope(id=str(uuid.uuid4()), source_box="intruder",
@@ -211,9 +208,8 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         return "an event from an unknown box and a record without headers, on the north topic"
 
     async def contained() -> bool:
-        quarantined = await read_topic(network.settings, network.bootstrap,
-                                       naming.quarantine_topic(north))
-        dead = await read_topic(network.settings, network.bootstrap, naming.dlq_topic(north))
+        quarantined = await read_topic(network.kafka, naming.quarantine_topic(north))
+        dead = await read_topic(network.kafka, naming.dlq_topic(north))
         reasons = [dict(r.headers).get("dlq_reason", b"").decode()
                    for r in quarantined + dead if r.key in (b"po-forged", b"po-junk")]
         story.facts["bad_input"] = reasons

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -16,12 +17,12 @@ log = get_logger(__name__)
 
 
 class BoxService:
-    def __init__(self, settings: Settings, dsn: str, bootstrap: str, box_id: str,
+    def __init__(self, settings: Settings, dsn: str, kafka: KafkaAccess, box_id: str,
                  serde: EventSerde, *, poll_interval: float = 1.0) -> None:
         self.box_id = box_id
         self.dsn = dsn
-        self.relay = Relay(settings, dsn, bootstrap, box_id, poll_interval=poll_interval)
-        self.inbox = Inbox(settings, dsn, bootstrap, box_id, handlers, serde,
+        self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval)
+        self.inbox = Inbox(settings, dsn, kafka, box_id, handlers, serde,
                            outbox=Outbox(settings, serde))
 
     def stop(self) -> None:

@@ -23,19 +23,20 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata
 
+from bus.kafka import KafkaAccess
+from bus.settings import Settings
 from processors.peers.contract import give_up, parse_args, report, target_box
 
 
 async def forward(args: argparse.Namespace) -> dict[str, Any]:
-    consumer = AIOKafkaConsumer(*args.source, bootstrap_servers=args.bootstrap,
-                                group_id=args.group, enable_auto_commit=False,
-                                auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all",
-                                enable_idempotence=True, max_batch_size=512 * 1024)
+    # Plain aiokafka clients, connected as the benchmark passes it (BOXBUS_KAFKA_*).
+    kafka = KafkaAccess.from_settings(Settings(), args.bootstrap)
+    consumer = kafka.consumer(*args.source, group_id=args.group, enable_auto_commit=False,
+                              auto_offset_reset="earliest",
+                              max_partition_fetch_bytes=4 * 1024 * 1024)
+    producer = kafka.producer(acks="all", enable_idempotence=True, max_batch_size=512 * 1024)
     await producer.start()
     await consumer.start()
     partitions: dict[str, int] = {}

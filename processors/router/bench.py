@@ -40,10 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from bus import naming
 from bus.envelope import Envelope
+from bus.kafka import KafkaAccess
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
 from bus.topology import Topology, apply_plan, make_plan
@@ -177,10 +176,9 @@ def _type(short: str) -> str:
     return f"{_T}{domain}.{short}"
 
 
-async def produce(settings: Settings, bootstrap: str, records: list[Record]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
-                                **settings.kafka_client_options())
+async def produce(kafka: KafkaAccess, records: list[Record]) -> float:
+    producer = kafka.producer(acks="all", linger_ms=5, max_batch_size=256 * 1024,
+                              max_request_size=2 * 1024 * 1024)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -229,10 +227,11 @@ def _proc_peak_rss_mb(pid: int) -> float | None:
 
 
 async def run_contender(name: str, command: list[str], broker_pid: int | None,
-                        timeout: float) -> Run:
+                        timeout: float, kafka: KafkaAccess) -> Run:
     run = Run(name)
     broker_before = _proc_cpu(broker_pid) if broker_pid else None
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # The contender connects as the benchmark does (BOXBUS_KAFKA_*: peers/contract.py).
+    env = {**os.environ, "PYTHONPATH": str(REPO), **kafka.env()}
     proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     cpu = rss = 0.0
@@ -290,11 +289,10 @@ async def quix_python(cache_dir: Path, progress: Callable[[str], None]) -> str:
     return str(python)
 
 
-async def warm_up(settings: Settings, bootstrap: str, topics: list[str], count: int) -> None:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024,
-                                **settings.kafka_client_options())
+async def warm_up(kafka: KafkaAccess, topics: list[str], count: int) -> None:
+    consumer = kafka.consumer(*topics, enable_auto_commit=False, group_id=None,
+                              auto_offset_reset="earliest",
+                              max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
         seen = 0
@@ -306,21 +304,21 @@ async def warm_up(settings: Settings, bootstrap: str, topics: list[str], count: 
         await consumer.stop()
 
 
-async def bench(settings: Settings, bootstrap: str, *, events: int, only: set[str],
+async def bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: set[str],
                 broker_pid: int | None, timeout: float, rounds: int,
                 progress: Callable[[str], None]) -> dict[str, Any]:
     ns = settings.topic_namespace
     topology = workload_topology(ns)
     progress(f"applying the reference network as namespace {ns} ...")
-    await apply_plan(settings, bootstrap, await make_plan(settings, bootstrap, topology))
+    await apply_plan(kafka, await make_plan(settings, kafka, topology))
     # Peers know no partners: they send to an inbox topic named after every target box, so
     # partners get one here (the router sends their events to the mail topic instead).
-    await ensure_topics(settings, bootstrap, [
+    await ensure_topics(kafka, [
         TopicSpec(naming.inbox_topic(ns, b.id), topology.defaults.inbox_partitions)
         for b in topology.boxes if b.kind == "partner"])
     progress(f"producing {events} records of the week's mix onto the region topics ...")
     traffic = workload_traffic(topology, events)
-    produce_s = await produce(settings, bootstrap, traffic)
+    produce_s = await produce(kafka, traffic)
     sources = sorted({t for t, _, _, _ in traffic})
     extras = [naming.inbox_topic(ns, "analytics-sales"), naming.inbox_topic(ns, "analytics-stock")]
     py = sys.executable
@@ -330,7 +328,7 @@ async def bench(settings: Settings, bootstrap: str, *, events: int, only: set[st
             quix_py = await quix_python(settings.cache_dir, progress)
         except (OSError, RuntimeError) as exc:
             progress(f"Quix Streams is not available: {exc}")
-    common = ["--bootstrap", bootstrap, "--count", str(events), "--timeout", str(timeout)]
+    common = ["--bootstrap", kafka.bootstrap, "--count", str(events), "--timeout", str(timeout)]
     peer = [*(a for s in sources for a in ("--source", s)), "--inbox-prefix", f"{ns}.box.",
             *(a for e in extras for a in ("--extra", e)), *common]
     commands = {
@@ -342,7 +340,7 @@ async def bench(settings: Settings, bootstrap: str, *, events: int, only: set[st
     }
     progress("reading the records once, so that every contender finds them in the page cache "
              "...")
-    await warm_up(settings, bootstrap, sources, events)
+    await warm_up(kafka, sources, events)
     runs: list[Run] = []
     order = [name for name in CONTENDERS if name in only]
     samples: dict[str, list[Run]] = {name: [] for name in order}
@@ -351,7 +349,7 @@ async def bench(settings: Settings, bootstrap: str, *, events: int, only: set[st
         for name in order if round_no % 2 == 0 else order[::-1]:
             progress(f"round {round_no + 1}/{rounds}: {name} over the {events} records ...")
             command = [*commands[name], "--group", f"{ns}.bench.{name}.{round_no}"]
-            run = await run_contender(name, command, broker_pid, timeout)
+            run = await run_contender(name, command, broker_pid, timeout, kafka)
             samples[name].append(run)
             progress(f"  {name}: {run.events_per_s:,.0f} events/s" + (
                 f" (error: {run.error})" if run.error else ""))

@@ -14,22 +14,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus import naming
 from bus.errors import ConfigError
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
-from bus.settings import Settings
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
 
 
 class ControlFollower:
-    def __init__(self, settings: Settings, bootstrap: str, namespace: str,
+    def __init__(self, kafka: KafkaAccess, namespace: str,
                  on_change: Callable[[RoutingTable], None] | None = None) -> None:
         self.namespace = namespace
         self.on_change = on_change
         self.records: dict[str, dict[str, bytes]] = {k: {} for k in naming.CONTROL_KINDS}
         self.table = RoutingTable(namespace)
         self.changes = 0
-        self._settings, self._bootstrap = settings, bootstrap
+        self._kafka = kafka
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._kinds: dict[str, str] = {}
@@ -37,9 +37,7 @@ class ControlFollower:
     async def start(self, timeout: float = 30) -> RoutingTable:
         """Read every control topic to its current end and build the table."""
         # Kafka clients belong to the running event loop: made here, not in __init__.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
-            **self._settings.kafka_client_options())
+        self._consumer = self._kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=100)
         await self._consumer.start()
         partitions = []
         for kind in naming.CONTROL_KINDS:

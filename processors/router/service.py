@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zlib import crc32
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -55,6 +55,7 @@ from aiokafka.structs import OffsetAndMetadata
 from bus import naming
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
 from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
@@ -93,17 +94,17 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Router:
-    def __init__(self, settings: Settings, bootstrap: str, *, namespace: str | None = None,
+    def __init__(self, settings: Settings, kafka: KafkaAccess, *, namespace: str | None = None,
                  group_id: str | None = None, max_records: int = 5000,
                  client_id: str = "boxbus-router", send_timeout: float = 60.0) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.namespace = namespace or settings.topic_namespace
         self.group_id = group_id or f"{self.namespace}.router"
         self.max_records = max_records
         self.client_id = client_id
         self.stats = RouterStats()
-        self.control = ControlFollower(settings, bootstrap, self.namespace)
+        self.control = ControlFollower(kafka, self.namespace)
         self._lock = asyncio.Lock()
         self._partitions: dict[str, int] = {}
         self._known_for: RoutingTable | None = None
@@ -120,13 +121,12 @@ class Router:
 
     async def start(self) -> None:
         # Kafka clients belong to the running event loop: made here, not in __init__.
-        options = self.settings.kafka_client_options()
         self._producer = self._make_producer()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.client_id,
+        self._consumer = self.kafka.consumer(
+            group_id=self.group_id, client_id=self.client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-            metadata_max_age_ms=30_000, **options)
+            metadata_max_age_ms=30_000)
         try:
             await self.control.start()
             await self._producer.start()
@@ -148,10 +148,9 @@ class Router:
                  **self.table.describe())
 
     def _make_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-            max_batch_size=512 * 1024, max_request_size=DLQ_MAX_BYTES,
-            client_id=self.client_id, **self.settings.kafka_client_options())
+        return self.kafka.producer(
+            acks="all", enable_idempotence=True, max_batch_size=512 * 1024,
+            max_request_size=DLQ_MAX_BYTES, client_id=self.client_id)
 
     async def _new_producer(self) -> None:
         old, self._producer = self._producer, self._make_producer()
@@ -305,7 +304,7 @@ class Router:
         missing = [t for t in wanted if not client.cluster.partitions_for_topic(t)
                    and t.endswith((naming.QUARANTINE_SUFFIX, naming.DLQ_SUFFIX))]
         if missing:
-            await ensure_topics(self.settings, self.bootstrap, [
+            await ensure_topics(self.kafka, [
                 TopicSpec(t, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
                 for t in missing])
             await client.force_metadata_update()

@@ -17,11 +17,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from bus import Settings, TopicSpec, create_database, ensure_topics, naming
 from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
+from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from connectors.box import Outbox, migrate
@@ -48,9 +48,9 @@ def box_serde(stack: StackInfo) -> EventSerde:
 
 
 @pytest.fixture
-async def region_topic(box_settings: Settings, bootstrap: str) -> str:
+async def region_topic(box_settings: Settings, kafka: KafkaAccess) -> str:
     topic = naming.region_topic(box_settings.topic_namespace, "north")
-    await ensure_topics(box_settings, bootstrap, [TopicSpec(topic, 3)])
+    await ensure_topics(kafka, [TopicSpec(topic, 3)])
     return topic
 
 
@@ -62,11 +62,10 @@ def outbox(box_settings: Settings, box_serde: EventSerde) -> Outbox:
 class RelayProcess:
     """`boxbus relay --box ID` as its own process, killable like a real deployment."""
 
-    def __init__(self, box: str, dsn: str, bootstrap: str, log_path: Path,
+    def __init__(self, box: str, dsn: str, kafka: KafkaAccess, log_path: Path,
                  *args: str) -> None:
-        env = {**os.environ, "BOXBUS_DATABASE_URL": dsn,
-               "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BOXBUS_LOG_LEVEL": "INFO",
-               "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "BOXBUS_DATABASE_URL": dsn, **kafka.env(),
+               "BOXBUS_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO)}
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -104,12 +103,11 @@ async def wait_backlog_empty(dsn: str, within: float = 60) -> None:
         await conn.close()
 
 
-async def read_all(bootstrap: str, topic: str, count: int, within: float = 60,
+async def read_all(kafka: KafkaAccess, topic: str, count: int, within: float = 60,
                    ) -> list[Any]:
     """The records of ``topic`` from the beginning (a fresh group) until ``count`` distinct
     events (by ce_id) arrived; duplicates from retried batches are kept but not counted."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                group_id=f"it-read-{uuid.uuid4().hex[:6]}",
+    consumer = kafka.consumer(topic, group_id=f"it-read-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     records: list[Any] = []

@@ -16,14 +16,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bus import Settings, TopicSpec, ensure_topics, naming
 from bus.devstack import StackInfo
 from bus.devstack.procs import free_ports
 from bus.events import EventBase
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.serde import EncodedEvent, EventSerde
 from bus.topics import read_topic
 from connectors.box import Inbox, UnknownTypePolicy, inbox_topic
@@ -45,9 +44,9 @@ def comment(order: str, seq: int, text: str | None = None) -> EventBase:
 
 
 @pytest.fixture
-async def topic(box_settings: Settings, bootstrap: str) -> str:
+async def topic(box_settings: Settings, kafka: KafkaAccess) -> str:
     name = inbox_topic(box_settings.topic_namespace, BOX)
-    await ensure_topics(box_settings, bootstrap, [TopicSpec(name, 3)])
+    await ensure_topics(kafka, [TopicSpec(name, 3)])
     return name
 
 
@@ -61,9 +60,9 @@ async def effects_db(box_db: str) -> str:
     return box_db
 
 
-async def send(bootstrap: str, serde: EventSerde, topic: str, events: list[EventBase],
+async def send(kafka: KafkaAccess, serde: EventSerde, topic: str, events: list[EventBase],
                ) -> list[EncodedEvent]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = kafka.producer(acks="all", linger_ms=5)
     await producer.start()
     encoded = [await serde.encode(e, topic) for e in events]
     try:
@@ -101,9 +100,9 @@ def assert_once_and_in_order(rows: list[asyncpg.Record], events: list[EventBase]
         e.meta.event_id for e in events}  # type: ignore[attr-defined]
 
 
-def make_inbox(settings: Settings, dsn: str, bootstrap: str, serde: EventSerde,
+def make_inbox(settings: Settings, dsn: str, kafka: KafkaAccess, serde: EventSerde,
                **options: Any) -> Inbox:
-    return Inbox(settings, dsn, bootstrap, BOX, handlers_effects.handlers, serde,
+    return Inbox(settings, dsn, kafka, BOX, handlers_effects.handlers, serde,
                  base_delay=0.05, **options)
 
 
@@ -125,12 +124,12 @@ async def run_until(inbox: Inbox, condition: Any, within: float = 60) -> None:
 
 
 async def test_each_event_applied_once_even_when_delivered_twice(
-    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
 ) -> None:
     events = [comment(f"o-{n % 4}", n) for n in range(40)]
-    await send(bootstrap, box_serde, topic, events)
-    await send(bootstrap, box_serde, topic, events[:10])  # redelivered (a producer retry)
-    inbox = make_inbox(box_settings, effects_db, bootstrap, box_serde)
+    await send(kafka, box_serde, topic, events)
+    await send(kafka, box_serde, topic, events[:10])  # redelivered (a producer retry)
+    inbox = make_inbox(box_settings, effects_db, kafka, box_serde)
 
     async def done() -> bool:
         return inbox.applied + inbox.duplicates >= 50
@@ -140,9 +139,9 @@ async def test_each_event_applied_once_even_when_delivered_twice(
     assert_once_and_in_order(await effects(effects_db), events)
 
     # A restart resumes from the offsets stored with the effects: nothing is applied again.
-    again = make_inbox(box_settings, effects_db, bootstrap, box_serde)
+    again = make_inbox(box_settings, effects_db, kafka, box_serde)
     more = [comment("o-9", 100)]
-    await send(bootstrap, box_serde, topic, more)
+    await send(kafka, box_serde, topic, more)
 
     async def one_more() -> bool:
         return again.applied >= 1
@@ -160,7 +159,7 @@ async def test_each_event_applied_once_even_when_delivered_twice(
             again.group_id)}
     finally:
         await conn.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await admin.start()
     try:
         mirrored = await admin.list_consumer_group_offsets(again.group_id)
@@ -173,15 +172,15 @@ async def test_each_event_applied_once_even_when_delivered_twice(
 
 
 async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
-    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
     stack: StackInfo, tmp_path: Path,
 ) -> None:
     """`boxbus inbox run` is SIGKILLed while it applies a batch; after a restart every event
     has its effect exactly once, in per-aggregate order."""
     events = [comment(f"o-{n % 9}", n) for n in range(600)]
-    await send(bootstrap, box_serde, topic, events)
+    await send(kafka, box_serde, topic, events)
     env = {**os.environ, "BOXBUS_DATABASE_URL": effects_db,
-           "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           **kafka.env(),
            "BOXBUS_SCHEMA_REGISTRY_URL": str(stack.schema_registry_url),
            "BOXBUS_TOPIC_NAMESPACE": box_settings.topic_namespace,
            "HANDLER_DELAY": "0.004", "PYTHONPATH": str(REPO)}
@@ -219,7 +218,7 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
 
     # A rebalance: a third member joins while the second works; still once and in order.
     more = [comment(f"o-{n % 9}", n) for n in range(600, 1200)]
-    await send(bootstrap, box_serde, topic, more)
+    await send(kafka, box_serde, topic, more)
     third = start("inbox-3.log")
     try:
         await wait_effects(effects_db, len(events) + 100)
@@ -239,14 +238,14 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
 
 
 async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
-    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
 ) -> None:
     events = [comment("o-1", 1), comment("o-1", 2, "poison"), comment("o-1", 3),
               example("boxbus.orders.OrderCancelled").model_copy(update={
                   "meta": example("boxbus.orders.OrderCancelled").meta.model_copy(  # type: ignore[attr-defined]
                       update={"aggregate_key": "o-1", "region": "north"})})]
-    await send(bootstrap, box_serde, topic, events)
-    inbox = make_inbox(box_settings, effects_db, bootstrap, box_serde, receipts=True)
+    await send(kafka, box_serde, topic, events)
+    inbox = make_inbox(box_settings, effects_db, kafka, box_serde, receipts=True)
 
     async def done() -> bool:
         return inbox.dead_lettered >= 2 and inbox.applied >= 2
@@ -254,7 +253,7 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
     await run_until(inbox, done)
     rows = await effects(effects_db)
     assert [r["seq"] for r in rows] == [1, 3]
-    letters = await read_all(bootstrap, naming.dlq_topic(topic), 2)
+    letters = await read_all(kafka, naming.dlq_topic(topic), 2)
     reasons = {dict(r.headers)["dlq_code"].decode(): dict(r.headers)["dlq_reason"].decode()
                for r in letters}
     assert "refused by the business rules" in reasons["rejected-by-handler"]
@@ -272,11 +271,11 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
 
 
 async def test_unknown_types_can_be_skipped_by_policy(
-    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
 ) -> None:
     cancelled = example("boxbus.orders.OrderCancelled")
-    await send(bootstrap, box_serde, topic, [cancelled, comment("o-2", 1)])
-    inbox = make_inbox(box_settings, effects_db, bootstrap, box_serde,
+    await send(kafka, box_serde, topic, [cancelled, comment("o-2", 1)])
+    inbox = make_inbox(box_settings, effects_db, kafka, box_serde,
                        unknown_types=UnknownTypePolicy.SKIP)
 
     async def done() -> bool:
@@ -294,19 +293,19 @@ async def test_unknown_types_can_be_skipped_by_policy(
 
 
 async def test_a_retry_backs_off_without_blocking_other_partitions(
-    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
 ) -> None:
     # Find two aggregates that land on different partitions.
     keys = [f"o-{uuid.uuid4().hex[:4]}" for _ in range(12)]
-    encoded = await send(bootstrap, box_serde, topic, [comment(k, 0) for k in keys])
-    records = await read_all(bootstrap, topic, len(keys))
+    encoded = await send(kafka, box_serde, topic, [comment(k, 0) for k in keys])
+    records = await read_all(kafka, topic, len(keys))
     partition_of = {r.key.decode(): r.partition for r in records}
     slow = keys[0]
     fast = next(k for k in keys if partition_of[k] != partition_of[slow])
     assert encoded
-    await send(bootstrap, box_serde, topic, [comment(slow, 1, "flaky:3"),
+    await send(kafka, box_serde, topic, [comment(slow, 1, "flaky:3"),
                                              comment(fast, 1), comment(fast, 2)])
-    inbox = make_inbox(box_settings, effects_db, bootstrap, box_serde)
+    inbox = make_inbox(box_settings, effects_db, kafka, box_serde)
     inbox.base_delay = 0.5  # long enough to see the other partition pass by
 
     async def done() -> bool:
@@ -321,7 +320,7 @@ async def test_a_retry_backs_off_without_blocking_other_partitions(
 
 
 async def test_postgresql_restarted_under_the_inbox(
-    box_settings: Settings, bootstrap: str, box_serde: EventSerde, topic: str, run_root: Path,
+    box_settings: Settings, kafka: KafkaAccess, box_serde: EventSerde, topic: str, run_root: Path,
 ) -> None:
     """The box's PostgreSQL dies (SIGKILL) while the inbox applies events and comes back on
     its data: the inbox reconnects and every effect is there exactly once."""
@@ -341,9 +340,9 @@ async def test_postgresql_restarted_under_the_inbox(
         await conn.execute(handlers_effects.SCHEMA)
         await conn.close()
         events = [comment(f"o-{n % 5}", n) for n in range(300)]
-        await send(bootstrap, box_serde, topic, events)
+        await send(kafka, box_serde, topic, events)
         os.environ["HANDLER_DELAY"] = "0.003"
-        inbox = make_inbox(box_settings, dsn, bootstrap, box_serde)
+        inbox = make_inbox(box_settings, dsn, kafka, box_serde)
         task = asyncio.create_task(inbox.run())
         try:
             await wait_effects(dsn, 60)
@@ -363,7 +362,7 @@ async def test_postgresql_restarted_under_the_inbox(
 
 
 async def test_a_retry_that_never_succeeds_ends_in_the_dead_letter_topic(
-    box_settings: Settings, effects_db: str, bootstrap: str, box_serde: EventSerde, topic: str,
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
 ) -> None:
     """Retries are bounded for a single handler and for a batch handler alike: the event is
     dead-lettered with the reason and the partition goes on."""
@@ -381,9 +380,9 @@ async def test_a_retry_that_never_succeeds_ends_in_the_dead_letter_topic(
                 event.meta.event_id, event.subject_id, int(event.comment_id.rsplit("-", 1)[1]))
 
     events = [comment("o-7", 1), comment("o-7", 2, "flaky:99"), comment("o-7", 3)]
-    await send(bootstrap, box_serde, topic, events)
+    await send(kafka, box_serde, topic, events)
     for registry in (handlers_effects.handlers, batch_handlers):
-        inbox = Inbox(box_settings, effects_db, bootstrap, BOX, registry, box_serde,
+        inbox = Inbox(box_settings, effects_db, kafka, BOX, registry, box_serde,
                       max_attempts=3, base_delay=0.05)
         conn = await asyncpg.connect(effects_db)
         await conn.execute("TRUNCATE effects, boxbus_inbox_events, boxbus_inbox_offsets")
@@ -395,7 +394,7 @@ async def test_a_retry_that_never_succeeds_ends_in_the_dead_letter_topic(
         await run_until(inbox, done, within=30)
         assert [r["seq"] for r in await effects(effects_db)] == [1, 3]
     # The same event, dead-lettered once by each run.
-    letters = await read_topic(box_settings, bootstrap, naming.dlq_topic(topic))
+    letters = await read_topic(kafka, naming.dlq_topic(topic))
     assert len(letters) == 2
     assert all("gave up after 3 attempts" in dict(r.headers)["dlq_reason"].decode()
                for r in letters)

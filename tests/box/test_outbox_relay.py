@@ -23,11 +23,12 @@ from bus.envelope import header_text
 from bus.errors import OversizeEvent
 from bus.events import EventBase
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.validation import MAX_EVENT_BYTES
 from connectors.box import Outbox, Relay, backlog, migrate
 from connectors.box.relay import lock_key
 from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty, wait_metric
-from tests.conftest import boxbus_cli
+from tests.conftest import boxbus_cli, stack_access
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
 
@@ -136,11 +137,11 @@ async def test_several_events_of_one_transaction_in_one_round_trip(
 
 
 async def test_relay_publishes_in_order_and_empties_the_outbox(
-    box_db: str, outbox: Outbox, box_settings: Settings, bootstrap: str, region_topic: str,
+    box_db: str, outbox: Outbox, box_settings: Settings, kafka: KafkaAccess, region_topic: str,
 ) -> None:
     events = [comment(f"o-{n % 7}", n) for n in range(140)]
     await write(box_db, outbox, events)
-    relay = Relay(box_settings, box_db, bootstrap, "north", poll_interval=0.2)
+    relay = Relay(box_settings, box_db, kafka, "north", poll_interval=0.2)
     task = asyncio.create_task(relay.run())
     try:
         await wait_backlog_empty(box_db)
@@ -148,7 +149,7 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(
         relay.stop()
         await task
     assert relay.published == 140
-    records = await read_all(bootstrap, region_topic, 140)
+    records = await read_all(kafka, region_topic, 140)
     assert len(records) == 140
     ids_and_order(records, events)
     # The records are exactly what the outbox held: key, wire format, CloudEvents headers.
@@ -157,13 +158,13 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(
 
 
 async def test_a_relay_killed_mid_stream_loses_nothing(
-    box_db: str, outbox: Outbox, bootstrap: str, region_topic: str, relays: list[RelayProcess],
+    box_db: str, outbox: Outbox, kafka: KafkaAccess, region_topic: str, relays: list[RelayProcess],
     tmp_path: Path,
 ) -> None:
     """SIGKILL while a writer keeps committing: after a restart every committed event arrives,
     each aggregate in order (duplicates allowed: the inbox deduplicates)."""
     events = [comment(f"o-{n % 11}", n) for n in range(1200)]
-    relays.append(RelayProcess("north", box_db, bootstrap, tmp_path / "relay-1.log"))
+    relays.append(RelayProcess("north", box_db, kafka, tmp_path / "relay-1.log"))
     written: list[str] = []
     writer = asyncio.create_task(write(box_db, outbox, events, written))
     # Kill mid-stream: a third of the events committed (most of them relayed), more coming.
@@ -173,20 +174,20 @@ async def test_a_relay_killed_mid_stream_loses_nothing(
     relays[0].kill()
     assert not writer.done()
     await writer
-    relays.append(RelayProcess("north", box_db, bootstrap, tmp_path / "relay-2.log"))
+    relays.append(RelayProcess("north", box_db, kafka, tmp_path / "relay-2.log"))
     await wait_backlog_empty(box_db)
-    records = await read_all(bootstrap, region_topic, len(events))
+    records = await read_all(kafka, region_topic, len(events))
     ids_and_order(records, events)
 
 
 async def test_two_relays_for_one_box_one_active_the_other_takes_over(
-    box_db: str, outbox: Outbox, bootstrap: str, region_topic: str, relays: list[RelayProcess],
+    box_db: str, outbox: Outbox, kafka: KafkaAccess, region_topic: str, relays: list[RelayProcess],
     tmp_path: Path,
 ) -> None:
-    first = RelayProcess("north", box_db, bootstrap, tmp_path / "a.log")
+    first = RelayProcess("north", box_db, kafka, tmp_path / "a.log")
     relays.append(first)
     await asyncio.sleep(1.5)
-    second = RelayProcess("north", box_db, bootstrap, tmp_path / "b.log")
+    second = RelayProcess("north", box_db, kafka, tmp_path / "b.log")
     relays.append(second)
     batch_1 = [comment(f"o-{n % 5}", n) for n in range(100)]
     await write(box_db, outbox, batch_1)
@@ -197,7 +198,7 @@ async def test_two_relays_for_one_box_one_active_the_other_takes_over(
     batch_2 = [comment(f"o-{n % 5}", n) for n in range(100, 200)]
     await write(box_db, outbox, batch_2)
     await wait_backlog_empty(box_db, within=30)
-    records = await read_all(bootstrap, region_topic, 200)
+    records = await read_all(kafka, region_topic, 200)
     ids_and_order(records, batch_1 + batch_2)
     assert "relay active" in (tmp_path / "b.log").read_text()
 
@@ -211,10 +212,10 @@ async def test_a_broker_outage_only_delays_delivery(
                             components=frozenset({Component.KAFKA}), base_port=0)
     info = await kafka_only.up()
     try:
-        assert info.kafka_bootstrap
+        kafka = stack_access(info)
         topic = naming.region_topic(box_settings.topic_namespace, "north")
-        await ensure_topics(box_settings, info.kafka_bootstrap, [TopicSpec(topic, 3)])
-        relay = Relay(box_settings, box_db, info.kafka_bootstrap, "north", poll_interval=0.2,
+        await ensure_topics(kafka, [TopicSpec(topic, 3)])
+        relay = Relay(box_settings, box_db, kafka, "north", poll_interval=0.2,
                       max_backoff=1.0)
         task = asyncio.create_task(relay.run())
         before = [comment(f"o-{n % 3}", n) for n in range(30)]
@@ -236,21 +237,21 @@ async def test_a_broker_outage_only_delays_delivery(
         await wait_backlog_empty(box_db, within=90)
         relay.stop()
         await task
-        records = await read_all(info.kafka_bootstrap, topic, 90)
+        records = await read_all(kafka, topic, 90)
         ids_and_order(records, before + during)
     finally:
         kafka_only.down()
 
 
 async def test_the_backlog_and_the_relay_are_visible_as_metrics(
-    box_db: str, outbox: Outbox, bootstrap: str, region_topic: str, relays: list[RelayProcess],
+    box_db: str, outbox: Outbox, kafka: KafkaAccess, region_topic: str, relays: list[RelayProcess],
     tmp_path: Path, db_conn: asyncpg.Connection,
 ) -> None:
     """An operator sees a box that cannot get its events out: while another session holds the
     box's relay lock, the backlog grows and ages; once the relay runs, it drains to zero."""
     await db_conn.execute("SELECT pg_advisory_lock($1)", lock_key("north"))  # "another relay"
     port = free_ports(1)[0]
-    relays.append(RelayProcess("north", box_db, bootstrap, tmp_path / "relay.log",
+    relays.append(RelayProcess("north", box_db, kafka, tmp_path / "relay.log",
                                "--metrics-port", str(port)))
     await write(box_db, outbox, [comment("o-1", n) for n in range(20)])
     waiting = await wait_metric(port, "boxbus_outbox_backlog_age_seconds", lambda v: v > 1)
@@ -263,11 +264,11 @@ async def test_the_backlog_and_the_relay_are_visible_as_metrics(
     drained = await wait_metric(port, "boxbus_outbox_backlog_rows", lambda v: v == 0)
     assert drained["boxbus_relay_active"] == 1
     assert drained["boxbus_outbox_backlog_age_seconds"] == 0
-    assert len(await read_all(bootstrap, region_topic, 20)) == 20
+    assert len(await read_all(kafka, region_topic, 20)) == 20
 
 
 async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
-    box_db: str, outbox: Outbox, box_settings: Settings, bootstrap: str, region_topic: str,
+    box_db: str, outbox: Outbox, box_settings: Settings, kafka: KafkaAccess, region_topic: str,
     db_conn: asyncpg.Connection, env_for_cli: dict[str, str],
 ) -> None:
     """A row whose topic does not exist must not block the box: it is parked with the reason,
@@ -279,7 +280,7 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
     async with db_conn.transaction():
         await outbox.publish(db_conn, lost[0], missing)
         await outbox.publish_many(db_conn, flowing[:5])
-    relay = Relay(box_settings, box_db, bootstrap, "north", poll_interval=0.1,
+    relay = Relay(box_settings, box_db, kafka, "north", poll_interval=0.1,
                   request_timeout_ms=3000)
     task = asyncio.create_task(relay.run())
     try:
@@ -292,7 +293,7 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
             await outbox.publish_many(db_conn, flowing[5:])
         await wait_backlog_empty(box_db)
         assert relay.parked == 3 and relay.published == 10
-        assert len(await read_all(bootstrap, region_topic, 10)) == 10
+        assert len(await read_all(kafka, region_topic, 10)) == 10
         reasons = await db_conn.fetch("SELECT event_id, reason FROM boxbus_outbox_parked "
                                       "ORDER BY id")
         assert [r["event_id"] for r in reasons] == [
@@ -304,7 +305,7 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
             text=True, timeout=60, check=True)
         assert json.loads(status.stdout)["parked_rows"] == 3
 
-        await ensure_topics(box_settings, bootstrap, [TopicSpec(missing, 1)])
+        await ensure_topics(kafka, [TopicSpec(missing, 1)])
         unparked = subprocess.run(
             [*boxbus_cli(), "relay", "unpark", "--box", "north", "--topic", missing, "--json"],
             env={**env_for_cli, "BOXBUS_DATABASE_URL": box_db}, capture_output=True,
@@ -314,5 +315,5 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
     finally:
         relay.stop()
         await task
-    ids_and_order(await read_all(bootstrap, missing, 3), lost)
+    ids_and_order(await read_all(kafka, missing, 3), lost)
     assert (await backlog(db_conn)).parked == 0

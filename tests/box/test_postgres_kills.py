@@ -27,6 +27,7 @@ from bus.devstack import Component, LocalStack, StackInfo, procs
 from bus.devstack.state import StackState
 from bus.events import EventBase
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.serde import EventSerde
 from bus.topics import read_topic
 from connectors.box import Outbox, inbox_topic, migrate
@@ -129,10 +130,9 @@ class Writer:
                 await asyncio.sleep(0.05)
 
 
-def start_inbox(dsn: str, bootstrap: str, stack: StackInfo, settings: Settings,
+def start_inbox(dsn: str, kafka: KafkaAccess, stack: StackInfo, settings: Settings,
                 log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BOXBUS_DATABASE_URL": dsn,
-           "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+    env = {**os.environ, "BOXBUS_DATABASE_URL": dsn, **kafka.env(),
            "BOXBUS_SCHEMA_REGISTRY_URL": str(stack.schema_registry_url),
            "BOXBUS_TOPIC_NAMESPACE": settings.topic_namespace, "BOXBUS_LOG_LEVEL": "INFO",
            # Handlers that take a moment: kills land inside the inbox's transactions too.
@@ -161,8 +161,8 @@ async def wait_effects(dsn: str, count: int, alive: list[subprocess.Popen[bytes]
 
 
 async def test_relay_and_inbox_survive_postgresql_killed_repeatedly(
-    own_postgres: PrivatePostgres, box_settings: Settings, box_serde: EventSerde, bootstrap: str,
-    stack: StackInfo, relays: list[RelayProcess], tmp_path: Path,
+    own_postgres: PrivatePostgres, box_settings: Settings, box_serde: EventSerde,
+    kafka: KafkaAccess, stack: StackInfo, relays: list[RelayProcess], tmp_path: Path,
 ) -> None:
     sender_db = await create_database(own_postgres.url, "sender")
     receiver_db = await create_database(own_postgres.url, "receiver")
@@ -172,11 +172,11 @@ async def test_relay_and_inbox_survive_postgresql_killed_repeatedly(
     await conn.execute(handlers_effects.SCHEMA)
     await conn.close()
     topic = inbox_topic(box_settings.topic_namespace, RECEIVER)
-    await ensure_topics(box_settings, bootstrap, [TopicSpec(topic, 3)])
+    await ensure_topics(kafka, [TopicSpec(topic, 3)])
 
-    relays.append(RelayProcess(SENDER, sender_db, bootstrap, tmp_path / "relay.log"))
+    relays.append(RelayProcess(SENDER, sender_db, kafka, tmp_path / "relay.log"))
     relay = relays[-1].proc
-    inbox = start_inbox(receiver_db, bootstrap, stack, box_settings, tmp_path / "inbox.log")
+    inbox = start_inbox(receiver_db, kafka, stack, box_settings, tmp_path / "inbox.log")
     writer = Writer(sender_db, Outbox(box_settings, box_serde), topic)
     stop_writing = asyncio.Event()
     writing = asyncio.create_task(writer.run(stop_writing))
@@ -232,4 +232,4 @@ async def test_relay_and_inbox_survive_postgresql_killed_repeatedly(
     # Nothing was dead-lettered: no event marked so, and no record in the dead-letter topic.
     statuses = await fetch(receiver_db, "SELECT DISTINCT status FROM boxbus_inbox_events")
     assert [r["status"] for r in statuses] == ["applied"]
-    assert await read_topic(box_settings, bootstrap, naming.dlq_topic(topic)) == []
+    assert await read_topic(kafka, naming.dlq_topic(topic)) == []

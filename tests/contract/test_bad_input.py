@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from bus import ConfigError, Settings, TopicSpec, UnknownSchemaId, ensure_topics, naming, wire
 from bus.catalog import SchemaCatalog
@@ -24,6 +23,7 @@ from bus.deadletter import DeadLetter
 from bus.devstack import procs
 from bus.envelope import ID
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EncodedEvent, EventSerde
 
@@ -46,9 +46,9 @@ async def _register_raw(registry_url: str, subject: str, schema: str) -> int:
     return int(response.json()["id"])
 
 
-async def read_dead_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(naming.dlq_topic(topic), bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+async def read_dead_letters(kafka: KafkaAccess, topic: str, count: int) -> list[DeadLetter]:
+    consumer = kafka.consumer(naming.dlq_topic(topic), auto_offset_reset="earliest",
+                              enable_auto_commit=False)
     await consumer.start()
     letters: list[DeadLetter] = []
     try:
@@ -62,12 +62,12 @@ async def read_dead_letters(bootstrap: str, topic: str, count: int) -> list[Dead
 
 
 async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
-    private_settings: Settings, bootstrap: str, serde: EventSerde,
+    private_settings: Settings, kafka: KafkaAccess, serde: EventSerde,
 ) -> None:
     ns = private_settings.topic_namespace
     topic = naming.region_topic(ns, "north")
     # Room for an oversize record to reach the consumer (the broker would refuse it otherwise).
-    await ensure_topics(private_settings, bootstrap, [
+    await ensure_topics(kafka, [
         TopicSpec(topic, 1, configs={"max.message.bytes": str(2 * ONE_MIB)})])
 
     first = await serde.encode(example("boxbus.orders.OrderPlaced"), topic)
@@ -106,7 +106,7 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
         "empty value": "wire-format", "header without a value": "invalid-envelope",
         "not an Avro record schema": "unknown-event-type",
     }
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * ONE_MIB)
+    producer = kafka.producer(max_request_size=2 * ONE_MIB)
     await producer.start()
     try:
         await producer.send_and_wait(topic, first.value, key=first.key, headers=first.headers)
@@ -117,7 +117,7 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
         await producer.stop()
 
     delivered = []
-    async with EventConsumer(private_settings, bootstrap, [topic], "it-bad-input",
+    async with EventConsumer(private_settings, kafka, [topic], "it-bad-input",
                              serde) as consumer:
         async with asyncio.timeout(60):
             async for batch in consumer.batches():
@@ -127,7 +127,7 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
     # The good records before and after every bad one arrive, in order.
     assert [d.envelope.id for d in delivered] == [first.envelope.id, last.envelope.id]
 
-    letters = await read_dead_letters(bootstrap, topic, len(bad))
+    letters = await read_dead_letters(kafka, topic, len(bad))
     assert len(letters) == len(bad)
     for (kind, (key, value, headers)), letter, offset in zip(
             bad.items(), letters, range(1, len(bad) + 1), strict=True):
@@ -148,7 +148,7 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_good_ones_flow(
     assert "not an Avro record schema" in reasons["not an Avro record schema"]
 
     # The group committed past everything, bad records included.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets("it-bad-input")
@@ -192,13 +192,13 @@ async def tcp_forwarder(listen_port: int, target: str) -> AsyncIterator[None]:
 
 
 async def test_a_registry_outage_delays_and_does_not_dead_letter(
-    private_settings: Settings, bootstrap: str, serde: EventSerde, catalog: SchemaCatalog,
+    private_settings: Settings, kafka: KafkaAccess, serde: EventSerde, catalog: SchemaCatalog,
 ) -> None:
     topic = naming.region_topic(private_settings.topic_namespace, "north")
-    await ensure_topics(private_settings, bootstrap, [TopicSpec(topic, 1)])
+    await ensure_topics(kafka, [TopicSpec(topic, 1)])
     event = example("boxbus.orders.OrderPlaced")
     encoded = await serde.encode(event, topic)  # registered through the real registry
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka.producer()
     await producer.start()
     try:
         await producer.send_and_wait(topic, encoded.value, key=encoded.key,
@@ -212,7 +212,7 @@ async def test_a_registry_outage_delays_and_does_not_dead_letter(
     reader_serde = EventSerde(SchemaRegistry(f"http://{procs.LOOPBACK}:{port}{real.path}",
                                              timeout=1.0), catalog)
     group = f"it-outage-{uuid.uuid4().hex[:6]}"
-    async with EventConsumer(private_settings, bootstrap, [topic], group, reader_serde,
+    async with EventConsumer(private_settings, kafka, [topic], group, reader_serde,
                              retry_delay=0.05, max_retry_delay=0.2) as consumer:
         batches = consumer.batches()
         async def next_batch() -> list[Delivery]:

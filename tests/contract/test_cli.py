@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from bus import Settings, TopicSpec, ensure_topics, naming
 from bus.catalog import SchemaCatalog
 from bus.consumer import EventConsumer
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from tests.conftest import boxbus_cli
@@ -73,16 +73,16 @@ async def test_publish_and_tail(env: dict[str, str], tmp_path: Path,
 
 
 async def test_dead_letters_are_listed_shown_and_replayed(
-    env: dict[str, str], tmp_path: Path, private_settings: Settings, bootstrap: str,
+    env: dict[str, str], tmp_path: Path, private_settings: Settings, kafka: KafkaAccess,
     registry: SchemaRegistry, catalog: SchemaCatalog,
 ) -> None:
     topic = naming.region_topic(private_settings.topic_namespace, "north")
-    await ensure_topics(private_settings, bootstrap, [TopicSpec(topic, 1)])
+    await ensure_topics(kafka, [TopicSpec(topic, 1)])
     full = EventSerde(registry, catalog)
     confirmed = example("boxbus.orders.OrderConfirmed")
     good = await full.encode(confirmed, topic)
     broken = await full.encode(example("boxbus.orders.OrderPlaced"), topic)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka.producer()
     await producer.start()
     try:
         await producer.send_and_wait(topic, good.value, key=good.key, headers=good.headers)
@@ -94,7 +94,7 @@ async def test_dead_letters_are_listed_shown_and_replayed(
     # A consumer that does not know OrderConfirmed yet dead-letters it (and the broken one).
     old = SchemaCatalog({e.fullname: e for e in catalog if e.name != "OrderConfirmed"},
                         catalog.named)
-    async with EventConsumer(private_settings, bootstrap, [topic], "it-old",
+    async with EventConsumer(private_settings, kafka, [topic], "it-old",
                              EventSerde(SchemaRegistry(registry.url), old)) as consumer:
         async with asyncio.timeout(30):
             async for _ in consumer.batches():
@@ -121,7 +121,7 @@ async def test_dead_letters_are_listed_shown_and_replayed(
     assert replay[0]["replayed"] is True
 
     delivered = []
-    async with EventConsumer(private_settings, bootstrap, [topic], "it-new", full) as again:
+    async with EventConsumer(private_settings, kafka, [topic], "it-new", full) as again:
         async with asyncio.timeout(30):
             async for batch in again.batches():
                 delivered += batch

@@ -17,6 +17,7 @@ from bus.consumer import Delivery, EventConsumer
 from bus.envelope import Envelope
 from bus.events import EVENT_TYPES
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.producer import EventProducer
 from bus.serde import EventSerde
 from tests.strategies import for_schema, valid_meta
@@ -24,10 +25,10 @@ from tests.strategies import for_schema, valid_meta
 pytestmark = pytest.mark.stack
 
 
-async def consume(settings: Settings, bootstrap: str, topics: list[str], serde: EventSerde,
+async def consume(settings: Settings, kafka: KafkaAccess, topics: list[str], serde: EventSerde,
                   count: int, group: str = "it-contract") -> tuple[list[Delivery], int]:
     found: list[Delivery] = []
-    async with EventConsumer(settings, bootstrap, topics, group, serde) as consumer:
+    async with EventConsumer(settings, kafka, topics, group, serde) as consumer:
         async with asyncio.timeout(60):
             async for batch in consumer.batches():
                 found += batch
@@ -37,18 +38,18 @@ async def consume(settings: Settings, bootstrap: str, topics: list[str], serde: 
 
 
 async def test_every_example_round_trips_through_registry_and_broker(
-    private_settings: Settings, bootstrap: str, serde: EventSerde, catalog: SchemaCatalog,
+    private_settings: Settings, kafka: KafkaAccess, serde: EventSerde, catalog: SchemaCatalog,
 ) -> None:
     events = [example(schema.fullname) for schema in catalog]
     regions = sorted({e.meta.region for e in events})  # type: ignore[attr-defined]
     topics = [naming.region_topic(private_settings.topic_namespace, r) for r in regions]
-    await ensure_topics(private_settings, bootstrap, [TopicSpec(t, 3) for t in topics])
+    await ensure_topics(kafka, [TopicSpec(t, 3) for t in topics])
 
-    async with EventProducer(private_settings, bootstrap, serde) as producer:
+    async with EventProducer(private_settings, kafka, serde) as producer:
         sent = [(await producer.publish(event)).encoded for event in events]
     assert all(s.value[0] == 0 and s.key == s.envelope.partition_key.encode() for s in sent)
 
-    delivered, dead = await consume(private_settings, bootstrap, topics, serde, len(events))
+    delivered, dead = await consume(private_settings, kafka, topics, serde, len(events))
     assert dead == 0
     by_id = {d.envelope.id: d for d in delivered}
     assert len(by_id) == len(events) == len(catalog)

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from confluent_kafka import Consumer, Producer
 
-from bus import Settings, TopicSpec, ensure_topics
-from tests.conftest import boxbus_cli
+from bus import TopicSpec, ensure_topics
+from bus.kafka import KafkaAccess
+from tests.conftest import boxbus_cli, stack_access
 
 pytestmark = [pytest.mark.stack, pytest.mark.cluster, pytest.mark.embedded]
 
@@ -53,10 +52,9 @@ def cluster(run_root: Path) -> Iterator[tuple[DevCli, dict[str, Any]]]:
         assert sorted(stopped) == ["kafka-1", "kafka-2", "kafka-3"]
 
 
-async def aiokafka_round_trip(bootstrap: str, count: int = 30) -> None:
+async def aiokafka_round_trip(kafka: KafkaAccess, count: int = 30) -> None:
     token = uuid.uuid4().hex
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                request_timeout_ms=10000)
+    producer = kafka.producer(acks="all", enable_idempotence=True, request_timeout_ms=10000)
     await producer.start()
     try:
         for i in range(count):
@@ -64,8 +62,8 @@ async def aiokafka_round_trip(bootstrap: str, count: int = 30) -> None:
         await producer.flush()
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=f"g-{token}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = kafka.consumer(TOPIC, group_id=f"g-{token}", auto_offset_reset="earliest",
+                              enable_auto_commit=False)
     await consumer.start()
     seen: set[int] = set()
     try:
@@ -83,7 +81,7 @@ async def aiokafka_round_trip(bootstrap: str, count: int = 30) -> None:
     assert seen == set(range(count))
 
 
-def librdkafka_round_trip(bootstrap: str, count: int = 30) -> None:
+def librdkafka_round_trip(kafka: KafkaAccess, count: int = 30) -> None:
     token = uuid.uuid4().hex
     delivered: list[str] = []
     failed: list[str] = []
@@ -91,14 +89,13 @@ def librdkafka_round_trip(bootstrap: str, count: int = 30) -> None:
     def report(err: object, msg: object) -> None:
         (failed if err else delivered).append(str(err))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True})
+    producer = Producer({**kafka.librdkafka(), "acks": "all", "enable.idempotence": True})
     for i in range(count):
         producer.produce(TOPIC, value=f"{token}:{i}", key=f"k{i % 6}", on_delivery=report)
     assert producer.flush(60) == 0
     assert not failed and len(delivered) == count
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rd-{token}",
+    consumer = Consumer({**kafka.librdkafka(), "group.id": f"rd-{token}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([TOPIC])
     seen: set[int] = set()
@@ -118,8 +115,8 @@ def librdkafka_round_trip(bootstrap: str, count: int = 30) -> None:
     assert seen == set(range(count))
 
 
-async def isr_of(bootstrap: str) -> list[list[int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def isr_of(kafka: KafkaAccess) -> list[list[int]]:
+    admin = kafka.admin()
     await admin.start()
     try:
         (topic,) = await admin.describe_topics([TOPIC])
@@ -128,9 +125,9 @@ async def isr_of(bootstrap: str) -> list[list[int]]:
         await admin.close()
 
 
-async def until_full_isr(bootstrap: str, within: float = 60) -> None:
+async def until_full_isr(kafka: KafkaAccess, within: float = 60) -> None:
     async with asyncio.timeout(within):
-        while await isr_of(bootstrap) != [[1, 2, 3]] * 3:
+        while await isr_of(kafka) != [[1, 2, 3]] * 3:
             await asyncio.sleep(0.2)
 
 
@@ -140,33 +137,31 @@ async def test_three_nodes_survive_a_killed_node_and_take_it_back(
     cli, info = cluster
     assert [n["alive"] for n in info["nodes"]] == [True, True, True]
     assert info["components"] == {"kafka": "running"}
-    bootstrap = info["kafka_bootstrap"]
-    assert bootstrap.count(",") == 2
+    kafka = stack_access(info)
+    assert kafka.bootstrap.count(",") == 2
 
-    await ensure_topics(Settings(), bootstrap,
-                        [TopicSpec(TOPIC, partitions=3, replication_factor=3)])
+    await ensure_topics(kafka, [TopicSpec(TOPIC, partitions=3, replication_factor=3)])
     # Every broker learns of a new topic from the metadata log, not all at the same moment.
-    await until_full_isr(bootstrap)
-    await aiokafka_round_trip(bootstrap)
-    await asyncio.to_thread(librdkafka_round_trip, bootstrap)
+    await until_full_isr(kafka)
+    await aiokafka_round_trip(kafka)
+    await asyncio.to_thread(librdkafka_round_trip, kafka)
 
     # Node 1 is the first bootstrap address: clients must find the others by themselves.
     cli("kill-node", "1")
     assert [n["alive"] for n in cli.json("status")["nodes"]] == [False, True, True]
     # acks=all with min.insync.replicas=2: two replicas of three are enough to write and read.
-    await aiokafka_round_trip(bootstrap)
-    await asyncio.to_thread(librdkafka_round_trip, bootstrap)
+    await aiokafka_round_trip(kafka)
+    await asyncio.to_thread(librdkafka_round_trip, kafka)
 
     cli("start-node", "1")
     assert [n["alive"] for n in cli.json("status")["nodes"]] == [True, True, True]
-    await aiokafka_round_trip(bootstrap)
-    await asyncio.to_thread(librdkafka_round_trip, bootstrap)
+    await aiokafka_round_trip(kafka)
+    await asyncio.to_thread(librdkafka_round_trip, kafka)
     # The restarted node catches up and rejoins every in-sync replica set.
-    await until_full_isr(bootstrap)
+    await until_full_isr(kafka)
 
 
-async def test_up_restarts_only_the_node_that_died(
-    cluster: tuple[DevCli, dict[str, Any]],
+async def test_up_restarts_only_the_node_that_died(cluster: tuple[DevCli, dict[str, Any]],
 ) -> None:
     cli, _ = cluster
     before = cli.json("status")["processes"]
@@ -177,4 +172,4 @@ async def test_up_restarts_only_the_node_that_died(
     after = cli.json("up")["processes"]
     assert after["kafka-1"] == before["kafka-1"] and after["kafka-2"] == before["kafka-2"]
     assert after["kafka-3"] != before["kafka-3"]
-    await aiokafka_round_trip(cli.json("status")["kafka_bootstrap"])
+    await aiokafka_round_trip(stack_access(cli.json("status")))

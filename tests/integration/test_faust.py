@@ -12,23 +12,23 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bus import Settings, TopicSpec, ensure_topics
+from bus.kafka import KafkaAccess
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.stack
 
 
 async def test_faust_agent_forwards_between_topics(
-    settings: Settings, bootstrap: str, tmp_path: Path
+    settings: Settings, bootstrap: str, kafka: KafkaAccess, tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     source, sink = f"it.faust.in.{suffix}", f"it.faust.out.{suffix}"
-    await ensure_topics(settings, bootstrap, [TopicSpec(source, 3), TopicSpec(sink, 3)])
+    await ensure_topics(kafka, [TopicSpec(source, 3), TopicSpec(sink, 3)])
     env = {
         **os.environ, "FORWARDER_APP_ID": f"it-forwarder-{suffix}",
-        "FORWARDER_BOOTSTRAP": bootstrap, "FORWARDER_SOURCE": source, "FORWARDER_SINK": sink,
+        "FORWARDER_BOOTSTRAP": kafka.bootstrap, "FORWARDER_SOURCE": source, "FORWARDER_SINK": sink,
         "PYTHONPATH": str(REPO),
     }
     log_path = tmp_path / "faust.log"
@@ -39,7 +39,7 @@ async def test_faust_agent_forwards_between_topics(
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = kafka.producer(acks="all")
         await producer.start()
         try:
             for i in range(30):
@@ -49,7 +49,7 @@ async def test_faust_agent_forwards_between_topics(
         finally:
             await producer.stop()
 
-        consumer = AIOKafkaConsumer(sink, bootstrap_servers=bootstrap, group_id=f"it-{suffix}",
+        consumer = kafka.consumer(sink, group_id=f"it-{suffix}",
                                     auto_offset_reset="earliest")
         await consumer.start()
         got: list[tuple[bytes, bytes]] = []

@@ -10,19 +10,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import OffsetAndMetadata
 
 from bus import Settings, TopicSpec, ensure_topics
+from bus.kafka import KafkaAccess
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
-async def admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def admin(kafka: KafkaAccess) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = kafka.admin()
     await client.start()
     try:
         yield client
@@ -31,11 +32,11 @@ async def admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
 
 
 async def test_topic_administration(
-    settings: Settings, bootstrap: str, admin: AIOKafkaAdminClient
+    settings: Settings, kafka: KafkaAccess, admin: AIOKafkaAdminClient
 ) -> None:
     topic = f"it.proto.admin.{uuid.uuid4().hex[:8]}"
     spec = TopicSpec(topic, 2, configs={"retention.ms": "3600000"})
-    await ensure_topics(settings, bootstrap, [spec])
+    await ensure_topics(kafka, [spec])
 
     await admin.create_partitions({topic: NewPartitions(total_count=4)})
     (described,) = await admin.describe_topics([topic])
@@ -58,12 +59,12 @@ async def test_topic_administration(
 
 
 async def test_groups_offsets_and_record_deletion(
-    settings: Settings, bootstrap: str, admin: AIOKafkaAdminClient
+    settings: Settings, kafka: KafkaAccess, admin: AIOKafkaAdminClient
 ) -> None:
     topic = f"it.proto.groups.{uuid.uuid4().hex[:8]}"
     group = f"it-proto-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings, bootstrap, [TopicSpec(topic, 1)])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type="gzip",
+    await ensure_topics(kafka, [TopicSpec(topic, 1)])
+    producer = kafka.producer(compression_type="gzip",
                                 linger_ms=5, acks="all")
     await producer.start()
     try:
@@ -73,7 +74,7 @@ async def test_groups_offsets_and_record_deletion(
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+    consumer = kafka.consumer(topic, group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -102,11 +103,10 @@ async def test_groups_offsets_and_record_deletion(
     assert low[TopicPartition(topic, 0)] == 5
 
 
-async def test_transactions_and_read_committed(settings: Settings, bootstrap: str) -> None:
+async def test_transactions_and_read_committed(settings: Settings, kafka: KafkaAccess) -> None:
     topic = f"it.proto.txn.{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings, bootstrap, [TopicSpec(topic, 1)])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
-                                transactional_id=f"it-txn-{uuid.uuid4().hex[:8]}")
+    await ensure_topics(kafka, [TopicSpec(topic, 1)])
+    producer = kafka.producer(transactional_id=f"it-txn-{uuid.uuid4().hex[:8]}")
     await producer.start()
     try:
         async with producer.transaction():
@@ -118,8 +118,7 @@ async def test_transactions_and_read_committed(settings: Settings, bootstrap: st
             await producer.send(topic, b"after")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = kafka.consumer(topic, isolation_level="read_committed", auto_offset_reset="earliest")
     await consumer.start()
     try:
         seen: list[bytes] = []

@@ -17,11 +17,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bus import Settings, TopicSpec, create_database, ensure_topics
 from bus.devstack import LocalStack, StackInfo, read_maildir
+from bus.kafka import KafkaAccess
 from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
@@ -65,14 +64,14 @@ async def test_status_and_second_up_from_another_process_reuse_what_runs(
 
 
 async def test_topic_with_partitions_and_consumer_group_round_trip(
-    settings: Settings, bootstrap: str
+    settings: Settings, kafka: KafkaAccess
 ) -> None:
     topic = f"it.roundtrip.{uuid.uuid4().hex[:8]}"
-    created = await ensure_topics(settings, bootstrap, [TopicSpec(topic, partitions=4)])
+    created = await ensure_topics(kafka, [TopicSpec(topic, partitions=4)])
     assert created == [topic]
-    assert await ensure_topics(settings, bootstrap, [TopicSpec(topic, partitions=4)]) == []
+    assert await ensure_topics(kafka, [TopicSpec(topic, partitions=4)]) == []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -80,7 +79,7 @@ async def test_topic_with_partitions_and_consumer_group_round_trip(
     finally:
         await admin.close()
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka.producer(acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for i in range(40):
@@ -91,7 +90,7 @@ async def test_topic_with_partitions_and_consumer_group_round_trip(
 
     group = f"it-{uuid.uuid4().hex[:8]}"
     seen: dict[bytes, list[int]] = {}
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+    consumer = kafka.consumer(topic, group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -112,7 +111,7 @@ async def test_topic_with_partitions_and_consumer_group_round_trip(
     assert sorted(v for vs in seen.values() for v in vs) == list(range(40))
 
     # The group committed: a new member of the same group reads nothing again.
-    late = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+    late = kafka.consumer(topic, group_id=group,
                             auto_offset_reset="earliest", enable_auto_commit=False)
     await late.start()
     try:

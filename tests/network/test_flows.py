@@ -15,6 +15,7 @@ from bus import Settings, naming
 from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
 from bus.events.models import Money, OrderAmended
+from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from bus.topics import read_topic
@@ -52,12 +53,12 @@ LINES = [LineSpec("milk-1l", Decimal(24), 89, "Milk 1 l"),
 
 
 @pytest.fixture(scope="module")
-async def network(settings: Settings, stack: StackInfo, bootstrap: str
+async def network(settings: Settings, stack: StackInfo, kafka: KafkaAccess
                   ) -> AsyncIterator[LocalNetwork]:
     assert stack.database_url and stack.schema_registry_url
     ns_settings = Settings(run_dir=settings.run_dir, topic_namespace=f"nw{uuid.uuid4().hex[:8]}")
     serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    async with LocalNetwork(ns_settings, bootstrap, stack.database_url, serde,
+    async with LocalNetwork(ns_settings, kafka, stack.database_url, serde,
                             parse_topology(NETWORK)) as running:
         yield running
         assert running.failed() == []
@@ -132,7 +133,7 @@ async def test_purchase_order_comments_shipment_and_receipt(network: LocalNetwor
     # The box without a relationship saw none of it; the router dropped no echo.
     stranger = await network.view("stranger")
     assert stranger["orders"] == [] and stranger["comments"] == []
-    assert await read_topic(network.settings, network.bootstrap,
+    assert await read_topic(network.kafka,
                             naming.inbox_topic(network.settings.topic_namespace,
                                                "stranger")) == []
     assert sum(r.stats.echoes_dropped for r in network.routers) == 0
@@ -196,17 +197,16 @@ async def test_price_list_to_branches_and_reports_back(network: LocalNetwork) ->
     assert yesterday["period_end"] - yesterday["period_start"] == timedelta(days=1)
 
 
-async def test_order_to_a_partner_without_a_box_goes_to_the_mail_topic(
-    network: LocalNetwork,
+async def test_order_to_a_partner_without_a_box_goes_to_the_mail_topic(network: LocalNetwork,
 ) -> None:
     order_id = await network.boxes["shop"].place_order("farm", LINES[:2])
     mail = naming.mail_topic(network.settings.topic_namespace)
 
     async def mailed() -> bool:
-        records = await read_topic(network.settings, network.bootstrap, mail)
+        records = await read_topic(network.kafka, mail)
         return any(r.key == order_id.encode() for r in records)
     await network.until(mailed, what="the order on the mail topic")
-    record = next(r for r in await read_topic(network.settings, network.bootstrap, mail)
+    record = next(r for r in await read_topic(network.kafka, mail)
                   if r.key == order_id.encode())
     assert dict(record.headers)["boxbus_recipient"] == b"farm"
 
@@ -246,8 +246,7 @@ async def test_router_instances_joining_and_leaving_lose_and_duplicate_nothing(
     assert len(comments) == 15  # a copy routed twice during a hand-over is applied once
 
 
-async def test_an_amendment_crossing_the_dispatch_is_refused_with_its_reason(
-    network: LocalNetwork,
+async def test_an_amendment_crossing_the_dispatch_is_refused_with_its_reason(network: LocalNetwork,
 ) -> None:
     shop, dairy = network.boxes["shop"], network.boxes["dairy"]
     await dairy.stock_in("cream-1l", Decimal(30))
@@ -267,11 +266,11 @@ async def test_an_amendment_crossing_the_dispatch_is_refused_with_its_reason(
     dlq = naming.dlq_topic(naming.inbox_topic(network.settings.topic_namespace, "dairy"))
 
     async def refused() -> bool:
-        letters = await read_topic(network.settings, network.bootstrap, dlq)
+        letters = await read_topic(network.kafka, dlq)
         return any(dict(r.headers).get("ce_id") == crossing.meta.event_id.encode()
                    for r in letters)
     await network.until(refused, what="the amendment in dairy's dead-letter topic")
-    letter = next(r for r in await read_topic(network.settings, network.bootstrap, dlq)
+    letter = next(r for r in await read_topic(network.kafka, dlq)
                   if dict(r.headers).get("ce_id") == crossing.meta.event_id.encode())
     assert b"cannot be amended any more" in dict(letter.headers)["dlq_reason"]
     sales = order_of(await network.view("dairy"), order_id)

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bus import Envelope, Settings, naming
+from bus.kafka import KafkaAccess
 from bus.topics import read_topic
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.router import Router
@@ -55,15 +55,15 @@ def headers(source: str, region: str, key: str, *, kind: str = ORDER, target: st
                     target_box=target, correlation_id=key).to_headers()
 
 
-async def apply(settings: Settings, bootstrap: str, text: str) -> None:
-    plan = await make_plan(settings, bootstrap, parse_topology(text))
-    await apply_plan(settings, bootstrap, plan)
+async def apply(settings: Settings, kafka: KafkaAccess, text: str) -> None:
+    plan = await make_plan(settings, kafka, parse_topology(text))
+    await apply_plan(kafka, plan)
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, bootstrap: str, **options: object
+async def running(settings: Settings, kafka: KafkaAccess, **options: object
                   ) -> AsyncIterator[Router]:
-    router = Router(settings, bootstrap, **options)  # type: ignore[arg-type]
+    router = Router(settings, kafka, **options)  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(router.run(stop, progress_every=3600))
     try:
@@ -73,9 +73,9 @@ async def running(settings: Settings, bootstrap: str, **options: object
         await asyncio.wait_for(task, 30)
 
 
-async def produce(bootstrap: str, records: list[tuple[str, str, list[tuple[str, bytes]]]]
+async def produce(kafka: KafkaAccess, records: list[tuple[str, str, list[tuple[str, bytes]]]]
                   ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = kafka.producer(acks="all")
     await producer.start()
     try:
         for topic, key, hdrs in records:
@@ -85,10 +85,10 @@ async def produce(bootstrap: str, records: list[tuple[str, str, list[tuple[str, 
         await producer.stop()
 
 
-async def wait_for(settings: Settings, bootstrap: str, topic: str, count: int,
+async def wait_for(settings: Settings, kafka: KafkaAccess, topic: str, count: int,
                    timeout: float = 30) -> list[Any]:
     async with asyncio.timeout(timeout):
-        while len(records := await read_topic(settings, bootstrap, topic)) < count:
+        while len(records := await read_topic(kafka, topic)) < count:
             await asyncio.sleep(0.2)
     return records
 
@@ -98,13 +98,13 @@ def header(record: object, name: str) -> str | None:
 
 
 async def test_delivers_to_related_boxes_and_quarantines_the_rest(
-    ns_settings: Settings, bootstrap: str,
+    ns_settings: Settings, kafka: KafkaAccess,
 ) -> None:
     ns = ns_settings.topic_namespace
-    await apply(ns_settings, bootstrap, NETWORK)
+    await apply(ns_settings, kafka, NETWORK)
     north, south = naming.region_topic(ns, "north"), naming.region_topic(ns, "south")
     key = "ord-1"
-    await produce(bootstrap, [
+    await produce(kafka, [
         (north, key, headers("shop", "north", key, target="dairy")),
         (north, key, headers("ghost", "north", key, target="dairy")),  # unknown source
         (north, key, headers("dairy", "north", key, target="shop")),  # dairy lives in south
@@ -114,35 +114,35 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
         (north, key, headers("shop", "north", key, target="farm")),  # partner: by mail
         (north, key, headers("shop", "north", key, target="mill", event_id="last")),
     ])
-    async with running(ns_settings, bootstrap) as router:
-        mill = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, "mill"), 1)
+    async with running(ns_settings, kafka) as router:
+        mill = await wait_for(ns_settings, kafka, naming.inbox_topic(ns, "mill"), 1)
         assert [header(r, "ce_id") for r in mill] == ["last"]  # the partition moved on
-        dairy = await read_topic(ns_settings, bootstrap, naming.inbox_topic(ns, "dairy"))
+        dairy = await read_topic(kafka, naming.inbox_topic(ns, "dairy"))
         assert len(dairy) == 1 and dairy[0].key == key.encode()
         assert dairy[0].value == f"body of {key}".encode()  # unchanged bytes
-        mail = await read_topic(ns_settings, bootstrap, naming.mail_topic(ns))
+        mail = await read_topic(kafka, naming.mail_topic(ns))
         assert [header(r, "boxbus_recipient") for r in mail] == ["farm"]
         for box in ("shop", "stranger"):
-            assert await read_topic(ns_settings, bootstrap, naming.inbox_topic(ns, box)) == []
-        quarantined = await read_topic(ns_settings, bootstrap, naming.quarantine_topic(north))
+            assert await read_topic(kafka, naming.inbox_topic(ns, box)) == []
+        quarantined = await read_topic(kafka, naming.quarantine_topic(north))
         assert sorted(header(r, "quarantine_code") or "" for r in quarantined) == [
             "foreign-source", "type-not-allowed", "unknown-source", "unrelated-target"]
         assert all(header(r, "dlq_reason") and header(r, "dlq_offset") for r in quarantined)
-        dead = await read_topic(ns_settings, bootstrap, naming.dlq_topic(north))
+        dead = await read_topic(kafka, naming.dlq_topic(north))
         assert [header(r, "dlq_code") for r in dead] == ["invalid-envelope"]
         assert "ce_source" in (header(dead[0], "dlq_reason") or "")
         assert router.stats.quarantined == 4 and router.stats.dead_lettered == 1
         listed = subprocess.run(
             [*boxbus_cli(), "dlq", "list", naming.quarantine_topic(north), "--json"],
-            env={**os.environ, "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            env={**os.environ, **kafka.env(),
                  "BOXBUS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:9/unused"},
             capture_output=True, text=True, timeout=60, check=True)
         assert sorted(letter["code"] for letter in json.loads(listed.stdout)) == [
             "foreign-source", "type-not-allowed", "unknown-source", "unrelated-target"]
-        assert await read_topic(ns_settings, bootstrap, south) == []
+        assert await read_topic(kafka, south) == []
 
     # Committed after the outputs were acknowledged: the group's offsets are at the end.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{ns}.router",
+    consumer = kafka.consumer(group_id=f"{ns}.router",
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -155,15 +155,15 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
 
 
 async def test_subscription_and_box_added_at_run_time(
-    ns_settings: Settings, bootstrap: str,
+    ns_settings: Settings, kafka: KafkaAccess,
 ) -> None:
     ns = ns_settings.topic_namespace
-    await apply(ns_settings, bootstrap, NETWORK)
+    await apply(ns_settings, kafka, NETWORK)
     north = naming.region_topic(ns, "north")
     price = "boxbus.network.PriceListSent"
-    async with running(ns_settings, bootstrap) as router:
-        await produce(bootstrap, [(north, "p-1", headers("mill", "north", "p-1", kind=price))])
-        await wait_for(ns_settings, bootstrap, naming.quarantine_topic(north), 1)
+    async with running(ns_settings, kafka) as router:
+        await produce(kafka, [(north, "p-1", headers("mill", "north", "p-1", kind=price))])
+        await wait_for(ns_settings, kafka, naming.quarantine_topic(north), 1)
         # mill may not publish price lists, and nobody subscribes: quarantined, not delivered.
         changes = router.control.changes
         grown = NETWORK.replace(
@@ -172,38 +172,38 @@ async def test_subscription_and_box_added_at_run_time(
             "relationships:\n  - {kind: trade, buyer: newshop, supplier: mill}\n") + (
             "subscriptions:\n  - {box: shop, types: [PriceListSent], name: prices}\n"
             "  - {box: newshop, types: [PriceListSent], name: prices}\n")
-        await apply(ns_settings, bootstrap, grown)
+        await apply(ns_settings, kafka, grown)
         async with asyncio.timeout(15):
             while router.control.changes == changes or "newshop" not in router.table.boxes:
                 await asyncio.sleep(0.1)
-        await produce(bootstrap, [(north, "p-2", headers("mill", "north", "p-2", kind=price))])
+        await produce(kafka, [(north, "p-2", headers("mill", "north", "p-2", kind=price))])
         for box in ("shop", "newshop"):
-            got = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, box), 1)
+            got = await wait_for(ns_settings, kafka, naming.inbox_topic(ns, box), 1)
             assert [r.key for r in got] == [b"p-2"]
 
 
 async def test_instances_join_and_leave_without_losing_or_reordering(
-    ns_settings: Settings, bootstrap: str,
+    ns_settings: Settings, kafka: KafkaAccess,
 ) -> None:
     ns = ns_settings.topic_namespace
-    await apply(ns_settings, bootstrap, NETWORK)
+    await apply(ns_settings, kafka, NETWORK)
     north = naming.region_topic(ns, "north")
     orders = [f"ord-{i}" for i in range(12)]
     steps = 40  # per order: placed, then amendments, the last one a cancellation
 
     async def publish(start: int, stop: int) -> None:
-        await produce(bootstrap, [
+        await produce(kafka, [
             (north, key, headers("shop", "north", key, target="dairy",
                                  event_id=f"{key}/{step:03d}"))
             for step in range(start, stop) for key in orders])
 
-    async with running(ns_settings, bootstrap, max_records=50):
+    async with running(ns_settings, kafka, max_records=50):
         await publish(0, 10)
-        async with running(ns_settings, bootstrap, max_records=50):  # a second instance joins
+        async with running(ns_settings, kafka, max_records=50):  # a second instance joins
             await publish(10, 25)
         await publish(25, 40)  # ... and leaves: the first takes its partitions back
-    async with running(ns_settings, bootstrap):  # the first left too: a new one finishes
-        got = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, "dairy"),
+    async with running(ns_settings, kafka):  # the first left too: a new one finishes
+        got = await wait_for(ns_settings, kafka, naming.inbox_topic(ns, "dairy"),
                              len(orders) * steps)
     ids = [header(r, "ce_id") or "" for r in got]
     assert set(ids) == {f"{k}/{s:03d}" for k in orders for s in range(steps)}  # none lost
@@ -214,12 +214,12 @@ async def test_instances_join_and_leave_without_losing_or_reordering(
 
 
 async def test_router_command_serves_metrics_and_stops_cleanly(
-    ns_settings: Settings, bootstrap: str, tmp_path: Any,
+    ns_settings: Settings, kafka: KafkaAccess, tmp_path: Any,
 ) -> None:
     ns = ns_settings.topic_namespace
-    await apply(ns_settings, bootstrap, NETWORK)
+    await apply(ns_settings, kafka, NETWORK)
     north = naming.region_topic(ns, "north")
-    await produce(bootstrap, [(north, "o-1", headers("shop", "north", "o-1", target="mill")),
+    await produce(kafka, [(north, "o-1", headers("shop", "north", "o-1", target="mill")),
                               (north, "o-2", headers("ghost", "north", "o-2"))])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -228,8 +228,8 @@ async def test_router_command_serves_metrics_and_stops_cleanly(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [*boxbus_cli(), "router", "run", "--metrics-port", str(port), "--json"],
-            env={**os.environ, "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                 "BOXBUS_TOPIC_NAMESPACE": ns}, stdout=subprocess.PIPE, stderr=log)
+            env={**os.environ, **kafka.env(), "BOXBUS_TOPIC_NAMESPACE": ns},
+            stdout=subprocess.PIPE, stderr=log)
     try:
         samples = await wait_metric(port, "boxbus_router_quarantined_total", lambda v: v >= 1)
         assert samples["boxbus_router_forwarded_total"] >= 1
@@ -243,12 +243,12 @@ async def test_router_command_serves_metrics_and_stops_cleanly(
 
 
 async def test_a_delivery_refused_for_good_is_quarantined_and_the_rest_flows(
-    ns_settings: Settings, bootstrap: str,
+    ns_settings: Settings, kafka: KafkaAccess,
 ) -> None:
     ns = ns_settings.topic_namespace
-    await apply(ns_settings, bootstrap, NETWORK)
+    await apply(ns_settings, kafka, NETWORK)
     north, inbox = naming.region_topic(ns, "north"), naming.inbox_topic(ns, "dairy")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await admin.start()
     try:
         # dairy's inbox refuses records this large; mill's takes them.
@@ -256,13 +256,13 @@ async def test_a_delivery_refused_for_good_is_quarantined_and_the_rest_flows(
                                                   configs={"max.message.bytes": "2000"})])
     finally:
         await admin.close()
-    async with running(ns_settings, bootstrap) as router:
+    async with running(ns_settings, kafka) as router:
         # The router's producer writes to dairy's inbox first: after the refused record its
         # sequence there must not turn the next records into "out of order" refusals.
-        await produce(bootstrap, [(north, "ord-9", headers("shop", "north", "ord-9",
+        await produce(kafka, [(north, "ord-9", headers("shop", "north", "ord-9",
                                                            target="dairy", event_id="e-pre"))])
-        await wait_for(ns_settings, bootstrap, inbox, 1)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await wait_for(ns_settings, kafka, inbox, 1)
+        producer = kafka.producer(acks="all")
         await producer.start()
         try:
             for n, (size, target) in enumerate(((5000, "dairy"), (10, "dairy"), (5000, "mill"),
@@ -271,9 +271,9 @@ async def test_a_delivery_refused_for_good_is_quarantined_and_the_rest_flows(
                     "shop", "north", "ord-9", target=target, event_id=f"e-{n}"))
         finally:
             await producer.stop()
-        dairy = await wait_for(ns_settings, bootstrap, inbox, 3)
-        refused = await wait_for(ns_settings, bootstrap, naming.quarantine_topic(north), 2)
-        mill = await wait_for(ns_settings, bootstrap, naming.inbox_topic(ns, "mill"), 1)
+        dairy = await wait_for(ns_settings, kafka, inbox, 3)
+        refused = await wait_for(ns_settings, kafka, naming.quarantine_topic(north), 2)
+        mill = await wait_for(ns_settings, kafka, naming.inbox_topic(ns, "mill"), 1)
         assert [header(r, "ce_id") for r in dairy] == ["e-pre", "e-1", "e-4"]
         # mill's copy went out with each failed round: the inbox drops the copies by id.
         assert {header(r, "ce_id") for r in mill} == {"e-2"}

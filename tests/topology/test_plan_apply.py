@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bus import Settings, naming
+from bus.kafka import KafkaAccess
 from bus.topology import apply_plan, make_plan, parse_topology, read_control
 from bus.topology.control import decode
 from bus.topology.plan import _configs
@@ -35,8 +35,8 @@ subscriptions:
 """
 
 
-async def topics_of(bootstrap: str, namespace: str) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def topics_of(kafka: KafkaAccess, namespace: str) -> dict[str, int]:
+    admin = kafka.admin()
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(namespace + ".")]
@@ -46,12 +46,12 @@ async def topics_of(bootstrap: str, namespace: str) -> dict[str, int]:
 
 
 async def test_plan_changes_nothing_apply_twice_changes_nothing(
-    ns_settings: Settings, bootstrap: str,
+    ns_settings: Settings, kafka: KafkaAccess,
 ) -> None:
     ns = ns_settings.topic_namespace
     topology = parse_topology(NETWORK)
-    plan = await make_plan(ns_settings, bootstrap, topology)
-    assert await topics_of(bootstrap, ns) == {}  # planning created nothing
+    plan = await make_plan(ns_settings, kafka, topology)
+    assert await topics_of(kafka, ns) == {}  # planning created nothing
     created = {c.target for c in plan.changes if c.action == "create-topic"}
     north = naming.region_topic(ns, "north")
     assert {north, naming.dlq_topic(north), naming.quarantine_topic(north),
@@ -62,10 +62,10 @@ async def test_plan_changes_nothing_apply_twice_changes_nothing(
         "boxes/shop", "boxes/dairy", "boxes/farm", "relationships/trade/shop/dairy",
         "relationships/trade/shop/farm", "subscriptions/shop/prices"}
 
-    await apply_plan(ns_settings, bootstrap, plan)
-    topics = await topics_of(bootstrap, ns)
+    await apply_plan(kafka, plan)
+    topics = await topics_of(kafka, ns)
     assert topics[north] == 4 and topics[naming.region_topic(ns, "south")] == 2
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await admin.start()
     try:
         configs = await _configs(admin, [north, naming.control_topic(ns, "boxes")])
@@ -73,19 +73,19 @@ async def test_plan_changes_nothing_apply_twice_changes_nothing(
         await admin.close()
     assert configs[north]["retention.ms"] == str(3 * 86_400_000)
     assert configs[naming.control_topic(ns, "boxes")]["cleanup.policy"] == "compact"
-    control = await read_control(ns_settings, bootstrap, ns)
+    control = await read_control(kafka, ns)
     assert decode(control["boxes"]["farm"])["email"] == "a@farm.example"
 
-    again = await make_plan(ns_settings, bootstrap, topology)
+    again = await make_plan(ns_settings, kafka, topology)
     assert again.empty and not again.problems
 
 
 async def test_changes_destructive_ones_and_impossible_ones(
-    ns_settings: Settings, bootstrap: str, env_for_cli: dict[str, str], tmp_path: Path,
+    ns_settings: Settings, kafka: KafkaAccess, env_for_cli: dict[str, str], tmp_path: Path,
 ) -> None:
     ns = ns_settings.topic_namespace
-    await apply_plan(ns_settings, bootstrap,
-                     await make_plan(ns_settings, bootstrap, parse_topology(NETWORK)))
+    await apply_plan(kafka,
+                     await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
     # More partitions, a shorter retention, a box and its relationship removed.
     changed = (NETWORK.replace("north: {partitions: 4, retention: 3d}",
                                "north: {partitions: 6, retention: 1d}")
@@ -121,8 +121,8 @@ async def test_changes_destructive_ones_and_impossible_ones(
     skipped = {(c["action"], c["target"]) for c in applied["skipped_destructive"]}
     assert skipped == {("alter-config", north),
                        ("alter-config", naming.quarantine_topic(north))}
-    assert (await topics_of(bootstrap, ns))[north] == 6
-    control = await read_control(ns_settings, bootstrap, ns)
+    assert (await topics_of(kafka, ns))[north] == 6
+    control = await read_control(kafka, ns)
     assert "farm" not in control["boxes"] and "bakery" in control["boxes"]
     assert set(control["relationships"]) == {"trade/shop/dairy", "trade/shop/bakery"}
 
@@ -139,7 +139,7 @@ async def test_changes_destructive_ones_and_impossible_ones(
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert "Kafka cannot remove partitions" in result.stderr
-    assert (await topics_of(bootstrap, ns))[north] == 6
+    assert (await topics_of(kafka, ns))[north] == 6
 
 
 def test_an_invalid_file_names_line_and_field(env_for_cli: dict[str, str],

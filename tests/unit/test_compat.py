@@ -20,6 +20,7 @@ from bus.catalog import DEFAULT_SCHEMAS_DIR, SchemaCatalog
 from bus.consumer import EventConsumer
 from bus.events.models import ItemQuantity
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.releases import release
 from tests.conftest import boxbus_cli
 
@@ -149,5 +150,5 @@ def test_events_refuse_what_no_consumer_would_accept() -> None:
 
 def test_a_consumer_of_a_dead_letter_topic_is_refused() -> None:
     with pytest.raises(ConfigError, match="dead-letter topic"):
-        EventConsumer(Settings(), "127.0.0.1:1", ["boxbus.region.north.dlq"], "g",
+        EventConsumer(Settings(), KafkaAccess("127.0.0.1:1"), ["boxbus.region.north.dlq"], "g",
                       serde=None)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from bus import ComponentFailed, ConfigError, PortInUseError, SecurityProtocol, Settings
+from bus.kafka import KafkaAccess
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,8 @@ def test_sasl_settings_become_client_options(tmp_path: Path) -> None:
         kafka_sasl_username="box-north",
         kafka_sasl_password="pw",
     )
-    assert settings.kafka_client_options() == {
+    assert KafkaAccess.from_settings(settings).client_options() == {
+        "bootstrap_servers": "k:9093",
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "box-north",

@@ -1,0 +1,144 @@
+"""One way to connect to Kafka: :class:`KafkaAccess` says where the brokers are and who
+connects, and makes every client boxbus uses from that.
+
+Every producer, consumer and admin client of boxbus (relay, inbox, router, dead-letter writer,
+consumers, topology, benchmarks, the CLI) comes from here, so a box's credentials reach each
+one of them and no client is ever made anonymously by accident. A process that serves several
+identities (the local network runs every box in one process) holds one ``KafkaAccess`` per
+identity: :meth:`KafkaAccess.as_principal`.
+
+The same value turns into librdkafka's configuration (confluent-kafka, for peers and for
+checking that a box's credentials work with a client boxbus did not write) and into
+``BOXBUS_KAFKA_*`` variables for a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
+
+from bus.settings import SaslMechanism, SecurityProtocol, Settings
+
+_TLS = (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+_SASL = (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the brokers are and who connects: a frozen value, passed down, never global."""
+
+    bootstrap: str
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bootstrap: str | None = None) -> KafkaAccess:
+        """The identity the settings give (``BOXBUS_KAFKA_*``); ``bootstrap`` when the
+        brokers were found elsewhere (the local stack)."""
+        address = bootstrap or settings.kafka_bootstrap_servers
+        if not address:
+            from bus.errors import ConfigError
+
+            raise ConfigError("boxbus does not know where Kafka is",
+                              hint="start the local stack (`boxbus dev up`) or set "
+                              "BOXBUS_KAFKA_BOOTSTRAP_SERVERS")
+        return cls(bootstrap=address, security_protocol=settings.kafka_security_protocol,
+                   sasl_mechanism=settings.kafka_sasl_mechanism,
+                   username=settings.kafka_sasl_username,
+                   password=settings.kafka_sasl_password,
+                   ssl_cafile=settings.kafka_ssl_cafile)
+
+    def as_principal(self, username: str, password: str | SecretStr,
+                     mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512) -> KafkaAccess:
+        """The same brokers, another identity (SASL on the protocol's TLS choice)."""
+        protocol = (SecurityProtocol.SASL_SSL if self.security_protocol in _TLS
+                    else SecurityProtocol.SASL_PLAINTEXT)
+        secret = password if isinstance(password, SecretStr) else SecretStr(password)
+        return replace(self, security_protocol=protocol, sasl_mechanism=mechanism,
+                       username=username, password=secret)
+
+    @property
+    def principal(self) -> str:
+        """Who connects, for messages: ``User:name``, or ``ANONYMOUS``."""
+        if self.security_protocol in _SASL and self.username:
+            return f"User:{self.username}"
+        return "ANONYMOUS"
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client takes: the brokers and the security."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap,
+                                   "security_protocol": self.security_protocol.value}
+        if self.security_protocol in _SASL:
+            options["sasl_mechanism"] = (self.sasl_mechanism or SaslMechanism.PLAIN).value
+            options["sasl_plain_username"] = self.username
+            options["sasl_plain_password"] = (self.password.get_secret_value()
+                                              if self.password is not None else None)
+        if self.security_protocol in _TLS:
+            options["ssl_context"] = self._ssl_context()
+        return options
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        from aiokafka.helpers import create_ssl_context
+
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        return context
+
+    def producer(self, **options: Any) -> AIOKafkaProducer:
+        return AIOKafkaProducer(**self.client_options(), **options)
+
+    def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*topics, **self.client_options(), **options)
+
+    def admin(self, **options: Any) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self.client_options(), **options)
+
+    def librdkafka(self) -> dict[str, str]:
+        """The same connection for librdkafka (confluent-kafka's ``Producer({...})``)."""
+        config = {"bootstrap.servers": self.bootstrap,
+                  "security.protocol": self.security_protocol.value.lower()}
+        if self.security_protocol in _SASL:
+            config["sasl.mechanism"] = (self.sasl_mechanism or SaslMechanism.PLAIN).value
+            config["sasl.username"] = self.username or ""
+            config["sasl.password"] = (self.password.get_secret_value()
+                                       if self.password is not None else "")
+        if self.security_protocol in _TLS and self.ssl_cafile:
+            config["ssl.ca.location"] = str(self.ssl_cafile)
+        return config
+
+    def env(self) -> dict[str, str]:
+        """``BOXBUS_KAFKA_*`` variables under which a child process connects the same way."""
+        env = {"BOXBUS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+               "BOXBUS_KAFKA_SECURITY_PROTOCOL": self.security_protocol.value}
+        if self.sasl_mechanism is not None:
+            env["BOXBUS_KAFKA_SASL_MECHANISM"] = self.sasl_mechanism.value
+        if self.username is not None:
+            env["BOXBUS_KAFKA_SASL_USERNAME"] = self.username
+        if self.password is not None:
+            env["BOXBUS_KAFKA_SASL_PASSWORD"] = self.password.get_secret_value()
+        if self.ssl_cafile is not None:
+            env["BOXBUS_KAFKA_SSL_CAFILE"] = str(self.ssl_cafile)
+        return env
+
+
+async def start_or_close(client: Any) -> None:
+    """``client.start()``; if it fails (brokers unreachable, login refused), ``stop()`` it
+    (producers, consumers) or ``close()`` it (the admin client) before the error goes up:
+    a half-started aiokafka client otherwise warns at exit that it was never closed."""
+    try:
+        await client.start()
+    except BaseException:
+        close = client.stop if hasattr(client, "stop") else client.close
+        with contextlib.suppress(Exception):
+            await close()
+        raise
