@@ -83,6 +83,7 @@ class EventConsumer:
         self.dead_lettered = 0
         self._topics = topics
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._kafka = kafka
         self._consumer = kafka.consumer(
             *topics, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset, isolation_level="read_committed")
@@ -92,7 +93,7 @@ class EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.
         await self._dead_letters.start(self._topics)
         try:
-            await start_or_close(self._consumer)
+            await start_or_close(self._consumer, self._kafka)
         except BaseException:
             await self._dead_letters.stop()
             raise

@@ -113,7 +113,7 @@ class DeadLetterWriter:
         await ensure_topics(self.kafka, [
             TopicSpec(naming.dlq_topic(t), configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
             for t in source_topics])
-        await start_or_close(self._producer)
+        await start_or_close(self._producer, self.kafka)
 
     async def stop(self) -> None:
         await self._producer.stop()

@@ -12,6 +12,7 @@ not on the class name::
     │   └── ComponentFailed    a component crashed or did not become ready in time (retriable)
     ├── RegistryUnavailable    the schema registry does not answer                 (retriable)
     ├── DatabaseUnavailable    PostgreSQL does not answer or refuses the login     (retriable)
+    ├── KafkaAccessDenied      Kafka refused a login, or an operation no ACL allows (not retriable)
     ├── IncompatibleSchema     a schema change would break readers of old events   (not retriable)
     └── BadEvent               a record is not a valid event: it goes to the dead-letter topic
         ├── OversizeEvent          larger than the inline limit
@@ -101,6 +102,11 @@ class DatabaseUnavailable(BoxbusError):
     """A box's or the stack's PostgreSQL does not answer (or refuses the login)."""
 
     retriable = True
+
+
+class KafkaAccessDenied(BoxbusError):
+    """Kafka refused who connects (a wrong or missing login) or what it asked for (no ACL
+    allows it): trying again changes nothing until the credentials or the ACLs do."""
 
 
 class IncompatibleSchema(BoxbusError):

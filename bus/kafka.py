@@ -22,8 +22,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from pydantic import SecretStr
 
+from bus.errors import KafkaAccessDenied
 from bus.settings import SaslMechanism, SecurityProtocol, Settings
 
 _TLS = (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
@@ -131,14 +134,54 @@ class KafkaAccess:
         return env
 
 
-async def start_or_close(client: Any) -> None:
+async def start_or_close(client: Any, kafka: KafkaAccess | None = None) -> None:
     """``client.start()``; if it fails (brokers unreachable, login refused), ``stop()`` it
     (producers, consumers) or ``close()`` it (the admin client) before the error goes up:
-    a half-started aiokafka client otherwise warns at exit that it was never closed."""
+    a half-started aiokafka client otherwise warns at exit that it was never closed.
+
+    aiokafka reports a refused login as "Unable to bootstrap", the same words as a broker that
+    is down. Given the ``kafka`` it was made from, a failed start is looked at once more, and a
+    refused login becomes :class:`KafkaAccessDenied` saying who was refused and why."""
     try:
         await client.start()
-    except BaseException:
+    except BaseException as exc:
         close = client.stop if hasattr(client, "stop") else client.close
         with contextlib.suppress(Exception):
             await close()
+        if kafka is not None and isinstance(exc, KafkaConnectionError):
+            refused = await login_refusal(kafka)
+            if refused is not None:
+                raise refused from exc
         raise
+
+
+async def login_refusal(kafka: KafkaAccess) -> KafkaAccessDenied | None:
+    """Why the brokers of ``kafka`` refuse this identity, if they do; None when they cannot
+    be reached at all (then the error is the connection's, not the login's)."""
+    options = kafka.client_options()
+    del options["bootstrap_servers"]
+    for address in kafka.bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=5000, **options)
+        except SaslAuthenticationFailed as exc:
+            return KafkaAccessDenied(
+                f"Kafka at {address} refused the login of {kafka.principal} "
+                f"({kafka.sasl_mechanism.value if kafka.sasl_mechanism else 'PLAIN'}): "
+                f"{exc.args[0] if exc.args else exc}",
+                hint="check the user name and password (BOXBUS_KAFKA_SASL_USERNAME and "
+                "_PASSWORD; a box's: `boxbus box credentials --box ID`); a rotated password "
+                "ends the old one")
+        except (KafkaError, OSError, TimeoutError, ValueError):
+            continue
+        conn.close()
+        if kafka.principal == "ANONYMOUS":
+            # The port answers, yet the client could not even read the cluster's metadata:
+            # a listener that expects a login closes the connection of one that sends none.
+            return KafkaAccessDenied(
+                f"Kafka at {address} accepts connections but closed them for an anonymous "
+                "client: this cluster requires a login",
+                hint="set BOXBUS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT (or SASL_SSL), "
+                "BOXBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 and the user and password; on the "
+                "local stack boxbus finds the operator's login by itself")
+    return None

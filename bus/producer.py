@@ -28,11 +28,12 @@ class EventProducer:
                  **producer_options: Any) -> None:
         self.settings = settings
         self.serde = serde
+        self._kafka = kafka
         self._producer = kafka.producer(acks="all", enable_idempotence=True,
                                         **producer_options)
 
     async def __aenter__(self) -> EventProducer:
-        await start_or_close(self._producer)
+        await start_or_close(self._producer, self._kafka)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -58,7 +58,7 @@ async def create_topics(admin: AIOKafkaAdminClient, new: list[NewTopic]) -> None
 async def ensure_topics(kafka: KafkaAccess, specs: list[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; the names of those created."""
     admin = kafka.admin()
-    await start_or_close(admin)
+    await start_or_close(admin, kafka)
     try:
         existing = set(await admin.list_topics())
         todo = [s for s in specs if s.name not in existing]
@@ -78,7 +78,7 @@ async def ensure_topics(kafka: KafkaAccess, specs: list[TopicSpec]) -> list[str]
 async def list_topics(kafka: KafkaAccess) -> set[str]:
     """The topics of the cluster (those this principal may see)."""
     admin = kafka.admin()
-    await start_or_close(admin)
+    await start_or_close(admin, kafka)
     try:
         return set(await admin.list_topics())
     finally:
@@ -92,7 +92,7 @@ async def topic_exists(kafka: KafkaAccess, name: str) -> bool:
 async def partitions_of(kafka: KafkaAccess, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic`` (empty if it does not exist)."""
     admin = kafka.admin()
-    await start_or_close(admin)
+    await start_or_close(admin, kafka)
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
@@ -107,8 +107,8 @@ async def read_topic(kafka: KafkaAccess, topic: str) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end now, without a consumer group
     (nothing committed, nothing rebalanced): for tools that inspect a topic."""
     consumer = kafka.consumer(enable_auto_commit=False)
+    await start_or_close(consumer, kafka)
     try:
-        await consumer.start()
         tps = await partitions_of(kafka, topic)
         if not tps:
             return []

@@ -78,8 +78,7 @@ def stack_access(info: StackInfo | dict[str, Any]) -> KafkaAccess:
     """How a test connects to a stack's brokers, from what `dev up` reported (the object or
     its --json): the operator's identity."""
     seen = info if isinstance(info, StackInfo) else StackInfo.model_validate(info)
-    assert seen.kafka_bootstrap, "this stack runs no Kafka"
-    return KafkaAccess.from_settings(Settings(), seen.kafka_bootstrap)
+    return seen.kafka_access(Settings())
 
 
 @pytest.fixture(scope="session")

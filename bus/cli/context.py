@@ -51,7 +51,7 @@ class Endpoints:
 
 def kafka_access(settings: Settings) -> KafkaAccess:
     """Kafka alone (for commands that need no registry, like the relay): the brokers and the
-    identity the settings give, else the running local stack's."""
+    identity the settings give, else the running local stack's, as its operator."""
     from bus.devstack import LocalStack
 
     if settings.kafka_bootstrap_servers:
@@ -61,7 +61,7 @@ def kafka_access(settings: Settings) -> KafkaAccess:
         raise ConfigError("boxbus does not know where Kafka is",
                           hint="start the local stack (`boxbus dev up`) or set "
                           "BOXBUS_KAFKA_BOOTSTRAP_SERVERS")
-    return KafkaAccess.from_settings(settings, info.kafka_bootstrap)
+    return info.kafka_access(settings)
 
 
 def endpoints(settings: Settings) -> Endpoints:
@@ -79,7 +79,9 @@ def endpoints(settings: Settings) -> Endpoints:
             hint="start the local stack (`boxbus dev up`) or set BOXBUS_KAFKA_BOOTSTRAP_SERVERS "
             "and BOXBUS_SCHEMA_REGISTRY_URL",
         )
-    return Endpoints(KafkaAccess.from_settings(settings, bootstrap), registry)
+    if settings.kafka_bootstrap_servers or info is None:
+        return Endpoints(KafkaAccess.from_settings(settings, bootstrap), registry)
+    return Endpoints(info.kafka_access(settings), registry)
 
 
 def serde_for(settings: Settings, registry_url: str) -> EventSerde:

@@ -25,7 +25,6 @@ from bus.cli.dev import render
 from bus.cli.output import console, console_err, print_json
 from bus.devstack import LocalStack
 from bus.errors import ComponentFailed
-from bus.kafka import KafkaAccess
 from bus.log import configure_logging
 from bus.topology import load_topology
 
@@ -67,7 +66,7 @@ def demo(
     serde = serde_for(settings, info.schema_registry_url)
 
     async def run() -> dict[str, Any]:
-        kafka = KafkaAccess.from_settings(run_settings, info.kafka_bootstrap)
+        kafka = info.kafka_access(run_settings)
         async with LocalNetwork(run_settings, kafka, info.database_url or "", serde,
                                 network_file) as network:
             story = await play(network, say=say)

@@ -128,7 +128,7 @@ async def _tail(settings: Settings, kafka: KafkaAccess, serde: EventSerde, topic
                           hint="check the name; `boxbus topology plan FILE` lists the topics "
                           "of a network")
     consumer = kafka.consumer(enable_auto_commit=False)
-    await start_or_close(consumer)
+    await start_or_close(consumer, kafka)
     shown = 0
     try:
         tps = await partitions_of(kafka, topic)

@@ -4,15 +4,31 @@ Settings are tuned for a 2-core machine and fast tests: small heap, two network 
 a 2 MiB cleaner buffer instead of 128 MiB, no initial rebalance delay. With three nodes the
 cluster behaves like production in what the fault tests need: replication factor 3,
 min.insync.replicas 2, and a broker fenced within about three seconds of dying.
+
+Secure like a shared cluster, since boxes of different companies meet on it:
+
+- the client listener (also between brokers) takes SASL/SCRAM-SHA-512 only; the controller
+  listener takes SASL/PLAIN (SCRAM cannot be used between controllers, KAFKA-15513). An open
+  controller port would be an admin port: it accepts ACL, credential and quota changes;
+- the StandardAuthorizer refuses whatever no ACL allows (``allow.everyone.if.no.acl.found``
+  false); the super users are the operator (``admin``) and the nodes themselves
+  (``kafka-node``), nobody else;
+- both SCRAM credentials are written into the metadata when the storage is formatted (KIP-900),
+  so the cluster is never open, not even while it boots. The passwords are made here, kept in
+  the run directory with mode 0600 (``credentials.json`` for the nodes, ``admin.json`` for
+  clients), and Kafka itself stores only salted hashes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
+import secrets
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bus.devstack import procs
@@ -46,6 +62,52 @@ Configuration:
 """
 
 
+ADMIN = "admin"
+NODE_PRINCIPAL = "kafka-node"
+MECHANISM = "SCRAM-SHA-512"
+PROTOCOL = "SASL_PLAINTEXT"
+
+
+@dataclass(frozen=True)
+class ClusterSecrets:
+    """The passwords of the operator and of the nodes of one local cluster."""
+
+    admin_password: str
+    node_password: str
+
+    @classmethod
+    def new(cls) -> ClusterSecrets:
+        return cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+
+    @classmethod
+    def load_or_new(cls, path: Path) -> ClusterSecrets:
+        """The cluster's secrets, made once and kept (a restarted node must present the same
+        ones): ``path`` is private to the user who runs the stack."""
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls.new()
+        write_private(path, asdict(made))
+        return made
+
+
+def write_private(path: Path, data: dict[str, object]) -> None:
+    """Write JSON that only the owner may read (0600 from the first byte, folder 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def write_admin_credentials(path: Path, bootstrap: str, secrets_: ClusterSecrets) -> None:
+    """What an operator's client needs, in the form of `boxbus box credentials --json`."""
+    write_private(path, {"username": ADMIN, "password": secrets_.admin_password,
+                         "bootstrap_servers": bootstrap, "security_protocol": PROTOCOL,
+                         "sasl_mechanism": MECHANISM})
+
+
 @dataclass(frozen=True)
 class KafkaNode:
     node_id: int
@@ -70,7 +132,12 @@ class KafkaNode:
         return f"127.0.0.1:{self.port}"
 
 
-def node_properties(node: KafkaNode, cluster: list[KafkaNode]) -> str:
+def _jaas(module: str, username: str, password: str, **users: str) -> str:
+    extra = "".join(f' user_{name}="{secret}"' for name, secret in users.items())
+    return f'{module} required username="{username}" password="{password}"{extra};'
+
+
+def node_properties(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecrets) -> str:
     size = len(cluster)
     replication = 3 if size >= 3 else 1
     min_isr = 2 if size >= 3 else 1
@@ -79,11 +146,24 @@ def node_properties(node: KafkaNode, cluster: list[KafkaNode]) -> str:
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": f"CLIENT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{node.port}",
+        "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": "CLIENT",
+        "sasl.mechanism.inter.broker.protocol": MECHANISM,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.client.sasl.enabled.mechanisms": MECHANISM,
+        "listener.name.client.scram-sha-512.sasl.jaas.config": _jaas(
+            "org.apache.kafka.common.security.scram.ScramLoginModule",
+            NODE_PRINCIPAL, keys.node_password),
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": _jaas(
+            "org.apache.kafka.common.security.plain.PlainLoginModule",
+            NODE_PRINCIPAL, keys.node_password, **{NODE_PRINCIPAL: keys.node_password}),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{ADMIN};User:{NODE_PRINCIPAL}",
+        "allow.everyone.if.no.acl.found": "false",
         "log.dirs": node.data_dir,
         # Topics are declared (topology apply, processors' admin calls), never made by a typo.
         "auto.create.topics.enable": "false",
@@ -114,9 +194,12 @@ def node_properties(node: KafkaNode, cluster: list[KafkaNode]) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def write_config(node: KafkaNode, cluster: list[KafkaNode]) -> None:
+def write_config(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecrets) -> None:
     node.home.mkdir(parents=True, exist_ok=True)
-    node.config_path.write_text(node_properties(node, cluster))
+    # The file holds the nodes' password: readable by its owner only.
+    fd = os.open(node.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(node_properties(node, cluster, keys))
     (node.home / "log4j2.yaml").write_text(_LOG4J2)
 
 
@@ -124,15 +207,20 @@ def _classpath(lib_dir: Path) -> str:
     return f"{lib_dir}/*"
 
 
-def format_storage(java: Path, lib_dir: Path, node: KafkaNode, cluster_id: str) -> None:
-    """Run Kafka's StorageTool; a node already formatted (a restart) is left as it is."""
+def format_storage(java: Path, lib_dir: Path, node: KafkaNode, cluster_id: str,
+                   keys: ClusterSecrets) -> None:
+    """Run Kafka's StorageTool, with the operator's and the nodes' SCRAM credentials in the
+    first metadata (KIP-900); a node already formatted (a restart) is left as it is."""
     if (node.data_dir / "meta.properties").exists():
         return
+    scram = [f"{MECHANISM}=[name={name},password={password}]" for name, password in
+             ((ADMIN, keys.admin_password), (NODE_PRINCIPAL, keys.node_password))]
     result = subprocess.run(
         [str(java), "-Xmx128m", "-XX:TieredStopAtLevel=1",
          f"-Dlog4j2.configurationFile={node.home / 'log4j2.yaml'}",
          "-cp", _classpath(lib_dir), "kafka.tools.StorageTool", "format",
-         "-t", cluster_id, "-c", str(node.config_path)],
+         "-t", cluster_id, "-c", str(node.config_path),
+         *(arg for credential in scram for arg in ("--add-scram", credential))],
         capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
@@ -167,14 +255,22 @@ def start_node(
     return procs.spawn(f"kafka-{node.node_id}", argv, log_path=node.log_path)
 
 
+def admin_access(nodes: list[KafkaNode], keys: ClusterSecrets) -> KafkaAccess:
+    """The operator's connection to these nodes."""
+    return KafkaAccess(",".join(n.address for n in nodes)).as_principal(
+        ADMIN, keys.admin_password)
+
+
 async def wait_ready(
-    nodes: list[KafkaNode], records: list[procs.ProcessRecord], *, timeout: float = 90.0
+    nodes: list[KafkaNode], records: list[procs.ProcessRecord], keys: ClusterSecrets, *,
+    timeout: float = 90.0,
 ) -> None:
     """Ready means each of ``nodes`` accepts connections on its own port, a real client's
-    metadata lists them all, and the group coordinator (hence ``__consumer_offsets``) exists."""
+    metadata lists them all (logged in as the operator), and the group coordinator (hence
+    ``__consumer_offsets``) exists."""
     names = ", ".join(str(n.node_id) for n in nodes)
     await procs.wait_until(
-        lambda: _nodes_answer(nodes),
+        lambda: _nodes_answer(nodes, keys),
         what=f"Kafka node(s) {names}", records=records, timeout=timeout,
         hint="read the log; a port in use or a damaged data directory are the usual causes "
         "(`boxbus dev down` removes the run directory)",
@@ -205,12 +301,13 @@ async def train_cds_archive(java: Path, lib_dir: Path, archive: Path, work_dir: 
     partial.unlink(missing_ok=True)
     port, controller_port = procs.free_ports(2)
     node = KafkaNode(1, port, controller_port, work_dir / "cds-training")
-    write_config(node, [node])
-    format_storage(java, lib_dir, node, new_cluster_id())
+    keys = ClusterSecrets.new()
+    write_config(node, [node], keys)
+    format_storage(java, lib_dir, node, new_cluster_id(), keys)
     flags = [f"-XX:ArchiveClassesAtExit={partial}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
     record = start_node(java, lib_dir, node, cds=flags)
     try:
-        await wait_ready([node], [record], timeout=120)
+        await wait_ready([node], [record], keys, timeout=120)
     finally:
         procs.stop(record, timeout=60)
     if partial.exists() and partial.stat().st_size > 1024 * 1024:
@@ -230,12 +327,12 @@ async def _port_accepts(address: str) -> bool:
     return True
 
 
-async def _nodes_answer(nodes: list[KafkaNode]) -> bool:
+async def _nodes_answer(nodes: list[KafkaNode], keys: ClusterSecrets) -> bool:
     # A closed port is found with a plain TCP connect: aiokafka would log an error per attempt.
     for node in nodes:
         if not await _port_accepts(node.address):
             return False
-    admin = KafkaAccess(",".join(n.address for n in nodes)).admin(request_timeout_ms=3000)
+    admin = admin_access(nodes, keys).admin(request_timeout_ms=3000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()

@@ -12,6 +12,7 @@ registry or SMTP server) is used as it is and never started.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from bus.db import create_database
 from bus.devstack import jvm, kafka, postgres, procs, registry, smtp
@@ -32,9 +33,10 @@ from bus.devstack.state import (
     StackState,
     locked,
 )
-from bus.errors import BoxbusError, PortInUseError, StackError
+from bus.errors import BoxbusError, ConfigError, PortInUseError, StackError
+from bus.kafka import KafkaAccess
 from bus.log import get_logger
-from bus.settings import Settings
+from bus.settings import SaslMechanism, SecurityProtocol, Settings
 
 log = get_logger(__name__)
 
@@ -60,6 +62,9 @@ class StackInfo(BaseModel):
     """What `dev up --json` and `dev status --json` print: where each service answers."""
 
     kafka_bootstrap: str | None
+    # How the operator logs in to the embedded Kafka: a JSON file (mode 0600) with the keys
+    # of `boxbus box credentials --json`; None for an external Kafka (its BOXBUS_KAFKA_*).
+    kafka_credentials: Path | None = None
     database_url: str | None
     schema_registry_url: str | None
     smtp: SmtpInfo
@@ -68,6 +73,31 @@ class StackInfo(BaseModel):
     processes: dict[str, int]
     boot_seconds: dict[str, float]
     run_dir: Path
+
+    def kafka_access(self, settings: Settings) -> KafkaAccess:
+        """The operator's connection to this stack's Kafka: the embedded cluster's admin
+        credentials, or what the settings say for an external Kafka."""
+        if self.kafka_bootstrap is None:
+            raise StackError("this stack runs no Kafka",
+                             hint="`boxbus dev up` without --only, or BOXBUS_KAFKA_*")
+        if self.kafka_credentials is None:
+            return KafkaAccess.from_settings(settings, self.kafka_bootstrap)
+        return read_credentials(self.kafka_credentials)
+
+
+def read_credentials(path: Path) -> KafkaAccess:
+    """A connection from a credentials file (the keys of `boxbus box credentials --json`)."""
+    try:
+        found = json.loads(path.read_text())
+        return KafkaAccess(
+            bootstrap=found["bootstrap_servers"],
+            security_protocol=SecurityProtocol(found["security_protocol"]),
+            sasl_mechanism=SaslMechanism(found["sasl_mechanism"]),
+            username=found["username"], password=SecretStr(found["password"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read the Kafka credentials in {path}: {exc}",
+                          hint="they are written by `boxbus dev up`; run it again, or "
+                          "`boxbus dev down` and up to start afresh") from exc
 
 
 class LocalStack:
@@ -272,17 +302,27 @@ class LocalStack:
             for k in state.ports.kafka
         ]
 
+    def _kafka_secrets(self) -> kafka.ClusterSecrets:
+        return kafka.ClusterSecrets.load_or_new(self.run_dir / "kafka" / "credentials.json")
+
+    def _admin_file(self) -> Path:
+        return self.run_dir / "kafka" / "admin.json"
+
     async def _start_kafka(
         self, state: StackState, java: jvm.JavaRuntime, dead_names: list[str]
     ) -> None:
         lib = await self._fetch(state, jvm.kafka_artifacts(self.deploy_dir)) / "lib"
         began = time.monotonic()
         cluster = self._kafka_nodes(state)
+        keys = self._kafka_secrets()
+        kafka.write_admin_credentials(self._admin_file(),
+                                      ",".join(n.address for n in cluster), keys)
         nodes = [n for n in cluster if f"kafka-{n.node_id}" in dead_names]
         for node in nodes:
-            kafka.write_config(node, cluster)
+            kafka.write_config(node, cluster, keys)
         await asyncio.gather(*(
-            asyncio.to_thread(kafka.format_storage, java.java, lib, node, state.cluster_id)
+            asyncio.to_thread(kafka.format_storage, java.java, lib, node, state.cluster_id,
+                              keys)
             for node in nodes
         ))
         cds = kafka.cds_flags(kafka.cds_archive(self.settings.cache_dir, lib, java.major))
@@ -292,7 +332,7 @@ class LocalStack:
             state.processes[record.name] = record
             records.append(record)
         state.save()
-        await kafka.wait_ready(nodes, records)
+        await kafka.wait_ready(nodes, records, keys)
         self._record(state, "kafka", began)
 
     async def _start_postgres(self, state: StackState, ready: asyncio.Event) -> None:
@@ -393,7 +433,7 @@ class LocalStack:
             record = procs.respawn(old)
             state.processes[record.name] = record
             state.save()
-            await kafka.wait_ready([node], [record])
+            await kafka.wait_ready([node], [record], self._kafka_secrets())
 
     # -- status and down ------------------------------------------------------------------------
 
@@ -438,6 +478,8 @@ class LocalStack:
         return StackInfo(
             kafka_bootstrap=s.kafka_bootstrap_servers or (
                 ",".join(n.address for n in nodes) if nodes else None),
+            kafka_credentials=(self._admin_file() if nodes and not s.external_kafka
+                               else None),
             database_url=self._database_url(state),
             schema_registry_url=s.schema_registry_url or (
                 registry.ccompat_url(state.ports.registry)

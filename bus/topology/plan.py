@@ -105,7 +105,7 @@ async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) 
     namespace = topology.namespace or settings.topic_namespace
     plan = Plan(namespace)
     admin = kafka.admin()
-    await start_or_close(admin)
+    await start_or_close(admin, kafka)
     try:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
@@ -223,7 +223,7 @@ async def apply_plan(kafka: KafkaAccess, plan: Plan, *,
     for change in plan.changes:
         (todo if allow_destructive or not change.destructive else result.skipped).append(change)
     admin = kafka.admin()
-    await start_or_close(admin)
+    await start_or_close(admin, kafka)
     try:
         creates = [c for c in todo if c.action == "create-topic"]
         if creates:
@@ -250,7 +250,7 @@ async def apply_plan(kafka: KafkaAccess, plan: Plan, *,
     records = [c for c in todo if c.action in ("write-control", "delete-control")]
     if records:
         producer = kafka.producer(acks="all", enable_idempotence=True)
-        await start_or_close(producer)
+        await start_or_close(producer, kafka)
         quiet = _FreshLeaderRetries({c.target for c in todo if c.action == "create-topic"})
         logging.getLogger("aiokafka.producer.sender").addFilter(quiet)
         try:

@@ -67,7 +67,7 @@ from bus.envelope import Envelope
 from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnknownEventType
 from bus.events import EventBase
 from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
-from bus.kafka import KafkaAccess
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.naming import inbox_topic
 from bus.serde import EventSerde
@@ -268,7 +268,11 @@ class Inbox:
         self._dead_letters = DeadLetterWriter(self.kafka, self.group_id)
         await self._dead_letters.start(self.topics)
         self._consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
-        await self._consumer.start()
+        try:
+            await start_or_close(self._consumer, self.kafka)
+        except BaseException:
+            await self._dead_letters.stop()
+            raise
         try:
             while not self._stop.is_set():
                 fetched = await self._consumer.getmany(timeout_ms=500,

@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bus.db import end_session, session_lost
-from bus.kafka import KafkaAccess
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.settings import Settings
 from connectors.box.outbox import CHANNEL, headers_from_json
@@ -266,10 +266,11 @@ class Relay:
         while True:
             producer = self.kafka.producer(acks="all", enable_idempotence=True, **options)
             try:
-                await producer.start()
+                await start_or_close(producer, self.kafka)
                 return producer
             except KafkaError as exc:
-                await producer.stop()
+                # (A refused login is not waited out: start_or_close raised it as
+                # KafkaAccessDenied, which ends the relay with its reason.)
                 log.warning("brokers unreachable; the outbox waits", box=self.box_id,
                             error=repr(exc))
                 await self._pause(1.0)

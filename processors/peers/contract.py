@@ -1,11 +1,12 @@
-"""What every forwarder of the router benchmark shares: its command line, how it finds a
-record's target box, and the one JSON line it prints. Standard library only: the Quix Streams
-peer runs with another interpreter (its own virtualenv)."""
+"""What every forwarder of the router benchmark shares: its command line, how it logs in, how
+it finds a record's target box, and the one JSON line it prints. Standard library only: the
+Quix Streams peer runs with another interpreter (its own virtualenv)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -27,6 +28,19 @@ def parse_args(description: str, argv: Sequence[str] | None = None,
     for flag, options in extra:
         parser.add_argument(flag, **options)  # type: ignore[arg-type]
     return parser.parse_args(argv)
+
+
+def librdkafka_login(bootstrap: str) -> dict[str, str]:
+    """How to connect, as librdkafka keys: the brokers, and the login the benchmark passes in
+    BOXBUS_KAFKA_* (what bus.kafka.KafkaAccess.env writes; none on a cluster without SASL)."""
+    config = {"bootstrap.servers": bootstrap}
+    protocol = os.environ.get("BOXBUS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    config["security.protocol"] = protocol.lower()
+    if protocol.startswith("SASL"):
+        config["sasl.mechanism"] = os.environ.get("BOXBUS_KAFKA_SASL_MECHANISM", "PLAIN")
+        config["sasl.username"] = os.environ.get("BOXBUS_KAFKA_SASL_USERNAME", "")
+        config["sasl.password"] = os.environ.get("BOXBUS_KAFKA_SASL_PASSWORD", "")
+    return config
 
 
 def target_box(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None

@@ -28,7 +28,7 @@ from typing import Any
 import faust
 from faust.types import EventT, TopicT
 
-from processors.peers.contract import give_up, parse_args, report, target_box
+from processors.peers.contract import give_up, librdkafka_login, parse_args, report, target_box
 
 BATCH_OPTIONS = (
     ("--batch", {"type": int, "default": 0,
@@ -50,8 +50,13 @@ class FaustForwarder:
         self.started: float | None = None
         self.finished: float | None = None
         self.error: BaseException | None = None
+        login = librdkafka_login(args.bootstrap)
+        credentials = (faust.SASLCredentials(
+            username=login["sasl.username"], password=login["sasl.password"],
+            mechanism=login["sasl.mechanism"]) if "sasl.username" in login else None)
         self.app = faust.App(
-            args.group, broker=f"kafka://{args.bootstrap}", store="memory://", datadir=datadir,
+            args.group, broker=f"kafka://{args.bootstrap}", broker_credentials=credentials,
+            store="memory://", datadir=datadir,
             web_enabled=False, consumer_auto_offset_reset="earliest", producer_acks=-1,
             topic_replication_factor=1,
         )

@@ -25,9 +25,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from quixstreams import Application
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import Topic
 
-from processors.peers.contract import give_up, parse_args, report, target_box
+from processors.peers.contract import (
+    give_up,
+    librdkafka_login,
+    parse_args,
+    report,
+    target_box,
+)
 
 
 class QuixForwarder:
@@ -38,7 +45,9 @@ class QuixForwarder:
         self.to_inboxes = 0
         self.started: float | None = None
         self.app = Application(
-            broker_address=args.bootstrap, consumer_group=args.group,
+            broker_address=ConnectionConfig.from_librdkafka_dict(
+                librdkafka_login(args.bootstrap)),
+            consumer_group=args.group,
             auto_offset_reset="earliest", auto_create_topics=False, use_changelog_topics=False,
             producer_extra_config={"acks": "all"}, state_dir=state_dir, loglevel="WARNING",
             on_message_processed=self._processed,

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus import naming
 from bus.errors import ConfigError
-from bus.kafka import KafkaAccess
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from processors.router.table import RoutingTable
 
@@ -38,7 +38,7 @@ class ControlFollower:
         """Read every control topic to its current end and build the table."""
         # Kafka clients belong to the running event loop: made here, not in __init__.
         self._consumer = self._kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=100)
-        await self._consumer.start()
+        await start_or_close(self._consumer, self._kafka)
         partitions = []
         for kind in naming.CONTROL_KINDS:
             topic = naming.control_topic(self.namespace, kind)

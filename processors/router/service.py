@@ -55,7 +55,7 @@ from aiokafka.structs import OffsetAndMetadata
 from bus import naming
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
 from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
-from bus.kafka import KafkaAccess
+from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
@@ -129,10 +129,10 @@ class Router:
             metadata_max_age_ms=30_000)
         try:
             await self.control.start()
-            await self._producer.start()
+            await start_or_close(self._producer, self.kafka)
             pattern = "^" + re.escape(f"{self.namespace}.region.") + r"[a-z0-9][a-z0-9_-]*$"
             self._consumer.subscribe(pattern=pattern, listener=_HandOver(self._lock))
-            await self._consumer.start()
+            await start_or_close(self._consumer, self.kafka)
         except BaseException:
             # Brokers unreachable, a refused login: close what was opened, then say why.
             for close in (self._consumer.stop, self._producer.stop, self.control.stop):

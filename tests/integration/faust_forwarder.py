@@ -10,9 +10,16 @@ from typing import Any
 
 import faust
 
+from processors.peers.contract import librdkafka_login
+
+# The suite's login (BOXBUS_KAFKA_*), as the benchmark's faust peer takes it.
+LOGIN = librdkafka_login(os.environ.get("FORWARDER_BOOTSTRAP", "127.0.0.1:9092"))
 app = faust.App(
     os.environ.get("FORWARDER_APP_ID", "boxbus-forwarder"),
-    broker=f"kafka://{os.environ.get('FORWARDER_BOOTSTRAP', '127.0.0.1:9092')}",
+    broker=f"kafka://{LOGIN['bootstrap.servers']}",
+    broker_credentials=faust.SASLCredentials(
+        username=LOGIN["sasl.username"], password=LOGIN["sasl.password"],
+        mechanism=LOGIN["sasl.mechanism"]) if "sasl.username" in LOGIN else None,
     store="memory://",
     web_enabled=False,
     topic_replication_factor=1,

@@ -28,7 +28,8 @@ async def test_faust_agent_forwards_between_topics(
     await ensure_topics(kafka, [TopicSpec(source, 3), TopicSpec(sink, 3)])
     env = {
         **os.environ, "FORWARDER_APP_ID": f"it-forwarder-{suffix}",
-        "FORWARDER_BOOTSTRAP": kafka.bootstrap, "FORWARDER_SOURCE": source, "FORWARDER_SINK": sink,
+        "FORWARDER_BOOTSTRAP": kafka.bootstrap, **kafka.env(),
+        "FORWARDER_SOURCE": source, "FORWARDER_SINK": sink,
         "PYTHONPATH": str(REPO),
     }
     log_path = tmp_path / "faust.log"

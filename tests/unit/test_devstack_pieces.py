@@ -3,6 +3,7 @@ where PostgreSQL runs from."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ from bus import ComponentFailed, PrerequisiteError
 from bus.devstack import jvm, kafka, postgres, procs
 from bus.devstack.stack import DEFAULT_DEPLOY_DIR
 
+KEYS = kafka.ClusterSecrets("admin-pw", "node-pw")
+
 
 def _props(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if line)
@@ -28,20 +31,52 @@ def _nodes(count: int, home: Path) -> list[kafka.KafkaNode]:
 
 def test_single_node_config_is_small_and_fast(tmp_path: Path) -> None:
     (node,) = _nodes(1, tmp_path)
-    props = _props(kafka.node_properties(node, [node]))
+    props = _props(kafka.node_properties(node, [node], KEYS))
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9003"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9002,CONTROLLER://127.0.0.1:9003"
+    assert props["listeners"] == "CLIENT://127.0.0.1:9002,CONTROLLER://127.0.0.1:9003"
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["log.cleaner.dedupe.buffer.size"] == str(2 * 1024 * 1024)
     assert props["num.io.threads"] == "2"
 
 
+def test_every_listener_authenticates_and_only_admin_and_nodes_are_super_users(
+    tmp_path: Path,
+) -> None:
+    (node,) = _nodes(1, tmp_path)
+    props = _props(kafka.node_properties(node, [node], KEYS))
+    assert props["listener.security.protocol.map"] == (
+        "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT")
+    assert "PLAINTEXT://" not in props["listeners"].replace("SASL_PLAINTEXT", "")
+    assert props["listener.name.client.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["listener.name.controller.sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin;User:kafka-node"
+    # The nodes log in as themselves; the operator's password is not in the node's file.
+    assert 'username="kafka-node"' in props["listener.name.client.scram-sha-512.sasl.jaas.config"]
+    assert "admin-pw" not in kafka.node_properties(node, [node], KEYS)
+
+
+def test_secrets_are_made_once_and_kept_private(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "kafka" / "credentials.json"
+    made = kafka.ClusterSecrets.load_or_new(path)
+    assert kafka.ClusterSecrets.load_or_new(path) == made  # a restart presents the same
+    assert made.admin_password != made.node_password and len(made.admin_password) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    admin = tmp_path / "admin.json"
+    kafka.write_admin_credentials(admin, "127.0.0.1:9092", made)
+    assert admin.stat().st_mode & 0o777 == 0o600
+    assert set(json.loads(admin.read_text())) == {
+        "username", "password", "bootstrap_servers", "security_protocol", "sasl_mechanism"}
+
+
 def test_three_node_config_replicates_and_fences_fast(tmp_path: Path) -> None:
     nodes = _nodes(3, tmp_path)
     for node in nodes:
-        props = _props(kafka.node_properties(node, nodes))
+        props = _props(kafka.node_properties(node, nodes, KEYS))
         assert props["node.id"] == str(node.node_id)
         assert props["controller.quorum.voters"] == (
             "1@127.0.0.1:9003,2@127.0.0.1:9005,3@127.0.0.1:9007")
