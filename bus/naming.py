@@ -33,9 +33,45 @@ def check_box(box_id: str) -> str:
     return _check_name(box_id, "box id", "it names the box's topics")
 
 
+def box_prefix(namespace: str, box_id: str) -> str:
+    """What every topic and consumer group of one box starts with, ending in the separator
+    (an ACL on the prefix ``ns.box.a`` would cover box ``ab`` too; ``ns.box.a.`` does not)."""
+    return f"{namespace}.box.{check_box(box_id)}."
+
+
 def inbox_topic(namespace: str, box_id: str) -> str:
     """The topic only ``box_id`` reads: ``<namespace>.box.<box>.inbox``."""
-    return f"{namespace}.box.{check_box(box_id)}.inbox"
+    return box_prefix(namespace, box_id) + "inbox"
+
+
+def ingress_topic(namespace: str, box_id: str) -> str:
+    """The topic only ``box_id`` writes (its relay), read by the router alone:
+    ``<namespace>.box.<box>.outbox``. Its owner is the proven source of what it holds."""
+    return box_prefix(namespace, box_id) + "outbox"
+
+
+def owner_of_ingress(namespace: str, topic: str) -> str | None:
+    """The box whose ingress topic ``topic`` is; None for any other topic."""
+    prefix, suffix = f"{namespace}.box.", ".outbox"
+    if topic.startswith(prefix) and topic.endswith(suffix):
+        box = topic[len(prefix):-len(suffix)]
+        return box if _NAME.match(box) else None
+    return None
+
+
+def ingress_pattern(namespace: str) -> str:
+    """A regular expression matching every ingress topic of the namespace."""
+    return "^" + re.escape(f"{namespace}.box.") + r"[a-z0-9][a-z0-9_-]*\.outbox$"
+
+
+def box_principal(namespace: str, box_id: str) -> str:
+    """The Kafka user a box connects as (one cluster may hold several networks)."""
+    return f"{namespace}.box.{check_box(box_id)}"
+
+
+def service_principal(namespace: str, service: str) -> str:
+    """The Kafka user of a network's service: ``<namespace>.router``, ``.mailer``..."""
+    return f"{namespace}.{service}"
 
 
 def mail_topic(namespace: str) -> str:
@@ -44,8 +80,8 @@ def mail_topic(namespace: str) -> str:
 
 
 def quarantine_topic(topic: str) -> str:
-    """Where the router puts a region's events it must not deliver (unknown or foreign source,
-    a type the source may not publish), with the reason."""
+    """Where the router puts the events of a box's ingress topic it must not deliver (a forged
+    or unknown source, a type the source may not publish), with the reason."""
     return topic + QUARANTINE_SUFFIX
 
 

@@ -41,7 +41,9 @@ class EventProducer:
         await self._producer.stop()
 
     def topic_for(self, event: EventBase) -> str:
-        return naming.region_topic(self.settings.topic_namespace, event.meta.region)  # type: ignore[attr-defined]
+        """The source box's ingress topic: the router proves the source and routes it."""
+        return naming.ingress_topic(self.settings.topic_namespace,
+                                    event.meta.source_box)  # type: ignore[attr-defined]
 
     async def publish(self, event: EventBase, topic: str | None = None) -> Published:
         """Publish and wait until the brokers acknowledged the event."""

@@ -208,6 +208,8 @@ def inbox_run(
         help="Events without a handler or schema: dead-letter or skip.")] = "dead-letter",
     receipts: Annotated[bool, typer.Option(
         help="Answer each applied or rejected event with a DeliveryReceipt.")] = False,
+    region: Annotated[str | None, typer.Option(
+        help="The box's region (receipts carry it).")] = None,
     metrics_port: MetricsOpt = None,
 ) -> None:
     """Run the inbox of one box until SIGTERM/SIGINT."""
@@ -232,7 +234,7 @@ def inbox_run(
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
     inbox = Inbox(settings, dsn, found.kafka, box, registry,
                   serde_for(settings, found.registry_url), topics=topic or None,
-                  unknown_types=policy, receipts=receipts)
+                  unknown_types=policy, receipts=receipts, region=region)
 
     console_err.print(f"inbox of box {box} reading {', '.join(inbox.topics)}; SIGTERM stops it")
     from connectors.box.metrics import watch_inbox

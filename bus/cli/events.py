@@ -45,7 +45,8 @@ def publish(
         help="Publish the event in this JSON file (the form --example --dry-run prints).")
     ] = None,
     topic: Annotated[str | None, typer.Option(
-        help="Topic to publish to (default: the region topic of the event's region).")] = None,
+        help="Topic to publish to (default: the ingress topic of the event's source box).")
+    ] = None,
     create_topic: Annotated[bool, typer.Option(
         help="Create the topic (3 partitions) if it does not exist.")] = False,
     dry_run: Annotated[bool, typer.Option(
@@ -65,8 +66,8 @@ def publish(
         event = load_event(fullname, text, origin=str(file))
     else:
         event = example(fullname, schemas_dir=settings.schemas_dir)
-    target = topic or naming.region_topic(settings.topic_namespace,
-                                          event.meta.region)  # type: ignore[attr-defined]
+    target = topic or naming.ingress_topic(
+        settings.topic_namespace, event.meta.source_box)  # type: ignore[attr-defined]
     if dry_run:
         print_json({"topic": target, "headers": {
             k: v.decode() for k, v in Envelope.of(event).to_headers()},
@@ -88,8 +89,8 @@ async def _publish(settings: Settings, event: EventBase, topic: str,
         await ensure_topics(found.kafka, [TopicSpec(topic, 3)])
     elif not await topic_exists(found.kafka, topic):
         raise ConfigError(f"topic {topic} does not exist",
-                          hint="create the region's topics with the topology tool, or pass "
-                          "--create-topic")
+                          hint="declare the box in the topology and run `boxbus topology "
+                          "apply`, or pass --create-topic")
     async with EventProducer(settings, found.kafka,
                              serde_for(settings, found.registry_url)) as producer:
         published = await producer.publish(event, topic)

@@ -100,6 +100,9 @@ class Region(_Strict):
 class Defaults(_Strict):
     inbox_partitions: int = Field(3, ge=1, le=1000)
     inbox_retention: Duration = 14 * 86_400_000
+    # A box's ingress topic (what its relay writes, only the router reads).
+    ingress_partitions: int = Field(3, ge=1, le=1000)
+    ingress_retention: Duration = 7 * 86_400_000
     mail_partitions: int = Field(3, ge=1, le=1000)
     replication: int | None = Field(None, ge=1, le=7)
 

@@ -32,7 +32,7 @@ class WantedTopic:
     partitions: int
     replication: int | None
     configs: dict[str, str]
-    role: str  # region, dead-letter, quarantine, inbox, mail, control
+    role: str  # region, dead-letter, quarantine, inbox, ingress, mail, control
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,26 @@ def wanted_topics(topology: Topology, namespace: str) -> list[WantedTopic]:
             WantedTopic(topic, spec.partitions, replication, retention, "region"),
             WantedTopic(naming.dlq_topic(topic), spec.partitions, replication,
                         {"max.message.bytes": str(DLQ_MAX_BYTES)}, "dead-letter"),
-            WantedTopic(naming.quarantine_topic(topic), spec.partitions, replication,
-                        retention, "quarantine"),
         ]
+    letters = {"max.message.bytes": str(DLQ_MAX_BYTES)}
     for box in topology.boxes:
         if box.kind is BoxKind.BOX:
             inbox = naming.inbox_topic(namespace, box.id)
+            ingress = naming.ingress_topic(namespace, box.id)
+            ingress_retention = {"retention.ms": str(defaults.ingress_retention)}
+            partitions = defaults.ingress_partitions
             wanted += [
                 WantedTopic(inbox, defaults.inbox_partitions, defaults.replication,
                             {"retention.ms": str(defaults.inbox_retention)}, "inbox"),
                 WantedTopic(naming.dlq_topic(inbox), defaults.inbox_partitions,
-                            defaults.replication, {"max.message.bytes": str(DLQ_MAX_BYTES)},
-                            "dead-letter"),
+                            defaults.replication, letters, "dead-letter"),
+                WantedTopic(ingress, partitions, defaults.replication, ingress_retention,
+                            "ingress"),
+                WantedTopic(naming.dlq_topic(ingress), partitions, defaults.replication,
+                            letters, "dead-letter"),
+                WantedTopic(naming.quarantine_topic(ingress), partitions,
+                            defaults.replication, {**ingress_retention, **letters},
+                            "quarantine"),
             ]
     wanted.append(WantedTopic(naming.mail_topic(namespace), defaults.mail_partitions,
                               defaults.replication, {}, "mail"))

@@ -60,11 +60,10 @@ import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from bus import naming
 from bus.db import end_session, session_lost
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
-from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnknownEventType
+from bus.errors import BadEvent, BoxbusError, ConfigError, RegistryUnavailable, UnknownEventType
 from bus.events import EventBase
 from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
 from bus.kafka import KafkaAccess, start_or_close
@@ -216,6 +215,7 @@ class Inbox:
         topics: list[str] | None = None,
         unknown_types: UnknownTypePolicy = UnknownTypePolicy.DEAD_LETTER,
         receipts: bool = False,
+        region: str | None = None,
         outbox: Outbox | None = None,
         max_attempts: int = 5,
         max_retry_seconds: float = 60.0,
@@ -231,7 +231,13 @@ class Inbox:
         self.topics = topics or [inbox_topic(settings.topic_namespace, box_id)]
         self.group_id = f"{settings.topic_namespace}.box.{box_id}.inbox"
         self.unknown_types = unknown_types
+        if receipts and region is None:
+            # A receipt is this box's event: it must carry this box's region, or the router
+            # takes it for a forged one.
+            raise ConfigError("delivery receipts need the box's region",
+                              hint="pass region= (`boxbus inbox run --receipts --region R`)")
         self.receipts = receipts
+        self.region = region
         self.outbox = outbox or Outbox(settings, serde)
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
@@ -625,15 +631,14 @@ class Inbox:
         now = datetime.now(UTC)
         receipt = DeliveryReceipt(
             meta=EventMeta(
-                event_id=str(uuid.uuid4()), source_box=self.box_id, region=envelope.region,
+                event_id=str(uuid.uuid4()), source_box=self.box_id,
+                region=self.region or envelope.region,
                 aggregate_key=envelope.partition_key, occurred_at=now,
                 target_box=envelope.source_box, correlation_id=envelope.correlation_id,
                 causation_id=envelope.id),
             receipt_for_event_id=envelope.id, receipt_for_type=envelope.type,
             status=status, reason=reason, processed_at=now)
-        await self.outbox.publish(conn, receipt,
-                                  naming.region_topic(self.settings.topic_namespace,
-                                                      envelope.region))
+        await self.outbox.publish(conn, receipt)  # into this box's ingress topic
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -54,8 +54,9 @@ class Outbox:
         first-time schema look-up at the registry never holds the transaction's row locks."""
         encoded_all = []
         for event in events:
-            target = topic or naming.region_topic(self.settings.topic_namespace,
-                                                  event.meta.region)  # type: ignore[attr-defined]
+            # A box writes its own ingress topic only; the router takes it from there.
+            target = topic or naming.ingress_topic(
+                self.settings.topic_namespace, event.meta.source_box)  # type: ignore[attr-defined]
             encoded_all.append(await self.serde.encode(event, target))
         return encoded_all
 

@@ -190,26 +190,28 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     await step("7. the branches take their stores' orders and report the day to the head "
                "office", report, reported, reports)
 
-    north = naming.region_topic(network.settings.topic_namespace, "north")
+    ingress = naming.ingress_topic(network.settings.topic_namespace, BUYER)
 
     async def forge() -> str:
+        # Written the way the buyer's own relay writes: into its ingress topic.
         producer = network.kafka.producer()
         await producer.start()
         try:
-            forged = Envelope(id=str(uuid.uuid4()), source_box="intruder",
-                              type="boxbus.orders.OrderPlaced", time=datetime.now(UTC),
+            forged = Envelope(id=str(uuid.uuid4()), source_box=SUPPLIER,
+                              type="boxbus.orders.OrderConfirmed", time=datetime.now(UTC),
                               region="north", partition_key="po-forged",
-                              target_box=SUPPLIER).to_headers()
-            await producer.send_and_wait(north, b"\x00forged", key=b"po-forged",
+                              target_box=BUYER).to_headers()
+            await producer.send_and_wait(ingress, b"\x00forged", key=b"po-forged",
                                          headers=forged)
-            await producer.send_and_wait(north, b"not an event", key=b"po-junk")
+            await producer.send_and_wait(ingress, b"not an event", key=b"po-junk")
         finally:
             await producer.stop()
-        return "an event from an unknown box and a record without headers, on the north topic"
+        return (f"a confirmation claiming to come from {SUPPLIER}, and a record without "
+                f"headers, in {BUYER}'s ingress topic")
 
     async def contained() -> bool:
-        quarantined = await read_topic(network.kafka, naming.quarantine_topic(north))
-        dead = await read_topic(network.kafka, naming.dlq_topic(north))
+        quarantined = await read_topic(network.kafka, naming.quarantine_topic(ingress))
+        dead = await read_topic(network.kafka, naming.dlq_topic(ingress))
         reasons = [dict(r.headers).get("dlq_reason", b"").decode()
                    for r in quarantined + dead if r.key in (b"po-forged", b"po-junk")]
         story.facts["bad_input"] = reasons

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 TARGET_HEADER = "ce_targetbox"
+REGION_HEADER = "ce_region"
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None,
@@ -20,6 +21,8 @@ def parse_args(description: str, argv: Sequence[str] | None = None,
     parser.add_argument("--source", action="append", required=True,
                         help="a region topic to read (repeatable)")
     parser.add_argument("--inbox-prefix", required=True, help="inbox of box X: PREFIX + X.inbox")
+    parser.add_argument("--region-prefix", required=True,
+                        help="keep every record in the region topic PREFIX + its ce_region")
     parser.add_argument("--extra", action="append", default=[],
                         help="also send every record here (repeatable)")
     parser.add_argument("--group", required=True, help="consumer group id")
@@ -43,13 +46,24 @@ def librdkafka_login(bootstrap: str) -> dict[str, str]:
     return config
 
 
-def target_box(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
-               ) -> str | None:
+def _header(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None,
+            wanted: str) -> str | None:
     pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     for name, value in pairs:
-        if name == TARGET_HEADER and value:
+        if name == wanted and value:
             return value.decode()
     return None
+
+
+def target_box(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
+               ) -> str | None:
+    return _header(headers, TARGET_HEADER)
+
+
+def region_topic(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None,
+                 prefix: str) -> str:
+    """The region topic a record is kept in, as the router keeps it."""
+    return prefix + (_header(headers, REGION_HEADER) or "")
 
 
 def report(events: int, seconds: float, outputs: int, **more: object) -> int:

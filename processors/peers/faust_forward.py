@@ -28,7 +28,14 @@ from typing import Any
 import faust
 from faust.types import EventT, TopicT
 
-from processors.peers.contract import give_up, librdkafka_login, parse_args, report, target_box
+from processors.peers.contract import (
+    give_up,
+    librdkafka_login,
+    parse_args,
+    region_topic,
+    report,
+    target_box,
+)
 
 BATCH_OPTIONS = (
     ("--batch", {"type": int, "default": 0,
@@ -45,6 +52,8 @@ class FaustForwarder:
     def __init__(self, args: argparse.Namespace, datadir: str) -> None:
         self.count = args.count
         self.inbox_prefix = args.inbox_prefix
+        self.region_prefix = args.region_prefix
+        self.regions: dict[str, TopicT] = {}
         self.batch, self.within = args.batch, args.within
         self.done = self.sent = self.acked = 0
         self.started: float | None = None
@@ -89,7 +98,8 @@ class FaustForwarder:
             self.started = time.monotonic()
         headers = event.message.headers
         box = target_box(headers)
-        targets = self.extras if box is None else [self.inbox(box), *self.extras]
+        kept = self.region(region_topic(headers, self.region_prefix))
+        targets = [kept, *self.extras] if box is None else [kept, self.inbox(box), *self.extras]
         for topic in targets:
             ack = asyncio.ensure_future(
                 await topic.send(key=event.key, value=event.value, headers=headers))
@@ -98,6 +108,12 @@ class FaustForwarder:
         self.done += 1
         if self.done == self.count:
             self.check_finished()
+
+    def region(self, name: str) -> TopicT:
+        topic = self.regions.get(name)
+        if topic is None:
+            topic = self.regions[name] = self.app.topic(name, **RAW)
+        return topic
 
     def inbox(self, box: str) -> TopicT:
         topic = self.inboxes.get(box)

@@ -32,6 +32,7 @@ from processors.peers.contract import (
     give_up,
     librdkafka_login,
     parse_args,
+    region_topic,
     report,
     target_box,
 )
@@ -41,6 +42,7 @@ class QuixForwarder:
     def __init__(self, args: argparse.Namespace, state_dir: str) -> None:
         self.count = args.count
         self.inbox_prefix = args.inbox_prefix
+        self.region_prefix = args.region_prefix
         self.done = 0
         self.to_inboxes = 0
         self.started: float | None = None
@@ -53,10 +55,12 @@ class QuixForwarder:
             on_message_processed=self._processed,
         )
         self.inboxes: dict[str, Topic] = {}
+        self.regions: dict[str, Topic] = {}
         self.extras = [self._raw_topic(name) for name in args.extra]
         for source in args.source:  # one dataframe per region topic, the same pipeline
             sdf = self.app.dataframe(self._raw_topic(source))
             sdf = sdf.update(self._consumed)
+            sdf = sdf.to_topic(self._region)
             for extra in self.extras:
                 sdf = sdf.to_topic(extra)
             sdf = sdf.filter(lambda _v, _k, _t, headers: target_box(headers) is not None,
@@ -71,6 +75,14 @@ class QuixForwarder:
     def _consumed(self, _value: bytes) -> None:
         if self.started is None:
             self.started = time.monotonic()
+
+    def _region(self, _value: Any, _key: Any, _timestamp: int, headers: Any) -> Topic:
+        """The region topic the record is kept in, as the router keeps it."""
+        name = region_topic(headers, self.region_prefix)
+        topic = self.regions.get(name)
+        if topic is None:
+            topic = self.regions[name] = self._raw_topic(name)
+        return topic
 
     def _inbox(self, _value: Any, _key: Any, _timestamp: int, headers: Any) -> Topic:
         """The destination of one record, from its header; topics are looked up once."""
@@ -90,7 +102,7 @@ class QuixForwarder:
 
     @property
     def outputs(self) -> int:
-        return self.done * len(self.extras) + self.to_inboxes
+        return self.done * (1 + len(self.extras)) + self.to_inboxes
 
 
 def main(argv: Sequence[str] | None = None) -> int:

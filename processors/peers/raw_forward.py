@@ -27,7 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus.kafka import KafkaAccess
 from bus.settings import Settings
-from processors.peers.contract import give_up, parse_args, report, target_box
+from processors.peers.contract import give_up, parse_args, region_topic, report, target_box
 
 
 async def forward(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,7 +56,8 @@ async def forward(args: argparse.Namespace) -> dict[str, Any]:
                     for record in records:
                         headers = list(record.headers)
                         target = target_box(headers)
-                        topics = [*([f"{args.inbox_prefix}{target}.inbox"] if target else []),
+                        topics = [region_topic(headers, args.region_prefix),
+                                  *([f"{args.inbox_prefix}{target}.inbox"] if target else []),
                                   *args.extra]
                         hashed = zlib.crc32(record.key)
                         for topic in topics:

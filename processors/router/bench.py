@@ -124,7 +124,8 @@ def workload_traffic(topology: Topology, count: int, seed: int = 11) -> list[Rec
         headers = Envelope(id=str(uuid.UUID(int=rng.getrandbits(128))), source_box=source,
                            type=_type(kind), time=now, region=region, partition_key=key,
                            target_box=target, correlation_id=key).to_headers()
-        out.append((naming.region_topic(ns, region), key.encode(), bodies[kind], headers))
+        # Into the source's ingress topic, as its relay writes; the router takes it from there.
+        out.append((naming.ingress_topic(ns, source), key.encode(), bodies[kind], headers))
 
     n = 0
     while len(out) < count:
@@ -330,6 +331,7 @@ async def bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: se
             progress(f"Quix Streams is not available: {exc}")
     common = ["--bootstrap", kafka.bootstrap, "--count", str(events), "--timeout", str(timeout)]
     peer = [*(a for s in sources for a in ("--source", s)), "--inbox-prefix", f"{ns}.box.",
+            "--region-prefix", f"{ns}.region.",
             *(a for e in extras for a in ("--extra", e)), *common]
     commands = {
         "router": [py, "-m", "processors.router.bench_run", "--namespace", ns, *common],

@@ -12,8 +12,9 @@ from bus.metrics import MetricsServer, Total
 from processors.router.service import Router
 
 COUNTERS = {
-    "consumed": "Region events read.",
+    "consumed": "Events read from the boxes' ingress topics.",
     "forwarded": "Records delivered to inbox and mail topics (one event to three boxes: 3).",
+    "kept": "Accepted events copied to their region topic (their source proven).",
     "quarantined": "Events set aside in a quarantine topic with the reason.",
     "dead_lettered": "Records without a readable envelope, sent to the dead-letter topic.",
     "echoes_dropped": "Deliveries left out by the loop guard.",

@@ -1,14 +1,18 @@
-"""The router: consumes the region topics and delivers each event to the boxes entitled to it.
+"""The router: the trust boundary of the network. It consumes every box's ingress topic
+(``<ns>.box.<id>.outbox``, which only that box may write), proves each event's source, and is
+the only writer of the region topics and the inboxes.
 
 One round:
 
-1. fetch up to ``max_records`` records from the assigned region partitions;
+1. fetch up to ``max_records`` records from the assigned ingress partitions;
 2. for each, read the envelope headers (never the Avro body) and ask the routing table
-   (:mod:`processors.router.table`) for the recipients;
+   (:mod:`processors.router.table`), given the topic's owner, for the decision: an event that
+   claims another source or region than its owner's is quarantined as ``forged-source``;
 3. append the unchanged key, value, timestamp and headers to a batch per output partition: the
-   recipient's inbox topic, or the mail topic for a partner (with ``boxbus_recipient``), keyed
-   by the aggregate key; a quarantined record goes whole to ``<region topic>.quarantine`` with
-   the reason, a record without a readable envelope to ``<region topic>.dlq``;
+   owner's region topic (so everything there has a proven source), the recipient's inbox
+   topic, or the mail topic for a partner (with ``boxbus_recipient``), keyed by the aggregate
+   key; a quarantined record goes whole to ``<ingress topic>.quarantine`` with the reason, a
+   record without a readable envelope to ``<ingress topic>.dlq``;
 4. send the batches and wait until the brokers acknowledged every one (acks=all, idempotent);
 5. only then commit the input offsets of the round.
 
@@ -25,7 +29,7 @@ is then replaced (an idempotent producer's sequence does not survive a refused b
 Retriable errors (a broker away, a topic that vanished) keep the round waiting: after
 ``send_timeout`` seconds without all acks it is read again.
 
-Scaling: instances share one consumer group (``<namespace>.router``) and split the region
+Scaling: instances share one consumer group (``<namespace>.router``) and split the ingress
 partitions. A rebalance waits for the round in flight to finish and commit
 (``on_partitions_revoked`` takes the round's lock), so a joining or leaving instance hands over
 clean positions. The routing table follows the control topics (:mod:`processors.router.control`).
@@ -36,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -69,7 +72,8 @@ CAREFUL_AFTER = 3  # failed rounds in a row before outputs go one by one
 @dataclass
 class RouterStats:
     consumed: int = 0
-    forwarded: int = 0  # output records (one event to three boxes: three)
+    forwarded: int = 0  # output records to boxes (one event to three boxes: three)
+    kept: int = 0  # accepted events copied to their region topic
     quarantined: int = 0
     dead_lettered: int = 0
     echoes_dropped: int = 0
@@ -130,8 +134,8 @@ class Router:
         try:
             await self.control.start()
             await start_or_close(self._producer, self.kafka)
-            pattern = "^" + re.escape(f"{self.namespace}.region.") + r"[a-z0-9][a-z0-9_-]*$"
-            self._consumer.subscribe(pattern=pattern, listener=_HandOver(self._lock))
+            self._consumer.subscribe(pattern=naming.ingress_pattern(self.namespace),
+                                     listener=_HandOver(self._lock))
             await start_or_close(self._consumer, self.kafka)
         except BaseException:
             # Brokers unreachable, a refused login: close what was opened, then say why.
@@ -239,12 +243,12 @@ class Router:
         await self._know(table, fetched)
         outputs = Outputs(self._producer, self._partitions, careful, self._renewed_producer)
         partitions, add, decide = self._partitions, outputs.add, table.decide
-        handled = forwarded = echoes = 0
+        handled = forwarded = echoes = regioned = 0
         for tp, records in fetched.items():
-            region = naming.region_of_topic(self.namespace, tp.topic) or ""
+            owner = naming.owner_of_ingress(self.namespace, tp.topic) or ""
             for record in records:
                 headers = list(record.headers)  # the batch builder takes lists only
-                decision = decide(dict(headers), region)
+                decision = decide(dict(headers), owner)
                 if decision.invalid:
                     self._dead_letter(outputs, record, decision.reason or "")
                     continue
@@ -256,9 +260,19 @@ class Router:
                     log.debug("echo dropped", event_id=header_text(headers, ID),
                               boxes=decision.echoes,
                               correlation_id=header_text(headers, CORRELATION_ID))
+                key = record.key
+                hashed = crc32(key) if key is not None else None
+                kept = decision.region_topic
+                if kept is not None:
+                    if kept not in partitions:
+                        self._quarantine(outputs, record, "missing-recipient-topic",
+                                         f"region topic {kept} does not exist (run boxbus "
+                                         "topology apply)")
+                        continue
+                    add(kept, hashed, tp.partition, key, record.value, record.timestamp,
+                        headers, record, f"region topic {kept}")
+                    regioned += 1
                 if decision.recipients:
-                    key = record.key
-                    hashed = crc32(key) if key is not None else None
                     for recipient in decision.recipients:
                         if recipient.topic not in partitions:
                             self._quarantine(outputs, record, "missing-recipient-topic",
@@ -282,6 +296,7 @@ class Router:
             forwarded -= len(refused)
         self.stats.consumed += handled
         self.stats.forwarded += forwarded
+        self.stats.kept += regioned
         self.stats.echoes_dropped += echoes
         return handled
 

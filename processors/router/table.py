@@ -1,13 +1,16 @@
 """The routing table: who gets an event, decided from its envelope headers alone.
 
 Built from the control topics (boxes, relationships, subscriptions), rebuilt whole when one of
-them changes. For one record of a region topic it gives a :class:`Decision`:
+them changes. For one record of a box's ingress topic (which only that box, its *owner*, may
+write) it gives a :class:`Decision`:
 
-- **quarantine** (with a reason) when the event must not be delivered: its source is not a
-  registered box, or not one of *that topic's* region, the event's own region differs from the
-  topic's, the source may not publish its type, or it names a target box the source has no
-  relationship with (or that does not exist);
-- otherwise the **recipients**: the target box (``ce_targetbox``), when it is related to the
+- **quarantine** (with a reason) when the event must not be delivered: the owner is not a
+  registered box (``unknown-source``), the event claims another source than the owner or
+  another region than the owner's (``forged-source``), the source may not publish its type, or
+  it names a target box the source has no relationship with (or that does not exist);
+- otherwise the owner's **region topic**, which thus holds only events of a proven source (the
+  aggregator and any archive read it), and the **recipients**: the target box
+  (``ce_targetbox``), when it is related to the
   source, plus every box with a subscription that matches the type, the ``where`` filters and
   the scope (``related``: the subscriber has a relationship with the source; ``network``: any
   source). A box is reached through its inbox topic; a partner without a box through the mail
@@ -65,10 +68,11 @@ class Recipient:
 @dataclass(frozen=True, slots=True)
 class Decision:
     recipients: tuple[Recipient, ...] = ()
-    quarantine: str | None = None  # code, e.g. "unknown-source"
+    quarantine: str | None = None  # code, e.g. "forged-source"
     reason: str | None = None
     echoes: tuple[str, ...] = ()
     invalid: bool = False  # no readable envelope: a dead letter, not a quarantine
+    region_topic: str | None = None  # where the accepted event is kept, its source proven
 
 
 _INVALID = Decision(invalid=True, reason="required header(s) ce_source, ce_type, ce_id or "
@@ -155,21 +159,21 @@ class RoutingTable:
                 "relationships": sum(len(v) for v in self.related.values()) // 2,
                 "subscriptions": len(self.subscriptions)}
 
-    def decide(self, headers: Mapping[str, bytes], topic_region: str) -> Decision:
-        """Where one record of ``topic_region``'s topic goes, from its headers (a mapping of
+    def decide(self, headers: Mapping[str, bytes], owner: str) -> Decision:
+        """Where one record of ``owner``'s ingress topic goes, from its headers (a mapping of
         header name to raw value). The hot path: a cache hit costs a few dictionary look-ups and
         decodes nothing."""
         get = headers.get
         source, kind = get(SOURCE), get(TYPE)
         if not (source and kind and get(ID) and get(REGION)):
             return _INVALID
-        key: tuple[Any, ...] = (topic_region, source, kind, get(REGION), get(TARGET_BOX),
+        key: tuple[Any, ...] = (owner, source, kind, get(REGION), get(TARGET_BOX),
                                 get(ORIGIN_BOX))
         if self._fine:
             key += (get(PARTITION_KEY), get(CORRELATION_ID))
         decision = self._cache.get(key)
         if decision is None:
-            decision = self._decide(attributes(headers.items()), topic_region)
+            decision = self._decide(attributes(headers.items()), owner)
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()  # the mix changed a lot: start over
             self._cache[key] = decision
@@ -182,7 +186,8 @@ class RoutingTable:
                     decision = Decision(
                         tuple(r for r in decision.recipients if r.source != cause[0]),
                         echoes=(*decision.echoes,
-                                cause[0][len(_SOURCE_PREFIX):].decode()))
+                                cause[0][len(_SOURCE_PREFIX):].decode()),
+                        region_topic=decision.region_topic)
             # Only delivered events can be answered, so only they are remembered.
             self._recent[get(ID)] = (source, kind)  # type: ignore[index]
             if len(self._recent) > self.memory_size:
@@ -190,18 +195,20 @@ class RoutingTable:
                     del self._recent[old]
         return decision
 
-    def _decide(self, found: Mapping[str, str], topic_region: str) -> Decision:
+    def _decide(self, found: Mapping[str, str], owner: str) -> Decision:
         source_id, kind = found.get("source", ""), found.get("type", "")
-        source = self.boxes.get(source_id)
-        if source is None:
-            return _quarantine("unknown-source", f"source box {source_id!r} is not registered "
-                               "in the network (apply a topology that declares it)")
-        if source.region != topic_region:
-            return _quarantine("foreign-source", f"source box {source_id!r} belongs to region "
-                               f"{source.region!r}, not to this topic's region {topic_region!r}")
-        if found.get("region") != topic_region:
-            return _quarantine("region-mismatch", f"the event's region "
-                               f"{found.get('region')!r} is not this topic's {topic_region!r}")
+        source = self.boxes.get(owner)
+        if source is None or source.partner:
+            return _quarantine("unknown-source", f"box {owner!r}, whose ingress topic this is, "
+                               "is not registered in the network (apply a topology that "
+                               "declares it)")
+        if source_id != owner:
+            return _quarantine("forged-source", f"the event claims source box {source_id!r}, "
+                               f"but it came from the ingress topic of box {owner!r}")
+        if found.get("region") != source.region:
+            return _quarantine("forged-source", f"the event claims region "
+                               f"{found.get('region')!r}, but its source box {owner!r} is in "
+                               f"region {source.region!r}")
         if source.publishes is not None and kind not in source.publishes:
             return _quarantine("type-not-allowed", f"box {source_id!r} may not publish "
                                f"{kind!r} (its publishes list does not name it)")
@@ -225,7 +232,8 @@ class RoutingTable:
         echoes = tuple(b for b in chosen if b in (source_id, found.get("origin")))
         recipients = tuple(self._recipient(b) for b in chosen
                            if b not in echoes and b in self.boxes)
-        return Decision(recipients, echoes=echoes)
+        return Decision(recipients, echoes=echoes,
+                        region_topic=naming.region_topic(self.namespace, source.region))
 
     def _recipient(self, box_id: str) -> Recipient:
         if self.boxes[box_id].partner:
@@ -233,7 +241,10 @@ class RoutingTable:
         return Recipient(box_id, naming.inbox_topic(self.namespace, box_id))
 
     def recipient_topics(self) -> list[str]:
-        return sorted({self._recipient(b).topic for b in self.boxes})
+        """Every topic a decision may send to: inboxes, the mail topic, region topics."""
+        return sorted({self._recipient(b).topic for b in self.boxes}
+                      | {naming.region_topic(self.namespace, b.region)
+                         for b in self.boxes.values()})
 
 
 def _quarantine(code: str, reason: str) -> Decision:

@@ -21,6 +21,7 @@ import pytest
 from bus import Settings, TopicSpec, create_database, ensure_topics, naming
 from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
+from bus.examples import example
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
@@ -47,9 +48,16 @@ def box_serde(stack: StackInfo) -> EventSerde:
     return EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
 
 
+def example_source() -> str:
+    """The box the contract's examples come from."""
+    source: str = example("boxbus.collaboration.CommentAdded").meta.source_box  # type: ignore[attr-defined]
+    return source
+
+
 @pytest.fixture
-async def region_topic(box_settings: Settings, kafka: KafkaAccess) -> str:
-    topic = naming.region_topic(box_settings.topic_namespace, "north")
+async def ingress_topic(box_settings: Settings, kafka: KafkaAccess) -> str:
+    """The ingress topic of the examples' source box: where its outbox's events go."""
+    topic = naming.ingress_topic(box_settings.topic_namespace, example_source())
     await ensure_topics(kafka, [TopicSpec(topic, 3)])
     return topic
 

@@ -245,7 +245,8 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
                   "meta": example("boxbus.orders.OrderCancelled").meta.model_copy(  # type: ignore[attr-defined]
                       update={"aggregate_key": "o-1", "region": "north"})})]
     await send(kafka, box_serde, topic, events)
-    inbox = make_inbox(box_settings, effects_db, kafka, box_serde, receipts=True)
+    inbox = make_inbox(box_settings, effects_db, kafka, box_serde, receipts=True,
+                       region="north")
 
     async def done() -> bool:
         return inbox.dead_lettered >= 2 and inbox.applied >= 2

@@ -27,7 +27,13 @@ from bus.kafka import KafkaAccess
 from bus.validation import MAX_EVENT_BYTES
 from connectors.box import Outbox, Relay, backlog, migrate
 from connectors.box.relay import lock_key
-from tests.box.conftest import RelayProcess, read_all, wait_backlog_empty, wait_metric
+from tests.box.conftest import (
+    RelayProcess,
+    example_source,
+    read_all,
+    wait_backlog_empty,
+    wait_metric,
+)
 from tests.conftest import boxbus_cli, stack_access
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
@@ -137,7 +143,7 @@ async def test_several_events_of_one_transaction_in_one_round_trip(
 
 
 async def test_relay_publishes_in_order_and_empties_the_outbox(
-    box_db: str, outbox: Outbox, box_settings: Settings, kafka: KafkaAccess, region_topic: str,
+    box_db: str, outbox: Outbox, box_settings: Settings, kafka: KafkaAccess, ingress_topic: str,
 ) -> None:
     events = [comment(f"o-{n % 7}", n) for n in range(140)]
     await write(box_db, outbox, events)
@@ -149,7 +155,7 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(
         relay.stop()
         await task
     assert relay.published == 140
-    records = await read_all(kafka, region_topic, 140)
+    records = await read_all(kafka, ingress_topic, 140)
     assert len(records) == 140
     ids_and_order(records, events)
     # The records are exactly what the outbox held: key, wire format, CloudEvents headers.
@@ -158,7 +164,7 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(
 
 
 async def test_a_relay_killed_mid_stream_loses_nothing(
-    box_db: str, outbox: Outbox, kafka: KafkaAccess, region_topic: str, relays: list[RelayProcess],
+    box_db: str, outbox: Outbox, kafka: KafkaAccess, ingress_topic: str, relays: list[RelayProcess],
     tmp_path: Path,
 ) -> None:
     """SIGKILL while a writer keeps committing: after a restart every committed event arrives,
@@ -176,12 +182,12 @@ async def test_a_relay_killed_mid_stream_loses_nothing(
     await writer
     relays.append(RelayProcess("north", box_db, kafka, tmp_path / "relay-2.log"))
     await wait_backlog_empty(box_db)
-    records = await read_all(kafka, region_topic, len(events))
+    records = await read_all(kafka, ingress_topic, len(events))
     ids_and_order(records, events)
 
 
 async def test_two_relays_for_one_box_one_active_the_other_takes_over(
-    box_db: str, outbox: Outbox, kafka: KafkaAccess, region_topic: str, relays: list[RelayProcess],
+    box_db: str, outbox: Outbox, kafka: KafkaAccess, ingress_topic: str, relays: list[RelayProcess],
     tmp_path: Path,
 ) -> None:
     first = RelayProcess("north", box_db, kafka, tmp_path / "a.log")
@@ -198,7 +204,7 @@ async def test_two_relays_for_one_box_one_active_the_other_takes_over(
     batch_2 = [comment(f"o-{n % 5}", n) for n in range(100, 200)]
     await write(box_db, outbox, batch_2)
     await wait_backlog_empty(box_db, within=30)
-    records = await read_all(kafka, region_topic, 200)
+    records = await read_all(kafka, ingress_topic, 200)
     ids_and_order(records, batch_1 + batch_2)
     assert "relay active" in (tmp_path / "b.log").read_text()
 
@@ -213,7 +219,7 @@ async def test_a_broker_outage_only_delays_delivery(
     info = await kafka_only.up()
     try:
         kafka = stack_access(info)
-        topic = naming.region_topic(box_settings.topic_namespace, "north")
+        topic = naming.ingress_topic(box_settings.topic_namespace, example_source())
         await ensure_topics(kafka, [TopicSpec(topic, 3)])
         relay = Relay(box_settings, box_db, kafka, "north", poll_interval=0.2,
                       max_backoff=1.0)
@@ -244,7 +250,7 @@ async def test_a_broker_outage_only_delays_delivery(
 
 
 async def test_the_backlog_and_the_relay_are_visible_as_metrics(
-    box_db: str, outbox: Outbox, kafka: KafkaAccess, region_topic: str, relays: list[RelayProcess],
+    box_db: str, outbox: Outbox, kafka: KafkaAccess, ingress_topic: str, relays: list[RelayProcess],
     tmp_path: Path, db_conn: asyncpg.Connection,
 ) -> None:
     """An operator sees a box that cannot get its events out: while another session holds the
@@ -264,11 +270,11 @@ async def test_the_backlog_and_the_relay_are_visible_as_metrics(
     drained = await wait_metric(port, "boxbus_outbox_backlog_rows", lambda v: v == 0)
     assert drained["boxbus_relay_active"] == 1
     assert drained["boxbus_outbox_backlog_age_seconds"] == 0
-    assert len(await read_all(kafka, region_topic, 20)) == 20
+    assert len(await read_all(kafka, ingress_topic, 20)) == 20
 
 
 async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
-    box_db: str, outbox: Outbox, box_settings: Settings, kafka: KafkaAccess, region_topic: str,
+    box_db: str, outbox: Outbox, box_settings: Settings, kafka: KafkaAccess, ingress_topic: str,
     db_conn: asyncpg.Connection, env_for_cli: dict[str, str],
 ) -> None:
     """A row whose topic does not exist must not block the box: it is parked with the reason,
@@ -293,7 +299,7 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
             await outbox.publish_many(db_conn, flowing[5:])
         await wait_backlog_empty(box_db)
         assert relay.parked == 3 and relay.published == 10
-        assert len(await read_all(kafka, region_topic, 10)) == 10
+        assert len(await read_all(kafka, ingress_topic, 10)) == 10
         reasons = await db_conn.fetch("SELECT event_id, reason FROM boxbus_outbox_parked "
                                       "ORDER BY id")
         assert [r["event_id"] for r in reasons] == [

@@ -41,7 +41,8 @@ def env(env_for_cli: dict[str, str], private_settings: Settings) -> dict[str, st
 
 async def test_publish_and_tail(env: dict[str, str], tmp_path: Path,
                                 private_settings: Settings) -> None:
-    topic = naming.region_topic(private_settings.topic_namespace, "north")
+    # By default an event goes into its source box's ingress topic (the example's box: north).
+    topic = naming.ingress_topic(private_settings.topic_namespace, "north")
     missing = run(env, "events", "publish", "OrderPlaced", "--example", expect=2)
     assert f"topic {topic} does not exist" in missing.stderr and "--create-topic" in missing.stderr
 
@@ -54,7 +55,8 @@ async def test_publish_and_tail(env: dict[str, str], tmp_path: Path,
     draft["notes"] = "confirmed from a file"
     path = tmp_path / "confirmed.json"
     path.write_text(json.dumps(draft))
-    second = run_json(env, "events", "publish", "OrderConfirmed", "--file", str(path))
+    second = run_json(env, "events", "publish", "OrderConfirmed", "--file", str(path),
+                      "--topic", topic)
     assert second["event_id"] == draft["meta"]["event_id"]
 
     bad = tmp_path / "bad.json"

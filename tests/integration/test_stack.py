@@ -228,7 +228,7 @@ async def test_demo_plays_the_network_story(
     seen = {n["region"]: n["orders"] for n in views["hq-analytics"]["network_orders"]}
     assert seen == {"north": 2 + 2, "south": 3, "east": 4}
     reasons = report["facts"]["bad_input"]
-    assert any("not registered" in r for r in reasons)
+    assert any("claims source box 'fresh-farm'" in r for r in reasons)
     assert any("ce_source" in r for r in reasons)
 
 

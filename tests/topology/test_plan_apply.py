@@ -54,9 +54,12 @@ async def test_plan_changes_nothing_apply_twice_changes_nothing(
     assert await topics_of(kafka, ns) == {}  # planning created nothing
     created = {c.target for c in plan.changes if c.action == "create-topic"}
     north = naming.region_topic(ns, "north")
-    assert {north, naming.dlq_topic(north), naming.quarantine_topic(north),
+    shop_ingress = naming.ingress_topic(ns, "shop")
+    assert {north, naming.dlq_topic(north),
             naming.inbox_topic(ns, "shop"), naming.inbox_topic(ns, "dairy"),
+            shop_ingress, naming.quarantine_topic(shop_ingress), naming.dlq_topic(shop_ingress),
             naming.mail_topic(ns), naming.control_topic(ns, "boxes")} <= created
+    assert naming.ingress_topic(ns, "farm") not in created  # a partner writes nothing
     assert naming.inbox_topic(ns, "farm") not in created  # a partner has no box, no inbox
     assert {c.target for c in plan.changes if c.action == "write-control"} == {
         "boxes/shop", "boxes/dairy", "boxes/farm", "relationships/trade/shop/dairy",
@@ -119,8 +122,7 @@ async def test_changes_destructive_ones_and_impossible_ones(
 
     applied = cli("apply")
     skipped = {(c["action"], c["target"]) for c in applied["skipped_destructive"]}
-    assert skipped == {("alter-config", north),
-                       ("alter-config", naming.quarantine_topic(north))}
+    assert skipped == {("alter-config", north)}
     assert (await topics_of(kafka, ns))[north] == 6
     control = await read_control(kafka, ns)
     assert "farm" not in control["boxes"] and "bakery" in control["boxes"]

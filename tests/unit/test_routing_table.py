@@ -56,26 +56,31 @@ def boxes(decision: object) -> list[str]:
 
 
 def test_target_box_related_to_the_source_gets_it_with_network_subscribers() -> None:
-    decision = table().decide(event("north-branch", targetbox="farm"), "north")
+    decision = table().decide(event("north-branch", targetbox="farm"), "north-branch")
     assert decision.quarantine is None
     assert boxes(decision) == ["farm", "analytics"]
     assert decision.recipients[0].topic == "ns.box.farm.inbox"
+    # Every accepted event is kept in its source's region topic, proven.
+    assert decision.region_topic == "ns.region.north"
+    assert table().decide(event("hq", region="central"), "hq").region_topic == (
+        "ns.region.central")
 
 
 def test_unrelated_box_and_unrelated_target() -> None:
     routes = table()
     # stranger has no relationship: nobody but the network subscriber hears its orders ...
-    assert boxes(routes.decide(event("stranger"), "north")) == ["analytics"]
+    assert boxes(routes.decide(event("stranger"), "stranger")) == ["analytics"]
     # ... and it cannot address a box it does not trade with.
-    decision = routes.decide(event("stranger", targetbox="north-branch"), "north")
+    decision = routes.decide(event("stranger", targetbox="north-branch"), "stranger")
     assert decision.quarantine == "unrelated-target"
     assert "no relationship" in (decision.reason or "")
-    assert routes.decide(event("north-branch", targetbox="nobody"), "north"
+    assert routes.decide(event("north-branch", targetbox="nobody"), "north-branch"
                          ).quarantine == "unknown-target"
 
 
 def test_partner_is_reached_through_the_mail_topic() -> None:
-    decision = table().decide(event("south-branch", region="south", targetbox="post"), "south")
+    decision = table().decide(event("south-branch", region="south", targetbox="post"),
+                              "south-branch")
     (post, analytics) = decision.recipients
     assert (post.box, post.topic, post.partner) == ("post", "ns.mail", True)
     assert analytics.topic == "ns.box.analytics.inbox"
@@ -83,60 +88,67 @@ def test_partner_is_reached_through_the_mail_topic() -> None:
 
 def test_quarantine_reasons() -> None:
     routes = table()
-    unknown = routes.decide(event("ghost"), "north")
+    unknown = routes.decide(event("ghost"), "ghost")
     assert unknown.quarantine == "unknown-source" and "ghost" in (unknown.reason or "")
-    foreign = routes.decide(event("south-branch", region="north"), "north")
-    assert foreign.quarantine == "foreign-source" and "south" in (foreign.reason or "")
-    assert routes.decide(event("farm", region="south"), "north").quarantine == "region-mismatch"
-    refused = routes.decide(event("farm", targetbox="north-branch"), "north")
+    # Only the owner of an ingress topic writes it: any other source claimed is forged ...
+    forged = routes.decide(event("farm", targetbox="north-branch"), "stranger")
+    assert forged.quarantine == "forged-source"
+    assert "'farm'" in (forged.reason or "") and "'stranger'" in (forged.reason or "")
+    # ... and so is a region other than the owner's.
+    elsewhere = routes.decide(event("south-branch", region="north"), "south-branch")
+    assert elsewhere.quarantine == "forged-source" and "'south'" in (elsewhere.reason or "")
+    # A partner has no ingress topic of its own.
+    assert routes.decide(event("post", region="south"), "post").quarantine == "unknown-source"
+    refused = routes.decide(event("farm", targetbox="north-branch"), "farm")
     assert refused.quarantine == "type-not-allowed"
     allowed = routes.decide(event("farm", "boxbus.orders.OrderConfirmed",
-                                  targetbox="north-branch"), "north")
+                                  targetbox="north-branch"), "farm")
     assert boxes(allowed) == ["north-branch"]
 
 
 def test_subscriptions_filter_on_scope_type_and_where() -> None:
     routes = table()
     price = "boxbus.network.PriceListSent"
-    assert boxes(routes.decide(event("hq", price, "central"), "central")) == ["north-branch"]
+    assert boxes(routes.decide(event("hq", price, "central"), "hq")) == ["north-branch"]
     # the same type from another source does not pass the where filter
-    assert boxes(routes.decide(event("mill", price), "north")) == []
+    assert boxes(routes.decide(event("mill", price), "mill")) == []
     report = "boxbus.network.BranchReportSent"
-    assert boxes(routes.decide(event("south-branch", report, "south"), "south")) == ["hq"]
+    assert boxes(routes.decide(event("south-branch", report, "south"), "south-branch")) == ["hq"]
     # related scope: a report of a box hq has no relationship with does not reach it
-    assert boxes(routes.decide(event("farm", "boxbus.collaboration.CommentAdded"), "north")
+    assert boxes(routes.decide(event("farm", "boxbus.collaboration.CommentAdded"), "farm")
                  ) == []
-    assert boxes(routes.decide(event("hq", region="central"), "central")
+    assert boxes(routes.decide(event("hq", region="central"), "hq")
                  ) == ["analytics", "hq-billing"]
 
 
 def test_loop_guard_on_source_origin_and_causation() -> None:
     routes = table()
     # A box never gets its own event back, even when it subscribes to the type.
-    own = routes.decide(event("analytics", region="central"), "central")
+    own = routes.decide(event("analytics", region="central"), "analytics")
     assert boxes(own) == [] and own.echoes == ("analytics",)
     # A mirrored fact is not delivered back to the box it came from.
     comment = "boxbus.collaboration.CommentAdded"
     mirrored = routes.decide(event("north-branch", comment, targetbox="farm", origin="farm"),
-                             "north")
+                             "north-branch")
     assert boxes(mirrored) == [] and mirrored.echoes == ("farm",)
     # A reaction of the same type to farm's own event does not go back to farm ...
-    routes.decide(event("farm", comment, targetbox="north-branch", id="c1"), "north")
+    routes.decide(event("farm", comment, targetbox="north-branch", id="c1"), "farm")
     echo = routes.decide(event("north-branch", comment, targetbox="farm", id="c2",
-                               causation="c1"), "north")
+                               causation="c1"), "north-branch")
     assert boxes(echo) == [] and echo.echoes == ("farm",)
     # ... but an answer of another type does (an order confirmed after an order placed).
-    routes.decide(event("north-branch", targetbox="farm", id="o1"), "north")
+    routes.decide(event("north-branch", targetbox="farm", id="o1"), "north-branch")
     answer = routes.decide(event("farm", "boxbus.orders.OrderConfirmed", targetbox="north-branch",
-                                 id="o2", causation="o1"), "north")
+                                 id="o2", causation="o1"), "farm")
     assert boxes(answer) == ["north-branch"]
 
 
 def test_decisions_are_cached_but_follow_fine_filters() -> None:
     text = NETWORK + "  - {box: mill, types: [OrderPlaced], where: {subject: [ord-7]}}\n"
     routes = table(text)
-    assert "mill" in boxes(routes.decide(event("north-branch", subject="ord-7"), "north"))
-    assert "mill" not in boxes(routes.decide(event("north-branch", subject="ord-8"), "north"))
+    branch = "north-branch"
+    assert "mill" in boxes(routes.decide(event(branch, subject="ord-7"), branch))
+    assert "mill" not in boxes(routes.decide(event(branch, subject="ord-8"), branch))
 
 
 def test_records_without_an_envelope_are_invalid() -> None:
