@@ -106,6 +106,13 @@ class KafkaAccess:
     def admin(self, **options: Any) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(**self.client_options(), **options)
 
+    def librdkafka_admin(self, **config: str) -> Any:
+        """librdkafka's admin client (confluent-kafka's ``AdminClient``), for what aiokafka's
+        has not: users and ACLs (see :mod:`bus.security`)."""
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({**self.librdkafka(), **config})
+
     def librdkafka(self) -> dict[str, str]:
         """The same connection for librdkafka (confluent-kafka's ``Producer({...})``)."""
         config = {"bootstrap.servers": self.bootstrap,

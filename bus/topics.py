@@ -10,9 +10,9 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
-from bus.errors import ComponentFailed
+from bus.errors import ComponentFailed, KafkaAccessDenied
 from bus.kafka import KafkaAccess, start_or_close
 
 
@@ -97,6 +97,10 @@ async def partitions_of(kafka: KafkaAccess, topic: str) -> list[TopicPartition]:
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
+    if described["error_code"] == TopicAuthorizationFailedError.errno:
+        raise KafkaAccessDenied(f"Kafka refused {kafka.principal} access to topic {topic}",
+                                hint="no ACL allows it; ask the network's operator, or use "
+                                "the identity the topic belongs to")
     if described["error_code"] != 0:
         return []
     return [TopicPartition(topic, p["partition"])

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.boxdb import box_database, connect, require_migrated
-from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
+from bus.cli.context import box_access, endpoints, kafka_access, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError
 from bus.settings import Settings
@@ -116,7 +116,7 @@ def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
 
     settings = settings_from_env(namespace, service=True)
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
-    relay_ = Relay(settings, dsn, kafka_access(settings), box)
+    relay_ = Relay(settings, dsn, box_access(settings, box), box)
     console_err.print(f"relay for box {box}; SIGTERM or Ctrl-C stops it")
     _run_until_signal(_with_metrics(relay_.run, metrics_port,
                                     lambda server: watch_relay(relay_, server)), relay_.stop)
@@ -232,7 +232,7 @@ def inbox_run(
         raise typer.BadParameter("--unknown is dead-letter or skip") from None
     found = endpoints(settings)
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
-    inbox = Inbox(settings, dsn, found.kafka, box, registry,
+    inbox = Inbox(settings, dsn, box_access(settings, box), box, registry,
                   serde_for(settings, found.registry_url), topics=topic or None,
                   unknown_types=policy, receipts=receipts, region=region)
 
@@ -242,3 +242,71 @@ def inbox_run(
     _run_until_signal(_with_metrics(inbox.run, metrics_port,
                                     lambda server: watch_inbox(inbox, server)), inbox.stop)
     console_err.print(f"inbox stopped: {inbox.applied} applied, {inbox.duplicates} duplicates")
+
+
+def _credentials_of(settings: Settings, box: str) -> dict[str, str]:
+    import json
+
+    from bus import naming
+    from bus.credentials import CredentialStore
+
+    user = naming.box_principal(settings.topic_namespace, box)
+    path = CredentialStore.of(settings).path(user)
+    try:
+        found: dict[str, str] = json.loads(path.read_text())
+    except OSError:
+        raise ConfigError(
+            f"boxbus keeps no credentials for box {box} of network "
+            f"{settings.topic_namespace!r} (looked for {path})",
+            hint="declare the box in the topology and run `boxbus topology apply FILE` (it "
+            "makes the box's Kafka user), or pass --namespace") from None
+    return found
+
+
+def _print_credentials(found: dict[str, str], json_out: bool) -> None:
+    if json_out:
+        print_json(found)
+        return
+    for key in ("username", "password", "bootstrap_servers", "security_protocol",
+                "sasl_mechanism"):
+        console.print(f"{key}: {found.get(key)}", highlight=False)
+
+
+@box_app.command("credentials")
+def credentials_(box: BoxOpt, namespace: NamespaceOpt = None,
+                 json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What a box needs to connect to Kafka as itself (its own user may read only its inbox
+    and write only its ingress topic). Keep it as secret as a password."""
+    settings = settings_from_env(namespace)
+    _print_credentials(_credentials_of(settings, box), json_out)
+
+
+@box_app.command("rotate-credentials")
+def rotate_credentials(box: BoxOpt, namespace: NamespaceOpt = None,
+                       json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Give a box's Kafka user a new password; the old one stops working for new logins."""
+    from bus import naming
+    from bus.credentials import CredentialStore, describe, new_password
+    from bus.security import ClusterSecurity
+
+    settings = settings_from_env(namespace)
+    operator = kafka_access(settings)
+    user = naming.box_principal(settings.topic_namespace, box)
+
+    async def rotate() -> dict[str, str]:
+        security = ClusterSecurity(operator)
+        if user not in await security.users():
+            raise ConfigError(f"box {box} of network {settings.topic_namespace!r} has no "
+                              f"Kafka user ({user}) on this cluster",
+                              hint="declare it in the topology and run `boxbus topology apply "
+                              "FILE`, or pass --namespace")
+        password = new_password()
+        store = CredentialStore.of(settings)
+        store.save(user, password, operator)  # kept first: a crash never loses the new one
+        await security.set_passwords({user: password})
+        return describe(user, password, operator)
+
+    found = asyncio.run(rotate())
+    if not json_out:
+        console_err.print(f"new password for {user}; the old one no longer logs in")
+    _print_credentials(found, json_out)

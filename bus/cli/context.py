@@ -43,6 +43,43 @@ def require_kafka(kafka: KafkaAccess) -> None:
         client_log.setLevel(level)
 
 
+def principal_access(settings: Settings, user: str, what: str) -> KafkaAccess:
+    """How a box or service connects: as itself. An identity given in the settings
+    (BOXBUS_KAFKA_SASL_USERNAME) wins; else the password boxbus keeps for ``user`` (made by
+    `topology apply`), on the brokers the operator reaches; on a cluster without logins
+    (no SASL), the settings' anonymous access."""
+    from bus.credentials import CredentialStore
+
+    if settings.kafka_sasl_username:
+        return KafkaAccess.from_settings(settings)
+    operator = kafka_access(settings)
+    found = CredentialStore.of(settings).access(user, operator)
+    if found is not None:
+        return found
+    if operator.principal == "ANONYMOUS":
+        return operator
+    raise ConfigError(
+        f"boxbus keeps no Kafka credentials for {what} (user {user}) in "
+        f"{CredentialStore.of(settings).folder}",
+        hint="declare it in the topology and run `boxbus topology apply FILE` (it makes the "
+        "user), pass --namespace, or set BOXBUS_KAFKA_SASL_USERNAME and _PASSWORD")
+
+
+def box_access(settings: Settings, box: str) -> KafkaAccess:
+    from bus import naming
+
+    return principal_access(settings, naming.box_principal(settings.topic_namespace, box),
+                            f"box {box} of network {settings.topic_namespace!r}")
+
+
+def service_access(settings: Settings, service: str) -> KafkaAccess:
+    from bus import naming
+
+    return principal_access(settings, naming.service_principal(settings.topic_namespace,
+                                                               service),
+                            f"the {service} of network {settings.topic_namespace!r}")
+
+
 @dataclass(frozen=True)
 class Endpoints:
     kafka: KafkaAccess

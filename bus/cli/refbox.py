@@ -13,14 +13,23 @@ import typer
 
 from bus.cli.box import BoxOpt, DatabaseOpt, NamespaceOpt, _run_until_signal
 from bus.cli.boxdb import box_database
-from bus.cli.context import endpoints, require_kafka, serde_for, settings_from_env
+from bus.cli.context import (
+    box_access,
+    endpoints,
+    require_kafka,
+    serde_for,
+    settings_from_env,
+)
 from bus.cli.output import console, console_err, print_json
-from bus.errors import ConfigError
+from bus.errors import ConfigError, KafkaAccessDenied
 
 
-def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt = None) -> None:
-    """Run a reference box (relay + inbox) until SIGTERM or Ctrl-C. The box must be declared in
-    the applied topology: its region comes from the control topics."""
+def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt = None,
+        region: Annotated[str | None, typer.Option(
+            help="The box's region (default: read from the network's control topics, which "
+            "needs the operator's access).")] = None) -> None:
+    """Run a reference box (relay + inbox) until SIGTERM or Ctrl-C, connected as the box's own
+    Kafka user. The box must be declared in the applied topology."""
     from bus.topology import read_control
     from bus.topology.control import decode
     from connectors.refbox import BoxService
@@ -28,9 +37,17 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
     settings = settings_from_env(namespace, service=True)
     found = endpoints(settings)
     require_kafka(found.kafka)
+    own = box_access(settings, box)
 
-    async def serve() -> None:
-        boxes = (await read_control(found.kafka, settings.topic_namespace))["boxes"]
+    async def region_of_box() -> str:
+        if region is not None:
+            return region
+        try:
+            boxes = (await read_control(found.kafka, settings.topic_namespace))["boxes"]
+        except KafkaAccessDenied as exc:
+            raise ConfigError(f"{found.kafka.principal} may not read the network's control "
+                              "topics to learn the box's region",
+                              hint="pass --region R") from exc
         if box not in boxes:
             raise ConfigError(f"box {box!r} is not in network {settings.topic_namespace!r}",
                               hint="declare it in the topology file and run "
@@ -38,11 +55,14 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
         entry = decode(boxes[box])
         if entry.get("kind") == "partner":
             raise ConfigError(f"{box!r} is a partner without a box: it is reached by e-mail")
+        return str(entry["region"])
+
+    async def serve() -> None:
+        where = await region_of_box()
         dsn = await box_database(settings, box, database_url, create=True)
-        service = BoxService(settings, dsn, found.kafka, box,
-                             serde_for(settings, found.registry_url))
-        console_err.print(f"box {box} (region {entry['region']}) runs on {dsn.split('@')[-1]}; "
-                          "SIGTERM or Ctrl-C stops it")
+        service = BoxService(settings, dsn, own, box, serde_for(settings, found.registry_url))
+        console_err.print(f"box {box} (region {where}) runs on {dsn.split('@')[-1]} as "
+                          f"{own.principal}; SIGTERM or Ctrl-C stops it")
         running = asyncio.create_task(service.run())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
-from bus.cli.context import kafka_access, require_kafka, settings_from_env
+from bus.cli.context import kafka_access, require_kafka, service_access, settings_from_env
 from bus.cli.output import console_err, print_json
 
 app = typer.Typer(help="The router: region topics to box inboxes, by the network's topology.",
@@ -33,8 +33,8 @@ def run(
     from processors.router import Router
 
     settings = settings_from_env(service=True)
-    kafka = kafka_access(settings)
-    require_kafka(kafka)
+    require_kafka(kafka_access(settings))
+    kafka = service_access(settings, "router")
     router = Router(settings, kafka, group_id=group, max_records=max_records)
     stop = asyncio.Event()
 

@@ -21,13 +21,15 @@ FileArg = Annotated[Path, typer.Argument(help="The topology file (YAML).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 _SYMBOL = {"create-topic": "+", "add-partitions": "~", "alter-config": "~",
-           "write-control": "+", "delete-control": "-", "delete-topic": "-"}
+           "write-control": "+", "delete-control": "-", "delete-topic": "-",
+           "create-principal": "+", "delete-principal": "-", "add-acl": "+",
+           "remove-acl": "-"}
 
 
 def _show(plan_changes: list[Change], title: str) -> None:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("", "action", "target", "detail"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for change in plan_changes:
         style = "red" if change.destructive else None
         table.add_row(_SYMBOL.get(change.action, "?"), change.action, change.target,
@@ -69,6 +71,8 @@ def plan(file: FileArg, json_out: JsonOpt = False) -> None:
                               f"{len(result.changes)} change(s)")
     for problem in result.problems:
         console_err.print(f"[yellow]cannot apply:[/] {problem}")
+    for note in result.notes:
+        console_err.print(f"note: {note}", highlight=False)
 
 
 @app.command()

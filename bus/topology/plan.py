@@ -1,11 +1,16 @@
 """Plan and apply a topology on a cluster, like a schema migration for topics.
 
 ``plan`` reads the cluster (topics, partitions, replicas, the configs boxbus manages, the
-control topics' records) and lists what would change, touching nothing. ``apply`` carries out
-a plan; applied twice, the second finds nothing to do. Destructive changes (deleting a topic
-of a removed box or region, shrinking a retention) are planned but only carried out with
-``allow_destructive``. What Kafka cannot do (fewer partitions, another replication factor in
-place) is reported as a problem, not attempted.
+control topics' records, the network's Kafka users and their ACLs) and lists what would change,
+touching nothing. Every box and service gets a SCRAM user of its own and exactly the ACLs
+:mod:`bus.topology.principals` derives from the topology; the passwords boxbus makes are kept
+in the credential store (:mod:`bus.credentials`), Kafka keeping only their hashes.
+
+``apply`` carries out a plan; applied twice, the second finds nothing to do. Destructive changes
+(deleting a topic of a removed box or region, shrinking a retention) are planned but only
+carried out with ``allow_destructive`` (so is deleting the user of a removed box; its ACLs go at
+once, which ends its access, since Kafka authorizes every request). What Kafka cannot do (fewer
+partitions, another replication factor in place) is reported as a problem, not attempted.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bus import naming
+from bus.credentials import CredentialStore, new_password
 from bus.deadletter import DLQ_MAX_BYTES
 from bus.kafka import KafkaAccess, start_or_close
+from bus.security import ClusterSecurity, SecurityDisabled
 from bus.settings import Settings
 from bus.topics import create_topics
+from bus.topology import principals
 from bus.topology.control import desired_records, read_control
 from bus.topology.model import BoxKind, Topology
 
@@ -48,8 +56,10 @@ class Change:
 @dataclass
 class Plan:
     namespace: str
+    store: CredentialStore | None = None  # where apply keeps the passwords it makes
     changes: list[Change] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what apply cannot do
+    notes: list[str] = field(default_factory=list)  # worth knowing, changes nothing
 
     @property
     def empty(self) -> bool:
@@ -58,7 +68,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "changes": [
             {k: v for k, v in asdict(c).items() if k != "data"} for c in self.changes],
-            "problems": self.problems}
+            "problems": self.problems, "notes": self.notes}
 
 
 def wanted_topics(topology: Topology, namespace: str) -> list[WantedTopic]:
@@ -111,7 +121,7 @@ def _managed(namespace: str, topic: str) -> bool:
 
 async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) -> Plan:
     namespace = topology.namespace or settings.topic_namespace
-    plan = Plan(namespace)
+    plan = Plan(namespace, CredentialStore.of(settings))
     admin = kafka.admin()
     await start_or_close(admin, kafka)
     try:
@@ -182,7 +192,42 @@ async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) 
             plan.changes.append(Change(
                 "delete-control", f"{kind}/{key}", "no longer in the topology (tombstone)",
                 data={"kind": kind, "key": key}))
+    await _plan_access(plan, kafka, topology)
     return plan
+
+
+async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology) -> None:
+    """The Kafka users and ACLs that differ from what the topology asks for."""
+    ns = plan.namespace
+    security = ClusterSecurity(kafka)
+    try:
+        have_grants = {g for g in await security.grants() if principals.of_namespace(ns, g.user)}
+    except SecurityDisabled:
+        plan.notes.append("the cluster has no authorizer: every client may do anything, so "
+                          "no users or ACLs are planned (the local stack has one)")
+        return
+    have_users = {u for u in await security.users() if principals.of_namespace(ns, u)}
+    wanted_users = principals.users(topology, ns)
+    assert plan.store is not None
+    for user, role in sorted(wanted_users.items()):
+        if user not in have_users:
+            plan.changes.append(Change(
+                "create-principal", user, f"{role}: a SCRAM-SHA-512 user; its password is kept "
+                f"in {plan.store.path(user)}", data={"user": user}))
+        elif plan.store.password(user) is None:
+            plan.notes.append(f"{user} exists on the cluster, but boxbus keeps no password for "
+                              f"it: `boxbus box rotate-credentials` gives it a new one")
+    for user in sorted(have_users - set(wanted_users)):
+        plan.changes.append(Change("delete-principal", user, "no longer in the topology: it "
+                                   "cannot log in any more", destructive=True,
+                                   data={"user": user}))
+    wanted_grants = principals.grants(topology, ns)
+    for grant in sorted(wanted_grants - have_grants):
+        plan.changes.append(Change("add-acl", grant.describe(), "allow",
+                                   data={"grant": grant}))
+    for grant in sorted(have_grants - wanted_grants):
+        plan.changes.append(Change("remove-acl", grant.describe(), "no longer needed",
+                                   data={"grant": grant}))
 
 
 def _with_isr(configs: dict[str, str], replication: int) -> dict[str, str]:
@@ -254,6 +299,7 @@ async def apply_plan(kafka: KafkaAccess, plan: Plan, *,
         await admin.close()
     result.done += [c for c in todo if c.action.endswith("-topic") or c.action in (
         "add-partitions", "alter-config")]
+    result.done += await _apply_access(kafka, plan, todo)
 
     records = [c for c in todo if c.action in ("write-control", "delete-control")]
     if records:
@@ -272,6 +318,35 @@ async def apply_plan(kafka: KafkaAccess, plan: Plan, *,
             logging.getLogger("aiokafka.producer.sender").removeFilter(quiet)
         result.done += records
     return result
+
+
+async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> list[Change]:
+    """Users first (a password made here is kept before Kafka learns it, so it is never lost),
+    then ACLs, waiting until the brokers report them."""
+    creates = [c for c in todo if c.action == "create-principal"]
+    deletes = [c for c in todo if c.action == "delete-principal"]
+    adds = [c for c in todo if c.action == "add-acl"]
+    removes = [c for c in todo if c.action == "remove-acl"]
+    if not (creates or deletes or adds or removes):
+        return []
+    security = ClusterSecurity(kafka)
+    store = plan.store
+    assert store is not None
+    passwords = {}
+    for change in creates:
+        user = change.data["user"]
+        passwords[user] = store.password(user) or new_password()
+        store.save(user, passwords[user], kafka)
+    await security.set_passwords(passwords)
+    await security.delete_users(c.data["user"] for c in deletes)
+    for change in deletes:
+        store.forget(change.data["user"])
+    added = {c.data["grant"] for c in adds}
+    removed = {c.data["grant"] for c in removes}
+    await security.add(added)
+    await security.remove(removed)
+    await security.wait_until(added, removed)
+    return [*creates, *deletes, *adds, *removes]
 
 
 class _FreshLeaderRetries(logging.Filter):

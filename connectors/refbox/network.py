@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from bus import naming
+from bus.credentials import CredentialStore
 from bus.db import create_database
 from bus.kafka import KafkaAccess
 from bus.log import get_logger
@@ -56,7 +57,9 @@ class LocalNetwork:
         for box, dsn in zip(real, dsns, strict=True):
             self.dsns[box.id] = dsn
             self.boxes[box.id] = RefBox(box.id, box.region, dsn, outbox)
-            service = BoxService(self.settings, dsn, self.kafka, box.id, self.serde,
+            service = BoxService(self.settings, dsn,
+                                 self.identity(naming.box_principal(ns, box.id)), box.id,
+                                 self.serde,
                                  poll_interval=0.5)
             self.services[box.id] = service
             self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box.id}"))
@@ -64,9 +67,16 @@ class LocalNetwork:
             await self.add_router()
         return self
 
+    def identity(self, user: str) -> KafkaAccess:
+        """How a box or the router of this network connects: as its own Kafka user (made by
+        the topology's apply), or as the network's operator on a cluster without logins."""
+        return CredentialStore.of(self.settings).access(user, self.kafka) or self.kafka
+
     async def add_router(self) -> Router:
         """One more router instance in the group (they split the region partitions)."""
-        router, stop = Router(self.settings, self.kafka), asyncio.Event()
+        router = Router(self.settings, self.identity(
+            naming.service_principal(self.settings.topic_namespace, "router")))
+        stop = asyncio.Event()
         task = asyncio.create_task(router.run(stop, progress_every=3600), name="router")
         self.routers.append(router)
         self._routing.append((stop, task))

@@ -12,8 +12,8 @@ from bus.kafka import KafkaAccess
 from bus.settings import SaslMechanism, SecurityProtocol, Settings
 from tests.conftest import REPO
 
-CLIENT = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient)\(|\bconfluent_kafka\b"
-                    r"|\bfaust\.App\(|\bApplication\(")
+CLIENT = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient)\(|\b(AdminClient|Producer|"
+                    r"Consumer)\(\{|\bfaust\.App\(|\bApplication\(")
 # Peers of the router benchmark are other libraries' own ways of connecting; each builds its
 # connection from the same BOXBUS_KAFKA_* variables (processors/peers/contract.py).
 PEERS = {"processors/peers/faust_forward.py", "processors/peers/quix_forward.py"}

@@ -1,0 +1,74 @@
+"""Where boxbus keeps the passwords it made for the network's Kafka users.
+
+Kafka keeps only salted hashes, so the one copy a box can be given lives here: one JSON file
+per user, ``<run dir>/credentials/<user>.json``, mode 0600 in a 0700 folder, in the form
+``boxbus box credentials --json`` prints (user name, password, brokers, protocol, mechanism).
+On the local stack the run directory is the stack's, and ``boxbus dev down`` removes it with
+the cluster. In production point ``BOXBUS_RUN_DIR`` at storage as private as a secret store,
+or hand each password to the box and delete the file.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from bus.devstack.kafka import write_private
+from bus.kafka import KafkaAccess
+from bus.settings import SaslMechanism, Settings
+
+
+@dataclass(frozen=True)
+class CredentialStore:
+    folder: Path
+
+    def path(self, user: str) -> Path:
+        return self.folder / f"{user}.json"
+
+    def password(self, user: str) -> str | None:
+        try:
+            found: str = json.loads(self.path(user).read_text())["password"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return found
+
+    def users(self) -> set[str]:
+        if not self.folder.is_dir():
+            return set()
+        return {p.stem for p in self.folder.glob("*.json")}
+
+    @classmethod
+    def of(cls, settings: Settings) -> CredentialStore:
+        return cls(settings.run_dir / "credentials")
+
+    def save(self, user: str, password: str, kafka: KafkaAccess) -> Path:
+        """Keep ``user``'s password with how to reach the brokers it is valid on."""
+        write_private(self.path(user), dict(describe(user, password, kafka)))
+        return self.path(user)
+
+    def forget(self, user: str) -> None:
+        self.path(user).unlink(missing_ok=True)
+
+    def access(self, user: str, kafka: KafkaAccess) -> KafkaAccess | None:
+        """``kafka``'s brokers, logged in as ``user``; None when no password is kept."""
+        password = self.password(user)
+        if password is None:
+            return None
+        return kafka.as_principal(user, SecretStr(password))
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def describe(user: str, password: str, kafka: KafkaAccess) -> dict[str, str]:
+    """What a client needs to connect as ``user`` (the keys of `box credentials --json`)."""
+    login = kafka.as_principal(user, password)
+    return {"username": user, "password": password, "bootstrap_servers": kafka.bootstrap,
+            "security_protocol": login.security_protocol.value,
+            "sasl_mechanism": (login.sasl_mechanism or SaslMechanism.SCRAM_SHA_512).value}
+

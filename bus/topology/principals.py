@@ -1,0 +1,114 @@
+"""Who connects to a network's cluster, and what each may do: derived from the topology alone.
+
+Every box of the topology connects as its own Kafka user, ``<ns>.box.<id>``, and every service
+of the network as ``<ns>.<service>`` (one cluster may hold several networks). A box may:
+
+- read its own topics and join its own consumer groups: everything starting ``<ns>.box.<id>.``
+  (a prefix ending in the separator, so box ``a`` never covers box ``ab``): its inbox, and its
+  inbox's and ingress's dead letters;
+- write its ingress topic (``<ns>.box.<id>.outbox``), where the router proves its source, and
+  its inbox's dead-letter topic; and write idempotently (an explicit ``IDEMPOTENT_WRITE``: the
+  fallback check for producers without it is slow in the StandardAuthorizer);
+- nothing else: no other box's topics or groups, no region or control topic, no topic creation.
+
+The router reads every ingress topic and the control topics, writes the region topics, the
+inboxes, the mail topic and the ingress topics' quarantine and dead letters, and commits in its
+own group. Nothing here creates topics: ``topology apply`` does, as the operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bus import naming
+from bus.topology.model import BoxKind, Topology
+
+SERVICES = ("router",)
+CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
+
+
+class Resource(StrEnum):
+    TOPIC = "topic"
+    GROUP = "group"
+    CLUSTER = "cluster"
+
+
+class Pattern(StrEnum):
+    LITERAL = "literal"
+    PREFIXED = "prefixed"
+
+
+class Operation(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    IDEMPOTENT_WRITE = "idempotent_write"
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """One ALLOW rule for one user, from any host."""
+
+    user: str
+    resource: Resource
+    name: str
+    pattern: Pattern
+    operation: Operation
+
+    @property
+    def principal(self) -> str:
+        return f"User:{self.user}"
+
+    def describe(self) -> str:
+        star = "*" if self.pattern is Pattern.PREFIXED else ""
+        return f"{self.user}: {self.operation.value} {self.resource.value} {self.name}{star}"
+
+
+def users(topology: Topology, namespace: str) -> dict[str, str]:
+    """Every Kafka user of the network, with what it is (``box <id>`` or the service)."""
+    found = {naming.box_principal(namespace, b.id): f"box {b.id}"
+             for b in topology.boxes if b.kind is BoxKind.BOX}
+    found |= {naming.service_principal(namespace, s): s for s in SERVICES}
+    return found
+
+
+def grants(topology: Topology, namespace: str) -> set[Grant]:
+    """Every ACL the network needs: exactly what each box and service uses."""
+    wanted: set[Grant] = set()
+    router = naming.service_principal(namespace, "router")
+    boxes = [b.id for b in topology.boxes if b.kind is BoxKind.BOX]
+    for box in boxes:
+        user = naming.box_principal(namespace, box)
+        own = naming.box_prefix(namespace, box)
+        ingress, inbox = naming.ingress_topic(namespace, box), naming.inbox_topic(namespace, box)
+        wanted |= {
+            Grant(user, Resource.TOPIC, own, Pattern.PREFIXED, Operation.READ),
+            Grant(user, Resource.GROUP, own, Pattern.PREFIXED, Operation.READ),
+            Grant(user, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.WRITE),
+            Grant(user, Resource.TOPIC, naming.dlq_topic(inbox), Pattern.LITERAL,
+                  Operation.WRITE),
+            Grant(user, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
+            Grant(router, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.READ),
+            Grant(router, Resource.TOPIC, inbox, Pattern.LITERAL, Operation.WRITE),
+            Grant(router, Resource.TOPIC, naming.quarantine_topic(ingress), Pattern.LITERAL,
+                  Operation.WRITE),
+            Grant(router, Resource.TOPIC, naming.dlq_topic(ingress), Pattern.LITERAL,
+                  Operation.WRITE),
+        }
+    wanted |= {
+        Grant(router, Resource.TOPIC, f"{namespace}.region.", Pattern.PREFIXED,
+              Operation.WRITE),
+        Grant(router, Resource.TOPIC, naming.mail_topic(namespace), Pattern.LITERAL,
+              Operation.WRITE),
+        Grant(router, Resource.TOPIC, f"{namespace}.control.", Pattern.PREFIXED,
+              Operation.READ),
+        Grant(router, Resource.GROUP, f"{namespace}.router", Pattern.LITERAL, Operation.READ),
+        Grant(router, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
+    }
+    return wanted
+
+
+def of_namespace(namespace: str, user: str) -> bool:
+    """Whether a Kafka user is one boxbus made for this network (and may remove)."""
+    return user.startswith(f"{namespace}.box.") or user in {
+        naming.service_principal(namespace, s) for s in SERVICES}

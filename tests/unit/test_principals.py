@@ -1,0 +1,60 @@
+"""The users and ACLs a topology asks for (pure: no cluster)."""
+
+from __future__ import annotations
+
+from bus.topology.model import parse_topology
+from bus.topology.principals import Grant, Operation, Pattern, Resource, grants, of_namespace, users
+
+NETWORK = """
+regions: {north: {}, south: {}}
+boxes:
+  - {id: a, region: north, company: a}
+  - {id: ab, region: north, company: ab}
+  - {id: post, region: south, company: post, kind: partner, email: orders@post.example}
+relationships:
+  - {kind: trade, buyer: a, supplier: ab}
+"""
+
+
+def test_a_user_per_box_and_service_and_none_for_a_partner() -> None:
+    assert users(parse_topology(NETWORK), "ns") == {
+        "ns.box.a": "box a", "ns.box.ab": "box ab", "ns.router": "router"}
+
+
+def test_a_box_reads_its_own_topics_and_writes_only_its_ingress() -> None:
+    found = grants(parse_topology(NETWORK), "ns")
+    mine = {g for g in found if g.user == "ns.box.a"}
+    assert mine == {
+        Grant("ns.box.a", Resource.TOPIC, "ns.box.a.", Pattern.PREFIXED, Operation.READ),
+        Grant("ns.box.a", Resource.GROUP, "ns.box.a.", Pattern.PREFIXED, Operation.READ),
+        Grant("ns.box.a", Resource.TOPIC, "ns.box.a.outbox", Pattern.LITERAL, Operation.WRITE),
+        Grant("ns.box.a", Resource.TOPIC, "ns.box.a.inbox.dlq", Pattern.LITERAL,
+              Operation.WRITE),
+        Grant("ns.box.a", Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL,
+              Operation.IDEMPOTENT_WRITE),
+    }
+    # Prefixes end with the separator: box a's never covers box ab's names.
+    for grant in mine:
+        if grant.pattern is Pattern.PREFIXED:
+            assert grant.name.endswith(".") and not "ns.box.ab.inbox".startswith(grant.name)
+    assert not any(g.user == "ns.box.post" for g in found)
+
+
+def test_the_router_gets_exactly_what_it_uses() -> None:
+    router = {(g.resource, g.name, g.pattern, g.operation)
+              for g in grants(parse_topology(NETWORK), "ns") if g.user == "ns.router"}
+    reads = {n for r, n, p, o in router if o is Operation.READ and r is Resource.TOPIC}
+    writes = {n for r, n, p, o in router if o is Operation.WRITE}
+    assert reads == {"ns.box.a.outbox", "ns.box.ab.outbox", "ns.control."}
+    assert writes == {"ns.box.a.inbox", "ns.box.ab.inbox", "ns.region.", "ns.mail",
+                      "ns.box.a.outbox.quarantine", "ns.box.a.outbox.dlq",
+                      "ns.box.ab.outbox.quarantine", "ns.box.ab.outbox.dlq"}
+    assert (Resource.GROUP, "ns.router", Pattern.LITERAL, Operation.READ) in router
+    assert Grant("ns.router", Resource.TOPIC, "ns.region.", Pattern.PREFIXED,
+                 Operation.WRITE).describe() == "ns.router: write topic ns.region.*"
+
+
+def test_users_of_a_namespace() -> None:
+    assert of_namespace("ns", "ns.box.a") and of_namespace("ns", "ns.router")
+    assert not of_namespace("ns", "ns2.box.a") and not of_namespace("ns", "admin")
+    assert not of_namespace("ns", "ns.mailbox")
