@@ -9,7 +9,12 @@ from typing import Any
 
 import asyncpg
 import typer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 from pydantic import ValidationError
 
 from bus.cli import bench, box, demo, dev, dlq, events, refbox, router, schemas, topology
@@ -43,6 +48,17 @@ def main(argv: list[str] | None = None) -> Any:
     except BoxbusError as exc:
         console_err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(2 if not exc.retriable else 1)
+    except (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
+            ClusterAuthorizationFailedError) as exc:
+        what = {TopicAuthorizationFailedError: "a topic", GroupAuthorizationFailedError:
+                "a consumer group", ClusterAuthorizationFailedError: "the cluster"}[type(exc)]
+        console_err.print(
+            f"[bold red]error:[/] Kafka refused access to {what} ({exc.__class__.__name__}): "
+            "no ACL allows it for the user this command logs in as\n  what to do: a box "
+            "reaches only its own topics and groups (`boxbus topology plan FILE` lists the "
+            "ACLs); network-wide commands log in as the cluster's operator",
+            highlight=False)
+        sys.exit(2)
     except KafkaError as exc:
         console_err.print(
             f"[bold red]error:[/] Kafka: {exc}\n  what to do: check that Kafka runs "

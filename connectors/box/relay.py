@@ -238,7 +238,8 @@ class Relay:
         if not parked:
             return rows
         await conn.execute(PARK, [row["id"] for row in parked],
-                           "topic does not exist on the cluster")
+                           "the topic does not exist, or this box may not write it (a box "
+                           "publishes into its own ingress topic only)")
         self.parked += len(parked)
         for topic in sorted({row["topic"] for row in parked}):
             log.error("events parked: their topic does not exist", box=self.box_id, topic=topic,
