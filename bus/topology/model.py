@@ -97,12 +97,44 @@ class Region(_Strict):
     replication: int | None = Field(None, ge=1, le=7)
 
 
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$")
+_SIZE_UNIT = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000,
+              "MB": 1000**2, "GB": 1000**3}
+
+
+def byte_rate(value: Any) -> int:
+    """``1MiB``, ``512KiB``, ``2.5MB`` or a number of bytes (a second, per broker)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value.strip())
+        if match:
+            rate = int(float(match.group(1)) * _SIZE_UNIT[match.group(2)])
+            if rate > 0:
+                return rate
+    raise ValueError(f"{value!r} is not a byte rate: write 1MiB, 512KiB or a number of bytes")
+
+
+ByteRate = Annotated[int, BeforeValidator(byte_rate)]
+
+
+class Quota(_Strict):
+    """Bytes a second a Kafka user may produce and fetch, on each broker; beyond them the
+    brokers slow it down (they never refuse it)."""
+
+    produce: ByteRate
+    fetch: ByteRate
+
+
 class Defaults(_Strict):
     inbox_partitions: int = Field(3, ge=1, le=1000)
     inbox_retention: Duration = 14 * 86_400_000
     # A box's ingress topic (what its relay writes, only the router reads).
     ingress_partitions: int = Field(3, ge=1, le=1000)
     ingress_retention: Duration = 7 * 86_400_000
+    # Each box's share, and the services' (they carry every box's traffic).
+    box_quota: Quota = Quota(produce=1024**2, fetch=4 * 1024**2)
+    service_quota: Quota = Quota(produce=64 * 1024**2, fetch=64 * 1024**2)
     mail_partitions: int = Field(3, ge=1, le=1000)
     replication: int | None = Field(None, ge=1, le=7)
 
@@ -120,6 +152,8 @@ class Box(_Strict):
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     # Event types this box may publish; None: any. The router quarantines the others.
     publishes: tuple[EventType, ...] | None = None
+    # Its own byte rates instead of defaults.box_quota.
+    quota: Quota | None = None
 
     @model_validator(mode="after")
     def _partner_has_email(self) -> Box:

@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from bus import naming
+from bus import naming, quotas
 from bus.credentials import CredentialStore, new_password
 from bus.deadletter import DLQ_MAX_BYTES
 from bus.kafka import KafkaAccess, start_or_close
@@ -228,6 +228,14 @@ async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology) -> No
     for grant in sorted(have_grants - wanted_grants):
         plan.changes.append(Change("remove-acl", grant.describe(), "no longer needed",
                                    data={"grant": grant}))
+    wanted_rates = {user: {quotas.PRODUCE: float(q.produce), quotas.FETCH: float(q.fetch)}
+                    for user, q in principals.quotas(topology, ns).items()}
+    have_rates = await quotas.Quotas(kafka).of(sorted(wanted_rates))
+    for user, rates in sorted(wanted_rates.items()):
+        if have_rates.get(user) != rates:
+            plan.changes.append(Change(
+                "set-quota", user, f"produce {rates[quotas.PRODUCE]:,.0f} B/s, fetch "
+                f"{rates[quotas.FETCH]:,.0f} B/s per broker", data={"rates": rates}))
 
 
 def _with_isr(configs: dict[str, str], replication: int) -> dict[str, str]:
@@ -327,7 +335,8 @@ async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> l
     deletes = [c for c in todo if c.action == "delete-principal"]
     adds = [c for c in todo if c.action == "add-acl"]
     removes = [c for c in todo if c.action == "remove-acl"]
-    if not (creates or deletes or adds or removes):
+    rates = [c for c in todo if c.action == "set-quota"]
+    if not (creates or deletes or adds or removes or rates):
         return []
     security = ClusterSecurity(kafka)
     store = plan.store
@@ -346,7 +355,8 @@ async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> l
     await security.add(added)
     await security.remove(removed)
     await security.wait_until(added, removed)
-    return [*creates, *deletes, *adds, *removes]
+    await quotas.Quotas(kafka).set({c.target: c.data["rates"] for c in rates})
+    return [*creates, *deletes, *adds, *removes, *rates]
 
 
 class _FreshLeaderRetries(logging.Filter):

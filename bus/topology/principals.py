@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bus import naming
-from bus.topology.model import BoxKind, Topology
+from bus.topology.model import BoxKind, Quota, Topology
 
 SERVICES = ("router",)
 CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
@@ -106,6 +106,15 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
         Grant(router, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
     }
     return wanted
+
+
+def quotas(topology: Topology, namespace: str) -> dict[str, Quota]:
+    """The byte rates of every user: a box's own, else the default for boxes; the services'."""
+    rates = {naming.box_principal(namespace, b.id): b.quota or topology.defaults.box_quota
+             for b in topology.boxes if b.kind is BoxKind.BOX}
+    rates |= {naming.service_principal(namespace, s): topology.defaults.service_quota
+              for s in SERVICES}
+    return rates
 
 
 def of_namespace(namespace: str, user: str) -> bool:

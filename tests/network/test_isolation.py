@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError
 from bus import Envelope, KafkaAccessDenied, Settings, naming
 from bus.credentials import CredentialStore
 from bus.kafka import KafkaAccess, login_refusal, start_or_close
+from bus.quotas import FETCH, PRODUCE, Quotas
 from bus.topics import list_topics, partitions_of, read_topic
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.router import Router
@@ -58,6 +59,12 @@ async def net(ns_settings: Settings, kafka: KafkaAccess) -> dict[str, Any]:
         found[who] = store.access(naming.box_principal(ns, who), kafka)
         assert found[who] is not None and found[who].principal.endswith(who)
     found["router"] = store.access(naming.service_principal(ns, "router"), kafka)
+    # Each user's byte rates, as the topology's defaults give them.
+    rates = await Quotas(kafka).of([naming.box_principal(ns, "box-a"),
+                                    naming.service_principal(ns, "router")])
+    assert rates[naming.box_principal(ns, "box-a")] == {
+        PRODUCE: float(1024**2), FETCH: float(4 * 1024**2)}
+    assert rates[naming.service_principal(ns, "router")][PRODUCE] == float(64 * 1024**2)
     return found
 
 

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from bus.topology.model import parse_topology
-from bus.topology.principals import Grant, Operation, Pattern, Resource, grants, of_namespace, users
+import pytest
+
+from bus.topology.model import byte_rate, parse_topology
+from bus.topology.principals import (
+    Grant,
+    Operation,
+    Pattern,
+    Resource,
+    grants,
+    of_namespace,
+    quotas,
+    users,
+)
 
 NETWORK = """
 regions: {north: {}, south: {}}
@@ -58,3 +69,23 @@ def test_users_of_a_namespace() -> None:
     assert of_namespace("ns", "ns.box.a") and of_namespace("ns", "ns.router")
     assert not of_namespace("ns", "ns2.box.a") and not of_namespace("ns", "admin")
     assert not of_namespace("ns", "ns.mailbox")
+
+
+def test_quotas_come_from_the_topology() -> None:
+    text = NETWORK.replace("  - {id: ab, region: north, company: ab}",
+                           "  - {id: ab, region: north, company: ab, "
+                           "quota: {produce: 2MiB, fetch: 512KiB}}") + (
+        "defaults: {box_quota: {produce: 100KB, fetch: 1048576}}\n")
+    rates = quotas(parse_topology(text), "ns")
+    assert (rates["ns.box.a"].produce, rates["ns.box.a"].fetch) == (100_000, 1_048_576)
+    assert (rates["ns.box.ab"].produce, rates["ns.box.ab"].fetch) == (2 * 1024**2, 512 * 1024)
+    assert rates["ns.router"].produce == 64 * 1024**2  # services carry every box's traffic
+    assert "ns.box.post" not in rates
+
+
+def test_a_byte_rate_is_read_with_its_unit_or_refused() -> None:
+    assert [byte_rate(v) for v in ("1MiB", "1.5 KiB", "2MB", 4096, "10B")] == [
+        1_048_576, 1536, 2_000_000, 4096, 10]
+    for bad in ("fast", "-1MiB", 0, True, "1 TB"):
+        with pytest.raises(ValueError, match="byte rate"):
+            byte_rate(bad)
