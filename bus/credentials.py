@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from bus.devstack.kafka import write_private
 from bus.kafka import KafkaAccess
 from bus.settings import SaslMechanism, Settings
+from bus.signing import Signer
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,21 @@ class CredentialStore:
     def users(self) -> set[str]:
         if not self.folder.is_dir():
             return set()
-        return {p.stem for p in self.folder.glob("*.json")}
+        return {p.stem for p in self.folder.glob("*.json") if not p.stem.endswith(".signing")}
+
+    def signing_path(self, user: str) -> Path:
+        return self.folder / f"{user}.signing.json"
+
+    def signer(self, user: str) -> Signer | None:
+        """The box's signing key, if boxbus made one for it."""
+        try:
+            return Signer.from_secret(json.loads(self.signing_path(user).read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def save_signer(self, user: str, signer: Signer) -> Path:
+        write_private(self.signing_path(user), dict(signer.to_secret()))
+        return self.signing_path(user)
 
     @classmethod
     def of(cls, settings: Settings) -> CredentialStore:
@@ -51,6 +66,7 @@ class CredentialStore:
         return self.path(user)
 
     def forget(self, user: str) -> None:
+        """Drop the login; a signing key stays (its signatures must stay verifiable)."""
         self.path(user).unlink(missing_ok=True)
 
     def access(self, user: str, kafka: KafkaAccess) -> KafkaAccess | None:

@@ -23,6 +23,7 @@ not on the class name::
         ├── RegionMismatch         the event's region is not the region of its topic
         ├── InvalidEventData       decoded, but a field breaks the event model
         ├── UnknownEventType       a type this consumer has no schema for
+        ├── BadSignature           a type that must be signed, unsigned or not verifiable
         └── UnexpectedRecordError  checking it failed in a way nobody foresaw (a bug)
 
 Messages say what went wrong and what to do about it; where a log file explains more, the
@@ -151,6 +152,10 @@ class InvalidEventData(BadEvent):
 
 class UnknownEventType(BadEvent):
     code = "unknown-event-type"
+
+
+class BadSignature(BadEvent):
+    code = "bad-signature"
 
 
 class UnexpectedRecordError(BadEvent):

@@ -11,7 +11,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _NAME_RULE = "use lower-case letters, digits, '-' and '_'"
 DLQ_SUFFIX = ".dlq"
 QUARANTINE_SUFFIX = ".quarantine"
-CONTROL_KINDS = ("boxes", "relationships", "subscriptions")
+CONTROL_KINDS = ("boxes", "relationships", "subscriptions", "signing")
 
 
 def _check_name(value: str, what: str, example: str) -> str:

@@ -13,7 +13,7 @@ import typer
 
 from bus import naming
 from bus.catalog import SchemaCatalog
-from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.envelope import Envelope, format_time
 from bus.errors import BadEvent, ConfigError
@@ -195,3 +195,68 @@ async def _show(settings: Settings, serde: EventSerde, record: Any, json_out: bo
         f"[dim]{format_time(envelope.time)} {where:>8}[/] [bold]{envelope.type.rsplit('.', 1)[1]}"
         f"[/] key={envelope.partition_key} from {envelope.source_box}{target} "
         f"[dim]id={envelope.id}[/]\n    {summary[:300]}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    topic: Annotated[str, typer.Argument(help="The topic that holds the record.")],
+    offset: Annotated[int, typer.Argument(help="Its offset.")],
+    partition: Annotated[int, typer.Option(help="Its partition.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Who signed a record, with which key, and whether it is still the signed one: for an
+    auditor. Exits 1 when the signature is missing or does not hold."""
+    from bus.signing import payload
+    from connectors.box.signatures import SignatureCheck
+
+    settings = settings_from_env()
+    kafka = kafka_access(settings)
+
+    async def check() -> tuple[Any, Any]:
+        record = await _record_at(kafka, topic, partition, offset)
+        keys = SignatureCheck(kafka, settings.topic_namespace)
+        await keys.load()
+        return record, keys.ring.verify(dict(record.headers or ()), record.value)
+
+    record, verdict = asyncio.run(check())
+    covered = json.loads(payload(dict(record.headers or ()), record.value))
+    result = {"topic": topic, "partition": partition, "offset": offset, "ok": verdict.ok,
+              "signed_by": verdict.box if verdict.ok else None, "key_id": verdict.key_id,
+              "reason": verdict.reason, "covered": covered}
+    if json_out:
+        print_json(result)
+    else:
+        mark = "[green]valid[/]" if verdict.ok else "[red]NOT valid[/]"
+        console.print(f"{mark}: {verdict.reason}", highlight=False)
+        for name, value in covered.items():
+            console.print(f"  {name}: {value}", highlight=False)
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+async def _record_at(kafka: KafkaAccess, topic: str, partition: int, offset: int) -> Any:
+    from aiokafka import TopicPartition
+
+    partitions = await partitions_of(kafka, topic)
+    tp = TopicPartition(topic, partition)
+    if tp not in partitions:
+        raise ConfigError(f"topic {topic} has no partition {partition}" if partitions
+                          else f"topic {topic} does not exist",
+                          hint="`boxbus events tail TOPIC --from-beginning` shows partitions "
+                          "and offsets")
+    consumer = kafka.consumer(enable_auto_commit=False)
+    await start_or_close(consumer, kafka)
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not 0 <= offset < end:
+            raise ConfigError(f"{topic}[{partition}] has no offset {offset} (it ends at {end})")
+        consumer.seek(tp, offset)
+        async with asyncio.timeout(30):
+            while True:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    for record in records:
+                        if record.offset >= offset:
+                            return record
+    finally:
+        await consumer.stop()

@@ -1,9 +1,12 @@
-"""The compacted control topics: ``<ns>.control.boxes``, ``.relationships`` and
-``.subscriptions``. Each record is one entry of the topology, keyed by its identity (a box id,
-``trade/<buyer>/<supplier>``, ``<box>/<subscription name>``), its value canonical JSON with a
-format version; a removed entry is a tombstone (no value). Compaction keeps the last record of
-each key, so reading a control topic from its start gives the network as it is now, and a
-router that follows them sees a new partner or subscription without a restart.
+"""The compacted control topics: ``<ns>.control.boxes``, ``.relationships``,
+``.subscriptions`` and ``.signing``. Each record is one entry of the topology, keyed by its
+identity (a box id, ``trade/<buyer>/<supplier>``, ``<box>/<subscription name>``), its value
+canonical JSON with a format version; a removed entry is a tombstone (no value). Compaction
+keeps the last record of each key, so reading a control topic from its start gives the network
+as it is now, and a router that follows them sees a new partner or subscription without a
+restart. The signing topic holds the signed event types (record ``types``) and every box's
+public keys (records ``keys/<box>/<key id>``), which are never tombstoned: an auditor can
+verify an old event after its box left.
 """
 
 from __future__ import annotations
@@ -41,7 +44,12 @@ def desired_records(topology: Topology) -> dict[str, dict[str, bytes]]:
             for r in topology.relationships},
         "subscriptions": {
             s.key: encode(s.model_dump(mode="json")) for s in topology.subscriptions},
+        "signing": {SIGNED_TYPES: encode({"types": list(topology.signed_types)})},
     }
+
+
+SIGNED_TYPES = "types"  # the key of the signed types' record in the signing control topic
+KEYS = "keys/"  # the prefix of the public keys' records there
 
 
 async def read_control(kafka: KafkaAccess, namespace: str) -> dict[str, dict[str, bytes]]:

@@ -243,6 +243,15 @@ class Topology(_Strict):
     boxes: tuple[Box, ...] = ()
     relationships: tuple[Relationship, ...] = ()
     subscriptions: tuple[Subscription, ...] = ()
+    # Event types the sending box signs and the recipient verifies (None: orders,
+    # confirmations, amendments, cancellations, invoices, payments, documents).
+    signed: tuple[EventType, ...] | None = None
+
+    @property
+    def signed_types(self) -> tuple[str, ...]:
+        from bus.signing import DEFAULT_SIGNED_TYPES
+
+        return self.signed if self.signed is not None else DEFAULT_SIGNED_TYPES
 
     @model_validator(mode="after")
     def _references(self) -> Topology:

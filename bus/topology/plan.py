@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -28,9 +29,10 @@ from bus.deadletter import DLQ_MAX_BYTES
 from bus.kafka import KafkaAccess, start_or_close
 from bus.security import ClusterSecurity, SecurityDisabled
 from bus.settings import Settings
+from bus.signing import Signer
 from bus.topics import create_topics
 from bus.topology import principals
-from bus.topology.control import desired_records, read_control
+from bus.topology.control import KEYS, desired_records, encode, read_control
 from bus.topology.model import BoxKind, Topology
 
 
@@ -189,14 +191,17 @@ async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) 
                     "new" if key not in have_records else "changed",
                     data={"kind": kind, "key": key, "value": value}))
         for key in sorted(set(have_records) - set(records)):
+            if kind == "signing" and key.startswith(KEYS):
+                continue  # public keys: managed with the users, kept for auditors
             plan.changes.append(Change(
                 "delete-control", f"{kind}/{key}", "no longer in the topology (tombstone)",
                 data={"kind": kind, "key": key}))
-    await _plan_access(plan, kafka, topology)
+    await _plan_access(plan, kafka, topology, current_records.get("signing", {}))
     return plan
 
 
-async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology) -> None:
+async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology,
+                       signing: dict[str, bytes]) -> None:
     """The Kafka users and ACLs that differ from what the topology asks for."""
     ns = plan.namespace
     security = ClusterSecurity(kafka)
@@ -217,6 +222,16 @@ async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology) -> No
         elif plan.store.password(user) is None:
             plan.notes.append(f"{user} exists on the cluster, but boxbus keeps no password for "
                               f"it: `boxbus box rotate-credentials` gives it a new one")
+    for box in (b.id for b in topology.boxes if b.kind is BoxKind.BOX):
+        user = naming.box_principal(ns, box)
+        signer = plan.store.signer(user)
+        if signer is None:
+            plan.changes.append(Change(
+                "create-signing-key", box, "an Ed25519 key for the events it signs; the "
+                f"public key goes to the signing control topic, the private one to "
+                f"{plan.store.signing_path(user)}", data={"box": box, "user": user}))
+        elif f"{KEYS}{box}/{signer.key_id}" not in signing:
+            plan.changes.append(_key_record(signer))
     for user in sorted(have_users - set(wanted_users)):
         plan.changes.append(Change("delete-principal", user, "no longer in the topology: it "
                                    "cannot log in any more", destructive=True,
@@ -336,7 +351,8 @@ async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> l
     adds = [c for c in todo if c.action == "add-acl"]
     removes = [c for c in todo if c.action == "remove-acl"]
     rates = [c for c in todo if c.action == "set-quota"]
-    if not (creates or deletes or adds or removes or rates):
+    keys = [c for c in todo if c.action == "create-signing-key"]
+    if not (creates or deletes or adds or removes or rates or keys):
         return []
     security = ClusterSecurity(kafka)
     store = plan.store
@@ -356,7 +372,20 @@ async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> l
     await security.remove(removed)
     await security.wait_until(added, removed)
     await quotas.Quotas(kafka).set({c.target: c.data["rates"] for c in rates})
-    return [*creates, *deletes, *adds, *removes, *rates]
+    for change in keys:
+        signer = Signer.new(change.data["box"])
+        store.save_signer(change.data["user"], signer)
+        # Published with the control records that follow.
+        todo.append(_key_record(signer))
+    return [*creates, *deletes, *adds, *removes, *rates, *keys]
+
+
+def _key_record(signer: Signer) -> Change:
+    """The control record that publishes a box's public key, valid from now on."""
+    key = f"{KEYS}{signer.box}/{signer.key_id}"
+    return Change("write-control", f"signing/{key}", "the box's public signing key",
+                  data={"kind": "signing", "key": key,
+                        "value": encode(signer.public_key(datetime.now(UTC)).to_record())})
 
 
 class _FreshLeaderRetries(logging.Filter):

@@ -88,6 +88,9 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
             Grant(user, Resource.TOPIC, naming.dlq_topic(inbox), Pattern.LITERAL,
                   Operation.WRITE),
             Grant(user, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
+            # The signed types and every box's public keys, to verify what it receives.
+            Grant(user, Resource.TOPIC, naming.control_topic(namespace, "signing"),
+                  Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, inbox, Pattern.LITERAL, Operation.WRITE),
             Grant(router, Resource.TOPIC, naming.quarantine_topic(ingress), Pattern.LITERAL,

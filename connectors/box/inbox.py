@@ -7,8 +7,9 @@ effect (a sales order created, goods marked in transit) commits together with th
 The commit protocol, per partition and per fetched batch of it, step by step, with what
 happens on failure at each step:
 
-1. Check every record (headers, wire format, schema, body). A record that is not a valid
-   event is written to the dead-letter topic now. Failure while writing it (Kafka down): the
+1. Check every record (headers, wire format, schema, body, and for the types the network
+   signs, the sender's signature: :mod:`connectors.box.signatures`). A record that is not a
+   valid event is written to the dead-letter topic now. Failure while writing it (Kafka down): the
    exception ends this round; nothing was committed in PostgreSQL; the batch is read again.
 2. ``BEGIN`` a transaction in the box's PostgreSQL.
 3. One ``INSERT INTO boxbus_inbox_events`` records the ids of every valid event of the batch;
@@ -73,6 +74,7 @@ from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.validation import check_record
 from connectors.box.outbox import Outbox
+from connectors.box.signatures import SignatureCheck
 
 log = get_logger(__name__)
 
@@ -238,6 +240,7 @@ class Inbox:
                               hint="pass region= (`boxbus inbox run --receipts --region R`)")
         self.receipts = receipts
         self.region = region
+        self._signatures = SignatureCheck(kafka, settings.topic_namespace)
         self.outbox = outbox or Outbox(settings, serde)
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
@@ -272,6 +275,7 @@ class Inbox:
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed", fetch_max_wait_ms=self.fetch_max_wait_ms)
         self._dead_letters = DeadLetterWriter(self.kafka, self.group_id)
+        await self._signatures.load()
         await self._dead_letters.start(self.topics)
         self._consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         try:
@@ -423,7 +427,11 @@ class Inbox:
         """The checked event, or the BadEvent that sends the record to the dead-letter topic
         (unknown types follow the declared policy)."""
         try:
-            return await check_record(record, self.serde, self.settings.topic_namespace)
+            checked = await check_record(record, self.serde, self.settings.topic_namespace)
+            refused = await self._signatures.refused(record, checked.envelope.type)
+            if refused is not None:
+                raise refused
+            return checked
         except UnknownEventType as exc:
             if self.unknown_types is UnknownTypePolicy.SKIP:
                 log.info("unknown event type skipped", reason=exc.message, topic=record.topic,

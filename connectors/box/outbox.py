@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import asyncpg
 
@@ -20,6 +21,7 @@ from bus.errors import OversizeEvent
 from bus.events import EventBase
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
+from bus.signing import HEADER, Signer
 from bus.validation import MAX_EVENT_BYTES
 
 INSERT = """INSERT INTO boxbus_outbox
@@ -38,9 +40,15 @@ def headers_from_json(text: str) -> list[tuple[str, bytes]]:
 
 
 class Outbox:
-    def __init__(self, settings: Settings, serde: EventSerde) -> None:
+    """``signer``: the box's signing key; events of ``signed_types`` are signed with it when
+    they are encoded (the recipient refuses them unsigned)."""
+
+    def __init__(self, settings: Settings, serde: EventSerde, *, signer: Signer | None = None,
+                 signed_types: Iterable[str] = ()) -> None:
         self.settings = settings
         self.serde = serde
+        self.signer = signer
+        self.signed_types = frozenset(signed_types)
 
     async def publish(self, conn: asyncpg.Connection, event: EventBase,
                       topic: str | None = None) -> EncodedEvent:
@@ -57,7 +65,14 @@ class Outbox:
             # A box writes its own ingress topic only; the router takes it from there.
             target = topic or naming.ingress_topic(
                 self.settings.topic_namespace, event.meta.source_box)  # type: ignore[attr-defined]
-            encoded_all.append(await self.serde.encode(event, target))
+            encoded = await self.serde.encode(event, target)
+            if self.signer is not None and encoded.envelope.type in self.signed_types:
+                if encoded.envelope.source_box != self.signer.box:
+                    raise ValueError(f"box {self.signer.box!r} cannot sign an event of box "
+                                     f"{encoded.envelope.source_box!r}")
+                material = self.signer.sign(dict(encoded.headers), encoded.value)
+                encoded = replace(encoded, headers=[*encoded.headers, (HEADER, material)])
+            encoded_all.append(encoded)
         return encoded_all
 
     async def publish_many(self, conn: asyncpg.Connection,

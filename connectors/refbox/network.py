@@ -53,9 +53,13 @@ class LocalNetwork:
         dsns = await asyncio.gather(*(create_database(self.database_server,
                                                       naming.box_database(ns, b.id)) for b in real))
         await asyncio.gather(*(migrate_refbox(dsn) for dsn in dsns))
-        outbox = Outbox(self.settings, self.serde)
+        store = CredentialStore.of(self.settings)
         for box, dsn in zip(real, dsns, strict=True):
             self.dsns[box.id] = dsn
+            # Each box signs what the network marks as signed, with its own key.
+            outbox = Outbox(self.settings, self.serde,
+                            signer=store.signer(naming.box_principal(ns, box.id)),
+                            signed_types=self.topology.signed_types)
             self.boxes[box.id] = RefBox(box.id, box.region, dsn, outbox)
             service = BoxService(self.settings, dsn,
                                  self.identity(naming.box_principal(ns, box.id)), box.id,

@@ -81,6 +81,8 @@ CASES = [
     case("events publish OrderPlaced --example", U, "Unable to bootstrap"),
     case("events tail nope.topic", R, "topic nope.topic does not exist"),
     case("events tail nope.topic", U, "Unable to bootstrap"),
+    case("events verify nope.topic 0", R, "topic nope.topic does not exist"),
+    case("events verify nope.topic 0", N, "does not know where Kafka is"),
     case("dlq list nope.topic", R, "topic nope.topic does not exist"),
     case("dlq list nope.topic", N, "does not know where Kafka is"),
     case("dlq show nope.topic 0", R, "topic nope.topic does not exist"),

@@ -3,6 +3,9 @@ in two regions with their relays and inboxes, and the router between them."""
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,14 +17,17 @@ import pytest
 from bus import Settings, naming
 from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
-from bus.events.models import Money, OrderAmended
+from bus.events.models import Money, OrderAmended, OrderKind, OrderPlaced
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
+from bus.signing import HEADER, Signer
 from bus.topics import read_topic
 from bus.topology import parse_topology
+from connectors.box import Outbox
 from connectors.refbox import BusinessError, LineSpec
 from connectors.refbox.network import LocalNetwork
+from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
 
@@ -279,3 +285,73 @@ async def test_an_amendment_crossing_the_dispatch_is_refused_with_its_reason(net
     assert stock["cream-1l"] == "20"  # written off once
     with pytest.raises(BusinessError, match="dispatched already"):
         await dairy.dispatch(order_id)
+
+
+async def test_signed_documents_are_verified_and_forgeries_refused(
+    network: LocalNetwork, kafka: KafkaAccess, env_for_cli: dict[str, str],
+) -> None:
+    ns = network.settings.topic_namespace
+    shop = network.boxes["shop"]
+    signed = await shop.place_order("dairy", LINES[:1])
+
+    async def placed() -> bool:
+        return await status_in(network, "dairy", signed) == "placed"
+    await network.until(placed, what="the signed order in dairy")
+    (delivered,) = [r for r in await read_topic(kafka, naming.inbox_topic(ns, "dairy"))
+                    if r.key == signed.encode()]
+    material = dict(delivered.headers)[HEADER]
+    assert json.loads(base64.b64decode(material))["signatures"][0]["keyid"].startswith("shop-")
+
+    # Written into shop's own ingress as shop, so the router passes them on: one signed with
+    # a key shop never published, one not signed at all.
+    def order(order_id: str) -> OrderPlaced:
+        lines = shop._lines(LINES[:1])
+        return OrderPlaced(meta=shop._meta(order_id, target="dairy"), order_id=order_id,
+                           kind=OrderKind.PURCHASE_ORDER, buyer_box="shop",
+                           supplier_box="dairy", lines=lines, total=shop._total(lines))
+
+    forger = Outbox(network.settings, network.serde, signer=Signer.new("shop"),
+                    signed_types=["boxbus.orders.OrderPlaced"])
+    unsigned = Outbox(network.settings, network.serde)
+    records = [*(await forger.encode([order("forged-1")])),
+               *(await unsigned.encode([order("unsigned-1")]))]
+    as_shop = network.identity(naming.box_principal(ns, "shop"))
+    producer = as_shop.producer(acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for encoded in records:
+            await producer.send_and_wait(encoded.topic, encoded.value, key=encoded.key,
+                                         headers=encoded.headers)
+    finally:
+        await producer.stop()
+
+    dead: list[Any] = []
+
+    async def refused() -> bool:
+        letters = await read_topic(kafka, naming.dlq_topic(naming.inbox_topic(ns, "dairy")))
+        dead[:] = [r for r in letters if r.key in (b"forged-1", b"unsigned-1")]
+        return len(dead) == 2
+    await network.until(refused, what="two refused orders in dairy's dead letters")
+    reasons = {r.key.decode(): dict(r.headers) for r in dead}
+    assert {k: v["dlq_code"] for k, v in reasons.items()} == {
+        "forged-1": b"bad-signature", "unsigned-1": b"bad-signature"}
+    assert b"has no published key" in reasons["forged-1"]["dlq_reason"]
+    assert b"not signed" in reasons["unsigned-1"]["dlq_reason"]
+    for order_id in ("forged-1", "unsigned-1"):
+        assert await status_in(network, "dairy", order_id) is None  # nothing applied
+
+    # An auditor checks any record later: who signed it, with which key.
+    def verify(topic: str, record: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*boxbus_cli(), "events", "verify", topic, str(record.offset), "--partition",
+             str(record.partition), "--json"],
+            env={**env_for_cli, "BOXBUS_TOPIC_NAMESPACE": ns}, capture_output=True,
+            text=True, timeout=60, check=False)
+    good = verify(naming.inbox_topic(ns, "dairy"), delivered)
+    assert good.returncode == 0, good.stderr
+    seen = json.loads(good.stdout)
+    assert (seen["ok"], seen["signed_by"]) == (True, "shop")
+    assert seen["covered"]["id"] and seen["covered"]["type"] == "boxbus.orders.OrderPlaced"
+    forged = next(r for r in dead if r.key == b"forged-1")
+    bad = verify(naming.dlq_topic(naming.inbox_topic(ns, "dairy")), forged)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["ok"] is False

@@ -63,7 +63,7 @@ async def test_plan_changes_nothing_apply_twice_changes_nothing(
     assert naming.inbox_topic(ns, "farm") not in created  # a partner has no box, no inbox
     assert {c.target for c in plan.changes if c.action == "write-control"} == {
         "boxes/shop", "boxes/dairy", "boxes/farm", "relationships/trade/shop/dairy",
-        "relationships/trade/shop/farm", "subscriptions/shop/prices"}
+        "relationships/trade/shop/farm", "subscriptions/shop/prices", "signing/types"}
 
     await apply_plan(kafka, plan)
     topics = await topics_of(kafka, ns)

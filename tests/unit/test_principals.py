@@ -43,6 +43,9 @@ def test_a_box_reads_its_own_topics_and_writes_only_its_ingress() -> None:
               Operation.WRITE),
         Grant("ns.box.a", Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL,
               Operation.IDEMPOTENT_WRITE),
+        # the signed types and the boxes' public keys, to verify what it receives
+        Grant("ns.box.a", Resource.TOPIC, "ns.control.signing", Pattern.LITERAL,
+              Operation.READ),
     }
     # Prefixes end with the separator: box a's never covers box ab's names.
     for grant in mine:
