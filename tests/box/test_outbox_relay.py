@@ -304,7 +304,9 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
                                       "ORDER BY id")
         assert [r["event_id"] for r in reasons] == [
             e.meta.event_id for e in lost]  # type: ignore[attr-defined]
-        assert {r["reason"] for r in reasons} == {"the topic does not exist, or this box may not write it (a box publishes into its own ingress topic only)"}
+        assert {r["reason"] for r in reasons} == {
+            "the topic does not exist, or this box may not write it (a box publishes into its "
+            "own ingress topic only)"}
         status = subprocess.run(
             [*boxbus_cli(), "relay", "status", "--box", "north", "--json"],
             env={**env_for_cli, "BOXBUS_DATABASE_URL": box_db}, capture_output=True,
