@@ -44,6 +44,7 @@ from bus import naming
 from bus.envelope import Envelope
 from bus.kafka import KafkaAccess
 from bus.settings import Settings
+from bus.signing import HEADER, KeyRing, Signer
 from bus.topics import TopicSpec, ensure_topics
 from bus.topology import Topology, apply_plan, make_plan
 
@@ -290,6 +291,29 @@ async def quix_python(cache_dir: Path, progress: Callable[[str], None]) -> str:
     return str(python)
 
 
+def signature_rates(traffic: list[Record], seconds: float = 1.0) -> dict[str, float]:
+    """Ed25519 signatures (the sender's) and verifications (the recipient's) a second on one
+    core, over the first OrderPlaced record of the traffic, as the outbox and inbox do them."""
+    _topic, _key, value, headers = next(r for r in traffic
+                                         if dict(r[3])["ce_type"].endswith(b"OrderPlaced"))
+    source = dict(headers)["ce_source"].decode().removeprefix("/boxes/")
+    signer = Signer.new(source)
+    ring = KeyRing([signer.public_key(datetime(2000, 1, 1, tzinfo=UTC))])
+    found = dict(headers)
+    signed = {**found, HEADER: signer.sign(found, value)}
+    rates: dict[str, float] = {}
+    for name, work in (("sign_per_s", lambda: signer.sign(found, value)),
+                       ("verify_per_s", lambda: ring.verify(signed, value))):
+        done, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            for _ in range(200):
+                work()
+            done += 200
+        rates[name] = round(done / (time.perf_counter() - began))
+    assert ring.verify({**found, HEADER: signer.sign(found, value)}, value).ok
+    return rates
+
+
 async def warm_up(kafka: KafkaAccess, topics: list[str], count: int) -> None:
     consumer = kafka.consumer(*topics, enable_auto_commit=False, group_id=None,
                               auto_offset_reset="earliest",
@@ -370,9 +394,11 @@ async def bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: se
     for _, _, _, headers in traffic:
         kind = dict(headers)["ce_type"].decode().rsplit(".", 1)[1]
         types[kind] = types.get(kind, 0) + 1
+    progress("signing and verifying an order's record on one core ...")
+    signing = signature_rates(traffic)
     return {
         "namespace": ns, "events": events, "rounds": rounds,
-        "produce_seconds": round(produce_s, 2),
+        "produce_seconds": round(produce_s, 2), **signing,
         "source_topics": sources, "mix": dict(sorted(types.items(), key=lambda kv: -kv[1])),
         **{f"{r.name}_events_per_s": r.events_per_s for r in runs},
         "router_vs_raw_aiokafka": ratio("router", "raw_aiokafka"),

@@ -25,6 +25,7 @@ def test_bench_router_runs_router_and_raw_over_the_same_records(
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout)
     assert figures["router_events_per_s"] > 0 and figures["raw_aiokafka_events_per_s"] > 0
+    assert figures["sign_per_s"] > 1000 and figures["verify_per_s"] > 1000
     assert figures["router_vs_raw_aiokafka"] > 0
     runs = {r["name"]: r for r in figures["runs"]}
     assert runs["router"]["events"] == runs["raw_aiokafka"]["events"] == 3000
