@@ -27,7 +27,9 @@ PARTS = ("relay", "inbox", "e2e")
 
 def _chosen(only: list[str] | None, known: tuple[str, ...], what: str) -> set[str]:
     """The --only values (all when none), refused with the known ones listed if unknown."""
-    chosen = set(only or known)
+    # Repeatable, or comma-separated as `dev up --only` takes it.
+    chosen = {part.strip() for value in only or known for part in value.split(",")
+              if part.strip()}
     if chosen - set(known):
         raise typer.BadParameter(f"unknown {what}(s) {sorted(chosen - set(known))}; "
                                  f"choose from {', '.join(known)}", param_hint="--only")
@@ -44,7 +46,8 @@ def outbox(
     per_transaction: Annotated[int, typer.Option(
         help="End to end: events per business transaction (an order's events).")] = 4,
     only: Annotated[list[str] | None, typer.Option(
-        help="Run only these parts: relay, inbox, e2e (repeatable).")] = None,
+        help="Run only these parts: relay, inbox, e2e (comma-separated or repeated).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Relay vs raw aiokafka produce, inbox vs one transaction per event, and end-to-end
@@ -98,8 +101,8 @@ def router(
     events: Annotated[int, typer.Option(help="Records of the week's mix to forward.",
                                         min=1000)] = 200_000,
     only: Annotated[list[str] | None, typer.Option(
-        help="Run only these contenders: router, raw_aiokafka, quix, faust, faust_batch "
-        "(repeatable).")] = None,
+        help="Run only these contenders (comma-separated or repeated): router, raw_aiokafka, "
+        "quix, faust, faust_batch.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each contender may take.")] = 600.0,
     rounds: Annotated[int, typer.Option(
         help="Runs per contender, in alternating order; the best one is reported.", min=1)] = 2,
