@@ -12,7 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from bus.cli.context import endpoints, serde_for, settings_from_env
+from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
 from bus.cli.output import console, console_err, print_json
 from bus.devstack import LocalStack
 from bus.errors import ConfigError
@@ -145,3 +145,37 @@ def router(
                   f"router / Quix Streams: {results['router_vs_quix']}   "
                   f"faust / raw: {results['faust_vs_raw_aiokafka']} "
                   f"(batched: {results['faust_batch_vs_raw_aiokafka']})", highlight=False)
+
+
+@app.command()
+def isolation(
+    rate: Annotated[int, typer.Option(help="Orders a second between the two quiet boxes.",
+                                      min=1)] = 200,
+    seconds: Annotated[float, typer.Option(
+        help="Length of the baseline and of the flood, each.", min=1)] = 30,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Two boxes exchange orders while a third floods its ingress at ten times its quota:
+    the quiet boxes' end-to-end p99 before and during the flood, and the flooder's rate."""
+    from processors.router.isolation import isolation_bench
+
+    settings = settings_from_env()
+    operator = kafka_access(settings)
+    run_settings = settings.model_copy(update={"topic_namespace": f"iso{uuid.uuid4().hex[:6]}"})
+
+    def progress(text: str) -> None:
+        if not json_out:
+            console_err.print(f"· {text}")
+
+    results = asyncio.run(isolation_bench(run_settings, operator, rate=rate, seconds=seconds,
+                                          progress=progress))
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title="one box flooding, two boxes exchanging orders", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for column in ("figure", "value"):
+        table.add_column(column)
+    for key, value in results.items():
+        table.add_row(key, str(value))
+    console.print(table)

@@ -128,6 +128,7 @@ CASES = [
     case("bench outbox", N, "does not know where"),
     case("bench router --only nope", R, "unknown contender(s) ['nope']"),
     case("bench router", U, "Unable to bootstrap"),
+    case("bench isolation", N, "does not know where Kafka is"),
 ]
 
 # Commands with no input to get wrong and no service to miss, and why that is right.

@@ -33,6 +33,20 @@ def test_bench_router_runs_router_and_raw_over_the_same_records(
     assert 1 < runs["router"]["outputs_per_event"] < 3
 
 
+def test_bench_isolation_reports_both_phases(env_for_cli: dict[str, str]) -> None:
+    """Short phases: only that the figures are there and the flood was held by its quota
+    (the goal's figures come from a full run, in the notes)."""
+    result = subprocess.run(
+        [*boxbus_cli(), "bench", "isolation", "--rate", "50", "--seconds", "3", "--json"],
+        env=env_for_cli, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    assert figures["baseline_samples"] > 50 and figures["flood_samples"] > 50
+    assert figures["baseline_p99_ms"] > 0 and figures["flood_p99_ms"] > 0
+    assert figures["flooder_bytes_per_s"] > 0
+    assert figures["flooder_rate_vs_quota"] < 5  # offered far more: the brokers held it back
+
+
 def test_workload_has_the_reference_shape() -> None:
     topology = workload_topology("wl")
     kinds = [b.id.split("-")[0] for b in topology.boxes]
