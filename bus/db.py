@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -12,24 +15,47 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
 
 
 async def create_database(server_url: str, name: str) -> str:
-    """Create database ``name`` on the server at ``server_url`` unless it exists; its URL.
+    """Create database ``name`` on the server at ``server_url`` unless it exists, owned by a
+    role of the same name that logs in with a password and may connect to it alone (other
+    boxes' roles may not: CONNECT is revoked from PUBLIC); the URL to it as that role.
 
-    One database per box is the model of the SDK; creating one takes a fraction of a second.
+    One database and one role per box is the model of the SDK: a box needs no superuser. The
+    role's password is derived from the server URL's password and the name (HMAC-SHA-256), so
+    asking again gives the same URL and no copy of it needs keeping.
     """
     if not _NAME.match(name):
         raise ConfigError(
             f"{name!r} is not a usable database name",
             hint="use letters, digits, '_' and '-' (at most 63), starting with a letter or '_'",
         )
+    password = role_password(server_url, name)
     conn = await asyncpg.connect(server_url)
     try:
+        role = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+        # (A hex password needs no quoting; identifiers are quoted.)
+        verb = "ALTER" if role else "CREATE"
+        await conn.execute(f"{verb} ROLE \"{name}\" LOGIN PASSWORD '{password}'")
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+            await conn.execute(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
     finally:
         await conn.close()
-    base, _, _ = server_url.partition("?")[0].rpartition("/")
-    return f"{base}/{name}"
+    return owner_url(server_url, name)
+
+
+def role_password(server_url: str, name: str) -> str:
+    secret = (urlsplit(server_url).password or "boxbus").encode()
+    return hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def owner_url(server_url: str, name: str) -> str:
+    """The URL of database ``name`` as its own role (see :func:`create_database`)."""
+    parts = urlsplit(server_url)
+    host = parts.hostname or "localhost"
+    netloc = f"{quote(name)}:{role_password(server_url, name)}@{host}" + (
+        f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, f"/{name}", parts.query, ""))
 
 
 # Server errors (by SQLSTATE) that end the session: the server sends one as a FATAL message

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from bus.db import create_database
+from bus.db import create_database, owner_url
 from bus.errors import ConfigError, DatabaseUnavailable
 from bus.naming import box_database as database_name
 from bus.settings import Settings
@@ -100,7 +100,7 @@ async def box_database(settings: Settings, box: str, given: str | None = None, *
     finally:
         await conn.close()
     if name in names:
-        return info.database_url.rsplit("/", 1)[0] + "/" + name
+        return owner_url(info.database_url, name)  # as the box's own role, no superuser
     raise ConfigError(
         f"box {box} has no database in network {settings.topic_namespace!r} on the local "
         f"stack (looked for {name})", hint=_known_boxes(settings.topic_namespace, box, names))

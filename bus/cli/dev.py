@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Annotated
 
@@ -41,7 +42,9 @@ def render(info: StackInfo) -> None:
     table.add_column("boot s", justify="right")
     addresses = {
         "kafka": info.kafka_bootstrap,
-        "postgres": info.database_url,
+        # Its password stays out of a table for people (`dev status --json` has it).
+        "postgres": re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", info.database_url or "")
+        or None,
         "registry": info.schema_registry_url,
         "smtp": f"{info.smtp.host}:{info.smtp.port}" if info.smtp.host else None,
     }
@@ -57,6 +60,8 @@ def render(info: StackInfo) -> None:
             console.print(f"  kafka node {node.node_id} {node.address} pid {node.pid} {mark}")
     if info.smtp.maildir:
         console.print(f"  mail received is stored in {info.smtp.maildir}")
+    if info.kafka_credentials:
+        console.print(f"  Kafka's operator logs in with {info.kafka_credentials}")
     extra = {k: v for k, v in info.boot_seconds.items()
              if k == "total" or (k.startswith("fetch") and v >= 0.05)}
     if extra:

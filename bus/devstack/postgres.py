@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -57,8 +58,24 @@ def install_dir(given: Path | None = None) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-def url(port: int, database: str = "postgres") -> str:
-    return f"postgresql://{SUPERUSER}@{procs.LOOPBACK}:{port}/{database}"
+def url(port: int, database: str = "postgres", password: str | None = None) -> str:
+    login = f"{SUPERUSER}:{password}" if password else SUPERUSER
+    return f"postgresql://{login}@{procs.LOOPBACK}:{port}/{database}"
+
+
+def superuser_password(run_dir: Path) -> str:
+    """The superuser's password of this stack: made once, kept in the run directory (0600).
+    Connections over TCP need a password (scram-sha-256); only the server's own socket
+    trusts its user."""
+    path = run_dir / "postgres" / "superuser-password"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password)
+    return password
 
 
 @dataclass(frozen=True)
@@ -170,17 +187,28 @@ def _stage(source: Path, base: Path) -> Path:
     return staged
 
 
-def initdb(home: PostgresHome) -> None:
+def initdb(home: PostgresHome, password: str) -> None:
     if (home.data_dir / "PG_VERSION").exists():
         return
-    with open(home.log_path, "ab") as log:
-        offset = log.seek(0, os.SEEK_END)
-        result = subprocess.run(
-            [str(home.bin_dir / "initdb"), "-D", str(home.data_dir), "-U", SUPERUSER,
-             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-            stdout=log, stderr=subprocess.STDOUT, user=home.uid, group=home.gid,
-            extra_groups=[] if home.uid is not None else None, check=False,
-        )
+    # The password file is read by initdb, which runs as the server's user; gone right after.
+    pwfile = home.base / "superuser-password"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    if home.uid is not None and home.gid is not None:
+        os.chown(pwfile, home.uid, home.gid)
+    try:
+        with open(home.log_path, "ab") as log:
+            offset = log.seek(0, os.SEEK_END)
+            result = subprocess.run(
+                [str(home.bin_dir / "initdb"), "-D", str(home.data_dir), "-U", SUPERUSER,
+                 f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                 "--encoding=UTF8", "--locale=C", "--no-sync"],
+                stdout=log, stderr=subprocess.STDOUT, user=home.uid, group=home.gid,
+                extra_groups=[] if home.uid is not None else None, check=False,
+            )
+    finally:
+        pwfile.unlink(missing_ok=True)
     if result.returncode != 0:
         raise ComponentFailed(
             f"initdb failed (exit {result.returncode}):\n"
@@ -254,10 +282,11 @@ def _previous_server(data_dir: Path) -> list[int]:
     return sorted(found)
 
 
-async def wait_ready(port: int, record: procs.ProcessRecord, *, timeout: float = 30.0) -> None:
+async def wait_ready(port: int, record: procs.ProcessRecord, password: str, *,
+                     timeout: float = 30.0) -> None:
     async def accepts() -> bool:
         try:
-            conn = await asyncpg.connect(url(port), timeout=2)
+            conn = await asyncpg.connect(url(port, password=password), timeout=2)
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
         await conn.close()

@@ -343,11 +343,12 @@ class LocalStack:
         state.postgres_dir = home.base
         state.save()
         await postgres.wait_for_previous(home)
-        await asyncio.to_thread(postgres.initdb, home)
+        password = postgres.superuser_password(self.run_dir)
+        await asyncio.to_thread(postgres.initdb, home, password)
         record = postgres.start(home)
         state.processes[record.name] = record
         state.save()
-        await postgres.wait_ready(state.ports.postgres, record)
+        await postgres.wait_ready(state.ports.postgres, record, password)
         ready.set()
         self._record(state, "postgres", began)
 
@@ -451,7 +452,8 @@ class LocalStack:
         if self.settings.database_url is not None:
             return self.settings.database_url.get_secret_value()
         if Component.POSTGRES in state.components:
-            return postgres.url(state.ports.postgres)
+            return postgres.url(state.ports.postgres,
+                                password=postgres.superuser_password(self.run_dir))
         return None
 
     def info(self, state: StackState) -> StackInfo:

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from bus import create_database
+from bus.db import owner_url
 from bus.devstack import StackInfo
 from tests.conftest import boxbus_cli
 
@@ -42,6 +43,20 @@ async def test_every_box_command_finds_the_same_database(
     finally:
         await conn.close()
 
+    # The box's database is its own role's, which is no superuser and reaches no other box's.
+    own = owner_url(stack.database_url, f"{ns}_shop_1")
+    conn = await asyncpg.connect(own)
+    try:
+        assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                                   ) is False
+        assert await conn.fetchval("SELECT count(*) FROM boxbus_outbox") == 1
+    finally:
+        await conn.close()
+    other = await create_database(stack.database_url, f"{ns}_other_box")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await asyncpg.connect(own.rsplit("/", 1)[0] + f"/{ns}_other_box")
+    assert other != own
+
     # The namespace as a flag or as the setting, the same database either way.
     for args, extra in [(("--namespace", ns), {}), ((), {"BOXBUS_TOPIC_NAMESPACE": ns})]:
         status = _boxbus({**env, **extra}, "relay", "status", "--box", "shop-1", *args, "--json")
@@ -69,4 +84,4 @@ async def test_every_box_command_finds_the_same_database(
     missing = _boxbus(env, "relay", "unpark", "--box", "nope", "--namespace", ns)
     assert missing.returncode == 2
     assert f"looked for {ns}_nope" in missing.stderr
-    assert "with a database: bare, shop_1" in missing.stderr
+    assert "with a database: bare, other_box, shop_1" in missing.stderr
