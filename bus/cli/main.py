@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import typer
@@ -42,6 +42,17 @@ app.add_typer(router.app, name="router")
 app.command("demo")(demo.demo)
 
 
+def _fail(text: str, what_to_do: str, status: int) -> NoReturn:
+    console_err.print(f"[bold red]error:[/] {text}\n  what to do: {what_to_do}",
+                      highlight=False)
+    sys.exit(status)
+
+
+_REFUSED = {TopicAuthorizationFailedError: "a topic",
+            GroupAuthorizationFailedError: "a consumer group",
+            ClusterAuthorizationFailedError: "the cluster"}
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return app(args=argv, standalone_mode=True)
@@ -50,42 +61,24 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2 if not exc.retriable else 1)
     except (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
             ClusterAuthorizationFailedError) as exc:
-        what = {TopicAuthorizationFailedError: "a topic", GroupAuthorizationFailedError:
-                "a consumer group", ClusterAuthorizationFailedError: "the cluster"}[type(exc)]
-        console_err.print(
-            f"[bold red]error:[/] Kafka refused access to {what} ({exc.__class__.__name__}): "
-            "no ACL allows it for the user this command logs in as\n  what to do: a box "
-            "reaches only its own topics and groups (`boxbus topology plan FILE` lists the "
-            "ACLs); network-wide commands log in as the cluster's operator",
-            highlight=False)
-        sys.exit(2)
+        _fail(f"Kafka refused access to {_REFUSED[type(exc)]} ({exc.__class__.__name__}): no "
+              "ACL allows it for the user this command logs in as",
+              "a box reaches only its own topics and groups (`boxbus topology plan FILE` lists "
+              "the ACLs); network-wide commands log in as the cluster's operator", 2)
     except KafkaError as exc:
-        console_err.print(
-            f"[bold red]error:[/] Kafka: {exc}\n  what to do: check that Kafka runs "
-            "(`boxbus dev status`) and BOXBUS_KAFKA_BOOTSTRAP_SERVERS and its security "
-            "settings", highlight=False)
-        sys.exit(1)
+        _fail(f"Kafka: {exc}", "check that Kafka runs (`boxbus dev status`) and "
+              "BOXBUS_KAFKA_BOOTSTRAP_SERVERS and its security settings", 1)
     except ValidationError as exc:
-        console_err.print(
-            f"[bold red]error:[/] invalid settings: {exc}\n  what to do: fix the BOXBUS_* "
-            "variable named above", highlight=False,
-        )
-        sys.exit(2)
+        _fail(f"invalid settings: {exc}", "fix the BOXBUS_* variable named above", 2)
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        console_err.print(
-            f"[bold red]error:[/] PostgreSQL: {exc.__class__.__name__}: {exc}\n  what to do: "
-            "check that the database runs (`boxbus dev status`) and that the URL names the "
-            "right database", highlight=False)
-        sys.exit(1)
+        _fail(f"PostgreSQL: {exc.__class__.__name__}: {exc}", "check that the database runs "
+              "(`boxbus dev status`) and that the URL names the right database", 1)
     except Exception as exc:
         # The last resort: a bug of boxbus. One line by default; the traceback on request.
         if os.environ.get("BOXBUS_TRACEBACK"):
             raise
-        console_err.print(
-            f"[bold red]error:[/] unexpected {exc.__class__.__name__}: {exc}\n  what to do: "
-            "this is a bug of boxbus; run again with BOXBUS_TRACEBACK=1 and report the "
-            "traceback", highlight=False)
-        sys.exit(3)
+        _fail(f"unexpected {exc.__class__.__name__}: {exc}", "this is a bug of boxbus; run "
+              "again with BOXBUS_TRACEBACK=1 and report the traceback", 3)
 
 
 if __name__ == "__main__":

@@ -125,15 +125,21 @@ class RefBox:
     async def place_order(self, supplier: str, specs: Sequence[LineSpec],
                           notes: str | None = None) -> str:
         """A purchase order to ``supplier``: it arrives there as a sales order."""
-        order_id = _id(f"{self.box_id}-po")
+        return await self._place("po", "purchase", supplier, specs, notes, target=supplier,
+                                 kind=OrderKind.PURCHASE_ORDER, supplier_box=supplier)
+
+    async def _place(self, prefix: str, role: str, counterparty: str,
+                     specs: Sequence[LineSpec], notes: str | None, *,
+                     target: str | None = None, **fields: Any) -> str:
+        """A new order of this box (``role`` purchase or sales) and its OrderPlaced."""
+        order_id = _id(f"{self.box_id}-{prefix}")
         lines = self._lines(specs)
-        event = OrderPlaced(meta=self._meta(order_id, target=supplier), order_id=order_id,
-                            kind=OrderKind.PURCHASE_ORDER, buyer_box=self.box_id,
-                            supplier_box=supplier, lines=lines, total=self._total(lines),
-                            notes=notes)
+        event = OrderPlaced(meta=self._meta(order_id, target=target), order_id=order_id,
+                            buyer_box=self.box_id, lines=lines, total=self._total(lines),
+                            notes=notes, **fields)
 
         async def change(conn: asyncpg.Connection) -> None:
-            await save_order(conn, order_id, "purchase", supplier, "placed", 0, event.total,
+            await save_order(conn, order_id, role, counterparty, "placed", 0, event.total,
                              lines, notes)
 
         await self._commit(change, event)
@@ -294,19 +300,8 @@ class RefBox:
         """An order of one of the region's stores (not boxes themselves: their orders enter
         through their region's box): a sales order here, published for whoever subscribes
         (central analytics)."""
-        order_id = _id(f"{self.box_id}-so")
-        lines = self._lines(specs)
-        event = OrderPlaced(meta=self._meta(order_id), order_id=order_id,
-                            kind=OrderKind.STORE_ORDER, buyer_box=self.box_id,
-                            store_id=store_id, lines=lines, total=self._total(lines),
-                            notes=notes)
-
-        async def change(conn: asyncpg.Connection) -> None:
-            await save_order(conn, order_id, "sales", store_id, "placed", 0, event.total,
-                             lines, notes)
-
-        await self._commit(change, event)
-        return order_id
+        return await self._place("so", "sales", store_id, specs, notes,
+                                 kind=OrderKind.STORE_ORDER, store_id=store_id)
 
     async def send_report(self, period_start: datetime, period_end: datetime) -> str:
         """A branch's report to its head office, computed from its own tables: the sales
