@@ -91,11 +91,13 @@ class Settings(BaseSettings):
     @field_validator("topic_namespace")
     @classmethod
     def _namespace_is_a_topic_prefix(cls, value: str) -> str:
-        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        # No '.': it separates a name's parts, and ACL prefixes rely on it (a namespace
+        # "ns.box.a" would fall under box a's prefix "ns.box.a." of namespace "ns").
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
         if not value or not set(value) <= allowed:
             raise ValueError(
-                "topic_namespace may hold only letters, digits, '.', '_' and '-' "
-                f"(Kafka topic characters); got {value!r}"
+                "topic_namespace may hold only letters, digits, '_' and '-' "
+                f"(no '.': it separates the parts of topic names); got {value!r}"
             )
         return value
 

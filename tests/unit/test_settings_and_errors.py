@@ -38,6 +38,9 @@ def test_settings_are_frozen() -> None:
 def test_a_bad_namespace_is_refused_with_the_reason() -> None:
     with pytest.raises(ValidationError, match="topic_namespace may hold only letters"):
         Settings(topic_namespace="acme orders!")
+    # A dot would let a namespace fall under another's ACL prefixes (ns.box.a. covers it).
+    with pytest.raises(ValidationError, match="no '.'"):
+        Settings(topic_namespace="ns.box.a")
 
 
 def test_a_bad_log_level_is_refused() -> None:
