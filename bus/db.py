@@ -12,6 +12,7 @@ import asyncpg
 from bus.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
+_ROLE_NOTE = "boxbus: owner of a box database"  # (no quote: it goes into SQL as is)
 
 
 async def create_database(server_url: str, name: str) -> str:
@@ -31,10 +32,21 @@ async def create_database(server_url: str, name: str) -> str:
     password = role_password(server_url, name)
     conn = await asyncpg.connect(server_url)
     try:
-        role = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+        role = await conn.fetchrow(
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb AS powerful, "
+            "shobj_description(oid, 'pg_authid') AS note FROM pg_roles WHERE rolname = $1",
+            name)
+        if role is not None and (role["powerful"] or role["note"] != _ROLE_NOTE):
+            raise ConfigError(
+                f"a PostgreSQL role named {name!r} exists and is not a box database's owner "
+                "made by boxbus", hint="choose another box or database name")
         # (A hex password needs no quoting; identifiers are quoted.)
-        verb = "ALTER" if role else "CREATE"
-        await conn.execute(f"{verb} ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+        if role is None:
+            await conn.execute(f"CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB "
+                               f"NOCREATEROLE PASSWORD '{password}'")
+            await conn.execute(f"COMMENT ON ROLE \"{name}\" IS '{_ROLE_NOTE}'")
+        else:
+            await conn.execute(f"ALTER ROLE \"{name}\" PASSWORD '{password}'")
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
             await conn.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
@@ -45,17 +57,26 @@ async def create_database(server_url: str, name: str) -> str:
 
 
 def role_password(server_url: str, name: str) -> str:
-    secret = (urlsplit(server_url).password or "boxbus").encode()
-    return hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()[:32]
+    secret = urlsplit(server_url).password
+    if not secret:
+        raise ConfigError(
+            "the database server's URL carries no password, and boxbus derives each box "
+            "role's password from it", hint="give the server URL with its password "
+            "(postgresql://user:password@host/db)")
+    return hmac.new(secret.encode(), name.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def owner_url(server_url: str, name: str) -> str:
     """The URL of database ``name`` as its own role (see :func:`create_database`)."""
     parts = urlsplit(server_url)
     host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
     netloc = f"{quote(name)}:{role_password(server_url, name)}@{host}" + (
         f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, f"/{name}", parts.query, ""))
+    # The server's query may carry its own login (user=, password=): only TLS settings pass.
+    kept = "&".join(p for p in parts.query.split("&") if p.startswith("ssl"))
+    return urlunsplit((parts.scheme, netloc, f"/{name}", kept, ""))
 
 
 # Server errors (by SQLSTATE) that end the session: the server sends one as a FATAL message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from bus.errors import ConfigError
@@ -131,6 +132,14 @@ def subject(topic: str, record_fullname: str) -> str:
 
 
 def box_database(namespace: str, box_id: str) -> str:
-    """A box's database on a shared server (the local stack's): ``<namespace>_<box>`` with
-    '-' written as '_', at most PostgreSQL's 63 characters."""
-    return f"{namespace}_{box_id}".replace("-", "_")[:63]
+    """A box's database (and its owner role) on a shared server (the local stack's):
+    ``<namespace>_<box>`` with each '_' doubled and '-' written as '_', so that no two boxes
+    share one (``a-b`` and ``a_b`` differ); a name over PostgreSQL's 63 characters keeps 54
+    and a digest of the whole."""
+    def part(text: str) -> str:
+        return text.replace("_", "__").replace("-", "_")
+
+    name = f"{part(namespace)}_{part(box_id)}"
+    if len(name) <= 63:
+        return name
+    return f"{name[:54]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"

@@ -36,13 +36,17 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bus.envelope import (
+    CAUSATION_ID,
     CONTENT_TYPE,
+    CORRELATION_ID,
     DATASCHEMA,
     ID,
     PARTITION_KEY,
+    REGION,
     SOURCE,
     SOURCE_PREFIX,
     SPECVERSION,
+    TARGET_BOX,
     TIME,
     TYPE,
     parse_time,
@@ -50,10 +54,14 @@ from bus.envelope import (
 
 HEADER = "ce_dssematerial"
 PAYLOAD_TYPE = "application/vnd.boxbus.cloudevent-digest+json"
-# The CloudEvents attributes the signature covers, and the header each travels in.
+# The attributes the signature covers, and the header each travels in: the CloudEvents core
+# ones, and boxbus's routing extensions (a signed order may not be turned to another box, region
+# or conversation).
 _COVERED = (("id", ID), ("source", SOURCE), ("specversion", SPECVERSION), ("type", TYPE),
             ("datacontenttype", CONTENT_TYPE), ("dataschema", DATASCHEMA),
-            ("subject", PARTITION_KEY), ("time", TIME))
+            ("subject", PARTITION_KEY), ("time", TIME), ("region", REGION),
+            ("targetbox", TARGET_BOX), ("correlationid", CORRELATION_ID),
+            ("causationid", CAUSATION_ID))
 DEFAULT_SIGNED_TYPES = (
     "boxbus.orders.OrderPlaced", "boxbus.orders.OrderAmended", "boxbus.orders.OrderConfirmed",
     "boxbus.orders.OrderCancelled", "boxbus.finance.InvoiceIssued",

@@ -176,9 +176,18 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
     letters = await _letters(settings, topic)
     chosen = letters if replay_all else [_find(letters, o, partition) for o in offsets]
     results = []
+    # A letter goes back only where the letters of this topic come from: its own header could
+    # name any topic (whoever may write a dead-letter topic writes that header too), and a
+    # replay runs as the operator, past the router's checks.
+    home = naming.source_of_letters(naming.letters_topic(topic))
     async with EventProducer(settings, found.kafka, serde) as producer:
         for letter in chosen:
             where = f"{letter.dlq_partition}@{letter.dlq_offset}"
+            if letter.topic != home:
+                results.append({"dlq": where, "replayed": False, "note":
+                                f"refused: it names {letter.topic} as its source, but the "
+                                f"letters of {naming.letters_topic(topic)} come from {home}"})
+                continue
             if file is not None:
                 event_type = header_text(letter.headers, "ce_type") or ""
                 if event_type not in serde.catalog:

@@ -204,24 +204,8 @@ async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology,
                        signing: dict[str, bytes]) -> None:
     """The Kafka users and ACLs that differ from what the topology asks for."""
     ns = plan.namespace
-    security = ClusterSecurity(kafka)
-    try:
-        have_grants = {g for g in await security.grants() if principals.of_namespace(ns, g.user)}
-    except SecurityDisabled:
-        plan.notes.append("the cluster has no authorizer: every client may do anything, so "
-                          "no users or ACLs are planned (the local stack has one)")
-        return
-    have_users = {u for u in await security.users() if principals.of_namespace(ns, u)}
-    wanted_users = principals.users(topology, ns)
     assert plan.store is not None
-    for user, role in sorted(wanted_users.items()):
-        if user not in have_users:
-            plan.changes.append(Change(
-                "create-principal", user, f"{role}: a SCRAM-SHA-512 user; its password is kept "
-                f"in {plan.store.path(user)}", data={"user": user}))
-        elif plan.store.password(user) is None:
-            plan.notes.append(f"{user} exists on the cluster, but boxbus keeps no password for "
-                              f"it: `boxbus box rotate-credentials` gives it a new one")
+    # Signing keys first: a network without an authorizer signs and verifies all the same.
     for box in (b.id for b in topology.boxes if b.kind is BoxKind.BOX):
         user = naming.box_principal(ns, box)
         signer = plan.store.signer(user)
@@ -232,6 +216,23 @@ async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology,
                 f"{plan.store.signing_path(user)}", data={"box": box, "user": user}))
         elif f"{KEYS}{box}/{signer.key_id}" not in signing:
             plan.changes.append(_key_record(signer))
+    security = ClusterSecurity(kafka)
+    try:
+        have_grants = {g for g in await security.grants() if principals.of_namespace(ns, g.user)}
+    except SecurityDisabled:
+        plan.notes.append("the cluster has no authorizer: every client may do anything, so "
+                          "no users or ACLs are planned (the local stack has one)")
+        return
+    have_users = {u for u in await security.users() if principals.of_namespace(ns, u)}
+    wanted_users = principals.users(topology, ns)
+    for user, role in sorted(wanted_users.items()):
+        if user not in have_users:
+            plan.changes.append(Change(
+                "create-principal", user, f"{role}: a SCRAM-SHA-512 user; its password is kept "
+                f"in {plan.store.path(user)}", data={"user": user}))
+        elif plan.store.password(user) is None:
+            plan.notes.append(f"{user} exists on the cluster, but boxbus keeps no password for "
+                              f"it: `boxbus box rotate-credentials` gives it a new one")
     for user in sorted(have_users - set(wanted_users)):
         plan.changes.append(Change("delete-principal", user, "no longer in the topology: it "
                                    "cannot log in any more", destructive=True,
@@ -370,7 +371,8 @@ async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> l
     removed = {c.data["grant"] for c in removes}
     await security.add(added)
     await security.remove(removed)
-    await security.wait_until(added, removed)
+    if added or removed:
+        await security.wait_until(added, removed)
     await quotas.Quotas(kafka).set({c.target: c.data["rates"] for c in rates})
     for change in keys:
         signer = Signer.new(change.data["box"])

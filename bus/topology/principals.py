@@ -18,6 +18,7 @@ own group. Nothing here creates topics: ``topology apply`` does, as the operator
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,6 +26,7 @@ from bus import naming
 from bus.topology.model import BoxKind, Quota, Topology
 
 SERVICES = ("router",)
+_BOX_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # naming's rule for box ids
 CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
 
 
@@ -121,6 +123,9 @@ def quotas(topology: Topology, namespace: str) -> dict[str, Quota]:
 
 
 def of_namespace(namespace: str, user: str) -> bool:
-    """Whether a Kafka user is one boxbus made for this network (and may remove)."""
-    return user.startswith(f"{namespace}.box.") or user in {
-        naming.service_principal(namespace, s) for s in SERVICES}
+    """Whether a Kafka user is one boxbus made for this network (and may remove): a box's,
+    ``<ns>.box.<id>`` with an id boxbus allows (no dot), or a service's."""
+    prefix = f"{namespace}.box."
+    if user.startswith(prefix):
+        return _BOX_ID.match(user[len(prefix):]) is not None
+    return user in {naming.service_principal(namespace, s) for s in SERVICES}

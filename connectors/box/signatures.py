@@ -39,10 +39,14 @@ class SignatureCheck:
         self._loaded_at = time.monotonic()
         try:
             records = await read_topic(self.kafka, self.topic)
-        except KafkaAccessDenied:
-            log.warning("the signing control topic may not be read: signatures are not "
-                        "checked", topic=self.topic, principal=self.kafka.principal)
-            return
+        except KafkaAccessDenied as exc:
+            # Failing closed: an inbox that cannot know which events must be signed applies
+            # none unchecked.
+            raise KafkaAccessDenied(
+                f"{self.kafka.principal} may not read {self.topic}, so the inbox cannot check "
+                "signatures and does not start",
+                hint="apply the network's topology again (`boxbus topology apply FILE`): it "
+                "grants every box read access to it") from exc
         current: dict[str, bytes | None] = {}
         for record in records:
             current[record.key.decode()] = record.value

@@ -52,6 +52,7 @@ from aiokafka.errors import (
     IllegalStateError,
     KafkaError,
     KafkaTimeoutError,
+    TopicAuthorizationFailedError,
 )
 from aiokafka.structs import OffsetAndMetadata
 
@@ -61,7 +62,6 @@ from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
 from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.settings import Settings
-from bus.topics import TopicSpec, ensure_topics
 from processors.router.control import ControlFollower
 from processors.router.outputs import Outputs, key_hash
 from processors.router.table import RECIPIENT, RoutingTable
@@ -193,8 +193,16 @@ class Router:
 
     async def round(self, timeout_ms: int = 200) -> int:
         """One fetch, route, send, commit; the number of input records it handled."""
-        fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
-                                               max_records=self.max_records)
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
+                                                   max_records=self.max_records)
+        except TopicAuthorizationFailedError as exc:
+            # A box left the network: its ingress ACL went first. The topic leaves the
+            # subscription at the next metadata refresh; the other partitions wait a moment.
+            log.warning("the router may no longer read a topic; it is dropped at the next "
+                        "metadata refresh", error=repr(exc))
+            await asyncio.sleep(1.0)
+            return 0
         if not fetched:
             return 0
         if self.first_fetch_at is None:
@@ -302,34 +310,30 @@ class Router:
 
     async def _know(self, table: RoutingTable, fetched: dict[TopicPartition, list[Any]]
                     ) -> None:
-        """Partition counts of every output topic this round may use; creates a missing
-        quarantine or dead-letter topic (never an inbox: only topology apply makes those).
-        Asks the brokers about these topics only, and only when the table or the set of
-        region topics changed (a cluster's full metadata can be large)."""
-        inputs = {tp.topic for tp in fetched} | self._consumer.subscription()
+        """Partition counts of every output topic this round may use (the ingress topics'
+        quarantine and dead-letter topics included: ``topology apply`` makes them, the router
+        may not create topics). Asks the brokers about these topics only, and only when the
+        table or the set of ingress topics changed (a cluster's full metadata can be large)."""
+        subscribed = self._consumer.subscription()
+        inputs = {tp.topic for tp in fetched} | subscribed
         if (table is self._known_for and inputs <= self._known_inputs
                 and time.monotonic() < self._known_until):
             return
-        inputs |= self._known_inputs
+        inputs |= self._known_inputs & subscribed  # a box that left is forgotten
         wanted = set(table.recipient_topics())
         for topic in inputs:
             wanted |= {naming.quarantine_topic(topic), naming.dlq_topic(topic)}
         client = self._producer.client
         await client.set_topics(sorted(wanted))  # one metadata request for all of them
-        missing = [t for t in wanted if not client.cluster.partitions_for_topic(t)
-                   and t.endswith((naming.QUARANTINE_SUFFIX, naming.DLQ_SUFFIX))]
-        if missing:
-            await ensure_topics(self.kafka, [
-                TopicSpec(t, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
-                for t in missing])
-            await client.force_metadata_update()
         self._partitions.clear()  # the same dict the routing loop reads
         self._partitions.update({t: len(client.cluster.partitions_for_topic(t) or ())
                                  for t in wanted if client.cluster.partitions_for_topic(t)})
         for topic in inputs:
             for own in (naming.quarantine_topic(topic), naming.dlq_topic(topic)):
                 if own not in self._partitions:
-                    raise KafkaTimeoutError(f"{own} is not visible yet")  # the round waits
+                    # The round waits (a topology apply makes it, or it shows up a moment
+                    # after one).
+                    raise KafkaTimeoutError(f"{own} is not visible yet")
         self._known_for, self._known_inputs = table, inputs
         # Partition counts are read again from time to time (an inbox may grow), and soon when
         # an inbox topic is missing (it may show up a moment after a topology apply).

@@ -234,16 +234,31 @@ async def test_rotated_password_and_removed_box_stop_working(
     new = net["store"].access(naming.box_principal(ns, "box-a"), kafka)
     assert await login_refusal(new) is None
 
-    # box-c leaves the network: its user and ACLs go with --allow-destructive.
+    # box-c leaves the network while the router runs: its user and ACLs go with
+    # --allow-destructive, and the router, refused its ingress topic, carries on.
     c = net["box-c"]
-    smaller = parse_topology(NETWORK.replace(
-        "  - {id: box-c, region: south, company: c}\n", "").replace(
-        "  - {kind: trade, buyer: box-a, supplier: box-c}\n", ""))
-    await apply_plan(kafka, await make_plan(ns_settings, kafka, smaller),
-                     allow_destructive=True)
-    refusal = await login_refusal(c)
-    assert refusal is not None and f"User:{ns}.box.box-c" in refusal.message
-    assert net["store"].password(naming.box_principal(ns, "box-c")) is None
+    router = Router(ns_settings, net["router"])
+    stop = asyncio.Event()
+    routing = asyncio.create_task(router.run(stop, progress_every=3600))
+    try:
+        smaller = parse_topology(NETWORK.replace(
+            "  - {id: box-c, region: south, company: c}\n", "").replace(
+            "  - {kind: trade, buyer: box-a, supplier: box-c}\n", ""))
+        await apply_plan(kafka, await make_plan(ns_settings, kafka, smaller),
+                         allow_destructive=True)
+        refusal = await login_refusal(c)
+        assert refusal is not None and f"User:{ns}.box.box-c" in refusal.message
+        assert net["store"].password(naming.box_principal(ns, "box-c")) is None
+        await send(new, naming.ingress_topic(ns, "box-a"), "po-9",
+                   envelope("box-a", "north", "po-9", target="box-ab", event_id="after"))
+        async with asyncio.timeout(60):
+            while not any(dict(r.headers)["ce_id"] == b"after" for r in await read_topic(
+                    kafka, naming.inbox_topic(ns, "box-ab"))):
+                assert not routing.done(), routing
+                await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(routing, 60)
 
 
 def _librdkafka_read(config: dict[str, str], topic: str, group: str) -> list[str]:

@@ -72,6 +72,7 @@ def test_users_of_a_namespace() -> None:
     assert of_namespace("ns", "ns.box.a") and of_namespace("ns", "ns.router")
     assert not of_namespace("ns", "ns2.box.a") and not of_namespace("ns", "admin")
     assert not of_namespace("ns", "ns.mailbox")
+    assert not of_namespace("ns", "ns.box.x.box.y")  # another network's user, not ns's
 
 
 def test_quotas_come_from_the_topology() -> None:

@@ -39,7 +39,7 @@ def test_a_bad_namespace_is_refused_with_the_reason() -> None:
     with pytest.raises(ValidationError, match="topic_namespace may hold only letters"):
         Settings(topic_namespace="acme orders!")
     # A dot would let a namespace fall under another's ACL prefixes (ns.box.a. covers it).
-    with pytest.raises(ValidationError, match="no '.'"):
+    with pytest.raises(ValidationError, match=r"no '\.'"):
         Settings(topic_namespace="ns.box.a")
 
 

@@ -35,10 +35,16 @@ def test_every_change_after_signing_is_caught() -> None:
     headers[HEADER] = farm.sign(headers, b"body")
     assert not ring.verify(headers, b"b0dy").ok  # the data
     for name, forged in [("ce_type", b"boxbus.finance.PaymentRecorded"), ("ce_id", b"e-2"),
-                         ("ce_time", b"2026-12-01T00:00:00.000Z")]:
+                         ("ce_time", b"2026-12-01T00:00:00.000Z"), ("ce_region", b"south"),
+                         ("ce_targetbox", b"mill"), ("ce_correlationid", b"other"),
+                         ("ce_causationid", b"e-0")]:
         verdict = ring.verify({**headers, name: forged}, b"body")
         assert not verdict.ok, name
     assert "does not match" in ring.verify({**headers, "ce_id": b"e-2"}, b"body").reason
+    # The right key id with another key's signature: refused too.
+    impostor = Signer(farm.box, farm.key_id, Signer.new("farm").private)
+    assert "does not match" in ring.verify({**headers, HEADER: impostor.sign(headers, b"body")},
+                                          b"body").reason
 
 
 def test_missing_foreign_unknown_and_expired_keys_are_refused() -> None:
