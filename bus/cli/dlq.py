@@ -150,20 +150,22 @@ def replay(
 ) -> None:
     """Send dead letters back to their topic once they are valid: the original record when the
     cause is gone (a schema registered, a consumer upgraded), or a corrected event (--file).
-    Letters that are still invalid are reported and left where they are."""
+    Letters that are still invalid are reported and left where they are (exit status 1)."""
     settings = settings_from_env()
     if not replay_all and not offset:
         raise typer.BadParameter("say which: --offset N (repeatable) or --all")
     if file is not None and (replay_all or len(offset or []) != 1):
         raise typer.BadParameter("--file replaces exactly one dead letter: give one --offset")
     results = asyncio.run(_replay(settings, topic, offset or [], partition, replay_all, file))
+    done = sum(r["replayed"] for r in results)
     if json_out:
         print_json(results)
+        if done < len(results):
+            raise typer.Exit(1)
         return
     for r in results:
         mark = "[green]replayed[/]" if r["replayed"] else "[yellow]still invalid[/]"
         console.print(f"{mark} {r['dlq']} -> {r['note']}", highlight=False)
-    done = sum(r["replayed"] for r in results)
     console.print(f"{done} of {len(results)} replayed")
     if done < len(results):
         raise typer.Exit(1)

@@ -18,6 +18,7 @@ from bus.examples import example
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
+from bus.topics import read_topic
 from tests.conftest import boxbus_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
@@ -132,3 +133,31 @@ async def test_dead_letters_are_listed_shown_and_replayed(
     types = [d.envelope.type.rsplit(".", 1)[1] for d in delivered]
     assert types == ["OrderConfirmed", "OrderConfirmed", "OrderPlaced"]
     assert delivered[1].event == confirmed  # the replayed record, with its original id
+
+
+async def test_a_letter_naming_another_topic_is_not_replayed_there(
+    env: dict[str, str], private_settings: Settings, kafka: KafkaAccess,
+    registry: SchemaRegistry, catalog: SchemaCatalog,
+) -> None:
+    """Whoever may write a dead-letter topic writes its letters' headers too: a planted letter
+    that names another box's inbox as its source must not reach it by a replay (which runs as
+    the operator, past the router)."""
+    ns = private_settings.topic_namespace
+    own, other = naming.inbox_topic(ns, "box-a"), naming.inbox_topic(ns, "box-b")
+    await ensure_topics(kafka, [TopicSpec(t, 1) for t in (own, naming.dlq_topic(own), other)])
+    planted = await EventSerde(registry, catalog).encode(
+        example("boxbus.orders.OrderConfirmed"), other)
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            naming.dlq_topic(own), planted.value, key=planted.key,
+            headers=[*planted.headers, ("dlq_topic", other.encode()), ("dlq_partition", b"0"),
+                     ("dlq_offset", b"0"), ("dlq_code", b"unknown-event-type"),
+                     ("dlq_reason", b"planted")])
+    finally:
+        await producer.stop()
+    results = json.loads(run(env, "dlq", "replay", own, "--all", "--json", expect=1).stdout)
+    assert [r["replayed"] for r in results] == [False]
+    assert f"names {other} as its source" in results[0]["note"]
+    assert await read_topic(kafka, other) == []
