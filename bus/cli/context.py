@@ -51,6 +51,12 @@ def principal_access(settings: Settings, user: str, what: str) -> KafkaAccess:
     from bus.credentials import CredentialStore
 
     if settings.kafka_sasl_username:
+        if settings.kafka_sasl_username != user:
+            from bus.cli.output import console_err
+
+            console_err.print(f"note: connecting as {settings.kafka_sasl_username} "
+                              f"(BOXBUS_KAFKA_SASL_USERNAME), not as {what}'s own user {user}",
+                              highlight=False)
         return KafkaAccess.from_settings(settings)
     operator = kafka_access(settings)
     found = CredentialStore.of(settings).access(user, operator)

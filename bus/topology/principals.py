@@ -108,6 +108,9 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
         Grant(router, Resource.TOPIC, f"{namespace}.control.", Pattern.PREFIXED,
               Operation.READ),
         Grant(router, Resource.GROUP, f"{namespace}.router", Pattern.LITERAL, Operation.READ),
+        # `router run --group <ns>.router.<name>`: instances of another group of its own.
+        Grant(router, Resource.GROUP, f"{namespace}.router.", Pattern.PREFIXED,
+              Operation.READ),
         Grant(router, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
     }
     return wanted

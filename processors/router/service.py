@@ -256,7 +256,14 @@ class Router:
             owner = naming.owner_of_ingress(self.namespace, tp.topic) or ""
             for record in records:
                 headers = list(record.headers)  # the batch builder takes lists only
-                decision = decide(dict(headers), owner)
+                found = dict(headers)
+                if len(found) != len(headers) and _repeats_envelope(headers):
+                    # Readers differ on which copy counts (the first, the last): a record
+                    # that carries two sources or two types is refused, not guessed at.
+                    self._quarantine(outputs, record, "duplicate-header", "an envelope "
+                                     "header (ce_*) appears more than once")
+                    continue
+                decision = decide(found, owner)
                 if decision.invalid:
                     self._dead_letter(outputs, record, decision.reason or "")
                     continue
@@ -359,6 +366,11 @@ class Router:
         self.stats.dead_lettered += 1
         log.warning("event dead-lettered", code="invalid-envelope", reason=reason,
                     topic=record.topic, partition=record.partition, offset=record.offset)
+
+
+def _repeats_envelope(headers: list[tuple[str, bytes]]) -> bool:
+    names = [name for name, _ in headers if name.startswith("ce_")]
+    return len(names) != len(set(names))
 
 
 def _letter(record: Any, code: str, reason: str, group: str

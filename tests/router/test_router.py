@@ -121,6 +121,8 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
         (ingress("stranger"), key, headers("stranger", "north", key, target="shop")),
         (ingress("mill"), key, headers("mill", "north", key, target="shop")),  # may not publish
         (ingress("shop"), key, [("ce_type", ORDER.encode())]),  # no envelope: dead letter
+        (ingress("shop"), key, [*headers("shop", "north", key, target="mill"),
+                                ("ce_source", b"/boxes/dairy")]),  # which source counts?
         (ingress("shop"), key, headers("shop", "north", key, target="farm")),  # partner: mail
         (ingress("shop"), key, headers("shop", "north", key, target="mill", event_id="last")),
     ])
@@ -144,20 +146,22 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
             quarantined = await read_topic(kafka, naming.quarantine_topic(ingress(box)))
             codes[box] = sorted(header(r, "quarantine_code") or "" for r in quarantined)
             assert all(header(r, "dlq_reason") and header(r, "dlq_offset") for r in quarantined)
-        assert codes == {"shop": ["forged-source"], "dairy": ["forged-source"],
+        assert codes == {"shop": ["duplicate-header", "forged-source"],
+                         "dairy": ["forged-source"],
                          "ghost": ["unknown-source"], "stranger": ["unrelated-target"],
                          "mill": ["type-not-allowed"]}
         dead = await read_topic(kafka, naming.dlq_topic(ingress("shop")))
         assert [header(r, "dlq_code") for r in dead] == ["invalid-envelope"]
         assert "ce_source" in (header(dead[0], "dlq_reason") or "")
-        assert router.stats.quarantined == 5 and router.stats.dead_lettered == 1
+        assert router.stats.quarantined == 6 and router.stats.dead_lettered == 1
         assert router.stats.kept == 3
         listed = subprocess.run(
             [*boxbus_cli(), "dlq", "list", naming.quarantine_topic(ingress("shop")), "--json"],
             env={**os.environ, **kafka.env(),
                  "BOXBUS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:9/unused"},
             capture_output=True, text=True, timeout=60, check=True)
-        assert [letter["code"] for letter in json.loads(listed.stdout)] == ["forged-source"]
+        assert sorted(letter["code"] for letter in json.loads(listed.stdout)) == [
+            "duplicate-header", "forged-source"]
 
     # Committed after the outputs were acknowledged: the group's offsets are at the end.
     consumer = kafka.consumer(group_id=f"{ns}.router", enable_auto_commit=False)
