@@ -11,16 +11,27 @@ or hand each password to the box and delete the file.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from bus.devstack.kafka import write_private
 from bus.kafka import KafkaAccess
 from bus.settings import SaslMechanism, Settings
 from bus.signing import Signer
+
+
+def write_private(path: Path, data: dict[str, object]) -> None:
+    """Write JSON that only the owner may read (0600 from the first byte, folder 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bus.credentials import write_private
 from bus.devstack import procs
 from bus.errors import ComponentFailed
 from bus.kafka import KafkaAccess
@@ -89,16 +90,6 @@ class ClusterSecrets:
         write_private(path, asdict(made))
         return made
 
-
-def write_private(path: Path, data: dict[str, object]) -> None:
-    """Write JSON that only the owner may read (0600 from the first byte, folder 0700)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def write_admin_credentials(path: Path, bootstrap: str, secrets_: ClusterSecrets) -> None:

@@ -640,7 +640,7 @@ class Inbox:
         receipt = DeliveryReceipt(
             meta=EventMeta(
                 event_id=str(uuid.uuid4()), source_box=self.box_id,
-                region=self.region or envelope.region,
+                region=self.region,  # receipts need it: checked when made
                 aggregate_key=envelope.partition_key, occurred_at=now,
                 target_box=envelope.source_box, correlation_id=envelope.correlation_id,
                 causation_id=envelope.id),
