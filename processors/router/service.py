@@ -4,7 +4,9 @@ the only writer of the region topics and the inboxes.
 
 One round:
 
-1. fetch up to ``max_records`` records from the assigned ingress partitions;
+1. take up to about ``max_records`` records from the assigned ingress partitions, split fairly
+   between the boxes that have some waiting (:mod:`processors.router.fairness`: one box's
+   backlog never holds back another box's events for more than a round);
 2. for each, read the envelope headers (never the Avro body) and ask the routing table
    (:mod:`processors.router.table`), given the topic's owner, for the decision: an event that
    claims another source or region than its owner's is quarantined as ``forged-source``;
@@ -20,14 +22,14 @@ A crash between 4 and 5 forwards the round again when the partitions are picked 
 may see an event twice, and its inbox drops the copy by event id. Nothing is lost: an offset is
 never committed before its outputs are durable.
 
-A round whose outputs cannot all be delivered is not committed: the partitions are sought back
-and it is read again after a pause that grows. From the third failure in a row the round goes
-carefully, one output at a time: a delivery the brokers refuse for good (a record too large for
-that box's inbox, a write the box's topic refuses) is quarantined as ``undeliverable`` with the
-brokers' answer, so one broken inbox does not hold back the other boxes' events; the producer
-is then replaced (an idempotent producer's sequence does not survive a refused batch).
-Retriable errors (a broker away, a topic that vanished) keep the round waiting: after
-``send_timeout`` seconds without all acks it is read again.
+A round whose outputs cannot all be delivered is not committed: its records go back in front of
+their partitions' buffers and are routed again after a pause that grows. From the third failure
+in a row the round goes carefully, one output at a time: a delivery the brokers refuse for good
+(a record too large for that box's inbox, a write the box's topic refuses) is quarantined as
+``undeliverable`` with the brokers' answer, so one broken inbox does not hold back the other
+boxes' events; the producer is then replaced (an idempotent producer's sequence does not survive
+a refused batch). Retriable errors (a broker away, a topic that vanished) keep the round
+waiting: after ``send_timeout`` seconds without all acks it is read again.
 
 Scaling: instances share one consumer group (``<namespace>.router``) and split the ingress
 partitions. A rebalance waits for the round in flight to finish and commit
@@ -63,6 +65,7 @@ from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
 from bus.settings import Settings
 from processors.router.control import ControlFollower
+from processors.router.fairness import FairIntake
 from processors.router.outputs import Outputs, key_hash
 from processors.router.table import RECIPIENT, RoutingTable
 
@@ -86,11 +89,12 @@ class RouterStats:
 
 
 class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self.lock = lock
+    def __init__(self, router: Router) -> None:
+        self.router = router
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.lock:  # the round in flight finishes and commits first
+        async with self.router._lock:  # the round in flight finishes and commits first
+            self.router._intake.forget(revoked)
             log.info("router partitions revoked", partitions=len(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -131,11 +135,12 @@ class Router:
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             metadata_max_age_ms=30_000)
+        self._intake = FairIntake(self._consumer, self.max_records)
         try:
             await self.control.start()
             await start_or_close(self._producer, self.kafka)
             self._consumer.subscribe(pattern=naming.ingress_pattern(self.namespace),
-                                     listener=_HandOver(self._lock))
+                                     listener=_HandOver(self))
             await start_or_close(self._consumer, self.kafka)
         except BaseException:
             # Brokers unreachable, a refused login: close what was opened, then say why.
@@ -194,8 +199,7 @@ class Router:
     async def round(self, timeout_ms: int = 200) -> int:
         """One fetch, route, send, commit; the number of input records it handled."""
         try:
-            fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
-                                                   max_records=self.max_records)
+            fetched = await self._intake.take(timeout_ms)
         except TopicAuthorizationFailedError as exc:
             # A box left the network: its ingress ACL went first. The topic leaves the
             # subscription at the next metadata refresh; the other partitions wait a moment.
@@ -225,11 +229,7 @@ class Router:
                     # An idempotent producer's sequence is broken after a refused batch: the
                     # partition's next batches would be refused as out of order.
                     await self._new_producer()
-                assigned = self._consumer.assignment()
-                for tp, records in fetched.items():
-                    if tp in assigned:  # a partition revoked meanwhile: its owner reads it
-                        with contextlib.suppress(IllegalStateError, AssertionError):
-                            self._consumer.seek(tp, records[0].offset)
+                self._intake.give_back(fetched)  # first in the next round, in order
                 await asyncio.sleep(min(0.25 * 2 ** min(self._failing, 6), 10.0))
                 return 0
             self._failing = 0

@@ -305,3 +305,55 @@ async def test_a_delivery_refused_for_good_is_quarantined_and_the_rest_flows(
             assert "MessageSizeTooLarge" in (header(record, "dlq_reason") or "")
         assert router.stats.failed_rounds >= 3  # tried whole rounds first, with pauses
         assert router.stats.forwarded == 4
+
+
+async def test_a_flooding_box_backlog_does_not_hold_back_a_quiet_box(
+    ns_settings: Settings, kafka: KafkaAccess,
+) -> None:
+    """Fairness between boxes: one box queued a large backlog (the router was away, or it
+    floods); while the router works through it, another box sends a few orders. They go out
+    within a few rounds, not behind the backlog the router has already fetched (the region
+    topic, one partition here, shows the order the router wrote)."""
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, kafka, """\
+regions:
+  north: {partitions: 1}
+boxes:
+  - {id: flood, region: north, company: flood}
+  - {id: quiet, region: north, company: quiet}
+  - {id: hub, region: north, company: hub}
+relationships:
+  - {kind: trade, buyer: flood, supplier: hub}
+  - {kind: trade, buyer: quiet, supplier: hub}
+""")
+    backlog, budget = 30_000, 100
+    producer = kafka.producer(acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        flood = naming.ingress_topic(ns, "flood")
+        for i in range(backlog):
+            key = f"f-{i % 97}"
+            await producer.send(flood, b"x" * 100, key=key.encode(),
+                                headers=headers("flood", "north", key, target="hub"))
+        await producer.flush()
+        async with running(ns_settings, kafka, max_records=budget) as router:
+            async with asyncio.timeout(60):
+                while router.stats.consumed < 2000:
+                    await asyncio.sleep(0.01)
+            for i in range(5):
+                key = f"q-{i}"
+                await producer.send(naming.ingress_topic(ns, "quiet"), b"y", key=key.encode(),
+                                    headers=headers("quiet", "north", key, target="hub"))
+            await producer.flush()
+            sent_at = router.stats.consumed  # the backlog routed when the orders were in
+            got = await wait_for(ns_settings, kafka, naming.region_topic(ns, "north"),
+                                 backlog + 5, timeout=120)
+            assert router.stats.failed_rounds == 0
+    finally:
+        await producer.stop()
+    sources = [header(r, "ce_source") for r in got]
+    last_quiet = max(i for i, s in enumerate(sources) if s and s.endswith("/quiet"))
+    assert sent_at < backlog / 2  # the measurement ran while most of the backlog waited
+    # Taken in the rounds right after they were fetched, not after the backlog's fetch.
+    behind = last_quiet - sent_at
+    assert behind < 10 * budget, f"{behind} backlog records went out before the quiet box's"

@@ -1,0 +1,124 @@
+"""Fair intake: what the router reads from the ingress topics in one round.
+
+The consumer's own order is first come, first served: a fetch brings up to
+``max_partition_fetch_bytes`` of every partition that has data, and ``getmany`` drains the
+partitions in the order the brokers answered, so one box's backlog (a flood, or everything it
+sent while the router was away) fills whole rounds while another box's single order waits
+behind it. The router instead keeps what was fetched in a buffer per partition and composes
+each round by water-filling: the round's budget is split evenly between the boxes (ingress
+topics) that have something waiting, a box that needs less than its share gives the rest to
+the others, and within a box between its partitions the same way. A quiet box's events are
+therefore in the next round, whatever the others have queued; a box alone on the network still
+gets the whole round.
+
+A partition whose buffer is not empty is paused (the consumer fetches nothing more for it), so
+the router holds at most one fetch per partition; it is resumed as soon as its buffer is drained,
+so the next fetch runs while the round is sent. Pausing drops only what the consumer fetched and
+did not hand out: its position stays at the first record it has not given the router, and that
+is where it reads again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+K = TypeVar("K", bound=Hashable)
+
+
+def water_fill(demands: Mapping[K, int], budget: int) -> dict[K, int]:
+    """How many of its waiting records each claimant gets from ``budget``: an even share, the
+    share of those that need less going to the others. Every claimant with a demand gets at
+    least one record, so none waits for a round however many there are."""
+    wanting = sorted(((d, k) for k, d in demands.items() if d > 0), key=lambda x: x[0])
+    given: dict[K, int] = {}
+    left = max(budget, 0)
+    for index, (demand, claimant) in enumerate(wanting):
+        share = max(left // (len(wanting) - index), 1)
+        given[claimant] = take = min(demand, share)
+        left = max(left - take, 0)
+    # What integer division left over goes to those that still want more, one each.
+    for demand, claimant in reversed(wanting):
+        if left <= 0:
+            break
+        if given[claimant] < demand:
+            given[claimant] += 1
+            left -= 1
+    return given
+
+
+def fair_shares(waiting: Mapping[TopicPartition, int], budget: int) -> dict[TopicPartition, int]:
+    """Split ``budget`` between the topics (one per box) that have records waiting, then each
+    topic's part between its partitions."""
+    by_topic: dict[str, dict[TopicPartition, int]] = {}
+    for tp, count in waiting.items():
+        if count > 0:
+            by_topic.setdefault(tp.topic, {})[tp] = count
+    topics = water_fill({t: sum(p.values()) for t, p in by_topic.items()}, budget)
+    shares: dict[TopicPartition, int] = {}
+    for topic, part in topics.items():
+        shares.update(water_fill(by_topic[topic], part))
+    return shares
+
+
+class FairIntake:
+    """The per-partition buffers between the consumer and the router's rounds."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, budget: int) -> None:
+        self.consumer = consumer
+        self.budget = budget
+        self._waiting: dict[TopicPartition, list[Any]] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Records fetched and not yet handed to a round."""
+        return sum(len(records) for records in self._waiting.values())
+
+    async def take(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        """The next round: records in offset order per partition, at most about ``budget``
+        in all, split fairly. Waits up to ``timeout_ms`` only when nothing is buffered."""
+        fetched = await self.consumer.getmany(
+            timeout_ms=0 if self._waiting else timeout_ms)
+        assigned = self.consumer.assignment()
+        for tp, records in fetched.items():
+            if records and tp in assigned:
+                self._waiting.setdefault(tp, []).extend(records)
+        for tp in [tp for tp in self._waiting if tp not in assigned]:
+            del self._waiting[tp]  # revoked while buffered: its new owner reads it
+        shares = fair_shares({tp: len(r) for tp, r in self._waiting.items()}, self.budget)
+        round_: dict[TopicPartition, list[Any]] = {}
+        for tp, share in shares.items():
+            records = self._waiting[tp]
+            round_[tp], rest = records[:share], records[share:]
+            if rest:
+                self._waiting[tp] = rest
+            else:
+                del self._waiting[tp]
+        self._pace(assigned)
+        return round_
+
+    def give_back(self, round_: Mapping[TopicPartition, list[Any]]) -> None:
+        """A round that could not be delivered goes back in front of its partitions' buffers
+        (read again next round, in the same order)."""
+        assigned = self.consumer.assignment()
+        for tp, records in round_.items():
+            if records and tp in assigned:
+                self._waiting[tp] = [*records, *self._waiting.get(tp, ())]
+        self._pace(assigned)
+
+    def forget(self, partitions: object) -> None:
+        """Partitions revoked: their buffered records are their new owner's to read (from the
+        committed offset)."""
+        for tp in list(partitions):  # type: ignore[call-overload]
+            self._waiting.pop(tp, None)
+
+    def _pace(self, assigned: set[TopicPartition]) -> None:
+        paused = self.consumer.paused()
+        hold = [tp for tp in self._waiting if tp not in paused]
+        if hold:
+            self.consumer.pause(*hold)
+        release = [tp for tp in paused if tp not in self._waiting and tp in assigned]
+        if release:
+            self.consumer.resume(*release)

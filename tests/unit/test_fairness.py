@@ -1,0 +1,55 @@
+"""Water-filling of a router round between boxes and their partitions."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processors.router.fairness import fair_shares, water_fill
+
+
+def test_a_quiet_box_gets_everything_it_has_and_the_flooder_the_rest() -> None:
+    assert water_fill({"flood": 100_000, "quiet": 3}, 5000) == {"flood": 4997, "quiet": 3}
+
+
+def test_equal_backlogs_split_evenly() -> None:
+    shares = water_fill({"a": 10_000, "b": 10_000, "c": 10_000}, 3000)
+    assert shares == {"a": 1000, "b": 1000, "c": 1000}
+
+
+def test_a_box_alone_gets_the_whole_round() -> None:
+    assert water_fill({"a": 50_000, "idle": 0}, 5000) == {"a": 5000}
+
+
+def test_more_boxes_than_budget_each_still_get_one() -> None:
+    shares = water_fill({f"b{i}": 5 for i in range(10)}, 4)
+    assert set(shares.values()) == {1}
+
+
+def test_shares_split_by_box_first_then_by_partition() -> None:
+    # The flooder has three busy partitions; a quiet box one: the box, not the partition,
+    # is the unit of fairness.
+    flood = {TopicPartition("ns.box.flood.outbox", p): 10_000 for p in range(3)}
+    quiet = {TopicPartition("ns.box.quiet.outbox", 0): 10_000}
+    shares = fair_shares({**flood, **quiet}, 1200)
+    assert shares[TopicPartition("ns.box.quiet.outbox", 0)] == 600
+    assert sorted(shares[tp] for tp in flood) == [200, 200, 200]
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=3), st.integers(0, 10_000), max_size=30),
+       st.integers(0, 20_000))
+def test_water_fill_never_overspends_nor_starves(demands: dict[str, int], budget: int) -> None:
+    shares = water_fill(demands, budget)
+    wanting = {k for k, d in demands.items() if d > 0}
+    assert set(shares) == wanting
+    assert all(1 <= shares[k] <= demands[k] for k in wanting)
+    # Spends the whole budget when there is demand for it; overspends only to give each one.
+    if budget >= len(wanting):
+        assert sum(shares.values()) == min(budget, sum(demands.values()))
+    else:
+        assert sum(shares.values()) == len(wanting)
+    # Nobody gets more than a claimant that wanted more but was cut (max-min fair).
+    cut = [shares[k] for k in wanting if shares[k] < demands[k]]
+    if cut:
+        assert max(shares.values()) <= min(cut) + 1
