@@ -11,11 +11,12 @@ the others, and within a box between its partitions the same way. A quiet box's 
 therefore in the next round, whatever the others have queued; a box alone on the network still
 gets the whole round.
 
-A partition whose buffer is not empty is paused (the consumer fetches nothing more for it), so
-the router holds at most one fetch per partition; it is resumed as soon as its buffer is drained,
-so the next fetch runs while the round is sent. Pausing drops only what the consumer fetched and
-did not hand out: its position stays at the first record it has not given the router, and that
-is where it reads again.
+The buffers hold at most two rounds' worth of records (decoded records take several times the
+room of the fetched bytes). A partition whose buffer is not empty is paused: the consumer fetches
+nothing more for it and drops the rest of its last fetch, so the next ``getmany`` reaches the
+partitions behind it. Its position stays at the first record it has not handed to the router,
+and that is where it reads again once its buffer is drained and it is resumed (the next fetch
+then runs while the round is sent). Dropping costs a fetch again of what was dropped, no more.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ class FairIntake:
     async def take(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
         """The next round: records in offset order per partition, at most about ``budget``
         in all, split fairly. Waits up to ``timeout_ms`` only when nothing is buffered."""
+        room = 2 * self.budget - self.waiting
         fetched = await self.consumer.getmany(
-            timeout_ms=0 if self._waiting else timeout_ms)
+            timeout_ms=0 if self._waiting else timeout_ms,
+            max_records=room) if room > 0 else {}
         assigned = self.consumer.assignment()
         for tp, records in fetched.items():
             if records and tp in assigned:
