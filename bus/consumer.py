@@ -32,7 +32,7 @@ from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
 from bus.errors import BadEvent, ConfigError, RegistryUnavailable, UnexpectedRecordError
 from bus.events import EventBase
-from bus.kafka import KafkaAccess, start_or_close
+from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -66,6 +66,7 @@ class EventConsumer:
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
         registry_patience: float = 30.0,
+        login_check_every: float = 30.0,
     ) -> None:
         dead_letter_topics = [t for t in topics if t.endswith(naming.DLQ_SUFFIX)]
         if dead_letter_topics:
@@ -88,6 +89,7 @@ class EventConsumer:
             *topics, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset, isolation_level="read_committed")
         self._dead_letters = DeadLetterWriter(kafka, group_id)
+        self._login = LoginWatch(kafka, login_check_every)
 
     async def __aenter__(self) -> EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.
@@ -139,6 +141,10 @@ class EventConsumer:
             await self.commit()
             fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
                                                    max_records=max_records)
+            if fetched:
+                self._login.records_arrived()
+            else:
+                await self._login.check()  # a rotated password ends the consumer, loudly
             try:
                 batch = await self._check_all(fetched)
             except RegistryUnavailable as exc:

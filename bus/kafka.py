@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,30 @@ async def login_refusal(kafka: KafkaAccess) -> KafkaAccessDenied | None:
                 "BOXBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 and the user and password; on the "
                 "local stack boxbus finds the operator's login by itself")
     return None
+
+
+class LoginWatch:
+    """Notices, in a long-running consumer, that the brokers no longer accept its login.
+
+    aiokafka logs in once per connection and, when a connection is lost, retries a refused
+    login in the background forever: a consumer whose password was rotated or whose user was
+    removed (its session cut by the brokers' ``connections.max.reauth.ms``) just receives no
+    more records. Tell the watch whenever records arrive; after ``every`` seconds without any,
+    :meth:`check` asks the brokers once whether they still take this identity, and raises
+    :class:`KafkaAccessDenied` (who was refused and what to do) when they do not."""
+
+    def __init__(self, kafka: KafkaAccess, every: float = 30.0) -> None:
+        self.kafka = kafka
+        self.every = every
+        self._since = time.monotonic()
+
+    def records_arrived(self) -> None:
+        self._since = time.monotonic()
+
+    async def check(self) -> None:
+        if self.kafka.principal == "ANONYMOUS" or time.monotonic() - self._since < self.every:
+            return  # (an anonymous client has no login to lose)
+        self._since = time.monotonic()  # one probe per quiet period, whatever it finds
+        refused = await login_refusal(self.kafka)
+        if refused is not None:
+            raise refused

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     run_dir: Path = Field(default_factory=lambda: _state_home() / "dev")
     cache_dir: Path = Field(default_factory=_cache_home)
     dev_base_port: int = Field(default=19090, ge=1024, le=65000)
+    # How long a login lasts on the embedded Kafka (its connections.max.reauth.ms): a client
+    # that does not log in again within it is disconnected, so a rotated password or a removed
+    # user ends open sessions too. aiokafka cannot re-authenticate a connection (KIP-368); it
+    # reconnects and logs in anew. 0: a session lasts as long as its connection.
+    dev_kafka_session_seconds: int = Field(default=300, ge=0, le=86_400)
     # A JDK for the schema registry (Apicurio 3.3 needs Java 21+); found automatically if unset.
     registry_java_home: Path | None = None
     # The PostgreSQL installation the embedded stack runs (bin/, lib/, share/); the pgserver

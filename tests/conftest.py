@@ -54,7 +54,9 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def settings(run_root: Path) -> Settings:
     configure_logging(LogFormat.CONSOLE, os.environ.get("BOXBUS_LOG_LEVEL", "WARNING"))
-    return Settings(run_dir=run_root / "stack")
+    # Short Kafka sessions: every client of the suite is cut off and logs in again several
+    # times, and a rotated password ends open sessions within a test's patience.
+    return Settings(run_dir=run_root / "stack", dev_kafka_session_seconds=10)
 
 
 @pytest.fixture(scope="session")

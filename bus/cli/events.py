@@ -19,7 +19,7 @@ from bus.envelope import Envelope, format_time
 from bus.errors import BadEvent, ConfigError
 from bus.events import EventBase
 from bus.examples import example, load_event
-from bus.kafka import KafkaAccess, start_or_close
+from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.producer import EventProducer
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -141,14 +141,18 @@ async def _tail(settings: Settings, kafka: KafkaAccess, serde: EventSerde, topic
         if not json_out:
             console_err.print(f"reading {topic} ({len(tps)} partitions); Ctrl-C stops")
         last_seen = time.monotonic()
+        login = LoginWatch(kafka)
         while limit is None or shown < limit:
             fetched = await consumer.getmany(timeout_ms=500)
             records = sorted((r for rs in fetched.values() for r in rs),
                              key=lambda r: (r.timestamp, r.partition, r.offset))
             if records:
                 last_seen = time.monotonic()
+                login.records_arrived()
             elif idle is not None and time.monotonic() - last_seen > idle:
                 break
+            else:
+                await login.check()  # a tail left open outlives a rotated password
             for record in records:
                 if limit is not None and shown >= limit:
                     break

@@ -128,7 +128,8 @@ def _jaas(module: str, username: str, password: str, **users: str) -> str:
     return f'{module} required username="{username}" password="{password}"{extra};'
 
 
-def node_properties(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecrets) -> str:
+def node_properties(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecrets,
+                    session_seconds: int = 0) -> str:
     size = len(cluster)
     replication = 3 if size >= 3 else 1
     min_isr = 2 if size >= 3 else 1
@@ -148,6 +149,9 @@ def node_properties(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecr
         "listener.name.client.scram-sha-512.sasl.jaas.config": _jaas(
             "org.apache.kafka.common.security.scram.ScramLoginModule",
             NODE_PRINCIPAL, keys.node_password),
+        # A client session ends after this: one that cannot log in again (its password rotated,
+        # its user removed) is cut off, not left working on an old login.
+        "listener.name.client.scram-sha-512.connections.max.reauth.ms": session_seconds * 1000,
         "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
         "listener.name.controller.plain.sasl.jaas.config": _jaas(
             "org.apache.kafka.common.security.plain.PlainLoginModule",
@@ -185,12 +189,13 @@ def node_properties(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecr
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def write_config(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecrets) -> None:
+def write_config(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecrets,
+                 session_seconds: int = 0) -> None:
     node.home.mkdir(parents=True, exist_ok=True)
     # The file holds the nodes' password: readable by its owner only.
     fd = os.open(node.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(node_properties(node, cluster, keys))
+        handle.write(node_properties(node, cluster, keys, session_seconds))
     (node.home / "log4j2.yaml").write_text(_LOG4J2)
 
 

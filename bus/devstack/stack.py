@@ -319,7 +319,7 @@ class LocalStack:
                                       ",".join(n.address for n in cluster), keys)
         nodes = [n for n in cluster if f"kafka-{n.node_id}" in dead_names]
         for node in nodes:
-            kafka.write_config(node, cluster, keys)
+            kafka.write_config(node, cluster, keys, self.settings.dev_kafka_session_seconds)
         await asyncio.gather(*(
             asyncio.to_thread(kafka.format_storage, java.java, lib, node, state.cluster_id,
                               keys)

@@ -67,7 +67,7 @@ from bus.envelope import Envelope
 from bus.errors import BadEvent, BoxbusError, ConfigError, RegistryUnavailable, UnknownEventType
 from bus.events import EventBase
 from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
-from bus.kafka import KafkaAccess, start_or_close
+from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.naming import inbox_topic
 from bus.serde import EventSerde
@@ -224,6 +224,7 @@ class Inbox:
         base_delay: float = 0.2,
         max_records: int = 500,
         fetch_max_wait_ms: int = 20,
+        login_check_every: float = 30.0,
     ) -> None:
         self.settings = settings
         self.dsn = dsn
@@ -249,6 +250,8 @@ class Inbox:
         # How long the broker may hold a fetch to fill it: the floor of the inbox's latency
         # when traffic is light (aiokafka's default is 500 ms).
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        # Quiet seconds after which the inbox asks the brokers whether its login still holds.
+        self.login_check_every = login_check_every
         self.mirror_interval = 1.0
         self._mirrored_at = 0.0
         self._mirrored: dict[TopicPartition, int] = {}
@@ -275,6 +278,7 @@ class Inbox:
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed", fetch_max_wait_ms=self.fetch_max_wait_ms)
         self._dead_letters = DeadLetterWriter(self.kafka, self.group_id)
+        self._login = LoginWatch(self.kafka, self.login_check_every)
         await self._signatures.load()
         await self._dead_letters.start(self.topics)
         self._consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
@@ -287,6 +291,10 @@ class Inbox:
             while not self._stop.is_set():
                 fetched = await self._consumer.getmany(timeout_ms=500,
                                                        max_records=self.max_records)
+                if fetched:
+                    self._login.records_arrived()
+                else:
+                    await self._login.check()  # a rotated password ends the inbox, loudly
                 for tp, records in fetched.items():
                     if self._stop.is_set():
                         # Abandon the rest of the fetch: it was not applied, and the next

@@ -61,7 +61,7 @@ from aiokafka.structs import OffsetAndMetadata
 from bus import naming
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
 from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
-from bus.kafka import KafkaAccess, start_or_close
+from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.settings import Settings
 from processors.router.control import ControlFollower
@@ -104,7 +104,8 @@ class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
 class Router:
     def __init__(self, settings: Settings, kafka: KafkaAccess, *, namespace: str | None = None,
                  group_id: str | None = None, max_records: int = 5000,
-                 client_id: str = "boxbus-router", send_timeout: float = 60.0) -> None:
+                 client_id: str = "boxbus-router", send_timeout: float = 60.0,
+                 login_check_every: float = 30.0) -> None:
         self.settings = settings
         self.kafka = kafka
         self.namespace = namespace or settings.topic_namespace
@@ -120,6 +121,7 @@ class Router:
         self._known_until = 0.0
         self._started = False
         self._failing = 0  # rounds failed in a row (the pause before the next grows)
+        self.login_check_every = login_check_every  # quiet seconds before asking the brokers
         self.send_timeout = send_timeout  # a round's outputs not acknowledged by then: retry
         self.first_fetch_at: float | None = None  # perf_counter of the first records fetched
 
@@ -136,6 +138,7 @@ class Router:
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             metadata_max_age_ms=30_000)
         self._intake = FairIntake(self._consumer, self.max_records)
+        self._login = LoginWatch(self.kafka, self.login_check_every)
         try:
             await self.control.start()
             await start_or_close(self._producer, self.kafka)
@@ -208,7 +211,9 @@ class Router:
             await asyncio.sleep(1.0)
             return 0
         if not fetched:
+            await self._login.check()  # a rotated password ends the router, loudly
             return 0
+        self._login.records_arrived()
         if self.first_fetch_at is None:
             self.first_fetch_at = time.perf_counter()
         async with self._lock:

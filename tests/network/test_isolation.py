@@ -20,11 +20,12 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaError as AiokafkaError
 from confluent_kafka import Consumer, KafkaError
 
 from bus import Envelope, KafkaAccessDenied, Settings, naming
 from bus.credentials import CredentialStore
-from bus.kafka import KafkaAccess, login_refusal, start_or_close
+from bus.kafka import KafkaAccess, LoginWatch, login_refusal, start_or_close
 from bus.quotas import FETCH, PRODUCE, Quotas
 from bus.topics import list_topics, partitions_of, read_topic
 from bus.topology import apply_plan, make_plan, parse_topology
@@ -259,6 +260,54 @@ async def test_rotated_password_and_removed_box_stop_working(
     finally:
         stop.set()
         await asyncio.wait_for(routing, 60)
+
+
+async def test_an_open_session_ends_once_its_password_is_rotated(
+    net: dict[str, Any], settings: Settings, kafka: KafkaAccess, env_for_cli: dict[str, str],
+) -> None:
+    """A password change alone leaves logged-in connections working; the brokers' session
+    lifetime (``connections.max.reauth.ms``, the stack's ``dev_kafka_session_seconds``) cuts
+    them, and the client cannot log in again with the old password. A box's long-running
+    consumer then reports who was refused (LoginWatch) instead of waiting for nothing."""
+    session = settings.dev_kafka_session_seconds
+    assert 0 < session <= 30, "the suite's stack runs with short sessions"
+    ns, old = net["ns"], net["box-a"]
+    inbox_a = naming.inbox_topic(ns, "box-a")
+    consumer = old.consumer(inbox_a, group_id=f"{ns}.box.box-a.session",
+                            auto_offset_reset="earliest", enable_auto_commit=False)
+    await start_or_close(consumer, old)
+    producer = old.producer(acks="all", request_timeout_ms=5000)
+    await start_or_close(producer, old)
+
+    async def keys_read(seconds: float) -> list[bytes]:
+        found: list[bytes] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found += [r.key for r in records]
+        return found
+
+    try:
+        await send(kafka, inbox_a, "before")
+        assert await keys_read(5) == [b"before"]
+        subprocess.run([*boxbus_cli(), "box", "rotate-credentials", "--box", "box-a"],
+                       env={**env_for_cli, "BOXBUS_TOPIC_NAMESPACE": ns},
+                       capture_output=True, text=True, timeout=60, check=True)
+        # Within the session the old login still works (nothing ends a connection early) ...
+        await send(kafka, inbox_a, "during")
+        assert await keys_read(3) == [b"during"]
+        # ... then the brokers end it: nothing more is read, nothing is written.
+        await asyncio.sleep(session + 1)
+        await send(kafka, inbox_a, "after")
+        assert await keys_read(8) == []
+        with pytest.raises(AiokafkaError):  # a timeout, or the connection refused
+            await producer.send_and_wait(naming.ingress_topic(ns, "box-a"), b"x", key=b"k")
+        with pytest.raises(KafkaAccessDenied) as refused:
+            await LoginWatch(old, every=0).check()
+        assert f"User:{ns}.box.box-a" in refused.value.message
+    finally:
+        await consumer.stop()
+        await producer.stop()
 
 
 def _librdkafka_read(config: dict[str, str], topic: str, group: str) -> list[str]:
