@@ -75,19 +75,23 @@ class Quotas:
         finally:
             await admin.close()
 
-    async def of(self, users: list[str]) -> dict[str, dict[str, float]]:
-        """The quotas set on each of ``users`` (an empty dict for a user with none), read in
-        one request for every user that has some."""
+    async def all(self) -> dict[str, dict[str, float]]:
+        """Every user that has quotas of its own, with them (one request)."""
         response = await self._send(DescribeClientQuotasRequest(
             [("user", _SPECIFIED, None)], False))
         _check(response.error_code, response.error_message, "the users' quotas")
-        found: dict[str, dict[str, float]] = {user: {} for user in users}
+        found: dict[str, dict[str, float]] = {}
         for entity, values in response.entries:
             names = {kind: name for kind, name in entity}
             user = names.get("user")
-            if user in found and len(names) == 1:  # a user's own, not a user+client one
+            if user is not None and len(names) == 1:  # a user's own, not a user+client one
                 found[user] = {name: value for name, value in values}
         return found
+
+    async def of(self, users: list[str]) -> dict[str, dict[str, float]]:
+        """The quotas set on each of ``users`` (an empty dict for a user with none)."""
+        every = await self.all()
+        return {user: every.get(user, {}) for user in users}
 
     async def set(self, wanted: dict[str, dict[str, float]]) -> None:
         """Set each user's quotas to exactly ``wanted[user]`` (rates it lacks are removed)."""

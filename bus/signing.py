@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,7 +123,9 @@ class Signer:
     @classmethod
     def new(cls, box: str, now: datetime | None = None) -> Signer:
         moment = now or datetime.now(UTC)
-        return cls(box, f"{box}-{moment:%Y%m%dT%H%M%S}", Ed25519PrivateKey.generate())
+        # The time says when; the random part keeps two keys of the same second apart.
+        return cls(box, f"{box}-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
+                   Ed25519PrivateKey.generate())
 
     def public_key(self, valid_from: datetime) -> PublicKey:
         raw = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

@@ -284,7 +284,9 @@ def credentials_(box: BoxOpt, namespace: NamespaceOpt = None,
 @box_app.command("rotate-credentials")
 def rotate_credentials(box: BoxOpt, namespace: NamespaceOpt = None,
                        json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Give a box's Kafka user a new password; the old one stops working for new logins."""
+    """Give a box's Kafka user a new password. The old one logs in no more, and connections
+    logged in with it end when their session does (the brokers' connections.max.reauth.ms; on
+    the local stack BOXBUS_DEV_KAFKA_SESSION_SECONDS, 300 s by default)."""
     from bus import naming
     from bus.credentials import CredentialStore, describe, new_password
     from bus.security import ClusterSecurity
@@ -308,5 +310,51 @@ def rotate_credentials(box: BoxOpt, namespace: NamespaceOpt = None,
 
     found = asyncio.run(rotate())
     if not json_out:
-        console_err.print(f"new password for {user}; the old one no longer logs in")
+        console_err.print(f"new password for {user}; the old one no longer logs in, and its "
+                          "open sessions end within the brokers' session lifetime")
     _print_credentials(found, json_out)
+
+
+@box_app.command("rotate-signing-key")
+def rotate_signing_key(
+    box: BoxOpt, namespace: NamespaceOpt = None,
+    overlap: Annotated[float, typer.Option(
+        min=0, help="Seconds the old key stays valid, so the box's running processes (which "
+        "loaded it when they started) can be restarted meanwhile.")] = 3600.0,
+    revoke: Annotated[bool, typer.Option(
+        help="The old key leaked: it is valid no longer (no overlap); events dated from now "
+        "on (or --since) with it are refused.")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="With --revoke: from when the old key is distrusted (RFC 3339, e.g. "
+        "2026-11-30T08:00:00Z), if it leaked earlier.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Give a box a new signing key, published in the signing control topic; the old key's
+    validity is closed (events it signed before then still verify, for auditors too)."""
+    from datetime import timedelta
+
+    from bus.credentials import CredentialStore
+    from bus.envelope import parse_time
+    from bus.topology.keys import rotate_signing_key as rotate
+
+    settings = settings_from_env(namespace)
+    operator = kafka_access(settings)
+    moment = None
+    if since is not None:
+        try:
+            moment = parse_time(since)
+        except ValueError:
+            raise ConfigError(f"--since {since!r} is not a time", hint="give it as RFC 3339, "
+                              "e.g. 2026-11-30T08:00:00Z") from None
+    done = asyncio.run(rotate(operator, CredentialStore.of(settings), settings.topic_namespace,
+                              box, overlap=timedelta(seconds=overlap), revoke=revoke,
+                              since=moment))
+    if json_out:
+        print_json(done.as_dict())
+        return
+    console.print(f"box {box} signs with key {done.current.key_id} from now on (its private "
+                  f"half: {done.private_key_path}); restart the box's processes to take it up",
+                  highlight=False)
+    console.print(f"key {done.retired.key_id} is valid until "
+                  f"{done.retired.valid_until.isoformat() if done.retired.valid_until else '-'}",
+                  highlight=False)

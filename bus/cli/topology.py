@@ -23,7 +23,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 _SYMBOL = {"create-topic": "+", "add-partitions": "~", "alter-config": "~",
            "write-control": "+", "delete-control": "-", "delete-topic": "-",
            "create-principal": "+", "delete-principal": "-", "add-acl": "+",
-           "remove-acl": "-", "set-quota": "~"}
+           "remove-acl": "-", "set-quota": "~", "remove-quota": "-",
+           "create-signing-key": "+"}
 
 
 def _show(plan_changes: list[Change], title: str) -> None:

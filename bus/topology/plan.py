@@ -246,12 +246,17 @@ async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology,
                                    data={"grant": grant}))
     wanted_rates = {user: {quotas.PRODUCE: float(q.produce), quotas.FETCH: float(q.fetch)}
                     for user, q in principals.quotas(topology, ns).items()}
-    have_rates = await quotas.Quotas(kafka).of(sorted(wanted_rates))
+    have_rates = {user: rates for user, rates in (await quotas.Quotas(kafka).all()).items()
+                  if principals.of_namespace(ns, user)}
     for user, rates in sorted(wanted_rates.items()):
         if have_rates.get(user) != rates:
             plan.changes.append(Change(
                 "set-quota", user, f"produce {rates[quotas.PRODUCE]:,.0f} B/s, fetch "
                 f"{rates[quotas.FETCH]:,.0f} B/s per broker", data={"rates": rates}))
+    for user in sorted(set(have_rates) - set(wanted_rates)):
+        # Goes with the user (both destructive): a user left in place never loses its limit.
+        plan.changes.append(Change("remove-quota", user, "no longer in the topology",
+                                   destructive=True, data={"rates": {}}))
 
 
 def _with_isr(configs: dict[str, str], replication: int) -> dict[str, str]:
@@ -351,7 +356,7 @@ async def _apply_access(kafka: KafkaAccess, plan: Plan, todo: list[Change]) -> l
     deletes = [c for c in todo if c.action == "delete-principal"]
     adds = [c for c in todo if c.action == "add-acl"]
     removes = [c for c in todo if c.action == "remove-acl"]
-    rates = [c for c in todo if c.action == "set-quota"]
+    rates = [c for c in todo if c.action in ("set-quota", "remove-quota")]
     keys = [c for c in todo if c.action == "create-signing-key"]
     if not (creates or deletes or adds or removes or rates or keys):
         return []

@@ -97,6 +97,8 @@ CASES = [
     case("box credentials --box nope", R, "keeps no credentials for box nope"),
     case("box rotate-credentials --box nope", R, "has no Kafka user"),
     case("box rotate-credentials --box nope", N, "does not know where Kafka is"),
+    case("box rotate-signing-key --box nope", R, "has no signing key"),
+    case("box rotate-signing-key --box nope --since yesterday", R, "is not a time"),
     case("box run --box nope", N, "does not know where Kafka is"),
     case("box run --box nope", U, "Unable to bootstrap"),
     case("box show --box nope", R, "box nope has no database"),

@@ -245,8 +245,14 @@ async def test_rotated_password_and_removed_box_stop_working(
         smaller = parse_topology(NETWORK.replace(
             "  - {id: box-c, region: south, company: c}\n", "").replace(
             "  - {kind: trade, buyer: box-a, supplier: box-c}\n", ""))
-        await apply_plan(kafka, await make_plan(ns_settings, kafka, smaller),
-                         allow_destructive=True)
+        plan = await make_plan(ns_settings, kafka, smaller)
+        c_user = naming.box_principal(ns, "box-c")
+        leaving = {(c.action, c.target) for c in plan.changes if c.destructive}
+        assert {("delete-principal", c_user), ("remove-quota", c_user)} <= leaving
+        await apply_plan(kafka, plan, allow_destructive=True)
+        assert (await Quotas(kafka).of([c_user]))[c_user] == {}  # no quota left behind
+        again = await make_plan(ns_settings, kafka, smaller)
+        assert not [c for c in again.changes if c.target == c_user]
         refusal = await login_refusal(c)
         assert refusal is not None and f"User:{ns}.box.box-c" in refusal.message
         assert net["store"].password(naming.box_principal(ns, "box-c")) is None
