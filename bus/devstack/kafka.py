@@ -211,14 +211,24 @@ def format_storage(java: Path, lib_dir: Path, node: KafkaNode, cluster_id: str,
         return
     scram = [f"{MECHANISM}=[name={name},password={password}]" for name, password in
              ((ADMIN, keys.admin_password), (NODE_PRINCIPAL, keys.node_password))]
-    result = subprocess.run(
-        [str(java), "-Xmx128m", "-XX:TieredStopAtLevel=1",
-         f"-Dlog4j2.configurationFile={node.home / 'log4j2.yaml'}",
-         "-cp", _classpath(lib_dir), "kafka.tools.StorageTool", "format",
-         "-t", cluster_id, "-c", str(node.config_path),
-         *(arg for credential in scram for arg in ("--add-scram", credential))],
-        capture_output=True, text=True, check=False,
-    )
+    # The passwords go through a Java argument file readable by its owner only, never on the
+    # command line (which any local user may read in /proc while the tool runs).
+    tool_args = ["kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(node.config_path),
+                 *(arg for credential in scram for arg in ("--add-scram", credential))]
+    arg_file = node.home / "format.args"
+    fd = os.open(arg_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(f'"{arg}"\n' for arg in tool_args))
+    try:
+        result = subprocess.run(
+            [str(java), "-Xmx128m", "-XX:TieredStopAtLevel=1",
+             f"-Dlog4j2.configurationFile={node.home / 'log4j2.yaml'}",
+             "-cp", _classpath(lib_dir), f"@{arg_file}"],
+            capture_output=True, text=True, check=False,
+        )
+    finally:
+        arg_file.unlink(missing_ok=True)
     if result.returncode != 0:
         node.log_path.write_text(result.stdout + result.stderr)
         raise ComponentFailed(
