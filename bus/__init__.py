@@ -33,8 +33,10 @@ from bus.errors import (
     WireFormatError,
 )
 from bus.examples import example
+from bus.kafka import KafkaAccess
 from bus.log import configure_logging, get_logger
 from bus.naming import dlq_topic, region_topic, subject
+from bus.pipeline import OutagePolicy
 from bus.producer import EventProducer
 from bus.registry import Compatibility, SchemaRegistry
 from bus.serde import EncodedEvent, EventSerde
@@ -61,8 +63,10 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidEnvelope",
     "InvalidEventData",
+    "KafkaAccess",
     "KafkaAccessDenied",
     "LogFormat",
+    "OutagePolicy",
     "OversizeEvent",
     "PortInUseError",
     "PrerequisiteError",

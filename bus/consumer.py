@@ -9,15 +9,14 @@ only after the caller has processed the batch (so a crash re-delivers, never los
             # asking for the next batch (or leaving the `async with` without an error)
             # commits this batch's offsets; an exception leaves them uncommitted
 
-A registry that does not answer is not the record's fault: the consumer backs off and tries
-the same record again, without dead-lettering and without skipping it.
+Records go through :mod:`bus.pipeline`, the pipeline of every boxbus consumer: a bad record is
+dead-lettered once, an unforeseen error while checking one is dead-lettered too, and a registry
+that does not answer is waited out (the same record again, then the batch read again), never
+dead-lettered or skipped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
@@ -30,13 +29,14 @@ from aiokafka.structs import OffsetAndMetadata
 from bus import naming
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
-from bus.errors import BadEvent, ConfigError, RegistryUnavailable, UnexpectedRecordError
+from bus.errors import BadEvent, ConfigError
 from bus.events import EventBase
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
+from bus.pipeline import HandBack, OutagePolicy, Pipeline
 from bus.serde import EventSerde
 from bus.settings import Settings
-from bus.validation import MAX_EVENT_BYTES, check_record
+from bus.validation import MAX_EVENT_BYTES, Checked, check_record
 
 log = get_logger(__name__)
 
@@ -63,9 +63,7 @@ class EventConsumer:
         *,
         max_event_bytes: int = MAX_EVENT_BYTES,
         auto_offset_reset: str = "earliest",
-        retry_delay: float = 0.2,
-        max_retry_delay: float = 10.0,
-        registry_patience: float = 30.0,
+        outages: OutagePolicy | None = None,
         login_check_every: float = 30.0,
     ) -> None:
         dead_letter_topics = [t for t in topics if t.endswith(naming.DLQ_SUFFIX)]
@@ -78,10 +76,6 @@ class EventConsumer:
         self.group_id = group_id
         self.serde = serde
         self.max_event_bytes = max_event_bytes
-        self.retry_delay = retry_delay
-        self.max_retry_delay = max_retry_delay
-        self.registry_patience = registry_patience
-        self.dead_lettered = 0
         self._topics = topics
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
         self._kafka = kafka
@@ -89,6 +83,8 @@ class EventConsumer:
             *topics, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset, isolation_level="read_committed")
         self._dead_letters = DeadLetterWriter(kafka, group_id)
+        self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter,
+                                                     policy=outages)
         self._login = LoginWatch(kafka, login_check_every)
 
     async def __aenter__(self) -> EventConsumer:
@@ -147,61 +143,39 @@ class EventConsumer:
                 await self._login.check()  # a rotated password ends the consumer, loudly
             try:
                 batch = await self._check_all(fetched)
-            except RegistryUnavailable as exc:
-                # Still down after `registry_patience`: hand the records back and poll again,
-                # so this consumer stays in its group (one that does not poll for
+            except HandBack as exc:
+                # Still down after the policy's patience: hand the records back and poll
+                # again, so this consumer stays in its group (one that does not poll for
                 # max.poll.interval.ms is removed from it) and retries them afterwards.
                 for tp, records in fetched.items():
                     if records:
                         self._consumer.seek(tp, records[0].offset)
-                log.warning("schema registry still unavailable; the batch is read again",
-                            error=str(exc))
+                log.warning("a dependency is still unavailable; the batch is read again",
+                            error=str(exc.cause))
                 continue
             yield batch
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._pipeline.dead_lettered
 
     async def _check_all(self, fetched: dict[TopicPartition, list[Any]]) -> list[Delivery]:
         batch: list[Delivery] = []
         positions: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, records in fetched.items():
-            for record in records:
-                delivery = await self._check(record)
-                if delivery is not None:
-                    batch.append(delivery)
-                positions[tp] = OffsetAndMetadata(record.offset + 1, "")
+            for record, checked in zip(records, await self._pipeline.run(records),
+                                       strict=True):
+                if checked is not None:
+                    batch.append(Delivery(checked.event, checked.envelope, record.topic,
+                                          record.partition, record.offset))
+            if records:
+                positions[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
         self._pending.update(positions)  # only once the whole batch is checked
         return batch
 
-    async def _check(self, record: Any) -> Delivery | None:
-        delay = self.retry_delay
-        give_up = time.monotonic() + self.registry_patience
-        while True:
-            try:
-                checked = await check_record(record, self.serde, self.settings.topic_namespace,
-                                             self.max_event_bytes)
-            except RegistryUnavailable as exc:
-                if time.monotonic() > give_up:
-                    raise
-                log.warning("schema registry unavailable; retrying the same record",
-                            topic=record.topic, partition=record.partition,
-                            offset=record.offset, retry_in=round(delay, 2), error=str(exc))
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.max_retry_delay)
-                continue
-            except BadEvent as exc:
-                await self._dead_letter(record, exc)
-                return None
-            except Exception as exc:
-                # A record nobody foresaw must not crash the consumer on every restart.
-                log.exception("unexpected error on a record; dead-lettering it",
-                              topic=record.topic, partition=record.partition,
-                              offset=record.offset)
-                await self._dead_letter(record, UnexpectedRecordError(
-                    f"unexpected {exc.__class__.__name__} while checking the record: {exc}",
-                    hint="a boxbus bug: report it with this dead letter"))
-                return None
-            return Delivery(checked.event, checked.envelope, record.topic, record.partition,
-                            record.offset)
+    async def _check(self, record: Any) -> Checked:
+        return await check_record(record, self.serde, self.settings.topic_namespace,
+                                  self.max_event_bytes)
 
     async def _dead_letter(self, record: Any, error: BadEvent) -> None:
         await self._dead_letters.write(record, error)
-        self.dead_lettered += 1

@@ -24,6 +24,7 @@ from bus.devstack import procs
 from bus.envelope import ID
 from bus.examples import example
 from bus.kafka import KafkaAccess
+from bus.pipeline import OutagePolicy
 from bus.registry import SchemaRegistry
 from bus.serde import EncodedEvent, EventSerde
 
@@ -213,7 +214,8 @@ async def test_a_registry_outage_delays_and_does_not_dead_letter(
                                              timeout=1.0), catalog)
     group = f"it-outage-{uuid.uuid4().hex[:6]}"
     async with EventConsumer(private_settings, kafka, [topic], group, reader_serde,
-                             retry_delay=0.05, max_retry_delay=0.2) as consumer:
+                             outages=OutagePolicy(first_delay=0.05, max_delay=0.2)
+                             ) as consumer:
         batches = consumer.batches()
         async def next_batch() -> list[Delivery]:
             return await anext(batches)
