@@ -11,11 +11,14 @@ for a record that is not handed over. One policy, the same in every consumer:
 - **An unforeseen error** while checking a record (any other exception: a bug in a check, a
   library's surprise): logged with its traceback and dead-lettered as ``unexpected-error``,
   so one record never stops its partition, nor the consumer.
-- **A dependency away** (the schema registry, :class:`~bus.errors.RegistryUnavailable`): not
-  the record's fault, so never dead-lettered. The same record is tried again in place, with
+- **A dependency away** (the schema registry, :class:`~bus.errors.RegistryUnavailable`;
+  Kafka, for a check that reads a control topic): not the record's fault, so never
+  dead-lettered. The same record is tried again in place, with
   pauses that grow (with jitter), for up to ``patience`` seconds; then :class:`HandBack` is
   raised and the caller seeks the batch back to its first offset and polls again (a consumer
   that stops polling for ``max.poll.interval.ms`` is put out of its group).
+- **Another boxbus error** (a refused login, a configuration mistake): not about the record
+  either, and waiting does not mend it: it goes up and ends the consumer with its message.
 - **The check returned None**: the record is skipped on purpose (an unknown type a box
   ignores); nothing is written.
 
@@ -36,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
-from bus.errors import BadEvent, RegistryUnavailable, UnexpectedRecordError
+from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnexpectedRecordError
 from bus.log import get_logger
 
 log = get_logger(__name__)
@@ -92,7 +96,7 @@ class Pipeline(Generic[T]):
 
     def __init__(self, check: Callable[[Any], Awaitable[T | None]], dead_letter: DeadLetterSink,
                  *, policy: OutagePolicy | None = None,
-                 outages: tuple[type[Exception], ...] = (RegistryUnavailable,),
+                 outages: tuple[type[Exception], ...] = (RegistryUnavailable, KafkaError),
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._check = check
@@ -127,6 +131,8 @@ class Pipeline(Generic[T]):
                             offset=record.offset, retry_in=round(delay, 2), error=str(exc))
                 await self._sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.policy.max_delay)
+            except BoxbusError:
+                raise
             except Exception as exc:
                 log.exception("unexpected error while checking a record; dead-lettering it",
                               topic=record.topic, partition=record.partition,

@@ -70,9 +70,10 @@ from bus.events.models import DeliveryReceipt, EventMeta, ReceiptStatus
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.naming import inbox_topic
+from bus.pipeline import HandBack, Once, Pipeline
 from bus.serde import EventSerde
 from bus.settings import Settings
-from bus.validation import check_record
+from bus.validation import Checked, check_record
 from connectors.box.outbox import Outbox
 from connectors.box.signatures import SignatureCheck
 
@@ -260,13 +261,14 @@ class Inbox:
         self.kafka = kafka
         self._stop = asyncio.Event()
         self._attempts: dict[tuple[str, int, int], tuple[int, float]] = {}
-        self._dead_lettered: set[tuple[str, int, int]] = set()
+        self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter)
+        self._rejections = Once()  # events the handlers rejected, dead-lettered once
+        self._rejected = 0
         # Next offset per partition as stored in PostgreSQL (read on assignment, then ours),
         # and the partitions the rebalance listener has placed since their assignment.
         self._positions: dict[TopicPartition, int] = {}
         self._ready: set[TopicPartition] = set()
         self._conn: asyncpg.Connection | None = None
-        self.dead_lettered = 0
 
     def stop(self) -> None:
         """Finish the partition batch being applied, then stop."""
@@ -398,11 +400,11 @@ class Inbox:
             if not records:
                 return
         try:
-            checked = [await self._check(record) for record in records]
+            checked = await self._pipeline.run(records)
             await self._apply(tp, records, checked)
         except _Retrying as retrying:
             await self._back_off(tp, records[0].offset, retrying)
-        except (RegistryUnavailable, KafkaError) as exc:
+        except (HandBack, RegistryUnavailable, KafkaError) as exc:
             # The registry (decoding, receipts) or Kafka (dead letters) is away: nothing was
             # committed; the batch is read again after a pause.
             log.warning("registry or Kafka unavailable; the batch is read again",
@@ -431,33 +433,35 @@ class Inbox:
         self._seek(tp, first_offset)
         await asyncio.sleep(self.base_delay * (1 + random.random()))
 
-    async def _check(self, record: Any) -> Any:
-        """The checked event, or the BadEvent that sends the record to the dead-letter topic
-        (unknown types follow the declared policy)."""
+    async def _check(self, record: Any) -> Checked | None:
+        """The checked event; raises the BadEvent that sends the record to the dead-letter
+        topic (through the pipeline), or None for an unknown type the box skips."""
         try:
             checked = await check_record(record, self.serde, self.settings.topic_namespace)
-            refused = await self._signatures.refused(record, checked.envelope.type)
-            if refused is not None:
-                raise refused
-            return checked
         except UnknownEventType as exc:
-            if self.unknown_types is UnknownTypePolicy.SKIP:
-                log.info("unknown event type skipped", reason=exc.message, topic=record.topic,
-                         partition=record.partition, offset=record.offset)
-                return None
-            await self._dead_letter_once(record, exc)
+            if self.unknown_types is not UnknownTypePolicy.SKIP:
+                raise
+            log.info("unknown event type skipped", reason=exc.message, topic=record.topic,
+                     partition=record.partition, offset=record.offset)
             return None
-        except BadEvent as exc:
-            await self._dead_letter_once(record, exc)
-            return None
+        refused = await self._signatures.refused(record, checked.envelope.type)
+        if refused is not None:
+            raise refused
+        return checked
 
-    async def _dead_letter_once(self, record: Any, error: BadEvent) -> None:
-        """A batch that is retried is checked again: its bad records are dead-lettered once."""
-        key = (record.topic, record.partition, record.offset)
-        if key not in self._dead_lettered:
+    async def _dead_letter(self, record: Any, error: BadEvent) -> None:
+        await self._dead_letters.write(record, error)
+
+    async def _reject_once(self, record: Any, error: BadEvent) -> None:
+        """A batch applied again rejects the same events: each is dead-lettered once."""
+        if self._rejections.first_time(record):
             await self._dead_letters.write(record, error)
-            self._dead_lettered.add(key)
-            self.dead_lettered += 1
+            self._rejected += 1
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records dead-lettered: invalid ones and those the handlers rejected."""
+        return self._pipeline.dead_lettered + self._rejected
 
     async def _apply(self, tp: TopicPartition, records: list[Any], checked: list[Any]) -> None:
         """Fast path first: the whole batch in one transaction without savepoints. If a
@@ -554,7 +558,7 @@ class Inbox:
             # Dead letters before the commit: a crash after them re-applies the batch and
             # writes them again (a duplicate dead letter, never a lost one).
             for record, error in rejected:
-                await self._dead_letter_once(record, error)
+                await self._reject_once(record, error)
             await conn.execute(
                 "INSERT INTO boxbus_inbox_offsets (consumer, topic, partition, next_offset) "
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE "
@@ -670,6 +674,8 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.inbox._ready.discard(tp)
             self.inbox._positions.pop(tp, None)
+        self.inbox._pipeline.forget(revoked)
+        self.inbox._rejections.forget(revoked)
         gone = {(tp.topic, tp.partition) for tp in revoked}
         for key in [k for k in self.inbox._attempts if (k[0], k[1]) in gone]:
             del self.inbox._attempts[key]

@@ -271,6 +271,34 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
     assert {r["status"]: r["n"] for r in statuses} == {"applied": 2, "dead-lettered": 2}
 
 
+async def test_an_unforeseen_error_in_a_check_dead_letters_the_record_and_goes_on(
+    box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
+) -> None:
+    """The inbox runs on the same pipeline as every consumer: a check that fails in a way
+    nobody foresaw dead-letters that record (with the exception) instead of ending the run."""
+    await send(kafka, box_serde, topic, [comment("o-9", 1), comment("o-9", 2, "odd"),
+                                         comment("o-9", 3)])
+    inbox = make_inbox(box_settings, effects_db, kafka, box_serde)
+    real = inbox._signatures.refused
+
+    async def refused(record: Any, event_type: str) -> Any:
+        if b"odd" in (record.value or b""):
+            raise ZeroDivisionError("a bug in a check")
+        return await real(record, event_type)
+
+    inbox._signatures.refused = refused  # type: ignore[method-assign]
+
+    async def done() -> bool:
+        return inbox.dead_lettered >= 1 and inbox.applied >= 2
+
+    await run_until(inbox, done)
+    assert [r["seq"] for r in await effects(effects_db)] == [1, 3]
+    (letter,) = await read_all(kafka, naming.dlq_topic(topic), 1)
+    headers = dict(letter.headers)
+    assert headers["dlq_code"] == b"unexpected-error"
+    assert b"ZeroDivisionError" in headers["dlq_reason"]
+
+
 async def test_unknown_types_can_be_skipped_by_policy(
     box_settings: Settings, effects_db: str, kafka: KafkaAccess, box_serde: EventSerde, topic: str,
 ) -> None:

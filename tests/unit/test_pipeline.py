@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from aiokafka import TopicPartition
 
-from bus.errors import BadEvent, InvalidEnvelope, RegistryUnavailable
+from bus.errors import BadEvent, InvalidEnvelope, KafkaAccessDenied, RegistryUnavailable
 from bus.pipeline import HandBack, OutagePolicy, Pipeline
 
 
@@ -37,6 +37,8 @@ class World:
             raise KeyError("a bug in a check")
         if record.value == b"skip":
             return None
+        if record.value == b"denied":
+            raise KafkaAccessDenied("Kafka refused User:ns.box.a the topic ns.control.signing")
         if self.now < self.registry_down_until:
             raise RegistryUnavailable("registry at 127.0.0.1:1 does not answer")
         return record.value.decode()
@@ -125,3 +127,10 @@ async def test_max_delay_caps_the_pauses() -> None:
     with pytest.raises(HandBack):
         await world.pipeline(first_delay=1, max_delay=2, patience=30).run(batch(b"a"))
     assert max(world.slept) <= 2 * 1.5
+
+
+async def test_a_refused_login_or_a_configuration_mistake_ends_the_consumer() -> None:
+    world = World()
+    with pytest.raises(KafkaAccessDenied):
+        await world.pipeline().run(batch(b"a", b"denied", b"b"))
+    assert world.letters == []  # not the record's fault: nothing dead-lettered
