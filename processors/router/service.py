@@ -63,6 +63,7 @@ from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
 from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
+from bus.pipeline import unexpected
 from bus.settings import Settings
 from processors.router.control import ControlFollower
 from processors.router.fairness import FairIntake
@@ -268,7 +269,15 @@ class Router:
                     self._quarantine(outputs, record, "duplicate-header", "an envelope "
                                      "header (ce_*) appears more than once")
                     continue
-                decision = decide(found, owner)
+                try:
+                    decision = decide(found, owner)
+                except Exception as exc:  # the pipeline's policy: never stop the partition
+                    log.exception("unexpected error while routing a record; dead-lettering "
+                                  "it", topic=record.topic, partition=record.partition,
+                                  offset=record.offset)
+                    problem = unexpected(exc)
+                    self._dead_letter(outputs, record, problem.message, problem.code)
+                    continue
                 if decision.invalid:
                     self._dead_letter(outputs, record, decision.reason or "")
                     continue
@@ -365,11 +374,12 @@ class Router:
                     correlation_id=header_text(record.headers, CORRELATION_ID),
                     source=header_text(record.headers, SOURCE))
 
-    def _dead_letter(self, outputs: Outputs, record: Any, reason: str) -> None:
-        topic, key, value, headers = _letter(record, "invalid-envelope", reason, self.group_id)
+    def _dead_letter(self, outputs: Outputs, record: Any, reason: str,
+                     code: str = "invalid-envelope") -> None:
+        topic, key, value, headers = _letter(record, code, reason, self.group_id)
         outputs.add(topic, key_hash(key), record.partition, key, value, record.timestamp, headers)
         self.stats.dead_lettered += 1
-        log.warning("event dead-lettered", code="invalid-envelope", reason=reason,
+        log.warning("event dead-lettered", code=code, reason=reason,
                     topic=record.topic, partition=record.partition, offset=record.offset)
 
 

@@ -26,6 +26,7 @@ from bus.kafka import KafkaAccess
 from bus.topics import TopicSpec, ensure_topics, read_topic
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.router import Router
+from processors.router.table import RoutingTable
 from tests.box.conftest import wait_metric
 from tests.conftest import boxbus_cli
 
@@ -357,3 +358,30 @@ relationships:
     # Taken in the rounds right after they were fetched, not after the backlog's fetch.
     behind = last_quiet - sent_at
     assert behind < 10 * budget, f"{behind} backlog records went out before the quiet box's"
+
+
+async def test_an_unforeseen_error_dead_letters_the_record_and_the_partition_goes_on(
+    ns_settings: Settings, kafka: KafkaAccess, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The router follows the pipeline's policy: a record whose routing fails in a way nobody
+    foresaw is dead-lettered with the exception; the records behind it are routed."""
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, kafka, NETWORK)
+    real = RoutingTable.decide
+
+    def decide(self: RoutingTable, found: Any, owner: str) -> Any:
+        if found.get("ce_id") == b"odd":
+            raise ZeroDivisionError("a bug in the routing table")
+        return real(self, found, owner)
+
+    monkeypatch.setattr(RoutingTable, "decide", decide)
+    shop = naming.ingress_topic(ns, "shop")
+    await produce(kafka, [(shop, "o-1", headers("shop", "north", "o-1", target="dairy",
+                                                event_id=i)) for i in ("a", "odd", "b")])
+    async with running(ns_settings, kafka) as router:
+        got = await wait_for(ns_settings, kafka, naming.inbox_topic(ns, "dairy"), 2)
+        (letter,) = await wait_for(ns_settings, kafka, naming.dlq_topic(shop), 1)
+        assert router.stats.dead_lettered == 1
+    assert [header(r, "ce_id") for r in got] == ["a", "b"]
+    assert header(letter, "dlq_code") == "unexpected-error"
+    assert "ZeroDivisionError" in (header(letter, "dlq_reason") or "")
