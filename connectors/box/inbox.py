@@ -74,6 +74,7 @@ from bus.pipeline import HandBack, Once, Pipeline
 from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.validation import Checked, check_record
+from connectors.box.inbox_state import InboxState, RetryPolicy
 from connectors.box.outbox import Outbox
 from connectors.box.signatures import SignatureCheck
 
@@ -244,30 +245,23 @@ class Inbox:
         self.region = region
         self._signatures = SignatureCheck(kafka, settings.topic_namespace)
         self.outbox = outbox or Outbox(settings, serde)
-        self.max_attempts = max_attempts
-        self.max_retry_seconds = max_retry_seconds
         self.base_delay = base_delay
+        # Positions, readiness and attempts of each partition: plain data, changed only
+        # through its transitions (the listener's and the loop's).
+        self.state = InboxState(RetryPolicy(max_attempts, max_retry_seconds, base_delay))
         self.max_records = max_records
         # How long the broker may hold a fetch to fill it: the floor of the inbox's latency
         # when traffic is light (aiokafka's default is 500 ms).
         self.fetch_max_wait_ms = fetch_max_wait_ms
         # Quiet seconds after which the inbox asks the brokers whether its login still holds.
         self.login_check_every = login_check_every
-        self.mirror_interval = 1.0
-        self._mirrored_at = 0.0
-        self._mirrored: dict[TopicPartition, int] = {}
         self.applied = 0
         self.duplicates = 0
         self.kafka = kafka
         self._stop = asyncio.Event()
-        self._attempts: dict[tuple[str, int, int], tuple[int, float]] = {}
         self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter)
         self._rejections = Once()  # events the handlers rejected, dead-lettered once
         self._rejected = 0
-        # Next offset per partition as stored in PostgreSQL (read on assignment, then ours),
-        # and the partitions the rebalance listener has placed since their assignment.
-        self._positions: dict[TopicPartition, int] = {}
-        self._ready: set[TopicPartition] = set()
         self._conn: asyncpg.Connection | None = None
 
     def stop(self) -> None:
@@ -318,12 +312,8 @@ class Inbox:
         mirror: PostgreSQL stays the truth, and a failed copy is retried next time. It never
         runs ahead of PostgreSQL: a position is taken only once its COMMIT returned (a batch
         whose commit a lost session left in doubt is read again first, its ids skipped)."""
-        if not force and time.monotonic() - self._mirrored_at < self.mirror_interval:
-            return
-        self._mirrored_at = time.monotonic()
-        assigned = self._consumer.assignment()
-        offsets = {tp: offset for tp, offset in self._positions.items()
-                   if tp in assigned and self._mirrored.get(tp) != offset}
+        offsets = self.state.to_mirror(self._consumer.assignment(), time.monotonic(),
+                                       force=force)
         if not offsets:
             return
         try:
@@ -331,7 +321,7 @@ class Inbox:
         except (KafkaError, IllegalStateError) as exc:
             log.debug("group offsets not mirrored this time", box=self.box_id, error=repr(exc))
             return
-        self._mirrored |= offsets
+        self.state.mirrored(offsets)
 
     async def _db(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -381,18 +371,17 @@ class Inbox:
             self._seek(tp, fallback)
             await asyncio.sleep(self.base_delay)
             return False
-        self._positions[tp] = start
-        self._ready.add(tp)
+        self.state.placed(tp, start)
         self._seek(tp, start)
         return start == fallback
 
     async def _apply_partition(self, tp: TopicPartition, records: list[Any]) -> None:
         if tp not in self._consumer.assignment():
             return  # revoked while earlier partitions of this fetch were applied
-        if tp not in self._ready and not await self._place(tp, records[0].offset):
+        if not self.state.is_ready(tp) and not await self._place(tp, records[0].offset):
             return  # placed elsewhere: the records come again from there
-        known = self._positions.get(tp)
-        if known is not None and records[0].offset < known:
+        known = self.state.resume_at(tp, records[0].offset)
+        if known is not None:
             # The consumer fetched from before the stored position (aiokafka may reset a
             # position after the rebalance listener's seek): seek again, apply nothing twice.
             self._seek(tp, known)
@@ -564,11 +553,9 @@ class Inbox:
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE "
                 "SET next_offset = excluded.next_offset, updated_at = clock_timestamp()",
                 self.group_id, tp.topic, tp.partition, records[-1].offset + 1)
-        self._positions[tp] = records[-1].offset + 1
+        self.state.committed(tp, records[-1].offset + 1, (r.offset for r in records))
         self.applied += applied
         self.duplicates += duplicates
-        for record in records:
-            self._attempts.pop((record.topic, record.partition, record.offset), None)
 
     async def _run_handler(self, conn: asyncpg.Connection, handler: Handler, event: EventBase,
                            envelope: Envelope, record: Any, *, careful: bool,
@@ -600,8 +587,9 @@ class Inbox:
             if _transient(exc):
                 if self._attempts_left(record):
                     raise _Retrying(record.offset, exc) from exc
-                return HandlerRejected(f"gave up after {self.max_attempts} attempts or "
-                                       f"{self.max_retry_seconds:.0f} s: {exc}")
+                retry = self.state.retry
+                return HandlerRejected(f"gave up after {retry.max_attempts} attempts or "
+                                       f"{retry.max_seconds:.0f} s: {exc}")
             log.exception("handler failed", event_id=envelope.id, type=envelope.type,
                           correlation_id=envelope.correlation_id)
             return HandlerRejected(f"handler raised {exc.__class__.__name__}: {exc}")
@@ -617,20 +605,17 @@ class Inbox:
 
     def _attempts_left(self, record: Any) -> bool:
         """Count one more attempt at ``record``; whether another one is allowed."""
-        key = (record.topic, record.partition, record.offset)
-        count, first = self._attempts.get(key, (0, time.monotonic()))
-        count += 1
-        self._attempts[key] = (count, first)
-        return count < self.max_attempts and time.monotonic() - first < self.max_retry_seconds
+        return self.state.attempt((record.topic, record.partition, record.offset),
+                                  time.monotonic())
 
     async def _back_off(self, tp: TopicPartition, first_offset: int,
                         retrying: _Retrying) -> None:
         key = (tp.topic, tp.partition, retrying.offset)
-        count = self._attempts.get(key, (1, 0.0))[0]
-        delay = self.base_delay * 2 ** (count - 1) * (0.5 + random.random())
+        delay = self.state.retry_delay(key)
         log.warning("handler asked to retry; partition paused", topic=tp.topic,
-                    partition=tp.partition, offset=retrying.offset, attempt=count,
-                    retry_in=round(delay, 2), reason=str(retrying.cause))
+                    partition=tp.partition, offset=retrying.offset,
+                    attempt=self.state.attempts_of(key), retry_in=round(delay, 2),
+                    reason=str(retrying.cause))
         self._seek(tp, first_offset)
         with contextlib.suppress(IllegalStateError):
             self._consumer.pause(tp)
@@ -671,14 +656,9 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Nothing to commit: applied batches are committed in PostgreSQL already, and a
         # batch in flight is not (the new owner applies it).
-        for tp in revoked:
-            self.inbox._ready.discard(tp)
-            self.inbox._positions.pop(tp, None)
+        self.inbox.state.revoked(revoked)
         self.inbox._pipeline.forget(revoked)
         self.inbox._rejections.forget(revoked)
-        gone = {(tp.topic, tp.partition) for tp in revoked}
-        for key in [k for k in self.inbox._attempts if (k[0], k[1]) in gone]:
-            del self.inbox._attempts[key]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
@@ -694,12 +674,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
                               "later", box=self.inbox.box_id)
             return
         for tp in assigned:
-            if tp in self.inbox._ready:
-                # The main loop placed it meanwhile (records came first) and may have applied
-                # past ``start`` already: seeking back would only re-read duplicates.
-                continue
-            self.inbox._positions[tp] = start[tp]
-            self.inbox._seek(tp, start[tp])
-            self.inbox._ready.add(tp)
+            if self.inbox.state.assigned(tp, start[tp]):
+                self.inbox._seek(tp, start[tp])
         log.info("partitions assigned", box=self.inbox.box_id,
                  partitions=[f"{tp.topic}[{tp.partition}]@{start[tp]}" for tp in assigned])

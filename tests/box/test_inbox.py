@@ -335,7 +335,7 @@ async def test_a_retry_backs_off_without_blocking_other_partitions(
     await send(kafka, box_serde, topic, [comment(slow, 1, "flaky:3"),
                                              comment(fast, 1), comment(fast, 2)])
     inbox = make_inbox(box_settings, effects_db, kafka, box_serde)
-    inbox.base_delay = 0.5  # long enough to see the other partition pass by
+    inbox.state.retry.base_delay = 0.5  # long enough to see the other partition pass by
 
     async def done() -> bool:
         return inbox.applied >= len(keys) + 3

@@ -1,0 +1,88 @@
+"""The inbox's memory of its partitions, transition by transition (no broker, no database)."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+
+from connectors.box.inbox_state import InboxState, RetryPolicy
+
+A, B = TopicPartition("ns.box.a.inbox", 0), TopicPartition("ns.box.a.inbox", 1)
+
+
+def test_the_listener_places_a_partition_at_its_stored_offset() -> None:
+    state = InboxState()
+    assert not state.is_ready(A)
+    assert state.assigned(A, 40) is True  # seek there
+    assert state.is_ready(A) and state.positions[A] == 40
+
+
+def test_a_partition_the_loop_placed_first_is_not_sent_back() -> None:
+    state = InboxState()
+    state.placed(A, 40)
+    state.committed(A, 55, range(40, 55))  # applied on while the listener was late
+    assert state.assigned(A, 40) is False  # no seek back: it would only re-read duplicates
+    assert state.positions[A] == 55
+
+
+def test_records_from_before_the_position_mean_seek_forward() -> None:
+    state = InboxState()
+    state.placed(A, 40)
+    assert state.resume_at(A, 38) == 40
+    assert state.resume_at(A, 40) is None
+    assert state.resume_at(B, 0) is None  # no position known: nothing to compare
+
+
+def test_revoked_forgets_position_readiness_attempts_and_mirror() -> None:
+    state = InboxState()
+    for tp in (A, B):
+        state.placed(tp, 10)
+        state.attempt((tp.topic, tp.partition, 10), now=0.0)
+    state.mirrored({A: 10, B: 10})
+    state.revoked([A])
+    assert not state.is_ready(A) and A not in state.positions
+    assert state.attempts_of((A.topic, A.partition, 10)) == 0
+    assert state.attempts_of((B.topic, B.partition, 10)) == 1  # the other one keeps its own
+    assert A not in state.mirrored_offsets and state.is_ready(B)
+
+
+def test_attempts_are_counted_and_limited_by_number_and_by_time() -> None:
+    state = InboxState(RetryPolicy(max_attempts=3, max_seconds=60))
+    key = (A.topic, A.partition, 7)
+    assert state.attempt(key, now=0.0) is True
+    assert state.attempt(key, now=1.0) is True
+    assert state.attempt(key, now=2.0) is False  # the third: no more
+    other = (A.topic, A.partition, 8)
+    assert state.attempt(other, now=0.0) is True
+    assert state.attempt(other, now=61.0) is False  # the first try was over a minute ago
+
+
+def test_a_commit_forgets_the_attempts_of_its_records() -> None:
+    state = InboxState()
+    state.placed(A, 7)
+    state.attempt((A.topic, A.partition, 7), now=0.0)
+    state.committed(A, 9, [7, 8])
+    assert state.positions[A] == 9 and state.attempts == {}
+
+
+def test_the_retry_delay_doubles_with_jitter() -> None:
+    state = InboxState(RetryPolicy(base_delay=0.2))
+    key = (A.topic, A.partition, 7)
+    assert state.retry_delay(key, jitter=lambda: 0.5) == 0.2  # before any attempt: the base
+    state.attempt(key, now=0.0)
+    state.attempt(key, now=0.1)
+    state.attempt(key, now=0.2)
+    assert state.retry_delay(key, jitter=lambda: 0.5) == 0.8
+    assert state.retry_delay(key, jitter=lambda: 0.0) == 0.4
+
+
+def test_positions_are_mirrored_at_most_once_an_interval_and_only_when_changed() -> None:
+    state = InboxState(mirror_interval=1.0)
+    state.placed(A, 5)
+    state.placed(B, 9)
+    assert state.to_mirror({A, B}, now=10.0) == {A: 5, B: 9}
+    state.mirrored({A: 5, B: 9})
+    state.committed(A, 6, [5])
+    assert state.to_mirror({A, B}, now=10.5) == {}  # too soon
+    assert state.to_mirror({A, B}, now=11.0) == {A: 6}  # only what changed
+    assert state.to_mirror({B}, now=12.5) == {}  # A is not ours any more
+    assert state.to_mirror({A, B}, now=12.6, force=True) == {A: 6}  # stopping: now
