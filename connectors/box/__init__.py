@@ -2,14 +2,8 @@
 relay) and to apply incoming events exactly once (inbox)."""
 
 from bus.naming import inbox_topic
-from connectors.box.inbox import (
-    Applied,
-    Handlers,
-    Inbox,
-    Rejected,
-    Retry,
-    UnknownTypePolicy,
-)
+from connectors.box.handlers import Applied, Handlers, Rejected, Retry, UnknownTypePolicy
+from connectors.box.inbox import Inbox
 from connectors.box.migrations import MIGRATIONS, migrate
 from connectors.box.outbox import Outbox
 from connectors.box.relay import Backlog, Relay, backlog, unpark

@@ -29,7 +29,8 @@ from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
 from bus.validation import check_record
-from connectors.box.inbox import Applied, Handlers, Inbox
+from connectors.box.handlers import Applied, Handlers
+from connectors.box.inbox import Inbox
 from connectors.box.migrations import migrate
 from connectors.box.outbox import Outbox, headers_json
 from connectors.box.relay import Relay
