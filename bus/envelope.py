@@ -94,7 +94,7 @@ class Envelope:
     @classmethod
     def of(cls, event: EventBase, *, dataschema: str | None = None) -> Envelope:
         """The envelope of an event: every attribute comes from its ``meta``."""
-        meta = event.meta  # type: ignore[attr-defined]
+        meta = event.meta
         return cls(
             id=meta.event_id, source_box=meta.source_box, type=event.TYPE,
             time=meta.occurred_at, region=meta.region, partition_key=meta.aggregate_key,

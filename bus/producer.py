@@ -43,7 +43,7 @@ class EventProducer:
     def topic_for(self, event: EventBase) -> str:
         """The source box's ingress topic: the router proves the source and routes it."""
         return naming.ingress_topic(self.settings.topic_namespace,
-                                    event.meta.source_box)  # type: ignore[attr-defined]
+                                    event.meta.source_box)
 
     async def publish(self, event: EventBase, topic: str | None = None) -> Published:
         """Publish and wait until the brokers acknowledged the event."""

@@ -67,7 +67,7 @@ def publish(
     else:
         event = example(fullname, schemas_dir=settings.schemas_dir)
     target = topic or naming.ingress_topic(
-        settings.topic_namespace, event.meta.source_box)  # type: ignore[attr-defined]
+        settings.topic_namespace, event.meta.source_box)
     if dry_run:
         print_json({"topic": target, "headers": {
             k: v.decode() for k, v in Envelope.of(event).to_headers()},

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+if TYPE_CHECKING:
+    from bus.events.models import EventMeta
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -32,6 +35,10 @@ class EventBase(Record):
     not a topic name, so such an event is refused here, when it is built."""
 
     TYPE: ClassVar[str]
+    if TYPE_CHECKING:
+        # Every event schema starts with ``meta`` (the contract checks it); each generated
+        # model declares the field itself, this only tells the type checker.
+        meta: EventMeta
 
     @model_validator(mode="after")
     def _routable(self) -> EventBase:

@@ -372,7 +372,7 @@ def _p99(ordered: list[float]) -> float:
 
 def _effect_args(event: EventBase) -> tuple[str, str, int | None]:
     total = getattr(event, "total", None)
-    return (event.meta.aggregate_key,  # type: ignore[attr-defined]
+    return (event.meta.aggregate_key,
             event.TYPE.rsplit(".", 1)[1], total.amount_minor if total else None)
 
 

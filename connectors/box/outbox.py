@@ -64,7 +64,7 @@ class Outbox:
         for event in events:
             # A box writes its own ingress topic only; the router takes it from there.
             target = topic or naming.ingress_topic(
-                self.settings.topic_namespace, event.meta.source_box)  # type: ignore[attr-defined]
+                self.settings.topic_namespace, event.meta.source_box)
             encoded = await self.serde.encode(event, target)
             if self.signer is not None and encoded.envelope.type in self.signed_types:
                 if encoded.envelope.source_box != self.signer.box:

@@ -106,8 +106,8 @@ class RefBox:
         finally:
             await conn.close()
         log.info("box action", box=self.box_id, type=event.TYPE,
-                 event_id=event.meta.event_id,  # type: ignore[attr-defined]
-                 correlation_id=event.meta.correlation_id)  # type: ignore[attr-defined]
+                 event_id=event.meta.event_id,
+                 correlation_id=event.meta.correlation_id)
 
     def _lines(self, specs: Sequence[LineSpec]) -> tuple[Line, ...]:
         if not specs:

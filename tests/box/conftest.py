@@ -50,7 +50,7 @@ def box_serde(stack: StackInfo) -> EventSerde:
 
 def example_source() -> str:
     """The box the contract's examples come from."""
-    source: str = example("boxbus.collaboration.CommentAdded").meta.source_box  # type: ignore[attr-defined]
+    source: str = example("boxbus.collaboration.CommentAdded").meta.source_box
     return source
 
 

@@ -97,7 +97,7 @@ def assert_once_and_in_order(rows: list[asyncpg.Record], events: list[EventBase]
     for aggregate, seqs in by_aggregate.items():
         assert seqs == sorted(seqs), f"{aggregate} applied out of order"
     assert {r["event_id"] for r in rows} == {
-        e.meta.event_id for e in events}  # type: ignore[attr-defined]
+        e.meta.event_id for e in events}
 
 
 def make_inbox(settings: Settings, dsn: str, kafka: KafkaAccess, serde: EventSerde,
@@ -242,7 +242,7 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
 ) -> None:
     events = [comment("o-1", 1), comment("o-1", 2, "poison"), comment("o-1", 3),
               example("boxbus.orders.OrderCancelled").model_copy(update={
-                  "meta": example("boxbus.orders.OrderCancelled").meta.model_copy(  # type: ignore[attr-defined]
+                  "meta": example("boxbus.orders.OrderCancelled").meta.model_copy(
                       update={"aggregate_key": "o-1", "region": "north"})})]
     await send(kafka, box_serde, topic, events)
     inbox = make_inbox(box_settings, effects_db, kafka, box_serde, receipts=True,
@@ -315,7 +315,7 @@ async def test_unknown_types_can_be_skipped_by_policy(
     conn = await asyncpg.connect(effects_db)
     try:
         status = await conn.fetchval("SELECT status FROM boxbus_inbox_events WHERE event_id = $1",
-                                     cancelled.meta.event_id)  # type: ignore[attr-defined]
+                                     cancelled.meta.event_id)
     finally:
         await conn.close()
     assert status == "skipped"

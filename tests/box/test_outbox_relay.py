@@ -57,25 +57,25 @@ async def write(dsn: str, outbox: Outbox, events: list[EventBase],
                 await conn.execute("SELECT 1")  # the business change would be here
                 await outbox.publish(conn, event)
             if written is not None:
-                written.append(event.meta.event_id)  # type: ignore[attr-defined]
+                written.append(event.meta.event_id)
     finally:
         await conn.close()
 
 
 def ids_and_order(records: list[Any], events: list[EventBase]) -> None:
     """Every event arrived, and each aggregate's events arrived in the order written."""
-    by_id = {e.meta.event_id: e for e in events}  # type: ignore[attr-defined]
+    by_id = {e.meta.event_id: e for e in events}
     first_seen: list[str] = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         event_id = header_text(r.headers, "ce_id")
         if event_id is not None and event_id in by_id and event_id not in first_seen:
             first_seen.append(event_id)
     assert set(first_seen) == set(by_id), f"missing {len(set(by_id) - set(first_seen))}"
-    for key in {e.meta.aggregate_key for e in events}:  # type: ignore[attr-defined]
+    for key in {e.meta.aggregate_key for e in events}:
         arrived = [by_id[i].comment_id for i in first_seen  # type: ignore[attr-defined]
-                   if by_id[i].meta.aggregate_key == key]  # type: ignore[attr-defined]
+                   if by_id[i].meta.aggregate_key == key]
         written = [e.comment_id for e in events  # type: ignore[attr-defined]
-                   if e.meta.aggregate_key == key]  # type: ignore[attr-defined]
+                   if e.meta.aggregate_key == key]
         assert arrived == written, key
 
 
@@ -128,7 +128,7 @@ async def test_several_events_of_one_transaction_in_one_round_trip(
         await outbox.publish_many(db_conn, encoded)
     stored = await db_conn.fetch("SELECT event_id, topic FROM boxbus_outbox ORDER BY id")
     assert [r["event_id"] for r in stored] == [
-        e.meta.event_id for e in events]  # type: ignore[attr-defined]
+        e.meta.event_id for e in events]
     assert {r["topic"] for r in stored} == {encoded[0].topic}
     with pytest.raises(RuntimeError, match="needs the caller's transaction"):
         await outbox.publish_many(db_conn, encoded)
@@ -303,7 +303,7 @@ async def test_events_for_a_missing_topic_are_parked_and_the_rest_flows(
         reasons = await db_conn.fetch("SELECT event_id, reason FROM boxbus_outbox_parked "
                                       "ORDER BY id")
         assert [r["event_id"] for r in reasons] == [
-            e.meta.event_id for e in lost]  # type: ignore[attr-defined]
+            e.meta.event_id for e in lost]
         assert {r["reason"] for r in reasons} == {
             "the topic does not exist, or this box may not write it (a box publishes into its "
             "own ingress topic only)"}

@@ -225,7 +225,7 @@ async def test_relay_and_inbox_survive_postgresql_killed_repeatedly(
     rows = await fetch(receiver_db, "SELECT * FROM effects ORDER BY applied_order")
     assert all(r["times"] == 1 for r in rows), "an effect was applied twice"
     assert sorted(r["event_id"] for r in rows) == sorted(
-        e.meta.event_id for e in writer.written)  # type: ignore[attr-defined]
+        e.meta.event_id for e in writer.written)
     for aggregate in {r["aggregate"] for r in rows}:
         seqs = [r["seq"] for r in rows if r["aggregate"] == aggregate]
         assert seqs == sorted(seqs), f"{aggregate} applied out of order"

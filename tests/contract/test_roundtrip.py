@@ -41,14 +41,14 @@ async def test_every_example_round_trips_through_registry_and_broker(
     private_settings: Settings, kafka: KafkaAccess, serde: EventSerde, catalog: SchemaCatalog,
 ) -> None:
     events = [example(schema.fullname) for schema in catalog]
-    regions = sorted({e.meta.region for e in events})  # type: ignore[attr-defined]
+    regions = sorted({e.meta.region for e in events})
     topics = [naming.region_topic(private_settings.topic_namespace, r) for r in regions]
     await ensure_topics(kafka, [TopicSpec(t, 3) for t in topics])
 
     async with EventProducer(private_settings, kafka, serde) as producer:
         # Region topics, as the router writes them (a box's own default is its ingress topic).
         sent = [(await producer.publish(event, naming.region_topic(
-            private_settings.topic_namespace, event.meta.region))).encoded  # type: ignore[attr-defined]
+            private_settings.topic_namespace, event.meta.region))).encoded
             for event in events]
     assert all(s.value[0] == 0 and s.key == s.envelope.partition_key.encode() for s in sent)
 
@@ -57,11 +57,11 @@ async def test_every_example_round_trips_through_registry_and_broker(
     by_id = {d.envelope.id: d for d in delivered}
     assert len(by_id) == len(events) == len(catalog)
     for event in events:
-        got = by_id[event.meta.event_id]  # type: ignore[attr-defined]
+        got = by_id[event.meta.event_id]
         assert got.event == event
         assert got.envelope == Envelope.of(event, dataschema=got.envelope.dataschema)
         assert got.topic == naming.region_topic(private_settings.topic_namespace,
-                                                event.meta.region)  # type: ignore[attr-defined]
+                                                event.meta.region)
     # Subjects follow TopicRecordNameStrategy: <topic>-<record full name>.
     subjects = set(await serde.registry.subjects())
     assert {naming.subject(d.topic, d.envelope.type) for d in delivered} <= subjects
