@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -34,6 +33,7 @@ from bus.events import EventBase
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.pipeline import HandBack, OutagePolicy, Pipeline
+from bus.record import KafkaRecord
 from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.validation import MAX_EVENT_BYTES, Checked, check_record
@@ -159,7 +159,7 @@ class EventConsumer:
     def dead_lettered(self) -> int:
         return self._pipeline.dead_lettered
 
-    async def _check_all(self, fetched: dict[TopicPartition, list[Any]]) -> list[Delivery]:
+    async def _check_all(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> list[Delivery]:
         batch: list[Delivery] = []
         positions: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, records in fetched.items():
@@ -173,9 +173,9 @@ class EventConsumer:
         self._pending.update(positions)  # only once the whole batch is checked
         return batch
 
-    async def _check(self, record: Any) -> Checked:
+    async def _check(self, record: KafkaRecord) -> Checked:
         return await check_record(record, self.serde, self.settings.topic_namespace,
                                   self.max_event_bytes)
 
-    async def _dead_letter(self, record: Any, error: BadEvent) -> None:
+    async def _dead_letter(self, record: KafkaRecord, error: BadEvent) -> None:
         await self._dead_letters.write(record, error)

@@ -20,6 +20,7 @@ from bus.envelope import CORRELATION_ID, ID, format_time, header_text
 from bus.errors import BadEvent
 from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
+from bus.record import KafkaRecord
 from bus.topics import TopicSpec, ensure_topics
 
 log = get_logger(__name__)
@@ -68,7 +69,7 @@ class DeadLetter:
         return naming.dlq_topic(self.topic), self.key, self.value, headers
 
     @classmethod
-    def of(cls, record: Any, error: BadEvent, group: str) -> DeadLetter:
+    def of(cls, record: KafkaRecord, error: BadEvent, group: str) -> DeadLetter:
         """The dead letter of a consumed record (an aiokafka ConsumerRecord) refused with
         ``error``."""
         return cls(
@@ -118,7 +119,7 @@ class DeadLetterWriter:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def write(self, record: Any, error: BadEvent) -> DeadLetter:
+    async def write(self, record: KafkaRecord, error: BadEvent) -> DeadLetter:
         letter = DeadLetter.of(record, error, self.group_id)
         topic, key, value, headers = letter.to_record()
         try:

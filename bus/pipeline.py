@@ -36,20 +36,21 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus.errors import BadEvent, BoxbusError, RegistryUnavailable, UnexpectedRecordError
 from bus.log import get_logger
+from bus.record import KafkaRecord
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
 
-Check = Callable[[Any], Awaitable["T | None"]]
-DeadLetterSink = Callable[[Any, BadEvent], Awaitable[None]]
+Check = Callable[[KafkaRecord], Awaitable["T | None"]]
+DeadLetterSink = Callable[[KafkaRecord, BadEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Once:
     def __init__(self) -> None:
         self._done: dict[TopicPartition, int] = {}
 
-    def first_time(self, record: Any) -> bool:
+    def first_time(self, record: KafkaRecord) -> bool:
         """Whether ``record`` is new; marks it as done."""
         tp = TopicPartition(record.topic, record.partition)
         if record.offset <= self._done.get(tp, -1):
@@ -94,7 +95,8 @@ class Once:
 class Pipeline(Generic[T]):
     """``check`` every record of a batch, dead-letter the bad ones once, hand over the rest."""
 
-    def __init__(self, check: Callable[[Any], Awaitable[T | None]], dead_letter: DeadLetterSink,
+    def __init__(self, check: Callable[[KafkaRecord], Awaitable[T | None]],
+                 dead_letter: DeadLetterSink,
                  *, policy: OutagePolicy | None = None,
                  outages: tuple[type[Exception], ...] = (RegistryUnavailable, KafkaError),
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -108,13 +110,13 @@ class Pipeline(Generic[T]):
         self.once = Once()
         self.dead_lettered = 0
 
-    async def run(self, records: Sequence[Any]) -> list[T | None]:
+    async def run(self, records: Sequence[KafkaRecord]) -> list[T | None]:
         """The check's result for each record, None for those not handed over. Raises
         :class:`HandBack` when a dependency stayed away; dead letters already written stay
         written (the batch, read again, does not write them twice)."""
         return [await self.one(record) for record in records]
 
-    async def one(self, record: Any) -> T | None:
+    async def one(self, record: KafkaRecord) -> T | None:
         delay = self.policy.first_delay
         give_up = self._clock() + self.policy.patience
         while True:
@@ -140,7 +142,7 @@ class Pipeline(Generic[T]):
                 await self.dead_letter_once(record, unexpected(exc))
                 return None
 
-    async def dead_letter_once(self, record: Any, error: BadEvent) -> None:
+    async def dead_letter_once(self, record: KafkaRecord, error: BadEvent) -> None:
         if self.once.first_time(record):
             await self._dead_letter(record, error)
             self.dead_lettered += 1

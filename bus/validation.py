@@ -4,12 +4,12 @@ size and headers first (no decoding), then the body, then whether headers and bo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from bus import naming
 from bus.envelope import Envelope
 from bus.errors import InvalidEnvelope, OversizeEvent, RegionMismatch
 from bus.events import EventBase
+from bus.record import KafkaRecord
 from bus.serde import EventSerde
 
 MAX_EVENT_BYTES = 1024 * 1024  # larger documents travel by reference (claim check)
@@ -21,7 +21,8 @@ class Checked:
     event: EventBase
 
 
-def check_headers(record: Any, namespace: str, max_bytes: int = MAX_EVENT_BYTES) -> Envelope:
+def check_headers(record: KafkaRecord, namespace: str,
+                  max_bytes: int = MAX_EVENT_BYTES) -> Envelope:
     """What can be checked without decoding the body; raises a BadEvent subclass."""
     size = len(record.value or b"")
     if size > max_bytes:
@@ -46,7 +47,7 @@ def check_headers(record: Any, namespace: str, max_bytes: int = MAX_EVENT_BYTES)
     return envelope
 
 
-async def check_record(record: Any, serde: EventSerde, namespace: str,
+async def check_record(record: KafkaRecord, serde: EventSerde, namespace: str,
                        max_bytes: int = MAX_EVENT_BYTES) -> Checked:
     envelope = check_headers(record, namespace, max_bytes)
     event = await serde.decode(record.value)

@@ -225,6 +225,7 @@ class _AsRecord:
         self.topic = letter.topic
         self.partition = letter.partition
         self.offset = letter.offset
+        self.timestamp = letter.timestamp
         self.key = letter.key
         self.value = letter.value
         self.headers = letter.headers

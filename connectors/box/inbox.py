@@ -70,6 +70,7 @@ from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.naming import inbox_topic
 from bus.pipeline import HandBack, Once, Pipeline
+from bus.record import KafkaRecord
 from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.validation import Checked, check_record
@@ -299,7 +300,7 @@ class Inbox:
         self._seek(tp, start)
         return start == fallback
 
-    async def _apply_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+    async def _apply_partition(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
         if tp not in self._consumer.assignment():
             return  # revoked while earlier partitions of this fetch were applied
         if not self.state.is_ready(tp) and not await self._place(tp, records[0].offset):
@@ -346,7 +347,7 @@ class Inbox:
         self._seek(tp, first_offset)
         await asyncio.sleep(self.base_delay * (1 + random.random()))
 
-    async def _check(self, record: Any) -> Checked | None:
+    async def _check(self, record: KafkaRecord) -> Checked | None:
         """The checked event; raises the BadEvent that sends the record to the dead-letter
         topic (through the pipeline), or None for an unknown type the box skips."""
         try:
@@ -362,10 +363,10 @@ class Inbox:
             raise refused
         return checked
 
-    async def _dead_letter(self, record: Any, error: BadEvent) -> None:
+    async def _dead_letter(self, record: KafkaRecord, error: BadEvent) -> None:
         await self._dead_letters.write(record, error)
 
-    async def _reject_once(self, record: Any, error: BadEvent) -> None:
+    async def _reject_once(self, record: KafkaRecord, error: BadEvent) -> None:
         """A batch applied again rejects the same events: each is dead-lettered once."""
         if self._rejections.first_time(record):
             await self._dead_letters.write(record, error)
@@ -376,7 +377,8 @@ class Inbox:
         """Records dead-lettered: invalid ones and those the handlers rejected."""
         return self._pipeline.dead_lettered + self._rejected
 
-    async def _apply(self, tp: TopicPartition, records: list[Any], checked: list[Any]) -> None:
+    async def _apply(self, tp: TopicPartition, records: list[KafkaRecord],
+                     checked: list[Checked | None]) -> None:
         """Fast path first: the whole batch in one transaction without savepoints. If a
         handler fails, the transaction is rolled back and the batch applied again with a
         savepoint around each handler, which isolates the failing event."""
@@ -386,7 +388,8 @@ class Inbox:
             # (A handler that swallowed a database error aborts the transaction too.)
             await self._apply_batch(tp, records, checked, careful=True)
 
-    async def _apply_batch(self, tp: TopicPartition, records: list[Any], checked: list[Any],
+    async def _apply_batch(self, tp: TopicPartition, records: list[KafkaRecord],
+                           checked: list[Checked | None],
                            *, careful: bool) -> None:
         conn = await self._db()
         rejected: list[tuple[Any, BadEvent]] = []
@@ -415,9 +418,11 @@ class Inbox:
                         await run_handler(run)
                     except Exception as exc:
                         _raise_if_lost(exc, conn)
-                        first_record = run[0][1]
-                        if _transient(exc) and self._attempts_left(first_record):
-                            raise _Retrying(first_record.offset, exc) from exc
+                        first = run[0][1]
+                        if _transient(exc) and self._attempts_left(first.topic,
+                                                                   first.partition,
+                                                                   first.offset):
+                            raise _Retrying(first.offset, exc) from exc
                         raise _Careful from exc
                     applied += len(run)
                     if self.receipts:
@@ -482,7 +487,7 @@ class Inbox:
         self.duplicates += duplicates
 
     async def _run_handler(self, conn: asyncpg.Connection, handler: Handler, event: EventBase,
-                           envelope: Envelope, record: Any, *, careful: bool,
+                           envelope: Envelope, record: KafkaRecord, *, careful: bool,
                            ) -> BadEvent | None:
         """None if applied; the reason if rejected. Raises _Retrying to retry the batch, and
         on the fast path _Careful to apply the batch again event by event."""
@@ -493,7 +498,8 @@ class Inbox:
                 await handler(event, applied)
             except Exception as exc:
                 _raise_if_lost(exc, conn)
-                if _transient(exc) and self._attempts_left(record):
+                if _transient(exc) and self._attempts_left(record.topic, record.partition,
+                                                           record.offset):
                     raise _Retrying(record.offset, exc) from exc
                 raise _Careful from exc
             return None
@@ -509,7 +515,7 @@ class Inbox:
             _raise_if_lost(exc, conn)
             await savepoint.rollback()
             if _transient(exc):
-                if self._attempts_left(record):
+                if self._attempts_left(record.topic, record.partition, record.offset):
                     raise _Retrying(record.offset, exc) from exc
                 retry = self.state.retry
                 return HandlerRejected(f"gave up after {retry.max_attempts} attempts or "
@@ -527,10 +533,9 @@ class Inbox:
                                    "was aborted")
         return None
 
-    def _attempts_left(self, record: Any) -> bool:
-        """Count one more attempt at ``record``; whether another one is allowed."""
-        return self.state.attempt((record.topic, record.partition, record.offset),
-                                  time.monotonic())
+    def _attempts_left(self, topic: str, partition: int, offset: int) -> bool:
+        """Count one more attempt at this record; whether another one is allowed."""
+        return self.state.attempt((topic, partition, offset), time.monotonic())
 
     async def _back_off(self, tp: TopicPartition, first_offset: int,
                         retrying: _Retrying) -> None:

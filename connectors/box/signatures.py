@@ -11,12 +11,12 @@ at most every few seconds.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from bus import naming
 from bus.errors import BadSignature, KafkaAccessDenied
 from bus.kafka import KafkaAccess
 from bus.log import get_logger
+from bus.record import KafkaRecord
 from bus.signing import KeyRing, PublicKey
 from bus.topics import read_topic
 from bus.topology.control import KEYS, SIGNED_TYPES, decode
@@ -56,7 +56,7 @@ class SignatureCheck:
                             for key, value in current.items()
                             if key.startswith(KEYS) and value is not None)
 
-    async def refused(self, record: Any, event_type: str) -> BadSignature | None:
+    async def refused(self, record: KafkaRecord, event_type: str) -> BadSignature | None:
         """Why ``record`` must not be applied, or None."""
         if event_type not in self.types:
             return None

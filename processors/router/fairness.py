@@ -22,9 +22,11 @@ then runs while the round is sent). Dropping costs a fetch again of what was dro
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bus.record import KafkaRecord
 
 K = TypeVar("K", bound=Hashable)
 
@@ -70,14 +72,14 @@ class FairIntake:
     def __init__(self, consumer: AIOKafkaConsumer, budget: int) -> None:
         self.consumer = consumer
         self.budget = budget
-        self._waiting: dict[TopicPartition, list[Any]] = {}
+        self._waiting: dict[TopicPartition, list[KafkaRecord]] = {}
 
     @property
     def waiting(self) -> int:
         """Records fetched and not yet handed to a round."""
         return sum(len(records) for records in self._waiting.values())
 
-    async def take(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+    async def take(self, timeout_ms: int) -> dict[TopicPartition, list[KafkaRecord]]:
         """The next round: records in offset order per partition, at most about ``budget``
         in all, split fairly. Waits up to ``timeout_ms`` only when nothing is buffered."""
         room = 2 * self.budget - self.waiting
@@ -91,7 +93,7 @@ class FairIntake:
         for tp in [tp for tp in self._waiting if tp not in assigned]:
             del self._waiting[tp]  # revoked while buffered: its new owner reads it
         shares = fair_shares({tp: len(r) for tp, r in self._waiting.items()}, self.budget)
-        round_: dict[TopicPartition, list[Any]] = {}
+        round_: dict[TopicPartition, list[KafkaRecord]] = {}
         for tp, share in shares.items():
             records = self._waiting[tp]
             round_[tp], rest = records[:share], records[share:]
@@ -102,7 +104,7 @@ class FairIntake:
         self._pace(assigned)
         return round_
 
-    def give_back(self, round_: Mapping[TopicPartition, list[Any]]) -> None:
+    def give_back(self, round_: Mapping[TopicPartition, list[KafkaRecord]]) -> None:
         """A round that could not be delivered goes back in front of its partitions' buffers
         (read again next round, in the same order)."""
         assigned = self.consumer.assignment()

@@ -64,6 +64,7 @@ from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.pipeline import unexpected
+from bus.record import KafkaRecord
 from bus.settings import Settings
 from processors.router.control import ControlFollower
 from processors.router.fairness import FairIntake
@@ -251,7 +252,7 @@ class Router:
             self.stats.rounds += 1
             return handled
 
-    async def _route(self, fetched: dict[TopicPartition, list[Any]], careful: bool = False
+    async def _route(self, fetched: dict[TopicPartition, list[KafkaRecord]], careful: bool = False
                      ) -> int:
         table = self.table
         await self._know(table, fetched)
@@ -329,7 +330,7 @@ class Router:
         self.stats.echoes_dropped += echoes
         return handled
 
-    async def _know(self, table: RoutingTable, fetched: dict[TopicPartition, list[Any]]
+    async def _know(self, table: RoutingTable, fetched: dict[TopicPartition, list[KafkaRecord]]
                     ) -> None:
         """Partition counts of every output topic this round may use (the ingress topics'
         quarantine and dead-letter topics included: ``topology apply`` makes them, the router
@@ -361,7 +362,7 @@ class Router:
         missing_inbox = any(t not in self._partitions for t in table.recipient_topics())
         self._known_until = time.monotonic() + (5.0 if missing_inbox else 30.0)
 
-    def _quarantine(self, outputs: Outputs, record: Any, code: str, reason: str) -> None:
+    def _quarantine(self, outputs: Outputs, record: KafkaRecord, code: str, reason: str) -> None:
         _, key, value, headers = _letter(record, code, reason, self.group_id)
         outputs.add(naming.quarantine_topic(record.topic), key_hash(key),
                           record.partition, key, value, record.timestamp,
@@ -374,7 +375,7 @@ class Router:
                     correlation_id=header_text(record.headers, CORRELATION_ID),
                     source=header_text(record.headers, SOURCE))
 
-    def _dead_letter(self, outputs: Outputs, record: Any, reason: str,
+    def _dead_letter(self, outputs: Outputs, record: KafkaRecord, reason: str,
                      code: str = "invalid-envelope") -> None:
         topic, key, value, headers = _letter(record, code, reason, self.group_id)
         outputs.add(topic, key_hash(key), record.partition, key, value, record.timestamp, headers)
@@ -388,7 +389,7 @@ def _repeats_envelope(headers: list[tuple[str, bytes]]) -> bool:
     return len(names) != len(set(names))
 
 
-def _letter(record: Any, code: str, reason: str, group: str
+def _letter(record: KafkaRecord, code: str, reason: str, group: str
             ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """The record as a dead letter (the same dlq_* headers, so `boxbus dlq` tools read it)."""
     letter = DeadLetter(

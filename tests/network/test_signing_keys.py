@@ -38,6 +38,8 @@ relationships:
 class Signed:
     """A record as the inbox gets it, signed by ``signer`` at ``moment``."""
 
+    topic, partition, offset, timestamp, key = "inbox", 0, 0, 0, b"po-1"
+
     def __init__(self, signer: Signer, moment: datetime) -> None:
         headers = dict(Envelope(id=str(uuid.uuid4()), source_box=signer.box, type=ORDER,
                                 time=moment, region="north", partition_key="po-1",

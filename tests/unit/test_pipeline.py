@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 
 from bus.errors import BadEvent, InvalidEnvelope, KafkaAccessDenied, RegistryUnavailable
 from bus.pipeline import HandBack, OutagePolicy, Pipeline
+from bus.record import KafkaRecord
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class Record:
     value: bytes
     topic: str = "ns.box.a.inbox"
     partition: int = 0
+    timestamp: int = 0
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class World:
@@ -30,7 +34,7 @@ class World:
         self.slept: list[float] = []
         self.registry_down_until = -1.0
 
-    async def check(self, record: Record) -> str | None:
+    async def check(self, record: KafkaRecord) -> str | None:
         if record.value == b"bad":
             raise InvalidEnvelope("no ce_type header")
         if record.value == b"boom":
@@ -41,9 +45,9 @@ class World:
             raise KafkaAccessDenied("Kafka refused User:ns.box.a the topic ns.control.signing")
         if self.now < self.registry_down_until:
             raise RegistryUnavailable("registry at 127.0.0.1:1 does not answer")
-        return record.value.decode()
+        return (record.value or b"").decode()
 
-    async def dead_letter(self, record: Record, error: BadEvent) -> None:
+    async def dead_letter(self, record: KafkaRecord, error: BadEvent) -> None:
         self.letters.append((record.offset, error.code))
 
     async def sleep(self, seconds: float) -> None:
