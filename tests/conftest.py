@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def boxbus_cli() -> list[str]:
     """The installed console command, run with this interpreter."""
-    return [sys.executable, "-m", "bus.cli.main"]
+    return [sys.executable, "-m", "boxbus.cli.main"]
 
 
 @pytest.fixture(scope="session")

@@ -235,11 +235,11 @@ class Bench:
                "BOXBUS_SCHEMA_REGISTRY_URL": self.serde.registry.url,
                "BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_LOG_LEVEL": "WARNING"}
         relay = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bus.cli.main", "relay", "--box", "bench-sender",
+            sys.executable, "-m", "boxbus.cli.main", "relay", "--box", "bench-sender",
             env={**env, "BOXBUS_DATABASE_URL": sender},
             stdout=open(tmp / "relay.log", "wb"), stderr=asyncio.subprocess.STDOUT)
         inbox = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bus.cli.main", "inbox", "run", "--box", BOX,
+            sys.executable, "-m", "boxbus.cli.main", "inbox", "run", "--box", BOX,
             "--handlers", "connectors.box.bench", "--topic", topic,
             env={**env, "BOXBUS_DATABASE_URL": recipient},
             stdout=open(tmp / "inbox.log", "wb"), stderr=asyncio.subprocess.STDOUT)

@@ -221,5 +221,5 @@ def _start_router(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     env |= {"BOXBUS_RUN_DIR": str(settings.run_dir),
             "BOXBUS_TOPIC_NAMESPACE": settings.topic_namespace, "BOXBUS_LOG_LEVEL": "WARNING"}
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "bus.cli.main", "router", "run"],
+        return subprocess.Popen([sys.executable, "-m", "boxbus.cli.main", "router", "run"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -77,7 +77,7 @@ class RelayProcess:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bus.cli.main", "relay", "--box", box, *args],
+                [sys.executable, "-m", "boxbus.cli.main", "relay", "--box", box, *args],
                 env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:

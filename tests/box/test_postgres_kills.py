@@ -139,7 +139,7 @@ def start_inbox(dsn: str, kafka: KafkaAccess, stack: StackInfo, settings: Settin
            "HANDLER_DELAY": "0.001", "PYTHONPATH": str(REPO)}
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "bus.cli.main", "inbox", "run", "--box", RECEIVER,
+            [sys.executable, "-m", "boxbus.cli.main", "inbox", "run", "--box", RECEIVER,
              "--handlers", "tests.box.handlers_effects"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from bus.cli.main import app
+from boxbus.cli.main import app
 from bus.devstack import StackInfo
 from tests.conftest import REPO, boxbus_cli
 

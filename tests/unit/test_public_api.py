@@ -20,7 +20,7 @@ def test_all_lists_exactly_the_public_names() -> None:
 
 def test_importing_bus_starts_nothing_and_configures_nothing() -> None:
     code = (
-        "import logging, threading, bus, bus.devstack, bus.cli.main;"
+        "import logging, threading, bus, bus.devstack, boxbus.cli.main;"
         "assert threading.active_count() == 1, threading.enumerate();"
         "assert logging.getLogger().handlers == [], logging.getLogger().handlers"
     )

@@ -17,8 +17,8 @@ from aiokafka.errors import (
 )
 from pydantic import ValidationError
 
-from bus.cli import bench, box, demo, dev, dlq, events, refbox, router, schemas, topology
-from bus.cli.output import console_err
+from boxbus.cli import bench, box, demo, dev, dlq, events, refbox, router, schemas, topology
+from boxbus.cli.output import console_err
 from bus.errors import BoxbusError
 
 app = typer.Typer(

@@ -52,7 +52,7 @@ def principal_access(settings: Settings, user: str, what: str) -> KafkaAccess:
 
     if settings.kafka_sasl_username:
         if settings.kafka_sasl_username != user:
-            from bus.cli.output import console_err
+            from boxbus.cli.output import console_err
 
             console_err.print(f"note: connecting as {settings.kafka_sasl_username} "
                               f"(BOXBUS_KAFKA_SASL_USERNAME), not as {what}'s own user {user}",

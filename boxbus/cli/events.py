@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from boxbus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
+from boxbus.cli.output import console, console_err, print_json
 from bus import naming
 from bus.catalog import SchemaCatalog
-from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
-from bus.cli.output import console, console_err, print_json
 from bus.envelope import Envelope, format_time
 from bus.errors import BadEvent, ConfigError
 from bus.events import EventBase

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bus.cli.boxdb import box_database, connect, require_migrated
-from bus.cli.context import box_access, endpoints, kafka_access, serde_for, settings_from_env
-from bus.cli.output import console, console_err, print_json
+from boxbus.cli.boxdb import box_database, connect, require_migrated
+from boxbus.cli.context import box_access, endpoints, kafka_access, serde_for, settings_from_env
+from boxbus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError
 from bus.settings import Settings
 
@@ -124,7 +124,7 @@ def relay(ctx: typer.Context, box: Annotated[str | None, typer.Option(
 
 
 async def _migrated_database(settings: Settings, box: str, given: str | None) -> str:
-    """The box's database by the one rule (bus.cli.boxdb), refused without the SDK's tables."""
+    """The box's database by the one rule (boxbus.cli.boxdb), refused without the SDK's tables."""
     dsn = await box_database(settings, box, given)
     await require_migrated(dsn, box)
     return dsn

@@ -11,8 +11,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from bus.cli.context import settings_from_env
-from bus.cli.output import console, console_err, print_json
+from boxbus.cli.context import settings_from_env
+from boxbus.cli.output import console, console_err, print_json
 from bus.devstack import Component, LocalStack, RegistryStorage, StackInfo
 from bus.errors import ConfigError, StackError
 

@@ -12,9 +12,9 @@ import typer
 from rich import box
 from rich.table import Table
 
+from boxbus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
+from boxbus.cli.output import console, print_json
 from bus import naming
-from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
-from bus.cli.output import console, print_json
 from bus.deadletter import DeadLetter
 from bus.envelope import header_text
 from bus.errors import BadEvent, ConfigError

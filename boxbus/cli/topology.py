@@ -10,8 +10,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from bus.cli.context import kafka_access, settings_from_env
-from bus.cli.output import console, console_err, print_json
+from boxbus.cli.context import kafka_access, settings_from_env
+from boxbus.cli.output import console, console_err, print_json
 from bus.topology.plan import Applied, Change, Plan
 
 app = typer.Typer(help="The network's topology file: validate, plan, apply.",

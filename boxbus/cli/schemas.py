@@ -9,10 +9,10 @@ import typer
 from rich import box
 from rich.table import Table
 
+from boxbus.cli.context import endpoints, settings_from_env
+from boxbus.cli.output import console, print_json
 from bus import codegen, naming
 from bus.catalog import SchemaCatalog
-from bus.cli.context import endpoints, settings_from_env
-from bus.cli.output import console, print_json
 from bus.compat import Problem, check
 from bus.errors import ConfigError
 from bus.registry import Compatibility, SchemaRegistry

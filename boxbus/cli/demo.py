@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import typer
 from rich.rule import Rule
 
-from bus.cli.context import serde_for, settings_from_env
-from bus.cli.dev import render
-from bus.cli.output import console, console_err, print_json
+from boxbus.cli.context import serde_for, settings_from_env
+from boxbus.cli.dev import render
+from boxbus.cli.output import console, console_err, print_json
 from bus.devstack import LocalStack
 from bus.errors import ComponentFailed
 from bus.log import configure_logging

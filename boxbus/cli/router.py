@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
-from bus.cli.context import kafka_access, require_kafka, service_access, settings_from_env
-from bus.cli.output import console_err, print_json
+from boxbus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
+from boxbus.cli.context import kafka_access, require_kafka, service_access, settings_from_env
+from boxbus.cli.output import console_err, print_json
 
 app = typer.Typer(help="The router: region topics to box inboxes, by the network's topology.",
                   no_args_is_help=True)

@@ -12,8 +12,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from bus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
-from bus.cli.output import console, console_err, print_json
+from boxbus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
+from boxbus.cli.output import console, console_err, print_json
 from bus.devstack import LocalStack
 from bus.errors import ConfigError
 from bus.settings import Settings

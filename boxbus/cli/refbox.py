@@ -1,6 +1,6 @@
 """``boxbus box run`` and ``boxbus box show``: the reference box as a service, and what it sees.
 
-The box's database follows the one rule of :mod:`bus.cli.boxdb` (``box run`` creates it on the
+The box's database follows the one rule of :mod:`boxbus.cli.boxdb` (``box run`` creates it on the
 local stack when it is missing).
 """
 
@@ -11,16 +11,16 @@ from typing import Annotated
 
 import typer
 
-from bus.cli.box import BoxOpt, DatabaseOpt, NamespaceOpt, _run_until_signal
-from bus.cli.boxdb import box_database
-from bus.cli.context import (
+from boxbus.cli.box import BoxOpt, DatabaseOpt, NamespaceOpt, _run_until_signal
+from boxbus.cli.boxdb import box_database
+from boxbus.cli.context import (
     box_access,
     endpoints,
     require_kafka,
     serde_for,
     settings_from_env,
 )
-from bus.cli.output import console, console_err, print_json
+from boxbus.cli.output import console, console_err, print_json
 from bus.errors import ConfigError, KafkaAccessDenied
 
 
