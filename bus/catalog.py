@@ -20,9 +20,10 @@ from typing import Any
 import fastavro
 
 from bus.errors import ConfigError
+from bus.resources import schemas_dir
 
 META_TYPE = "boxbus.common.EventMeta"
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+DEFAULT_SCHEMAS_DIR = schemas_dir()
 # Folders under schemas/ that hold other things than the current schemas.
 _NOT_SCHEMAS = {"released", "examples"}
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}

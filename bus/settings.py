@@ -39,7 +39,9 @@ def _state_home() -> Path:
 
 
 def _repo_schemas() -> Path:
-    return Path(__file__).resolve().parents[1] / "schemas"
+    from bus.resources import schemas_dir
+
+    return schemas_dir()
 
 
 def _cache_home() -> Path:

@@ -26,9 +26,10 @@ from boxbus.cli.output import console, console_err, print_json
 from bus.devstack import LocalStack
 from bus.errors import ComponentFailed
 from bus.log import configure_logging
+from bus.resources import deploy_dir
 from bus.topology import load_topology
 
-TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "topology" / "demo.yaml"
+TOPOLOGY = deploy_dir() / "topology" / "demo.yaml"
 SHOWN = ("north-branch", "fresh-farm", "hq", "south-branch", "hq-analytics")
 
 

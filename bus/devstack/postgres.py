@@ -53,7 +53,8 @@ def install_dir(given: Path | None = None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise PrerequisiteError(
             "the pgserver package (embedded PostgreSQL binaries) is not installed",
-            hint="run `make setup`, or set BOXBUS_DATABASE_URL to use your own PostgreSQL",
+            hint="pip install 'boxbus[stack]' (a checkout: `make setup`), or set "
+            "BOXBUS_DATABASE_URL to use your own PostgreSQL",
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 

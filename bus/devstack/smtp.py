@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import mailbox
 import signal
 import smtplib
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.devstack import procs
+from bus.errors import PrerequisiteError
 
 
 class MaildirHandler:
@@ -58,6 +60,10 @@ def serve(host: str, port: int, maildir: Path) -> None:
 
 
 def start(python: str, port: int, maildir: Path, log_path: Path) -> procs.ProcessRecord:
+    if importlib.util.find_spec("aiosmtpd") is None:
+        raise PrerequisiteError(
+            "the aiosmtpd package (the local stack's SMTP server) is not installed",
+            hint="pip install 'boxbus[stack]', or set BOXBUS_SMTP_HOST to use your own server")
     argv = [python, "-m", "bus.devstack.smtp", "--port", str(port), "--maildir", str(maildir)]
     return procs.spawn("smtp", argv, log_path=log_path)
 

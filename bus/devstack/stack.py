@@ -36,13 +36,14 @@ from bus.devstack.state import (
 from bus.errors import BoxbusError, ConfigError, PortInUseError, StackError
 from bus.kafka import KafkaAccess
 from bus.log import get_logger
+from bus.resources import deploy_dir
 from bus.settings import SaslMechanism, SecurityProtocol, Settings
 
 log = get_logger(__name__)
 
 KAFKA_MIN_JAVA = 17
 PORTS_USED = 10
-DEFAULT_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
+DEFAULT_DEPLOY_DIR = deploy_dir()
 
 
 class NodeInfo(BaseModel):

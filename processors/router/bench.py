@@ -43,6 +43,7 @@ from typing import Any
 from bus import naming
 from bus.envelope import Envelope
 from bus.kafka import KafkaAccess
+from bus.resources import deploy_dir
 from bus.settings import Settings
 from bus.signing import HEADER, KeyRing, Signer
 from bus.topics import TopicSpec, ensure_topics
@@ -266,7 +267,7 @@ async def run_contender(name: str, command: list[str], broker_pid: int | None,
     return run
 
 
-QUIX_CONSTRAINTS = REPO / "deploy" / "bench" / "quix-constraints.txt"
+QUIX_CONSTRAINTS = deploy_dir() / "bench" / "quix-constraints.txt"
 
 
 async def quix_python(cache_dir: Path, progress: Callable[[str], None]) -> str:
