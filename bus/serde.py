@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.read import SchemaResolutionError
 from pydantic import ValidationError
 
 from bus import naming, wire
-from bus.catalog import SchemaCatalog
+from bus.catalog import EventSchema, SchemaCatalog
 from bus.envelope import Envelope
 from bus.errors import InvalidEventData, UndecodableEvent, UnknownEventType
 from bus.events import EVENT_TYPES, EventBase
-from bus.registry import SchemaRegistry
+from bus.registry import WriterSchema
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,22 @@ class EncodedEvent:
     schema_id: int
 
 
+class Registry(Protocol):
+    """What the serde needs of a schema registry: :class:`bus.registry.SchemaRegistry` (the
+    Confluent API), or the in-process one of the box test kit."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def register(self, subject: str, schema: EventSchema) -> int: ...
+
+    async def writer(self, schema_id: int) -> WriterSchema: ...
+
+
 class EventSerde:
     def __init__(
         self,
-        registry: SchemaRegistry,
+        registry: Registry,
         catalog: SchemaCatalog,
         models: dict[str, type[EventBase]] = EVENT_TYPES,
     ) -> None:

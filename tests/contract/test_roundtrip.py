@@ -19,6 +19,7 @@ from bus.events import EVENT_TYPES
 from bus.examples import example
 from bus.kafka import KafkaAccess
 from bus.producer import EventProducer
+from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from tests.strategies import for_schema, valid_meta
 
@@ -63,6 +64,7 @@ async def test_every_example_round_trips_through_registry_and_broker(
         assert got.topic == naming.region_topic(private_settings.topic_namespace,
                                                 event.meta.region)
     # Subjects follow TopicRecordNameStrategy: <topic>-<record full name>.
+    assert isinstance(serde.registry, SchemaRegistry)
     subjects = set(await serde.registry.subjects())
     assert {naming.subject(d.topic, d.envelope.type) for d in delivered} <= subjects
 
