@@ -17,7 +17,19 @@ from aiokafka.errors import (
 )
 from pydantic import ValidationError
 
-from boxbus.cli import bench, box, demo, dev, dlq, events, refbox, router, schemas, topology
+from boxbus.cli import (
+    asyncapi,
+    bench,
+    box,
+    demo,
+    dev,
+    dlq,
+    events,
+    refbox,
+    router,
+    schemas,
+    topology,
+)
 from boxbus.cli.output import console_err
 from bus.errors import BoxbusError
 
@@ -39,6 +51,7 @@ app.add_typer(box.inbox_app, name="inbox")
 app.add_typer(bench.app, name="bench")
 app.add_typer(topology.app, name="topology")
 app.add_typer(router.app, name="router")
+app.add_typer(asyncapi.app, name="asyncapi")
 app.command("demo")(demo.demo)
 
 

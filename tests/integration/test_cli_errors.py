@@ -98,6 +98,7 @@ CASES = [
     case("box rotate-credentials --box nope", R, "has no Kafka user"),
     case("box rotate-credentials --box nope", N, "does not know where Kafka is"),
     case("box rotate-signing-key --box nope", R, "has no signing key"),
+    case("asyncapi export --topology nope.yaml", R, "cannot read the topology file"),
     case("box rotate-signing-key --box nope --since yesterday", R, "is not a time"),
     case("box run --box nope", N, "does not know where Kafka is"),
     case("box run --box nope", U, "Unable to bootstrap"),
