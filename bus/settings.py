@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,11 @@ class Settings(BaseSettings):
     topic_namespace: str = "boxbus"
     # The Avro schemas (the contract); the repository's schemas/ folder by default.
     schemas_dir: Path = Field(default_factory=lambda: _repo_schemas())
+
+    # Distributed tracing (bus.tracing): none, or otlp (to OTEL_EXPORTER_OTLP_ENDPOINT; needs
+    # the extra boxbus[tracing]); service_name names this process's spans.
+    tracing: Literal["none", "otlp"] = "none"
+    service_name: str = "boxbus"
 
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"

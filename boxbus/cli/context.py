@@ -24,6 +24,10 @@ def settings_from_env(namespace: str | None = None, *, service: bool = False) ->
     configure_logging(settings.log_format, settings.log_level)
     if not service and settings.log_level != "DEBUG":
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if service:
+        from bus import tracing
+
+        tracing.configure(settings)  # BOXBUS_TRACING: spans of the services only
     return settings
 
 

@@ -53,6 +53,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,7 @@ import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
+from bus import tracing
 from bus.db import end_session, session_lost
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import Envelope
@@ -410,12 +412,16 @@ class Inbox:
             # Consecutive events of one batch handler, applied together on the fast path.
             run: list[tuple[Any, Applied]] = []
             run_handler: BatchHandler | None = None
+            run_headers: Sequence[tuple[str, bytes]] = ()
 
             async def flush() -> None:
                 nonlocal applied, run, run_handler
                 if run_handler is not None and run:
                     try:
-                        await run_handler(run)
+                        with tracing.stage("boxbus.inbox", tracing.CONSUMER, run_headers,
+                                           **{"boxbus.box": self.box_id,
+                                              "boxbus.events": len(run)}):
+                            await run_handler(run)
                     except Exception as exc:
                         _raise_if_lost(exc, conn)
                         first = run[0][1]
@@ -442,6 +448,8 @@ class Inbox:
                     if batch_handler is not run_handler:
                         await flush()
                         run_handler = batch_handler
+                    if not run:
+                        run_headers = record.headers  # the run's trace: its first event's
                     run.append((event, Applied(conn, envelope, record.topic, record.partition,
                                                record.offset, self.outbox, record.timestamp,
                                                self.box_id)))
@@ -495,7 +503,9 @@ class Inbox:
                           self.outbox, record.timestamp, self.box_id)
         if not careful:
             try:
-                await handler(event, applied)
+                with tracing.stage("boxbus.inbox", tracing.CONSUMER, record.headers,
+                                   **_span_attributes(envelope, self.box_id)):
+                    await handler(event, applied)
             except Exception as exc:
                 _raise_if_lost(exc, conn)
                 if _transient(exc) and self._attempts_left(record.topic, record.partition,
@@ -506,7 +516,9 @@ class Inbox:
         savepoint = conn.transaction()
         await savepoint.start()
         try:
-            await handler(event, applied)
+            with tracing.stage("boxbus.inbox", tracing.CONSUMER, record.headers,
+                               **_span_attributes(envelope, self.box_id)):
+                await handler(event, applied)
         except Rejected as exc:
             _raise_if_lost(exc, conn)  # refused for want of a database: not a refusal
             await savepoint.rollback()
@@ -573,6 +585,11 @@ class Inbox:
             receipt_for_event_id=envelope.id, receipt_for_type=envelope.type,
             status=status, reason=reason, processed_at=now)
         await self.outbox.publish(conn, receipt)  # into this box's ingress topic
+
+
+def _span_attributes(envelope: Envelope, box: str) -> dict[str, str | None]:
+    return {"boxbus.box": box, "boxbus.event_id": envelope.id, "boxbus.type": envelope.type,
+            "boxbus.correlation_id": envelope.correlation_id}
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import asyncpg
 
-from bus import naming
+from bus import naming, tracing
 from bus.errors import OversizeEvent
 from bus.events import EventBase
 from bus.serde import EncodedEvent, EventSerde
@@ -66,6 +66,14 @@ class Outbox:
             target = topic or naming.ingress_topic(
                 self.settings.topic_namespace, event.meta.source_box)
             encoded = await self.serde.encode(event, target)
+            if tracing.enabled():
+                # The trace starts here, or goes on from the caller's span (a handler's).
+                span = tracing.start("boxbus.outbox", tracing.PRODUCER, None,
+                                     **{"boxbus.event_id": encoded.envelope.id,
+                                        "boxbus.type": encoded.envelope.type,
+                                        "boxbus.correlation_id": encoded.envelope.correlation_id})
+                encoded = replace(encoded, headers=tracing.with_span(encoded.headers, span))
+                span.end()
             if self.signer is not None and encoded.envelope.type in self.signed_types:
                 if encoded.envelope.source_box != self.signer.box:
                     raise ValueError(f"box {self.signer.box!r} cannot sign an event of box "

@@ -49,7 +49,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span, StatusCode
 
+from bus import tracing
 from bus.db import end_session, session_lost
 from bus.kafka import KafkaAccess, start_or_close
 from bus.log import get_logger
@@ -203,12 +205,16 @@ class Relay:
                 rows = await self._park_missing(conn, producer, rows)
                 if not rows:
                     continue
+                spans: list[Span] = []
                 try:
                     futures = [await producer.send(
                         row["topic"], row["record_value"], key=row["record_key"],
-                        headers=headers_from_json(row["headers"])) for row in rows]
+                        headers=self._traced(row, spans)) for row in rows]
                     await asyncio.gather(*futures)
                 except KafkaError as exc:
+                    for span in spans:
+                        span.set_status(StatusCode.ERROR, repr(exc))
+                        span.end()
                     if await self._note_missing(producer, rows):
                         continue  # the next round parks their rows; the others go on
                     log.warning("brokers did not acknowledge; the batch is sent again",
@@ -219,6 +225,8 @@ class Relay:
                     backoff = min(backoff * 2, self.max_backoff)
                     producer = await self._producer()
                     continue
+                for span in spans:  # acknowledged by the brokers
+                    span.end()
                 backoff = 0.2
                 await conn.execute("DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[])",
                                    [row["id"] for row in rows])
@@ -227,6 +235,16 @@ class Relay:
                           last_event_id=rows[-1]["event_id"])
         finally:
             await producer.stop()
+
+    def _traced(self, row: asyncpg.Record, spans: list[Span]) -> list[tuple[str, bytes]]:
+        """The row's headers; with tracing on, a relay span becomes the event's context."""
+        headers = headers_from_json(row["headers"])
+        if not tracing.enabled():
+            return headers
+        span = tracing.start("boxbus.relay", tracing.PRODUCER, headers,
+                             **{"boxbus.box": self.box_id, "boxbus.event_id": row["event_id"]})
+        spans.append(span)
+        return tracing.with_span(headers, span)
 
     async def _park_missing(self, conn: asyncpg.Connection, producer: AIOKafkaProducer,
                             rows: list[asyncpg.Record]) -> list[asyncpg.Record]:

@@ -58,7 +58,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import OffsetAndMetadata
 
-from bus import naming
+from bus import naming, tracing
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
 from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
@@ -259,6 +259,7 @@ class Router:
         outputs = Outputs(self._producer, self._partitions, careful, self._renewed_producer)
         partitions, add, decide = self._partitions, outputs.add, table.decide
         handled = forwarded = echoes = regioned = 0
+        traced, spans = tracing.enabled(), []
         for tp, records in fetched.items():
             owner = naming.owner_of_ingress(self.namespace, tp.topic) or ""
             for record in records:
@@ -285,6 +286,12 @@ class Router:
                 if decision.quarantine is not None:
                     self._quarantine(outputs, record, decision.quarantine, decision.reason or "")
                     continue
+                if traced:  # the router's span becomes the event's context downstream
+                    span = tracing.start("boxbus.router", tracing.CONSUMER, headers,
+                                         **{"boxbus.source": owner,
+                                            "boxbus.event_id": found.get(ID, b"").decode()})
+                    spans.append(span)
+                    headers = tracing.with_span(headers, span)
                 if decision.echoes:
                     echoes += len(decision.echoes)
                     log.debug("echo dropped", event_id=header_text(headers, ID),
@@ -316,7 +323,11 @@ class Router:
                             record, recipient.box)
                         forwarded += 1
             handled += len(records)
-        refused = await outputs.send()
+        try:
+            refused = await outputs.send()
+        finally:
+            for span in spans:
+                span.end()
         if refused:  # careful round: what the brokers refused for good waits in quarantine
             quarantine = Outputs(self._producer, self._partitions)
             for record, box, error in refused:
