@@ -8,6 +8,7 @@ which consumer group it was refused. ``boxbus dlq list|show|replay`` reads them 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,8 +35,9 @@ TIMESTAMP = "dlq_timestamp"
 FAILED_AT = "dlq_failed_at"
 GROUP = "dlq_group"
 VALUE_DROPPED = "dlq_value_dropped"  # the value was too large even for the dead-letter topic
+LETTER_ID = "dlq_id"  # the same for every letter of one record refused by one group
 DLQ_HEADERS = (REASON, CODE, TOPIC, PARTITION, OFFSET, TIMESTAMP, FAILED_AT, GROUP,
-               VALUE_DROPPED)
+               VALUE_DROPPED, LETTER_ID)
 # Dead-letter topics take records up to this size: an oversize event is kept whole.
 DLQ_MAX_BYTES = 8 * 1024 * 1024
 
@@ -59,12 +61,19 @@ class DeadLetter:
     dlq_offset: int = -1
     value_dropped: int | None = None  # size of a value too large for the dead-letter topic
 
+    @property
+    def letter_id(self) -> str:
+        """Who refused which record: a batch read again after a failed commit may write its
+        letters twice, and both carry this id (``boxbus dlq replay`` replays one)."""
+        where = f"{self.group}\0{self.topic}\0{self.partition}\0{self.offset}"
+        return hashlib.sha256(where.encode()).hexdigest()[:24]
+
     def to_record(self) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
         """(dead-letter topic, key, value, headers) for a producer."""
         extra = [(REASON, self.reason), (CODE, self.code), (TOPIC, self.topic),
                  (PARTITION, str(self.partition)), (OFFSET, str(self.offset)),
                  (TIMESTAMP, str(self.timestamp)), (FAILED_AT, self.failed_at),
-                 (GROUP, self.group)]
+                 (GROUP, self.group), (LETTER_ID, self.letter_id)]
         headers = self.headers + [(name, value.encode()) for name, value in extra]
         return naming.dlq_topic(self.topic), self.key, self.value, headers
 

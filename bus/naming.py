@@ -113,6 +113,12 @@ def letters_topic(topic: str) -> str:
     return topic if topic.endswith(QUARANTINE_SUFFIX) else dlq_topic(topic)
 
 
+def replays_topic(letters: str) -> str:
+    """Where ``boxbus dlq replay`` records the letters of ``letters`` it replayed (compacted,
+    keyed by letter id)."""
+    return letters + ".replayed"
+
+
 def source_of_dlq(topic: str) -> str:
     return topic[: -len(DLQ_SUFFIX)] if topic.endswith(DLQ_SUFFIX) else topic
 

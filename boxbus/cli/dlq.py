@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,12 +18,13 @@ from boxbus.cli.context import endpoints, kafka_access, serde_for, settings_from
 from boxbus.cli.output import console, print_json
 from bus import naming
 from bus.deadletter import DeadLetter
-from bus.envelope import header_text
+from bus.envelope import format_time, header_text
 from bus.errors import BadEvent, ConfigError
 from bus.examples import load_event
+from bus.kafka import KafkaAccess, start_or_close
 from bus.producer import EventProducer
 from bus.settings import Settings
-from bus.topics import list_topics, read_topic
+from bus.topics import TopicSpec, ensure_topics, list_topics, read_topic
 from bus.validation import check_record
 
 app = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
@@ -68,6 +71,7 @@ def _letter_topics_hint(namespace: str, topics: set[str]) -> str:
 
 def _summary(letter: DeadLetter) -> dict[str, Any]:
     return {"dlq_partition": letter.dlq_partition, "dlq_offset": letter.dlq_offset,
+            "letter_id": letter.letter_id,
             "code": letter.code, "reason": letter.reason, "topic": letter.topic,
             "partition": letter.partition, "offset": letter.offset,
             "failed_at": letter.failed_at, "group": letter.group,
@@ -146,36 +150,47 @@ def replay(
     file: Annotated[Path | None, typer.Option(
         help="Publish this corrected event (JSON) in place of the one dead letter given.")
     ] = None,
+    again: Annotated[bool, typer.Option(
+        "--again", help="Replay letters that were replayed before too.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Send dead letters back to their topic once they are valid: the original record when the
     cause is gone (a schema registered, a consumer upgraded), or a corrected event (--file).
-    Letters that are still invalid are reported and left where they are (exit status 1)."""
+    Letters that are still invalid are reported and left where they are (exit status 1).
+    Each replay is recorded (topic <letters>.replayed): a letter replayed before, or a second
+    letter of the same refused record, is skipped unless --again."""
     settings = settings_from_env()
     if not replay_all and not offset:
         raise typer.BadParameter("say which: --offset N (repeatable) or --all")
     if file is not None and (replay_all or len(offset or []) != 1):
         raise typer.BadParameter("--file replaces exactly one dead letter: give one --offset")
-    results = asyncio.run(_replay(settings, topic, offset or [], partition, replay_all, file))
+    results = asyncio.run(_replay(settings, topic, offset or [], partition, replay_all, file,
+                                  again))
     done = sum(r["replayed"] for r in results)
+    skipped = sum(r.get("skipped", False) for r in results)
     if json_out:
         print_json(results)
-        if done < len(results):
+        if done + skipped < len(results):
             raise typer.Exit(1)
         return
     for r in results:
-        mark = "[green]replayed[/]" if r["replayed"] else "[yellow]still invalid[/]"
+        mark = ("[green]replayed[/]" if r["replayed"] else
+                "[blue]skipped[/]" if r.get("skipped") else "[yellow]still invalid[/]")
         console.print(f"{mark} {r['dlq']} -> {r['note']}", highlight=False)
-    console.print(f"{done} of {len(results)} replayed")
-    if done < len(results):
+    console.print(f"{done} of {len(results)} replayed"
+                  + (f", {skipped} replayed before (--again replays them)" if skipped else ""))
+    if done + skipped < len(results):
         raise typer.Exit(1)
 
 
 async def _replay(settings: Settings, topic: str, offsets: list[int], partition: int,
-                  replay_all: bool, file: Path | None) -> list[dict[str, Any]]:
+                  replay_all: bool, file: Path | None, again: bool = False
+                  ) -> list[dict[str, Any]]:
     found = endpoints(settings)
     serde = serde_for(settings, found.registry_url)
     letters = await _letters(settings, topic)
+    log = ReplayLog(found.kafka, naming.letters_topic(topic))
+    replayed = await log.read()
     chosen = letters if replay_all else [_find(letters, o, partition) for o in offsets]
     results = []
     # A letter goes back only where the letters of this topic come from: its own header could
@@ -190,6 +205,13 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
                                 f"refused: it names {letter.topic} as its source, but the "
                                 f"letters of {naming.letters_topic(topic)} come from {home}"})
                 continue
+            before = replayed.get(letter.letter_id)
+            if before is not None and not again:
+                results.append({"dlq": where, "replayed": False, "skipped": True, "note":
+                                f"replayed before ({before.get('at')}, letter "
+                                f"{before.get('dlq')} to {before.get('to')}); --again "
+                                "replays it once more"})
+                continue
             if file is not None:
                 event_type = header_text(letter.headers, "ce_type") or ""
                 if event_type not in serde.catalog:
@@ -201,9 +223,9 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
                     raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
                 event = load_event(event_type, text, origin=str(file))
                 published = await producer.publish(event, letter.topic)
-                results.append({"dlq": where, "replayed": True, "note":
-                                f"corrected event to {letter.topic}[{published.partition}]"
-                                f"@{published.offset}"})
+                to = f"{letter.topic}[{published.partition}]@{published.offset}"
+                replayed[letter.letter_id] = await log.record(letter, where, to)
+                results.append({"dlq": where, "replayed": True, "note": f"corrected event to {to}"})
                 continue
             try:
                 await check_record(_AsRecord(letter), serde, settings.topic_namespace)
@@ -213,9 +235,42 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
                 continue
             p, o = await producer.send_raw(letter.topic, letter.key, letter.value,
                                            letter.headers)
+            replayed[letter.letter_id] = await log.record(letter, where,
+                                                          f"{letter.topic}[{p}]@{o}")
             results.append({"dlq": where, "replayed": True,
                             "note": f"{letter.topic}[{p}]@{o}"})
     return results
+
+
+class ReplayLog:
+    """The letters of a topic replayed so far: a compacted topic keyed by letter id."""
+
+    def __init__(self, kafka: KafkaAccess, letters_topic: str) -> None:
+        self.kafka = kafka
+        self.topic = naming.replays_topic(letters_topic)
+
+    async def read(self) -> dict[str, dict[str, Any]]:
+        if self.topic not in await list_topics(self.kafka):
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for record in await read_topic(self.kafka, self.topic):
+            if record.key is not None and record.value is not None:
+                found[record.key.decode()] = json.loads(record.value)
+        return found
+
+    async def record(self, letter: DeadLetter, where: str, to: str) -> dict[str, Any]:
+        await ensure_topics(self.kafka, [TopicSpec(self.topic, 1, configs={
+            "cleanup.policy": "compact"})])
+        entry = {"at": format_time(datetime.now(UTC)), "dlq": where, "to": to,
+                 "event_id": header_text(letter.headers, "ce_id")}
+        producer = self.kafka.producer(acks="all", enable_idempotence=True)
+        await start_or_close(producer, self.kafka)
+        try:
+            await producer.send_and_wait(self.topic, json.dumps(entry).encode(),
+                                         key=letter.letter_id.encode())
+        finally:
+            await producer.stop()
+        return entry
 
 
 class _AsRecord:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from bus import Settings, TopicSpec, ensure_topics, naming
 from bus.catalog import SchemaCatalog
 from bus.consumer import EventConsumer
+from bus.deadletter import DeadLetter
 from bus.examples import example
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
@@ -122,6 +124,27 @@ async def test_dead_letters_are_listed_shown_and_replayed(
     fixed.write_text(example("boxbus.orders.OrderPlaced").model_dump_json())
     replay = run_json(env, "dlq", "replay", topic, "--offset", "1", "--file", str(fixed))
     assert replay[0]["replayed"] is True
+
+    # Each replay is recorded: replaying again skips both (exit 0), unless --again.
+    again_all = run_json(env, "dlq", "replay", topic, "--all")
+    assert [(r["replayed"], r.get("skipped")) for r in again_all] == [(False, True)] * 2
+    assert "replayed before" in again_all[0]["note"]
+    # A letter written twice (a batch read again after a failed commit) is the same letter:
+    # the copy is not replayed a second time.
+    assert letters[0]["letter_id"] != letters[1]["letter_id"]
+    (first, *_) = await read_topic(kafka, naming.dlq_topic(topic))
+    copy = DeadLetter.from_record(first)
+    dlq, key, value, headers = replace(copy, failed_at="later").to_record()
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        await producer.send_and_wait(dlq, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    listed = run_json(env, "dlq", "list", topic)
+    assert [x["letter_id"] for x in listed].count(letters[0]["letter_id"]) == 2
+    third = run_json(env, "dlq", "replay", topic, "--offset", "2")
+    assert third[0]["skipped"] is True
 
     delivered = []
     async with EventConsumer(private_settings, kafka, [topic], "it-new", full) as again:
