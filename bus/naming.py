@@ -60,11 +60,6 @@ def owner_of_ingress(namespace: str, topic: str) -> str | None:
     return None
 
 
-def ingress_pattern(namespace: str) -> str:
-    """A regular expression matching every ingress topic of the namespace."""
-    return "^" + re.escape(f"{namespace}.box.") + r"[a-z0-9][a-z0-9_-]*\.outbox$"
-
-
 def box_principal(namespace: str, box_id: str) -> str:
     """The Kafka user a box connects as (one cluster may hold several networks)."""
     return f"{namespace}.box.{check_box(box_id)}"

@@ -1,6 +1,7 @@
-"""The router: the trust boundary of the network. It consumes every box's ingress topic
-(``<ns>.box.<id>.outbox``, which only that box may write), proves each event's source, and is
-the only writer of the region topics and the inboxes.
+"""The router: the trust boundary of the network. It consumes the ingress topic
+(``<ns>.box.<id>.outbox``, which only that box may write) of every box the control topics
+know, named one by one (no pattern: the brokers are asked about these topics only), proves each
+event's source, and is the only writer of the region topics and the inboxes.
 
 One round:
 
@@ -121,6 +122,8 @@ class Router:
         self._known_for: RoutingTable | None = None
         self._known_inputs: set[str] = set()
         self._known_until = 0.0
+        self._subscribed: set[str] = set()
+        self._subscribed_for: RoutingTable | None = None
         self._started = False
         self._failing = 0  # rounds failed in a row (the pause before the next grows)
         self.login_check_every = login_check_every  # quiet seconds before asking the brokers
@@ -144,8 +147,7 @@ class Router:
         try:
             await self.control.start()
             await start_or_close(self._producer, self.kafka)
-            self._consumer.subscribe(pattern=naming.ingress_pattern(self.namespace),
-                                     listener=_HandOver(self))
+            self._follow_the_network()
             await start_or_close(self._consumer, self.kafka)
         except BaseException:
             # Brokers unreachable, a refused login: close what was opened, then say why.
@@ -160,6 +162,25 @@ class Router:
         gc.freeze()
         log.info("router started", group=self.group_id, namespace=self.namespace,
                  **self.table.describe())
+
+    def _follow_the_network(self) -> None:
+        """Subscribe to the ingress topics of the boxes the control topics know, again when
+        they change: named topics, not a pattern, so the consumer asks the brokers about these
+        topics only, however many others the cluster holds. A topic named like an ingress
+        topic whose owner is not in the network is not read at all."""
+        table = self.table
+        if table is self._subscribed_for:
+            return
+        self._subscribed_for = table
+        wanted = {naming.ingress_topic(self.namespace, box.id)
+                  for box in table.boxes.values() if not box.partner}
+        if wanted == self._subscribed:
+            return
+        self._consumer.subscribe(topics=sorted(wanted), listener=_HandOver(self))
+        log.info("router follows the ingress topics", topics=len(wanted),
+                 added=sorted(wanted - self._subscribed)[:20],
+                 removed=sorted(self._subscribed - wanted)[:20])
+        self._subscribed = wanted
 
     def _make_producer(self) -> AIOKafkaProducer:
         return self.kafka.producer(
@@ -203,6 +224,7 @@ class Router:
 
     async def round(self, timeout_ms: int = 200) -> int:
         """One fetch, route, send, commit; the number of input records it handled."""
+        self._follow_the_network()  # a box joined or left (the control topics changed)
         try:
             fetched = await self._intake.take(timeout_ms)
         except TopicAuthorizationFailedError as exc:

@@ -109,7 +109,8 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
     def ingress(box: str) -> str:
         return naming.ingress_topic(ns, box)
 
-    # A topic named like an ingress whose owner the network does not know (an operator's slip).
+    # A topic named like an ingress whose owner the network does not know (an operator's slip):
+    # the router follows the network's boxes by name, so it does not even read it.
     ghost = ingress("ghost")
     await ensure_topics(kafka, [TopicSpec(t) for t in (
         ghost, naming.quarantine_topic(ghost), naming.dlq_topic(ghost))])
@@ -149,12 +150,15 @@ async def test_delivers_to_related_boxes_and_quarantines_the_rest(
             assert all(header(r, "dlq_reason") and header(r, "dlq_offset") for r in quarantined)
         assert codes == {"shop": ["duplicate-header", "forged-source"],
                          "dairy": ["forged-source"],
-                         "ghost": ["unknown-source"], "stranger": ["unrelated-target"],
+                         "ghost": [], "stranger": ["unrelated-target"],
                          "mill": ["type-not-allowed"]}
         dead = await read_topic(kafka, naming.dlq_topic(ingress("shop")))
         assert [header(r, "dlq_code") for r in dead] == ["invalid-envelope"]
         assert "ce_source" in (header(dead[0], "dlq_reason") or "")
-        assert router.stats.quarantined == 6 and router.stats.dead_lettered == 1
+        assert router.stats.quarantined == 5 and router.stats.dead_lettered == 1
+        assert ghost not in router._consumer.subscription()
+        assert router._consumer.subscription() == {
+            ingress(b) for b in ("shop", "dairy", "mill", "stranger")}  # farm: a partner
         assert router.stats.kept == 3
         listed = subprocess.run(
             [*boxbus_cli(), "dlq", "list", naming.quarantine_topic(ingress("shop")), "--json"],
