@@ -12,12 +12,28 @@ verify an old event after its box left.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from bus import naming
 from bus.kafka import KafkaAccess
+from bus.log import get_logger
 from bus.topics import read_topic
-from bus.topology.model import Topology, relationship_key
+from bus.topology.model import (
+    Box,
+    Branch,
+    Internal,
+    Relationship,
+    Subscription,
+    Topology,
+    Trade,
+    relationship_key,
+)
+
+log = get_logger(__name__)
 
 FORMAT = 1
 
@@ -68,3 +84,48 @@ async def read_control(kafka: KafkaAccess, namespace: str) -> dict[str, dict[str
                 current[key] = record.value
         found[kind] = current
     return found
+
+
+@dataclass(frozen=True)
+class Network:
+    """The network as its control topics hold it, as the topology's own typed values."""
+
+    boxes: tuple[Box, ...] = ()
+    relationships: tuple[Trade | Branch | Internal, ...] = ()
+    subscriptions: tuple[Subscription, ...] = ()
+
+
+_RELATIONSHIP: TypeAdapter[Trade | Branch | Internal] = TypeAdapter(Relationship)
+
+
+def network_of(records: Mapping[str, Mapping[str, bytes]]) -> Network:
+    """The typed network of the control topics' current records (by kind, then key). A record
+    this version cannot read (written by a newer boxbus, or damaged) is left out and logged:
+    the rest of the network keeps working."""
+    def entries(kind: str) -> list[tuple[str, dict[str, Any]]]:
+        found = []
+        for key, value in sorted(records.get(kind, {}).items()):
+            try:
+                entry = decode(value)
+            except ValueError as exc:
+                log.error("control record not readable; left out", kind=kind, key=key,
+                          error=str(exc))
+                continue
+            entry.pop("format", None)
+            entry.pop("members", None)  # derived (a relationship's), not a field
+            found.append((key, entry))
+        return found
+
+    def typed(kind: str, read: Any) -> list[Any]:
+        values = []
+        for key, entry in entries(kind):
+            try:
+                values.append(read(entry))
+            except ValidationError as exc:
+                log.error("control record does not match this version's model; left out",
+                          kind=kind, key=key, error=str(exc.errors()[0]["msg"]))
+        return values
+
+    return Network(tuple(typed("boxes", Box.model_validate)),
+                   tuple(typed("relationships", _RELATIONSHIP.validate_python)),
+                   tuple(typed("subscriptions", Subscription.model_validate)))

@@ -44,6 +44,7 @@ from bus.envelope import (
     TYPE,
 )
 from bus.topology import control
+from bus.topology.model import BoxKind, Scope
 
 ORIGIN_BOX = "ce_originbox"  # extension: the box a mirrored fact comes from (loop guard)
 RECIPIENT = "boxbus_recipient"  # on the mail topic: the partner the event is for
@@ -130,25 +131,26 @@ class RoutingTable:
     def from_control(cls, namespace: str, records: Mapping[str, Mapping[str, bytes]],
                      **options: Any) -> RoutingTable:
         """The table of the control topics' current records (by kind, then key)."""
-        boxes: dict[str, _Box] = {}
-        for value in records.get("boxes", {}).values():
-            entry = control.decode(value)
-            publishes = entry.get("publishes")
-            boxes[entry["id"]] = _Box(entry["id"], entry["region"], entry.get("kind") == "partner",
-                                      frozenset(publishes) if publishes is not None else None)
+        return cls.of_network(namespace, control.network_of(records), **options)
+
+    @classmethod
+    def of_network(cls, namespace: str, network: control.Network,
+                   **options: Any) -> RoutingTable:
+        """The table of a typed network: its hot-path form (sets and tuples by box id)."""
+        boxes = {box.id: _Box(box.id, box.region, box.kind is BoxKind.PARTNER,
+                              frozenset(box.publishes) if box.publishes is not None else None)
+                 for box in network.boxes}
         related: dict[str, set[str]] = {}
-        for value in records.get("relationships", {}).values():
-            members = control.decode(value)["members"]
+        for relationship in network.relationships:
+            members = relationship.members()
             for member in members:
                 related.setdefault(member, set()).update(m for m in members if m != member)
-        subscriptions = []
-        for key, value in sorted(records.get("subscriptions", {}).items()):
-            entry = control.decode(value)
-            subscriptions.append(_Subscription(
-                key, entry["box"], frozenset(entry["types"]), entry.get("scope") == "network",
-                {a: frozenset(v) for a, v in (entry.get("where") or {}).items()}))
+        subscriptions = tuple(
+            _Subscription(s.key, s.box, frozenset(s.types), s.scope is Scope.NETWORK,
+                          {a: frozenset(v) for a, v in s.where.items()})
+            for s in sorted(network.subscriptions, key=lambda s: s.key))
         return cls(namespace, boxes, {k: frozenset(v) for k, v in related.items()},
-                   tuple(subscriptions), **options)
+                   subscriptions, **options)
 
     def keep_memory_of(self, previous: RoutingTable) -> None:
         """Carry the causation guard's memory over from the table this one replaces."""

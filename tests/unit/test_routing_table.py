@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bus.topology import control
-from bus.topology.model import parse_topology
+from bus.topology.model import parse_topology, relationship_key
 from processors.router.table import ORIGIN_BOX, RoutingTable, attributes
 
 NETWORK = """
@@ -169,3 +169,24 @@ def test_attributes_come_from_the_headers() -> None:
                      "origin": "mill"}
     assert attributes([("ce_source", b"farm")])["source"] == ""  # not /boxes/<id>
     assert attributes(None) == {"source": ""}
+
+
+def test_the_control_records_become_the_topologys_typed_values() -> None:
+    topology = parse_topology(NETWORK)
+    network = control.network_of(control.desired_records(topology))
+    assert sorted(network.boxes, key=lambda b: b.id) == sorted(topology.boxes,
+                                                               key=lambda b: b.id)
+    assert sorted(relationship_key(r) for r in network.relationships) == sorted(
+        relationship_key(r) for r in topology.relationships)
+    assert {s.key for s in network.subscriptions} == {s.key for s in topology.subscriptions}
+
+
+def test_a_record_this_version_cannot_read_is_left_out_and_the_rest_routes() -> None:
+    records = control.desired_records(parse_topology(NETWORK))
+    records["boxes"]["mill"] = b"{not json"
+    records["boxes"]["farm"] = control.encode({"id": "farm", "region": "north",
+                                               "company": "farm", "colour": "green"})
+    network = control.network_of(records)
+    assert {b.id for b in network.boxes} == {
+        "hq", "hq-billing", "north-branch", "south-branch", "stranger", "post", "analytics"}
+    assert RoutingTable.of_network("ns", network).boxes.keys() == {b.id for b in network.boxes}
