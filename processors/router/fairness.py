@@ -82,10 +82,11 @@ class FairIntake:
     async def take(self, timeout_ms: int) -> dict[TopicPartition, list[KafkaRecord]]:
         """The next round: records in offset order per partition, at most about ``budget``
         in all, split fairly. Waits up to ``timeout_ms`` only when nothing is buffered."""
-        room = 2 * self.budget - self.waiting
+        # Polled every round, even with full buffers (then for one record): a consumer that does
+        # not poll for max.poll.interval.ms is put out of its group.
         fetched = await self.consumer.getmany(
             timeout_ms=0 if self._waiting else timeout_ms,
-            max_records=room) if room > 0 else {}
+            max_records=max(2 * self.budget - self.waiting, 1))
         assigned = self.consumer.assignment()
         for tp, records in fetched.items():
             if records and tp in assigned:

@@ -176,7 +176,10 @@ class Router:
                   for box in table.boxes.values() if not box.partner}
         if wanted == self._subscribed:
             return
-        self._consumer.subscribe(topics=sorted(wanted), listener=_HandOver(self))
+        if wanted:
+            self._consumer.subscribe(topics=sorted(wanted), listener=_HandOver(self))
+        else:  # no box (yet, or any more): nothing to read
+            self._consumer.unsubscribe()
         log.info("router follows the ingress topics", topics=len(wanted),
                  added=sorted(wanted - self._subscribed)[:20],
                  removed=sorted(self._subscribed - wanted)[:20])
@@ -225,6 +228,11 @@ class Router:
     async def round(self, timeout_ms: int = 200) -> int:
         """One fetch, route, send, commit; the number of input records it handled."""
         self._follow_the_network()  # a box joined or left (the control topics changed)
+        if not self._subscribed:
+            # No box to read (yet): aiokafka's getmany would wait for an assignment that never
+            # comes, and the next change of the network would go unseen.
+            await asyncio.sleep(timeout_ms / 1000)
+            return 0
         try:
             fetched = await self._intake.take(timeout_ms)
         except TopicAuthorizationFailedError as exc:

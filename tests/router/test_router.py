@@ -389,3 +389,21 @@ async def test_an_unforeseen_error_dead_letters_the_record_and_the_partition_goe
     assert [header(r, "ce_id") for r in got] == ["a", "b"]
     assert header(letter, "dlq_code") == "unexpected-error"
     assert "ZeroDivisionError" in (header(letter, "dlq_reason") or "")
+
+
+async def test_a_router_started_before_any_box_follows_the_first_ones(
+    ns_settings: Settings, kafka: KafkaAccess,
+) -> None:
+    """The router names its ingress topics after the control topics: with no box yet it reads
+    nothing (and does not fail), and the boxes that join are read from then on."""
+    ns = ns_settings.topic_namespace
+    await apply(ns_settings, kafka, "regions:\n  north: {partitions: 1}\n")
+    async with running(ns_settings, kafka) as router:
+        await asyncio.sleep(1.0)
+        assert router._consumer.subscription() == set()
+        await apply(ns_settings, kafka, NETWORK)
+        shop = naming.ingress_topic(ns, "shop")
+        await produce(kafka, [(shop, "o-7", headers("shop", "north", "o-7", target="dairy"))])
+        got = await wait_for(ns_settings, kafka, naming.inbox_topic(ns, "dairy"), 1, timeout=60)
+        assert [r.key for r in got] == [b"o-7"]
+        assert shop in router._consumer.subscription()
