@@ -78,13 +78,14 @@ class Once:
     def __init__(self) -> None:
         self._done: dict[TopicPartition, int] = {}
 
-    def first_time(self, record: KafkaRecord) -> bool:
-        """Whether ``record`` is new; marks it as done."""
+    def is_new(self, record: KafkaRecord) -> bool:
+        return record.offset > self._done.get(TopicPartition(record.topic, record.partition), -1)
+
+    def done(self, record: KafkaRecord) -> None:
+        """Mark ``record`` dead-lettered: only once its letter is written (a write that failed
+        must be tried again when the batch is read again)."""
         tp = TopicPartition(record.topic, record.partition)
-        if record.offset <= self._done.get(tp, -1):
-            return False
-        self._done[tp] = record.offset
-        return True
+        self._done[tp] = max(record.offset, self._done.get(tp, -1))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions revoked: whoever reads them next decides for itself."""
@@ -143,8 +144,9 @@ class Pipeline(Generic[T]):
                 return None
 
     async def dead_letter_once(self, record: KafkaRecord, error: BadEvent) -> None:
-        if self.once.first_time(record):
+        if self.once.is_new(record):
             await self._dead_letter(record, error)
+            self.once.done(record)
             self.dead_lettered += 1
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:

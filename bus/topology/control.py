@@ -96,12 +96,20 @@ class Network:
 
 
 _RELATIONSHIP: TypeAdapter[Trade | Branch | Internal] = TypeAdapter(Relationship)
+_RELATIONSHIP_KINDS: dict[str, type[Trade | Branch | Internal]] = {
+    "trade": Trade, "branch": Branch, "internal": Internal}
+
+
+def _known(entry: dict[str, Any], model: type[Any] | None) -> dict[str, Any]:
+    """The fields ``model`` has: a newer boxbus may add some, which this one reads past (the
+    topology file itself stays strict)."""
+    return entry if model is None else {k: v for k, v in entry.items() if k in model.model_fields}
 
 
 def network_of(records: Mapping[str, Mapping[str, bytes]]) -> Network:
-    """The typed network of the control topics' current records (by kind, then key). A record
-    this version cannot read (written by a newer boxbus, or damaged) is left out and logged:
-    the rest of the network keeps working."""
+    """The typed network of the control topics' current records (by kind, then key). Fields a
+    newer boxbus added are read past; a record this version cannot read at all (damaged, or a
+    kind it does not know) is left out and logged: the rest of the network keeps working."""
     def entries(kind: str) -> list[tuple[str, dict[str, Any]]]:
         found = []
         for key, value in sorted(records.get(kind, {}).items()):
@@ -126,6 +134,12 @@ def network_of(records: Mapping[str, Mapping[str, bytes]]) -> Network:
                           kind=kind, key=key, error=str(exc.errors()[0]["msg"]))
         return values
 
-    return Network(tuple(typed("boxes", Box.model_validate)),
-                   tuple(typed("relationships", _RELATIONSHIP.validate_python)),
-                   tuple(typed("subscriptions", Subscription.model_validate)))
+    def relationship(entry: dict[str, Any]) -> Trade | Branch | Internal:
+        return _RELATIONSHIP.validate_python(
+            _known(entry, _RELATIONSHIP_KINDS.get(entry.get("kind", ""))))
+
+    return Network(
+        tuple(typed("boxes", lambda e: Box.model_validate(_known(e, Box)))),
+        tuple(typed("relationships", relationship)),
+        tuple(typed("subscriptions",
+                    lambda e: Subscription.model_validate(_known(e, Subscription)))))

@@ -370,8 +370,9 @@ class Inbox:
 
     async def _reject_once(self, record: KafkaRecord, error: BadEvent) -> None:
         """A batch applied again rejects the same events: each is dead-lettered once."""
-        if self._rejections.first_time(record):
+        if self._rejections.is_new(record):
             await self._dead_letters.write(record, error)
+            self._rejections.done(record)
             self._rejected += 1
 
     @property

@@ -33,6 +33,7 @@ class World:
         self.now = 0.0
         self.slept: list[float] = []
         self.registry_down_until = -1.0
+        self.dead_letter_topic_down = False
 
     async def check(self, record: KafkaRecord) -> str | None:
         if record.value == b"bad":
@@ -48,6 +49,8 @@ class World:
         return (record.value or b"").decode()
 
     async def dead_letter(self, record: KafkaRecord, error: BadEvent) -> None:
+        if self.dead_letter_topic_down:
+            raise ConnectionError("the dead-letter topic's brokers do not answer")
         self.letters.append((record.offset, error.code))
 
     async def sleep(self, seconds: float) -> None:
@@ -138,3 +141,14 @@ async def test_a_refused_login_or_a_configuration_mistake_ends_the_consumer() ->
     with pytest.raises(KafkaAccessDenied):
         await world.pipeline().run(batch(b"a", b"denied", b"b"))
     assert world.letters == []  # not the record's fault: nothing dead-lettered
+
+
+async def test_a_dead_letter_that_could_not_be_written_is_written_when_read_again() -> None:
+    world = World()
+    pipeline = world.pipeline()
+    world.dead_letter_topic_down = True
+    with pytest.raises(ConnectionError):  # the batch fails: its offsets are not committed
+        await pipeline.run(batch(b"a", b"bad"))
+    world.dead_letter_topic_down = False
+    assert await pipeline.run(batch(b"a", b"bad")) == ["a", None]
+    assert world.letters == [(1, "invalid-envelope")]  # neither lost nor written twice
