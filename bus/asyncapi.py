@@ -16,7 +16,18 @@ from typing import Any
 
 from bus import naming
 from bus.catalog import SchemaCatalog
-from bus.deadletter import CODE, FAILED_AT, GROUP, OFFSET, PARTITION, REASON, TIMESTAMP, TOPIC
+from bus.deadletter import (
+    CODE,
+    FAILED_AT,
+    GROUP,
+    LETTER_ID,
+    OFFSET,
+    PARTITION,
+    REASON,
+    TIMESTAMP,
+    TOPIC,
+    VALUE_DROPPED,
+)
 from bus.envelope import (
     CAUSATION_ID,
     CONTENT_TYPE,
@@ -36,6 +47,7 @@ from bus.events import EVENT_TYPES
 from bus.signing import HEADER as SIGNATURE
 from bus.topology.model import BoxKind, Topology
 from bus.topology.plan import wanted_topics
+from bus.tracing import TRACEPARENT, TRACESTATE
 
 VERSION = "3.0.0"
 BINDING = "0.5.0"
@@ -55,11 +67,15 @@ _HEADERS = {
     CORRELATION_ID: "the business process it belongs to",
     CAUSATION_ID: "the event that caused it",
     SIGNATURE: "DSSE envelope of the sender's Ed25519 signature (signed types)",
+    TRACEPARENT: "W3C trace context of the stage that sent it (tracing on)",
+    TRACESTATE: "W3C trace state (tracing on)",
 }
 _REQUIRED = [SPECVERSION, ID, SOURCE, TYPE, TIME, CONTENT_TYPE, REGION, PARTITION_KEY]
 _LETTER_HEADERS = {REASON: "why", CODE: "why, as a code", TOPIC: "where the record was read",
                    PARTITION: "its partition", OFFSET: "its offset", TIMESTAMP: "its timestamp",
-                   FAILED_AT: "when it was refused", GROUP: "who refused it"}
+                   FAILED_AT: "when it was refused", GROUP: "who refused it",
+                   LETTER_ID: "the same for every letter of one record refused by one group",
+                   VALUE_DROPPED: "size of a value too large to keep here"}
 
 
 def _key(text: str) -> str:

@@ -11,9 +11,9 @@ new key, valid from now, and closes the old one's validity:
   refused. Dating an event earlier is in the hands of whoever holds the key, so a leaked key's
   revocation is only as early as the moment it is known to have leaked (``since``).
 
-The new public key is published before its private half is kept, and the old public key's
-validity is closed in the same write: a crash in between leaves the old key in use and valid
-for the overlap, and running the command again rotates anew.
+The new public key is published first, then the old key's validity is closed, then the new
+private half is kept: a crash in between leaves at worst a published key nobody signs with, the
+old key still in use, and running the command again rotates anew.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ async def rotate_signing_key(kafka: KafkaAccess, store: CredentialStore, namespa
     await start_or_close(producer, kafka)
     try:
         topic = naming.control_topic(namespace, "signing")
-        for key in (retired, current):
+        for key in (current, retired):
             await producer.send_and_wait(topic, encode(dict(key.to_record())),
                                          key=f"{KEYS}{box}/{key.key_id}".encode())
     finally:
