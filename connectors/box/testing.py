@@ -190,6 +190,9 @@ class BoxTest:
         self._outbox_mark = await self._outbox_top()
         self._inbox = self._make_inbox(KafkaAccess("in-process:0"))
         self._inbox._dead_letters = self._letters  # type: ignore[assignment]
+        # Its positions are made up: kept apart from the box's real inbox, which a later run on
+        # the real stack (or production) resumes from.
+        self._inbox.group_id += ".boxtest"
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -329,7 +332,30 @@ class BoxTest:
         await migrate(self.database)
         self._outbox_mark = await self._outbox_top()
         self._inbox = self._make_inbox(kafka)
+        await self._start_at_the_end(kafka)
         self._task = asyncio.create_task(self._inbox.run())
+
+    async def _start_at_the_end(self, kafka: KafkaAccess) -> None:
+        """The inbox topic outlives a test: this one's inbox starts after what earlier runs
+        left there, so it sees only what this test delivers."""
+        from bus.topics import partitions_of
+
+        consumer = kafka.consumer(enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(await partitions_of(kafka, self._topic))
+        finally:
+            await consumer.stop()
+        conn = await asyncpg.connect(self.database)
+        try:
+            await conn.executemany(
+                "INSERT INTO boxbus_inbox_offsets (consumer, topic, partition, next_offset) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE "
+                "SET next_offset = excluded.next_offset",
+                [(self._inbox.group_id, tp.topic, tp.partition, end)
+                 for tp, end in ends.items()])
+        finally:
+            await conn.close()
 
     async def _deliver_real(self, encoded: list[EncodedEvent]) -> list[Outcome]:
         from bus.deadletter import DeadLetter
