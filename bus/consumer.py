@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -39,6 +40,19 @@ from bus.settings import Settings
 from bus.validation import MAX_EVENT_BYTES, Checked, check_record
 
 log = get_logger(__name__)
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Revoked partitions: what the pipeline knew of them goes (their next owner decides)."""
+
+    def __init__(self, pipeline: Pipeline[Any]) -> None:
+        self.pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.pipeline.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -80,12 +94,13 @@ class EventConsumer:
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
         self._kafka = kafka
         self._consumer = kafka.consumer(
-            *topics, group_id=group_id, enable_auto_commit=False,
+            group_id=group_id, enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset, isolation_level="read_committed")
         self._dead_letters = DeadLetterWriter(kafka, group_id)
         self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter,
                                                      policy=outages)
         self._login = LoginWatch(kafka, login_check_every)
+        self._consumer.subscribe(topics, listener=_Forget(self._pipeline))
 
     async def __aenter__(self) -> EventConsumer:
         # Dead-letter topics exist before the first bad record needs one.
