@@ -197,7 +197,7 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
     # name any topic (whoever may write a dead-letter topic writes that header too), and a
     # replay runs as the operator, past the router's checks.
     home = naming.source_of_letters(naming.letters_topic(topic))
-    async with EventProducer(settings, found.kafka, serde) as producer:
+    async with EventProducer(settings, found.kafka, serde) as producer, log:
         for letter in chosen:
             where = f"{letter.dlq_partition}@{letter.dlq_offset}"
             if letter.topic != home:
@@ -243,11 +243,20 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
 
 
 class ReplayLog:
-    """The letters of a topic replayed so far: a compacted topic keyed by letter id."""
+    """The letters of a topic replayed so far: a compacted topic keyed by letter id, made on
+    the first replay; one producer for the whole run."""
 
     def __init__(self, kafka: KafkaAccess, letters_topic: str) -> None:
         self.kafka = kafka
         self.topic = naming.replays_topic(letters_topic)
+        self._producer: Any = None
+
+    async def __aenter__(self) -> ReplayLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def read(self) -> dict[str, dict[str, Any]]:
         if self.topic not in await list_topics(self.kafka):
@@ -259,17 +268,16 @@ class ReplayLog:
         return found
 
     async def record(self, letter: DeadLetter, where: str, to: str) -> dict[str, Any]:
-        await ensure_topics(self.kafka, [TopicSpec(self.topic, 1, configs={
-            "cleanup.policy": "compact"})])
+        if self._producer is None:
+            await ensure_topics(self.kafka, [TopicSpec(self.topic, 1, configs={
+                "cleanup.policy": "compact"})])
+            producer = self.kafka.producer(acks="all", enable_idempotence=True)
+            await start_or_close(producer, self.kafka)
+            self._producer = producer
         entry = {"at": format_time(datetime.now(UTC)), "dlq": where, "to": to,
                  "event_id": header_text(letter.headers, "ce_id")}
-        producer = self.kafka.producer(acks="all", enable_idempotence=True)
-        await start_or_close(producer, self.kafka)
-        try:
-            await producer.send_and_wait(self.topic, json.dumps(entry).encode(),
-                                         key=letter.letter_id.encode())
-        finally:
-            await producer.stop()
+        await self._producer.send_and_wait(self.topic, json.dumps(entry).encode(),
+                                           key=letter.letter_id.encode())
         return entry
 
 
