@@ -28,7 +28,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from bus.errors import PrerequisiteError
@@ -98,6 +98,15 @@ def start(name: str, kind: SpanKind, headers: Sequence[tuple[str, bytes]] | None
         context = None
     return _tracer.start_span(name, context=context, kind=kind,
                               attributes={k: v for k, v in attributes.items() if v is not None})
+
+
+def end(spans: list[Span], error: BaseException | None = None) -> None:
+    """End the spans of a batch (marked failed with ``error``) and forget them."""
+    for span in spans:
+        if error is not None:
+            span.set_status(StatusCode.ERROR, repr(error))
+        span.end()
+    spans.clear()
 
 
 @contextmanager

@@ -172,7 +172,6 @@ class Inbox:
         self.region = region
         self._signatures = SignatureCheck(kafka, settings.topic_namespace)
         self.outbox = outbox or Outbox(settings, serde)
-        self.base_delay = base_delay
         # Positions, readiness and attempts of each partition: plain data, changed only
         # through its transitions (the listener's and the loop's).
         self.state = InboxState(RetryPolicy(max_attempts, max_retry_seconds, base_delay))
@@ -296,7 +295,7 @@ class Inbox:
                         box=self.box_id, error=repr(exc), topic=tp.topic,
                         partition=tp.partition)
             self._seek(tp, fallback)
-            await asyncio.sleep(self.base_delay)
+            await asyncio.sleep(self.state.retry.base_delay)
             return False
         self.state.placed(tp, start)
         self._seek(tp, start)
@@ -327,7 +326,7 @@ class Inbox:
                         box=self.box_id, error=repr(exc), topic=tp.topic,
                         partition=tp.partition)
             self._seek(tp, records[0].offset)
-            await asyncio.sleep(self.base_delay * (2 + random.random()))
+            await asyncio.sleep(self.state.retry.base_delay * (2 + random.random()))
         except Exception as exc:
             if not _database_trouble(exc):
                 raise
@@ -347,7 +346,7 @@ class Inbox:
             self._conn.terminate()  # open but maybe stuck: a new session starts clean
         self._conn = None
         self._seek(tp, first_offset)
-        await asyncio.sleep(self.base_delay * (1 + random.random()))
+        await asyncio.sleep(self.state.retry.base_delay * (1 + random.random()))
 
     async def _check(self, record: KafkaRecord) -> Checked | None:
         """The checked event; raises the BadEvent that sends the record to the dead-letter

@@ -49,7 +49,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import Span
 
 from bus import tracing
 from bus.db import end_session, session_lost
@@ -212,9 +212,7 @@ class Relay:
                         headers=self._traced(row, spans)) for row in rows]
                     await asyncio.gather(*futures)
                 except KafkaError as exc:
-                    for span in spans:
-                        span.set_status(StatusCode.ERROR, repr(exc))
-                        span.end()
+                    tracing.end(spans, exc)
                     if await self._note_missing(producer, rows):
                         continue  # the next round parks their rows; the others go on
                     log.warning("brokers did not acknowledge; the batch is sent again",
@@ -225,8 +223,10 @@ class Relay:
                     backoff = min(backoff * 2, self.max_backoff)
                     producer = await self._producer()
                     continue
-                for span in spans:  # acknowledged by the brokers
-                    span.end()
+                except BaseException as exc:  # stopped, or a bug: the spans end all the same
+                    tracing.end(spans, exc)
+                    raise
+                tracing.end(spans)  # acknowledged by the brokers
                 backoff = 0.2
                 await conn.execute("DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[])",
                                    [row["id"] for row in rows])

@@ -355,9 +355,10 @@ class Router:
             handled += len(records)
         try:
             refused = await outputs.send()
-        finally:
-            for span in spans:
-                span.end()
+        except BaseException as exc:
+            tracing.end(spans, exc)  # the round is routed again, with spans of its own
+            raise
+        tracing.end(spans)
         if refused:  # careful round: what the brokers refused for good waits in quarantine
             quarantine = Outputs(self._producer, self._partitions)
             for record, box, error in refused:
