@@ -148,27 +148,29 @@ class EventConsumer:
     async def batches(self, timeout_ms: int = 500, max_records: int = 500,
                       ) -> AsyncGenerator[list[Delivery], None]:
         """Batches of valid events (possibly empty when nothing arrived)."""
-        while True:
-            await self.commit()
-            fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
-                                                   max_records=max_records)
-            if fetched:
-                self._login.records_arrived()
-            else:
-                await self._login.check()  # a rotated password ends the consumer, loudly
-            try:
-                batch = await self._check_all(fetched)
-            except HandBack as exc:
-                # Still down after the policy's patience: hand the records back and poll
-                # again, so this consumer stays in its group (one that does not poll for
-                # max.poll.interval.ms is removed from it) and retries them afterwards.
-                for tp, records in fetched.items():
-                    if records:
-                        self._consumer.seek(tp, records[0].offset)
-                log.warning("a dependency is still unavailable; the batch is read again",
-                            error=str(exc.cause))
-                continue
-            yield batch
+        # A refused login (a rotated password) ends the consumer with KafkaAccessDenied
+        # rather than a wait without end: LoginWatch.
+        async with self._login.running():
+            while True:
+                async with self._login.guard():
+                    await self.commit()
+                    fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
+                                                           max_records=max_records)
+                    if fetched:
+                        self._login.records_arrived()
+                    try:
+                        batch = await self._check_all(fetched)
+                    except HandBack as exc:
+                        # Still down after the policy's patience: hand the records back and
+                        # poll again, so this consumer stays in its group (one that does not
+                        # poll for max.poll.interval.ms is removed from it) and retries them.
+                        for tp, records in fetched.items():
+                            if records:
+                                self._consumer.seek(tp, records[0].offset)
+                        log.warning("a dependency is still unavailable; the batch is read "
+                                    "again", error=str(exc.cause))
+                        continue
+                yield batch
 
     @property
     def dead_lettered(self) -> int:

@@ -14,9 +14,11 @@ checking that a box's credentials work with a client boxbus did not write) and i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -200,23 +202,75 @@ class LoginWatch:
 
     aiokafka logs in once per connection and, when a connection is lost, retries a refused
     login in the background forever: a consumer whose password was rotated or whose user was
-    removed (its session cut by the brokers' ``connections.max.reauth.ms``) just receives no
-    more records. Tell the watch whenever records arrive; after ``every`` seconds without any,
-    :meth:`check` asks the brokers once whether they still take this identity, and raises
-    :class:`KafkaAccessDenied` (who was refused and what to do) when they do not."""
+    removed (its session cut by the brokers' ``connections.max.reauth.ms``) receives no more
+    records, and its calls to the brokers (a fetch, a commit, a dead letter sent) wait or retry
+    without end. So a watchdog runs beside it: after ``every`` seconds without records it asks
+    the brokers once whether they still take this identity. When they do not, a call under
+    :meth:`guard` is interrupted and ends in :class:`KafkaAccessDenied` (who was refused and
+    what to do); if none is under way, the next :meth:`guard` raises it.
+
+        watch = LoginWatch(kafka)
+        async with watch.running():
+            while ...:
+                async with watch.guard():
+                    records = await consumer.getmany(...)  # + commit, dead letters, ...
+                if records:
+                    watch.records_arrived()
+    """
 
     def __init__(self, kafka: KafkaAccess, every: float = 30.0) -> None:
         self.kafka = kafka
         self.every = every
+        self.refused: KafkaAccessDenied | None = None
         self._since = time.monotonic()
+        self._guarded: asyncio.Task[Any] | None = None
+        self._interrupted = False
 
     def records_arrived(self) -> None:
         self._since = time.monotonic()
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LoginWatch]:
+        """The watchdog, for as long as the block runs."""
+        watcher = asyncio.create_task(self._watch())
+        try:
+            yield self
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Calls to the brokers that the watchdog may interrupt when the login is refused."""
+        if self.refused is not None:
+            raise self.refused
+        self._guarded = asyncio.current_task()
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self._interrupted and self.refused is not None:
+                self._interrupted = False
+                raise self.refused from None
+            raise
+        finally:
+            self._guarded = None
+
     async def check(self) -> None:
+        """Ask the brokers now, if nothing arrived for ``every`` seconds."""
         if self.kafka.principal == "ANONYMOUS" or time.monotonic() - self._since < self.every:
             return  # (an anonymous client has no login to lose)
         self._since = time.monotonic()  # one probe per quiet period, whatever it finds
         refused = await login_refusal(self.kafka)
         if refused is not None:
+            self.refused = refused
             raise refused
+
+    async def _watch(self) -> None:
+        while self.refused is None:
+            await asyncio.sleep(max(self.every / 4, 0.2))
+            with contextlib.suppress(KafkaAccessDenied):
+                await self.check()
+        if self._guarded is not None and not self._guarded.done():
+            self._interrupted = True
+            self._guarded.cancel()

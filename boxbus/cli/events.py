@@ -141,23 +141,23 @@ async def _tail(settings: Settings, kafka: KafkaAccess, serde: EventSerde, topic
         if not json_out:
             console_err.print(f"reading {topic} ({len(tps)} partitions); Ctrl-C stops")
         last_seen = time.monotonic()
-        login = LoginWatch(kafka)
-        while limit is None or shown < limit:
-            fetched = await consumer.getmany(timeout_ms=500)
-            records = sorted((r for rs in fetched.values() for r in rs),
-                             key=lambda r: (r.timestamp, r.partition, r.offset))
-            if records:
-                last_seen = time.monotonic()
-                login.records_arrived()
-            elif idle is not None and time.monotonic() - last_seen > idle:
-                break
-            else:
-                await login.check()  # a tail left open outlives a rotated password
-            for record in records:
-                if limit is not None and shown >= limit:
+        login = LoginWatch(kafka)  # a tail left open outlives a rotated password: it ends
+        async with login.running():
+            while limit is None or shown < limit:
+                async with login.guard():
+                    fetched = await consumer.getmany(timeout_ms=500)
+                records = sorted((r for rs in fetched.values() for r in rs),
+                                 key=lambda r: (r.timestamp, r.partition, r.offset))
+                if records:
+                    last_seen = time.monotonic()
+                    login.records_arrived()
+                elif idle is not None and time.monotonic() - last_seen > idle:
                     break
-                await _show(settings, serde, record, json_out)
-                shown += 1
+                for record in records:
+                    if limit is not None and shown >= limit:
+                        break
+                    await _show(settings, serde, record, json_out)
+                    shown += 1
     finally:
         await consumer.stop()
     if not json_out:

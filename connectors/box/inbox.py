@@ -210,20 +210,23 @@ class Inbox:
             await self._dead_letters.stop()
             raise
         try:
-            while not self._stop.is_set():
-                fetched = await self._consumer.getmany(timeout_ms=500,
-                                                       max_records=self.max_records)
-                if fetched:
-                    self._login.records_arrived()
-                else:
-                    await self._login.check()  # a rotated password ends the inbox, loudly
-                for tp, records in fetched.items():
-                    if self._stop.is_set():
-                        # Abandon the rest of the fetch: it was not applied, and the next
-                        # owner starts from the stored offsets.
-                        break
-                    await self._apply_partition(tp, records)
-                await self._mirror_offsets()
+            # A refused login (a rotated password) ends the inbox with KafkaAccessDenied
+            # rather than a wait without end (LoginWatch); a batch it interrupts is rolled
+            # back, and applied from its stored offset next time.
+            async with self._login.running():
+                while not self._stop.is_set():
+                    async with self._login.guard():
+                        fetched = await self._consumer.getmany(
+                            timeout_ms=500, max_records=self.max_records)
+                        if fetched:
+                            self._login.records_arrived()
+                        for tp, records in fetched.items():
+                            if self._stop.is_set():
+                                # Abandon the rest of the fetch: it was not applied, and the
+                                # next owner starts from the stored offsets.
+                                break
+                            await self._apply_partition(tp, records)
+                        await self._mirror_offsets()
         finally:
             with contextlib.suppress(Exception):
                 await self._mirror_offsets(force=True)

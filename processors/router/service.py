@@ -124,6 +124,7 @@ class Router:
         self._known_until = 0.0
         self._subscribed: set[str] = set()
         self._subscribed_for: RoutingTable | None = None
+        self._refused: set[str] = set()  # topics the brokers refused, left until it changes
         self._started = False
         self._failing = 0  # rounds failed in a row (the pause before the next grows)
         self.login_check_every = login_check_every  # quiet seconds before asking the brokers
@@ -163,17 +164,19 @@ class Router:
         log.info("router started", group=self.group_id, namespace=self.namespace,
                  **self.table.describe())
 
-    def _follow_the_network(self) -> None:
+    def _follow_the_network(self, *, again: bool = False) -> None:
         """Subscribe to the ingress topics of the boxes the control topics know, again when
         they change: named topics, not a pattern, so the consumer asks the brokers about these
         topics only, however many others the cluster holds. A topic named like an ingress
         topic whose owner is not in the network is not read at all."""
         table = self.table
-        if table is self._subscribed_for:
+        if table is self._subscribed_for and not again:
             return
+        if table is not self._subscribed_for:
+            self._refused.clear()  # the network changed: every box's topic is tried again
         self._subscribed_for = table
         wanted = {naming.ingress_topic(self.namespace, box.id)
-                  for box in table.boxes.values() if not box.partner}
+                  for box in table.boxes.values() if not box.partner} - self._refused
         if wanted == self._subscribed:
             return
         if wanted:
@@ -216,11 +219,16 @@ class Router:
         await self.start()
         last = time.monotonic()
         try:
-            while not stop.is_set():
-                await self.round(timeout_ms=200)
-                if time.monotonic() - last >= progress_every:
-                    last = time.monotonic()
-                    log.info("router progress", **self.stats.as_dict())
+            # A refused login (a rotated password) ends the router with KafkaAccessDenied
+            # rather than a wait without end (LoginWatch); a round it interrupts is not
+            # committed, and is routed again by whoever takes the partitions.
+            async with self._login.running():
+                while not stop.is_set():
+                    async with self._login.guard():
+                        await self.round(timeout_ms=200)
+                    if time.monotonic() - last >= progress_every:
+                        last = time.monotonic()
+                        log.info("router progress", **self.stats.as_dict())
         finally:
             await self.stop()
         return self.stats
@@ -234,16 +242,23 @@ class Router:
             await asyncio.sleep(timeout_ms / 1000)
             return 0
         try:
-            fetched = await self._intake.take(timeout_ms)
+            async with asyncio.timeout(timeout_ms / 1000 + 5):
+                # (A consumer refused its login may wait in getmany for an assignment that
+                # never comes: given up, then the login is checked below.)
+                fetched = await self._intake.take(timeout_ms)
+        except TimeoutError:
+            fetched = {}
         except TopicAuthorizationFailedError as exc:
-            # A box left the network: its ingress ACL went first. The topic leaves the
-            # subscription at the next metadata refresh; the other partitions wait a moment.
-            log.warning("the router may no longer read a topic; it is dropped at the next "
-                        "metadata refresh", error=repr(exc))
-            await asyncio.sleep(1.0)
+            # A box is leaving the network: its ingress ACL went before its control record.
+            # Its topic is left out of the subscription until the network changes, so the
+            # other boxes' partitions do not wait on it.
+            refused = _topics_of(exc)
+            log.warning("the router may no longer read these topics; it leaves them until "
+                        "the network changes", topics=sorted(refused), error=repr(exc))
+            self._refused |= refused
+            self._follow_the_network(again=True)
             return 0
         if not fetched:
-            await self._login.check()  # a rotated password ends the router, loudly
             return 0
         self._login.records_arrived()
         if self.first_fetch_at is None:
@@ -424,6 +439,12 @@ class Router:
         self.stats.dead_lettered += 1
         log.warning("event dead-lettered", code=code, reason=reason,
                     topic=record.topic, partition=record.partition, offset=record.offset)
+
+
+def _topics_of(error: TopicAuthorizationFailedError) -> set[str]:
+    """The topics an authorization error names (aiokafka gives one name or a set of them)."""
+    named = error.args[0] if error.args else ()
+    return {named} if isinstance(named, str) else {str(t) for t in named}
 
 
 def _repeats_envelope(headers: list[tuple[str, bytes]]) -> bool:

@@ -24,9 +24,14 @@ from aiokafka.errors import KafkaError as AiokafkaError
 from confluent_kafka import Consumer, KafkaError
 
 from bus import Envelope, KafkaAccessDenied, Settings, naming
+from bus.catalog import SchemaCatalog
+from bus.consumer import EventConsumer
 from bus.credentials import CredentialStore
+from bus.devstack import StackInfo
 from bus.kafka import KafkaAccess, LoginWatch, login_refusal, start_or_close
 from bus.quotas import FETCH, PRODUCE, Quotas
+from bus.registry import SchemaRegistry
+from bus.serde import EventSerde
 from bus.topics import list_topics, partitions_of, read_topic
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.router import Router
@@ -270,6 +275,7 @@ async def test_rotated_password_and_removed_box_stop_working(
 
 async def test_an_open_session_ends_once_its_password_is_rotated(
     net: dict[str, Any], settings: Settings, kafka: KafkaAccess, env_for_cli: dict[str, str],
+    stack: StackInfo,
 ) -> None:
     """A password change alone leaves logged-in connections working; the brokers' session
     lifetime (``connections.max.reauth.ms``, the stack's ``dev_kafka_session_seconds``) cuts
@@ -284,6 +290,14 @@ async def test_an_open_session_ends_once_its_password_is_rotated(
     await start_or_close(consumer, old)
     producer = old.producer(acks="all", request_timeout_ms=5000)
     await start_or_close(producer, old)
+    # The SDK's own consumer, running as the box: it must end with the refusal, not wait.
+    assert stack.schema_registry_url
+    events = EventConsumer(Settings(run_dir=settings.run_dir, topic_namespace=ns), old,
+                           [inbox_a], f"{ns}.box.box-a.watch",
+                           EventSerde(SchemaRegistry(stack.schema_registry_url),
+                                      SchemaCatalog.load()), login_check_every=1.0)
+    await events.__aenter__()
+    batches = events.batches()
 
     async def keys_read(seconds: float, want: int | None = None) -> list[bytes]:
         found: list[bytes] = []
@@ -309,7 +323,17 @@ async def test_an_open_session_ends_once_its_password_is_rotated(
         with pytest.raises(KafkaAccessDenied) as refused:
             await LoginWatch(old, every=0).check()
         assert f"User:{ns}.box.box-a" in refused.value.message
+        async def drain() -> None:
+            async with asyncio.timeout(30):
+                while True:
+                    await anext(batches)
+
+        with pytest.raises(KafkaAccessDenied) as ended:
+            await drain()
+        assert f"User:{ns}.box.box-a" in ended.value.message
     finally:
+        await batches.aclose()
+        await events.__aexit__(KafkaAccessDenied, None, None)  # leaves without committing
         await consumer.stop()
         await producer.stop()
 
