@@ -356,6 +356,8 @@ relationships:
             assert router.stats.failed_rounds == 0
     finally:
         await producer.stop()
+    assert len(got) == backlog + 5  # none lost, none twice
+    assert len({header(r, "ce_id") for r in got}) == backlog + 5
     sources = [header(r, "ce_source") for r in got]
     last_quiet = max(i for i, s in enumerate(sources) if s and s.endswith("/quiet"))
     assert sent_at < backlog / 2  # the measurement ran while most of the backlog waited
