@@ -5,6 +5,7 @@ bytes that checks, dead letters and routing use. A protocol, so a test can hand 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -23,3 +24,17 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class PlainRecord:
+    """A record that did not come from a consumer: a dead letter seen as the record it was,
+    an event the box test kit delivers in the process."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]

@@ -23,6 +23,7 @@ from bus.errors import BadEvent, ConfigError
 from bus.examples import load_event
 from bus.kafka import KafkaAccess, start_or_close
 from bus.producer import EventProducer
+from bus.record import PlainRecord
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics, list_topics, read_topic
 from bus.validation import check_record
@@ -228,7 +229,9 @@ async def _replay(settings: Settings, topic: str, offsets: list[int], partition:
                 results.append({"dlq": where, "replayed": True, "note": f"corrected event to {to}"})
                 continue
             try:
-                await check_record(_AsRecord(letter), serde, settings.topic_namespace)
+                await check_record(PlainRecord(
+                    letter.topic, letter.partition, letter.offset, letter.timestamp, letter.key,
+                    letter.value, letter.headers), serde, settings.topic_namespace)
             except BadEvent as exc:
                 results.append({"dlq": where, "replayed": False,
                                 "note": f"{exc.code}: {exc.message}"})
@@ -281,14 +284,3 @@ class ReplayLog:
         return entry
 
 
-class _AsRecord:
-    """A dead letter seen as the consumed record it was, for the same checks."""
-
-    def __init__(self, letter: DeadLetter) -> None:
-        self.topic = letter.topic
-        self.partition = letter.partition
-        self.offset = letter.offset
-        self.timestamp = letter.timestamp
-        self.key = letter.key
-        self.value = letter.value
-        self.headers = letter.headers

@@ -49,7 +49,7 @@ from bus.catalog import EventSchema, SchemaCatalog
 from bus.errors import BadEvent, ConfigError
 from bus.events import EventBase
 from bus.kafka import KafkaAccess
-from bus.record import KafkaRecord
+from bus.record import KafkaRecord, PlainRecord
 from bus.registry import WriterSchema
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
@@ -89,17 +89,6 @@ class MemoryRegistry:
 
     async def writer(self, schema_id: int) -> WriterSchema:
         return self._writers[schema_id]
-
-
-@dataclass(frozen=True)
-class _Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 class _NoDatabase:
@@ -227,7 +216,7 @@ class BoxTest:
     def _records(self, encoded: list[EncodedEvent]) -> list[KafkaRecord]:
         records: list[KafkaRecord] = []
         for e in encoded:
-            records.append(_Record(self._topic, 0, self._offset, int(time.time() * 1000),
+            records.append(PlainRecord(self._topic, 0, self._offset, int(time.time() * 1000),
                                    e.key, e.value, list(e.headers)))
             self._offset += 1
         return records
