@@ -1,0 +1,164 @@
+"""The aggregator on real Kafka and PostgreSQL: sales aggregates equal a recomputation from the
+events after one instance is stopped mid-way and another takes over (each event counted once),
+the stored positions equal the topics' ends, and an instance whose partition was claimed by
+another cannot commit for it (fenced)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from bus import Settings, naming
+from bus.catalog import SchemaCatalog
+from bus.db import create_database
+from bus.devstack import StackInfo
+from bus.events.models import Money, OrderPlaced
+from bus.examples import example
+from bus.kafka import KafkaAccess
+from bus.producer import EventProducer
+from bus.registry import SchemaRegistry
+from bus.serde import EventSerde
+from bus.topics import partitions_of
+from bus.topology import apply_plan, make_plan, parse_topology
+from processors.aggregator import Aggregator, store
+
+pytestmark = pytest.mark.stack
+
+NETWORK = """\
+regions:
+  north: {partitions: 3}
+  south: {partitions: 2}
+boxes:
+  - {id: branch-n, region: north, company: chain}
+  - {id: branch-s, region: south, company: chain}
+"""
+
+
+def orders(count: int) -> list[OrderPlaced]:
+    base = example("boxbus.orders.OrderPlaced")
+    assert isinstance(base, OrderPlaced)
+    start = datetime(2026, 11, 23, 6, tzinfo=UTC)
+    made = []
+    rng = random.Random(7)
+    for i in range(count):
+        box, region = rng.choice([("branch-n", "north"), ("branch-s", "south")])
+        order_id = f"{box}-so-{i:05d}"
+        made.append(base.model_copy(update={
+            "order_id": order_id, "buyer_box": box, "store_id": f"store-{rng.randint(1, 4)}",
+            "total": Money(amount_minor=rng.randint(100, 50_000), currency="EUR"),
+            "meta": base.meta.model_copy(update={
+                "event_id": str(uuid.uuid4()), "source_box": box, "region": region,
+                "aggregate_key": order_id, "correlation_id": order_id, "target_box": None,
+                "occurred_at": start + timedelta(minutes=rng.randint(0, 60 * 48))})}))
+    return made
+
+
+def recomputed(events: list[OrderPlaced]) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+    orders_: Counter[tuple[str, str, str, str]] = Counter()
+    revenue: Counter[tuple[str, str, str, str]] = Counter()
+    for e in events:
+        hour = e.meta.occurred_at.replace(minute=0, second=0, microsecond=0)
+        key = (hour.isoformat(), e.meta.region, e.meta.source_box, e.store_id or "")
+        orders_[key] += 1
+        revenue[key] += e.total.amount_minor
+    return {k: (orders_[k], revenue[k]) for k in orders_}
+
+
+async def stored(dsn: str) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT * FROM agg_sales_hourly")
+    finally:
+        await conn.close()
+    return {(r["bucket"].astimezone(UTC).isoformat(), r["region"], r["box"], r["store"]):
+            (r["orders"], r["revenue_minor"]) for r in rows}
+
+
+async def test_every_order_counts_once_across_a_stop_and_a_takeover(
+    ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo,
+) -> None:
+    assert stack.database_url and stack.schema_registry_url
+    ns = ns_settings.topic_namespace
+    await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
+    dsn = await create_database(stack.database_url, f"{ns}_analytics")
+    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
+    events = orders(3000)
+    async with EventProducer(ns_settings, kafka, serde) as producer:
+        for event in events:
+            await producer.publish(event, naming.region_topic(ns, event.meta.region))
+
+    async def run(until: int | None) -> Aggregator:
+        aggregator = Aggregator(ns_settings, kafka, dsn, serde, max_records=200)
+        stop = asyncio.Event()
+        task = asyncio.create_task(aggregator.run(stop))
+        async with asyncio.timeout(90):
+            while (aggregator.stats.consumed < until if until is not None
+                   else await behind(dsn, ns, kafka) > 0):
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+        if until is not None:
+            task.cancel()  # stopped mid-stream, between or inside a batch's transaction
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return aggregator
+
+    first = await run(until=600)
+    assert 0 < first.stats.consumed < len(events)
+    await run(until=None)  # a new instance takes the partitions and finishes
+    assert await stored(dsn) == recomputed(events)
+    assert await behind(dsn, ns, kafka) == 0
+
+
+async def behind(dsn: str, ns: str, kafka: KafkaAccess) -> int:
+    """Records of the region topics not yet in the aggregates (by the stored positions)."""
+    tps = [tp for region in ("north", "south")
+           for tp in await partitions_of(kafka, naming.region_topic(ns, region))]
+    consumer = kafka.consumer(enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT topic, partition, next_offset FROM agg_positions "
+                                "WHERE consumer = $1", f"{ns}.aggregator")
+    except asyncpg.UndefinedTableError:
+        rows = []
+    finally:
+        await conn.close()
+    at = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+    return sum(end - at.get((tp.topic, tp.partition), 0) for tp, end in ends.items())
+
+
+async def test_an_instance_whose_partition_was_claimed_cannot_commit(
+    ns_settings: Settings, stack: StackInfo,
+) -> None:
+    assert stack.database_url
+    dsn = await create_database(stack.database_url, f"{ns_settings.topic_namespace}_fence")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await store.migrate(conn)
+        _, old = await store.claim(conn, "g", "t", 0, 0)
+        _, new = await store.claim(conn, "g", "t", 0, 0)  # another instance took it over
+        assert new == old + 1
+        key = store.SalesKey(datetime(2026, 11, 23, 6, tzinfo=UTC), "north", "b", "", "EUR")
+        delta = {key: store.Sales(1, 500, Decimal(2))}
+        with pytest.raises(store.Fenced):
+            await store.commit(conn, "g", "t", 0, old, 10, delta)
+        assert await conn.fetchval("SELECT count(*) FROM agg_sales_hourly") == 0
+        await store.commit(conn, "g", "t", 0, new, 10, delta)
+        assert await conn.fetchval("SELECT next_offset FROM agg_positions") == 10
+        assert await conn.fetchval("SELECT orders FROM agg_sales_hourly") == 1
+    finally:
+        await conn.close()
