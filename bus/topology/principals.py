@@ -13,7 +13,9 @@ of the network as ``<ns>.<service>`` (one cluster may hold several networks). A 
 
 The router reads every ingress topic and the control topics, writes the region topics, the
 inboxes, the mail topic and the ingress topics' quarantine and dead letters, and commits in its
-own group. Nothing here creates topics: ``topology apply`` does, as the operator.
+own group. The aggregator reads the region and control topics, writes the regions' dead
+letters, and commits in its own group. Nothing here creates topics: ``topology apply`` does,
+as the operator.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from enum import StrEnum
 from bus import naming
 from bus.topology.model import BoxKind, Quota, Topology
 
-SERVICES = ("router",)
+SERVICES = ("router", "aggregator")
 _BOX_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # naming's rule for box ids
 CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
 
@@ -112,6 +114,24 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
         Grant(router, Resource.GROUP, f"{namespace}.router.", Pattern.PREFIXED,
               Operation.READ),
         Grant(router, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
+    }
+    # The aggregator reads the region topics (never writes them: what is there has a proven
+    # source) and the control topics, writes the regions' dead letters, commits in its group.
+    aggregator = naming.service_principal(namespace, "aggregator")
+    for region in topology.regions:
+        topic = naming.region_topic(namespace, region)
+        wanted |= {
+            Grant(aggregator, Resource.TOPIC, topic, Pattern.LITERAL, Operation.READ),
+            Grant(aggregator, Resource.TOPIC, naming.dlq_topic(topic), Pattern.LITERAL,
+                  Operation.WRITE),
+        }
+    wanted |= {
+        Grant(aggregator, Resource.TOPIC, f"{namespace}.control.", Pattern.PREFIXED,
+              Operation.READ),
+        Grant(aggregator, Resource.GROUP, f"{namespace}.aggregator", Pattern.LITERAL,
+              Operation.READ),
+        Grant(aggregator, Resource.CLUSTER, CLUSTER, Pattern.LITERAL,
+              Operation.IDEMPOTENT_WRITE),
     }
     return wanted
 

@@ -17,6 +17,7 @@ import pytest
 
 from bus import Settings, naming
 from bus.catalog import SchemaCatalog
+from bus.credentials import CredentialStore
 from bus.db import create_database
 from bus.devstack import StackInfo
 from bus.events.models import Money, OrderPlaced
@@ -94,8 +95,13 @@ async def test_every_order_counts_once_across_a_stop_and_a_takeover(
         for event in events:
             await producer.publish(event, naming.region_topic(ns, event.meta.region))
 
+    # The aggregator connects as its own user, with the ACLs the topology gives it.
+    own = CredentialStore.of(ns_settings).access(naming.service_principal(ns, "aggregator"),
+                                                 kafka)
+    assert own is not None and own.principal == f"User:{ns}.aggregator"
+
     async def run(until: int | None) -> Aggregator:
-        aggregator = Aggregator(ns_settings, kafka, dsn, serde, max_records=200)
+        aggregator = Aggregator(ns_settings, own, dsn, serde, max_records=200)
         stop = asyncio.Event()
         task = asyncio.create_task(aggregator.run(stop))
         async with asyncio.timeout(90):

@@ -29,7 +29,17 @@ relationships:
 
 def test_a_user_per_box_and_service_and_none_for_a_partner() -> None:
     assert users(parse_topology(NETWORK), "ns") == {
-        "ns.box.a": "box a", "ns.box.ab": "box ab", "ns.router": "router"}
+        "ns.box.a": "box a", "ns.box.ab": "box ab", "ns.router": "router",
+        "ns.aggregator": "aggregator"}
+
+
+def test_the_aggregator_reads_the_regions_and_writes_none_of_them() -> None:
+    topology = parse_topology(NETWORK)
+    mine = {g for g in grants(topology, "ns") if g.user == "ns.aggregator"}
+    writes = {g.name for g in mine if g.operation is Operation.WRITE}
+    assert writes == {f"ns.region.{r}.dlq" for r in topology.regions}
+    reads = {g.name for g in mine if g.operation is Operation.READ and g.resource is Resource.TOPIC}
+    assert reads == {f"ns.region.{r}" for r in topology.regions} | {"ns.control."}
 
 
 def test_a_box_reads_its_own_topics_and_writes_only_its_ingress() -> None:
