@@ -18,6 +18,7 @@ from aiokafka.errors import (
 from pydantic import ValidationError
 
 from boxbus.cli import (
+    aggregator,
     asyncapi,
     bench,
     box,
@@ -52,6 +53,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(topology.app, name="topology")
 app.add_typer(router.app, name="router")
 app.add_typer(asyncapi.app, name="asyncapi")
+app.add_typer(aggregator.app, name="aggregator")
 app.command("demo")(demo.demo)
 
 

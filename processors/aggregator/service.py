@@ -55,6 +55,7 @@ class _Claims(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self.aggregator._epochs.pop(tp, None)
+            self.aggregator._positions.pop(tp, None)
         self.aggregator._pipeline.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -78,6 +79,9 @@ class Aggregator:
         self.stats = AggregatorStats()
         self.control = ControlFollower(kafka, self.namespace)
         self._epochs: dict[TopicPartition, int] = {}
+        # Next offset to apply per claimed partition: records before it (a fetch that began
+        # before the claim's seek, or a position aiokafka reset) were counted already.
+        self._positions: dict[TopicPartition, int] = {}
         self._subscribed: set[str] = set()
         self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter)
 
@@ -134,6 +138,7 @@ class Aggregator:
                 offset, epoch = await store.claim(conn, self.group_id, tp.topic, tp.partition,
                                                   starts[tp])
                 self._epochs[tp] = epoch
+                self._positions[tp] = offset
                 with contextlib.suppress(IllegalStateError):
                     self._consumer.seek(tp, offset)
         finally:
@@ -145,6 +150,13 @@ class Aggregator:
         if tp not in self._epochs:
             await self._claim([tp])  # records came before the listener placed it:
             return  # they come again from the stored position
+        position = self._positions[tp]
+        if records[0].offset < position:
+            records = [r for r in records if r.offset >= position]
+            if not records:
+                return
+        # (Records from a fetch made before the claim's seek never come: aiokafka drops a
+        # fetch whose offset is not the partition's position. A gap after it is the log's.)
         checked = await self._pipeline.run(records)
         sales: dict[store.SalesKey, store.Sales] = defaultdict(store.Sales)
         aggregated = 0
@@ -165,9 +177,11 @@ class Aggregator:
         except store.Fenced as exc:
             self.stats.fenced += 1
             self._epochs.pop(tp, None)
+            self._positions.pop(tp, None)
             log.warning("partition claimed by another instance; batch left to it",
                         error=str(exc))
             return
+        self._positions[tp] = records[-1].offset + 1
         self.stats.consumed += len(records)
         self.stats.aggregated += aggregated
         self.stats.commits += 1

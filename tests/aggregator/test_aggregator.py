@@ -6,7 +6,10 @@ another cannot commit for it (fenced)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import signal
+import subprocess
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -29,6 +32,7 @@ from bus.serde import EventSerde
 from bus.topics import partitions_of
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.aggregator import Aggregator, store
+from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
 
@@ -168,3 +172,32 @@ async def test_an_instance_whose_partition_was_claimed_cannot_commit(
         assert await conn.fetchval("SELECT orders FROM agg_sales_hourly") == 1
     finally:
         await conn.close()
+
+
+async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
+    ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo, env_for_cli: dict[str, str],
+) -> None:
+    assert stack.database_url and stack.schema_registry_url
+    ns = ns_settings.topic_namespace
+    await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
+    dsn = await create_database(stack.database_url, f"{ns}_cmd")
+    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
+    events = orders(50)
+    async with EventProducer(ns_settings, kafka, serde) as producer:
+        for event in events:
+            await producer.publish(event, naming.region_topic(ns, event.meta.region))
+    proc = subprocess.Popen(
+        [*boxbus_cli(), "aggregator", "run", "--database-url", dsn, "--json"],
+        env={**env_for_cli, "BOXBUS_TOPIC_NAMESPACE": ns}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        async with asyncio.timeout(60):
+            while await behind(dsn, ns, kafka) > 0:
+                assert proc.poll() is None, proc.communicate()
+                await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["consumed"] == len(events)
+    assert await stored(dsn) == recomputed(events)
