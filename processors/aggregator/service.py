@@ -4,8 +4,10 @@ events and keeps the analytics aggregates in PostgreSQL, exactly once (the commi
 (``<namespace>.aggregator``) and split the partitions; the region topics to read are named
 after the regions of the boxes the control topics know, and followed when they change.
 
-What is aggregated so far: sales by hour of the event's time, region, box, store and
-currency (orders, revenue, units) from ``OrderPlaced``.
+What is aggregated so far: sales (the store orders a box takes) by the hour of the order's
+placement, region, box, store and currency: orders, revenue, units; amendments and
+cancellations correct the bucket the order was counted in (a small state per order, kept in
+the same transaction, which also makes a copy of an event change nothing).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +25,7 @@ from aiokafka.errors import IllegalStateError
 
 from bus import naming
 from bus.deadletter import DeadLetterWriter
-from bus.events.models import OrderPlaced
+from bus.events.models import OrderAmended, OrderCancelled, OrderKind, OrderPlaced
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.pipeline import Pipeline
@@ -158,22 +160,17 @@ class Aggregator:
         # (Records from a fetch made before the claim's seek never come: aiokafka drops a
         # fetch whose offset is not the partition's position. A gap after it is the log's.)
         checked = await self._pipeline.run(records)
-        sales: dict[store.SalesKey, store.Sales] = defaultdict(store.Sales)
-        aggregated = 0
-        for item in checked:
-            if item is not None and isinstance(item.event, OrderPlaced):
-                order = item.event
-                meta = order.meta
-                key = store.SalesKey(
-                    meta.occurred_at.replace(minute=0, second=0, microsecond=0), meta.region,
-                    meta.source_box, order.store_id or "", order.total.currency)
-                sales[key].add(1, order.total.amount_minor,
-                               sum((line.quantity for line in order.lines),
-                                   start=Decimal(0)))
-                aggregated += 1
+        events = [item.event for item in checked if item is not None
+                  and isinstance(item.event, OrderPlaced | OrderAmended | OrderCancelled)]
         try:
-            await store.commit(self._conn, self.group_id, tp.topic, tp.partition,
-                               self._epochs[tp], records[-1].offset + 1, sales)
+            async with store.fenced(self._conn, self.group_id, tp.topic, tp.partition,
+                                    self._epochs[tp], records[-1].offset + 1):
+                # An order's events share its key, hence its partition: its state is this
+                # instance's alone while it holds the partition.
+                orders = await store.orders_of(self._conn, {e.order_id for e in events})
+                sales, changed = fold(events, orders)
+                await store.add_sales(self._conn, sales)
+                await store.save_orders(self._conn, changed)
         except store.Fenced as exc:
             self.stats.fenced += 1
             self._epochs.pop(tp, None)
@@ -183,7 +180,7 @@ class Aggregator:
             return
         self._positions[tp] = records[-1].offset + 1
         self.stats.consumed += len(records)
-        self.stats.aggregated += aggregated
+        self.stats.aggregated += len(events)
         self.stats.commits += 1
 
     async def _check(self, record: KafkaRecord) -> Checked:
@@ -191,3 +188,40 @@ class Aggregator:
 
     async def _dead_letter(self, record: KafkaRecord, error: Any) -> None:
         await self._dead_letters.write(record, error)
+
+
+def fold(events: list[OrderPlaced | OrderAmended | OrderCancelled],
+         orders: dict[str, store.OrderState],
+         ) -> tuple[dict[store.SalesKey, store.Sales], dict[str, store.OrderState]]:
+    """A batch's events, in order, as sales deltas and the order states they changed. Sales
+    are the store orders a box takes (``STORE_ORDER``); an amendment or a cancellation
+    corrects the bucket where its order was counted; a copy of an event changes nothing."""
+    sales: dict[store.SalesKey, store.Sales] = defaultdict(store.Sales)
+    changed: dict[str, store.OrderState] = {}
+    for event in events:
+        state = orders.get(event.order_id)
+        if isinstance(event, OrderPlaced):
+            if state is not None or event.kind is not OrderKind.STORE_ORDER:
+                continue  # counted already (a copy), or a purchase, not a sale
+            meta = event.meta
+            state = store.OrderState(
+                store.SalesKey(meta.occurred_at.replace(minute=0, second=0, microsecond=0),
+                               meta.region, meta.source_box, event.store_id or "",
+                               event.total.currency),
+                event.total.amount_minor, _units(event))
+            sales[state.key].add(1, state.revenue_minor, state.units)
+        elif state is None or state.cancelled:
+            continue  # not a sale this aggregator counted, or cancelled already
+        elif isinstance(event, OrderAmended):
+            revenue, units = event.total.amount_minor, _units(event)
+            sales[state.key].add(0, revenue - state.revenue_minor, units - state.units)
+            state = replace(state, revenue_minor=revenue, units=units)
+        else:
+            sales[state.key].add(-1, -state.revenue_minor, -state.units)
+            state = replace(state, cancelled=True)
+        orders[event.order_id] = changed[event.order_id] = state
+    return sales, changed
+
+
+def _units(order: OrderPlaced | OrderAmended) -> Decimal:
+    return sum((line.quantity for line in order.lines), start=Decimal(0))

@@ -21,7 +21,8 @@ the stored position: every event counts exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -34,6 +35,11 @@ CREATE TABLE IF NOT EXISTS agg_positions (
     next_offset bigint NOT NULL, epoch bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (consumer, topic, partition));
+CREATE TABLE IF NOT EXISTS agg_orders (
+    order_id text PRIMARY KEY, bucket timestamptz NOT NULL, region text NOT NULL,
+    box text NOT NULL, store text NOT NULL, currency text NOT NULL,
+    revenue_minor bigint NOT NULL, units numeric(20, 3) NOT NULL,
+    cancelled boolean NOT NULL DEFAULT false);
 CREATE TABLE IF NOT EXISTS agg_sales_hourly (
     bucket timestamptz NOT NULL, region text NOT NULL, box text NOT NULL, store text NOT NULL,
     currency text NOT NULL, orders bigint NOT NULL, revenue_minor bigint NOT NULL,
@@ -63,6 +69,18 @@ class Sales:
         self.units += units
 
 
+@dataclass
+class OrderState:
+    """What the aggregates hold of one store order: where it was counted (the bucket of its
+    placement) and with what, so an amendment or a cancellation corrects that bucket, and a
+    copy of an event (the network delivers at least once) changes nothing."""
+
+    key: SalesKey
+    revenue_minor: int
+    units: Decimal
+    cancelled: bool = False
+
+
 class Fenced(Exception):
     """Another instance claimed the partition: this one may not commit for it."""
 
@@ -83,9 +101,12 @@ async def claim(conn: asyncpg.Connection, consumer: str, topic: str, partition: 
     return int(row["next_offset"]), int(row["epoch"])
 
 
-async def commit(conn: asyncpg.Connection, consumer: str, topic: str, partition: int,
-                 epoch: int, next_offset: int, sales: Mapping[SalesKey, Sales]) -> None:
-    """The batch's deltas and position in one transaction, fenced by ``epoch``."""
+@contextlib.asynccontextmanager
+async def fenced(conn: asyncpg.Connection, consumer: str, topic: str, partition: int,
+                 epoch: int, next_offset: int) -> AsyncIterator[None]:
+    """A transaction that moves the partition's position to ``next_offset`` if ``epoch`` is
+    still the claimed one (else :class:`Fenced`, nothing written); the block writes the
+    batch's changes in it, and they commit together."""
     async with conn.transaction():
         moved = await conn.execute(
             "UPDATE agg_positions SET next_offset = $5, updated_at = clock_timestamp() "
@@ -93,8 +114,45 @@ async def commit(conn: asyncpg.Connection, consumer: str, topic: str, partition:
             consumer, topic, partition, epoch, next_offset)
         if moved != "UPDATE 1":
             raise Fenced(f"{topic}[{partition}] was claimed by another instance")
-        if sales:
-            await _upsert_sales(conn, sales.items())
+        yield
+
+
+async def commit(conn: asyncpg.Connection, consumer: str, topic: str, partition: int,
+                 epoch: int, next_offset: int, sales: Mapping[SalesKey, Sales]) -> None:
+    """The batch's sales deltas and position in one transaction, fenced by ``epoch``."""
+    async with fenced(conn, consumer, topic, partition, epoch, next_offset):
+        await add_sales(conn, sales)
+
+
+async def orders_of(conn: asyncpg.Connection, order_ids: Iterable[str]
+                    ) -> dict[str, OrderState]:
+    rows = await conn.fetch("SELECT * FROM agg_orders WHERE order_id = ANY($1::text[])",
+                            list(order_ids))
+    return {r["order_id"]: OrderState(
+        SalesKey(r["bucket"], r["region"], r["box"], r["store"], r["currency"]),
+        r["revenue_minor"], r["units"], r["cancelled"]) for r in rows}
+
+
+async def save_orders(conn: asyncpg.Connection, orders: Mapping[str, OrderState]) -> None:
+    if not orders:
+        return
+    ids, states = zip(*orders.items(), strict=True)
+    await conn.execute(
+        "INSERT INTO agg_orders AS o (order_id, bucket, region, box, store, currency, "
+        "revenue_minor, units, cancelled) SELECT * FROM unnest($1::text[], "
+        "$2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
+        "$8::numeric[], $9::boolean[]) ON CONFLICT (order_id) DO UPDATE SET "
+        "revenue_minor = excluded.revenue_minor, units = excluded.units, "
+        "cancelled = excluded.cancelled",
+        list(ids), [s.key.bucket for s in states], [s.key.region for s in states],
+        [s.key.box for s in states], [s.key.store for s in states],
+        [s.key.currency for s in states], [s.revenue_minor for s in states],
+        [s.units for s in states], [s.cancelled for s in states])
+
+
+async def add_sales(conn: asyncpg.Connection, sales: Mapping[SalesKey, Sales]) -> None:
+    if sales:
+        await _upsert_sales(conn, sales.items())
 
 
 async def _upsert_sales(conn: asyncpg.Connection,

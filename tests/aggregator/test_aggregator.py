@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +24,7 @@ from bus.catalog import SchemaCatalog
 from bus.credentials import CredentialStore
 from bus.db import create_database
 from bus.devstack import StackInfo
-from bus.events.models import Money, OrderPlaced
+from bus.events.models import Money, OrderAmended, OrderCancelled, OrderKind, OrderPlaced
 from bus.examples import example
 from bus.kafka import KafkaAccess
 from bus.producer import EventProducer
@@ -57,6 +58,7 @@ def orders(count: int) -> list[OrderPlaced]:
         order_id = f"{box}-so-{i:05d}"
         made.append(base.model_copy(update={
             "order_id": order_id, "buyer_box": box, "store_id": f"store-{rng.randint(1, 4)}",
+            "kind": OrderKind.STORE_ORDER, "supplier_box": None,
             "total": Money(amount_minor=rng.randint(100, 50_000), currency="EUR"),
             "meta": base.meta.model_copy(update={
                 "event_id": str(uuid.uuid4()), "source_box": box, "region": region,
@@ -65,14 +67,45 @@ def orders(count: int) -> list[OrderPlaced]:
     return made
 
 
-def recomputed(events: list[OrderPlaced]) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+def life(events: list[OrderPlaced], seed: int = 11
+         ) -> tuple[list[OrderPlaced | OrderAmended | OrderCancelled], dict[str, Any]]:
+    """The orders' lives: some amended (a new total), some cancelled, some placed twice (the
+    network delivers at least once); the events in a publishable order, and each order's end."""
+    rng = random.Random(seed)
+    amend_base = example("boxbus.orders.OrderAmended")
+    cancel_base = example("boxbus.orders.OrderCancelled")
+    assert isinstance(amend_base, OrderAmended) and isinstance(cancel_base, OrderCancelled)
+    stream: list[OrderPlaced | OrderAmended | OrderCancelled] = []
+    final: dict[str, Any] = {}
+    for order in events:
+        stream.append(order)
+        end = {"placed": order, "total": order.total.amount_minor, "cancelled": False}
+        if rng.random() < 0.02:
+            stream.append(order)  # a copy
+        if rng.random() < 0.15:
+            total = rng.randint(100, 50_000)
+            stream.append(amend_base.model_copy(update={
+                "order_id": order.order_id, "total": Money(amount_minor=total, currency="EUR"),
+                "meta": order.meta.model_copy(update={"event_id": str(uuid.uuid4())})}))
+            end["total"] = total
+        if rng.random() < 0.08:
+            stream.append(cancel_base.model_copy(update={
+                "order_id": order.order_id,
+                "meta": order.meta.model_copy(update={"event_id": str(uuid.uuid4())})}))
+            end["cancelled"] = True
+        final[order.order_id] = end
+    return stream, final
+
+
+def recomputed(final: dict[str, Any]) -> dict[tuple[str, str, str, str], tuple[int, int]]:
     orders_: Counter[tuple[str, str, str, str]] = Counter()
     revenue: Counter[tuple[str, str, str, str]] = Counter()
-    for e in events:
+    for end in final.values():
+        e = end["placed"]
         hour = e.meta.occurred_at.replace(minute=0, second=0, microsecond=0)
         key = (hour.isoformat(), e.meta.region, e.meta.source_box, e.store_id or "")
-        orders_[key] += 1
-        revenue[key] += e.total.amount_minor
+        orders_[key] += 0 if end["cancelled"] else 1
+        revenue[key] += 0 if end["cancelled"] else end["total"]
     return {k: (orders_[k], revenue[k]) for k in orders_}
 
 
@@ -94,7 +127,7 @@ async def test_every_order_counts_once_across_a_stop_and_a_takeover(
     await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
     dsn = await create_database(stack.database_url, f"{ns}_analytics")
     serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    events = orders(3000)
+    events, final = life(orders(3000))
     async with EventProducer(ns_settings, kafka, serde) as producer:
         for event in events:
             await producer.publish(event, naming.region_topic(ns, event.meta.region))
@@ -125,7 +158,7 @@ async def test_every_order_counts_once_across_a_stop_and_a_takeover(
     first = await run(until=600)
     assert 0 < first.stats.consumed < len(events)
     await run(until=None)  # a new instance takes the partitions and finishes
-    assert await stored(dsn) == recomputed(events)
+    assert await stored(dsn) == recomputed(final)
     assert await behind(dsn, ns, kafka) == 0
 
 
@@ -182,7 +215,7 @@ async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
     await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
     dsn = await create_database(stack.database_url, f"{ns}_cmd")
     serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    events = orders(50)
+    events, final = life(orders(50))
     async with EventProducer(ns_settings, kafka, serde) as producer:
         for event in events:
             await producer.publish(event, naming.region_topic(ns, event.meta.region))
@@ -200,4 +233,4 @@ async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert json.loads(out)["consumed"] == len(events)
-    assert await stored(dsn) == recomputed(events)
+    assert await stored(dsn) == recomputed(final)
