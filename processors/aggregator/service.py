@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -160,14 +161,15 @@ class Aggregator:
         # (Records from a fetch made before the claim's seek never come: aiokafka drops a
         # fetch whose offset is not the partition's position. A gap after it is the log's.)
         checked = await self._pipeline.run(records)
-        events = [item.event for item in checked if item is not None
+        events = [(item.event, record.timestamp)
+                  for record, item in zip(records, checked, strict=True) if item is not None
                   and isinstance(item.event, OrderPlaced | OrderAmended | OrderCancelled)]
         try:
             async with store.fenced(self._conn, self.group_id, tp.topic, tp.partition,
                                     self._epochs[tp], records[-1].offset + 1):
                 # An order's events share its key, hence its partition: its state is this
                 # instance's alone while it holds the partition.
-                orders = await store.orders_of(self._conn, {e.order_id for e in events})
+                orders = await store.orders_of(self._conn, {e.order_id for e, _ in events})
                 sales, changed = fold(events, orders)
                 await store.add_sales(self._conn, sales)
                 await store.save_orders(self._conn, changed)
@@ -190,15 +192,22 @@ class Aggregator:
         await self._dead_letters.write(record, error)
 
 
-def fold(events: list[OrderPlaced | OrderAmended | OrderCancelled],
+LATE = timedelta(hours=1)  # an event that arrives this long after it happened is counted late
+
+
+def fold(events: list[tuple[OrderPlaced | OrderAmended | OrderCancelled, int]],
          orders: dict[str, store.OrderState],
          ) -> tuple[dict[store.SalesKey, store.Sales], dict[str, store.OrderState]]:
-    """A batch's events, in order, as sales deltas and the order states they changed. Sales
-    are the store orders a box takes (``STORE_ORDER``); an amendment or a cancellation
-    corrects the bucket where its order was counted; a copy of an event changes nothing."""
+    """A batch's events (each with its record's timestamp, when it reached the network), in
+    order, as sales deltas and the order states they changed. Sales are the store orders a box
+    takes (``STORE_ORDER``); an amendment or a cancellation corrects the bucket where its order
+    was counted; a copy of an event changes nothing. An event that arrives an hour or more
+    after it happened is applied all the same, to its own bucket, and counted there as late."""
     sales: dict[store.SalesKey, store.Sales] = defaultdict(store.Sales)
     changed: dict[str, store.OrderState] = {}
-    for event in events:
+    for event, arrived_ms in events:
+        late = (datetime.fromtimestamp(arrived_ms / 1000, UTC) - event.meta.occurred_at
+                >= LATE)
         state = orders.get(event.order_id)
         if isinstance(event, OrderPlaced):
             if state is not None or event.kind is not OrderKind.STORE_ORDER:
@@ -209,15 +218,16 @@ def fold(events: list[OrderPlaced | OrderAmended | OrderCancelled],
                                meta.region, meta.source_box, event.store_id or "",
                                event.total.currency),
                 event.total.amount_minor, _units(event))
-            sales[state.key].add(1, state.revenue_minor, state.units)
+            sales[state.key].add(1, state.revenue_minor, state.units, late=late)
         elif state is None or state.cancelled:
             continue  # not a sale this aggregator counted, or cancelled already
         elif isinstance(event, OrderAmended):
             revenue, units = event.total.amount_minor, _units(event)
-            sales[state.key].add(0, revenue - state.revenue_minor, units - state.units)
+            sales[state.key].add(0, revenue - state.revenue_minor, units - state.units,
+                                 late=late)
             state = replace(state, revenue_minor=revenue, units=units)
         else:
-            sales[state.key].add(-1, -state.revenue_minor, -state.units)
+            sales[state.key].add(-1, -state.revenue_minor, -state.units, late=late)
             state = replace(state, cancelled=True)
         orders[event.order_id] = changed[event.order_id] = state
     return sales, changed

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS agg_orders (
 CREATE TABLE IF NOT EXISTS agg_sales_hourly (
     bucket timestamptz NOT NULL, region text NOT NULL, box text NOT NULL, store text NOT NULL,
     currency text NOT NULL, orders bigint NOT NULL, revenue_minor bigint NOT NULL,
-    units numeric(20, 3) NOT NULL,
+    units numeric(20, 3) NOT NULL, late_events bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (bucket, region, box, store, currency));
 """
 
@@ -62,11 +62,14 @@ class Sales:
     orders: int = 0
     revenue_minor: int = 0
     units: Decimal = Decimal(0)
+    late_events: int = 0  # events that reached this bucket an hour or more after they happened
 
-    def add(self, orders: int, revenue_minor: int, units: Decimal) -> None:
+    def add(self, orders: int, revenue_minor: int, units: Decimal, *, late: bool = False
+            ) -> None:
         self.orders += orders
         self.revenue_minor += revenue_minor
         self.units += units
+        self.late_events += late
 
 
 @dataclass
@@ -160,13 +163,14 @@ async def _upsert_sales(conn: asyncpg.Connection,
     keys, values = zip(*rows, strict=True)
     await conn.execute(
         "INSERT INTO agg_sales_hourly AS s "
-        "(bucket, region, box, store, currency, orders, revenue_minor, units) "
+        "(bucket, region, box, store, currency, orders, revenue_minor, units, late_events) "
         "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], "
-        "$5::text[], $6::bigint[], $7::bigint[], $8::numeric[]) "
+        "$5::text[], $6::bigint[], $7::bigint[], $8::numeric[], $9::bigint[]) "
         "ON CONFLICT (bucket, region, box, store, currency) DO UPDATE SET "
         "orders = s.orders + excluded.orders, "
         "revenue_minor = s.revenue_minor + excluded.revenue_minor, "
-        "units = s.units + excluded.units",
+        "units = s.units + excluded.units, late_events = s.late_events + excluded.late_events",
         [k.bucket for k in keys], [k.region for k in keys], [k.box for k in keys],
         [k.store for k in keys], [k.currency for k in keys], [v.orders for v in values],
-        [v.revenue_minor for v in values], [v.units for v in values])
+        [v.revenue_minor for v in values], [v.units for v in values],
+        [v.late_events for v in values])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from bus.events.models import Money, OrderAmended, OrderCancelled, OrderKind, OrderPlaced
 from bus.examples import example
@@ -29,7 +30,16 @@ def amended(amount: int, quantity: str) -> OrderAmended:
     line = placed().lines[0].model_copy(update={"quantity": Decimal(quantity)})
     return base.model_copy(update={
         "order_id": "so-1", "lines": (line,), "total": Money(amount_minor=amount, currency="EUR"),
-        "meta": base.meta.model_copy(update={"occurred_at": PLACED_AT + timedelta(days=3)})})
+        "meta": base.meta.model_copy(update={"occurred_at": PLACED_AT + timedelta(hours=2)})})
+
+
+def on_time(event: Any) -> tuple[Any, int]:
+    """The event with the timestamp of a record that reached the network a minute after it."""
+    return event, int((event.meta.occurred_at + timedelta(minutes=1)).timestamp() * 1000)
+
+
+def late(event: Any, by: timedelta) -> tuple[Any, int]:
+    return event, int((event.meta.occurred_at + by).timestamp() * 1000)
 
 
 def cancelled() -> OrderCancelled:
@@ -41,18 +51,23 @@ def cancelled() -> OrderCancelled:
 def test_placed_amended_cancelled_all_land_in_the_placement_bucket() -> None:
     order = placed()
     units = sum((line.quantity for line in order.lines), start=Decimal(0))
-    sales, changed = fold([order, order, amended(1500, "4"), cancelled(), cancelled()], {})
+    sales, changed = fold([on_time(order), on_time(order), on_time(amended(1500, "4")),
+                           on_time(cancelled()), on_time(cancelled())], {})
     (key,) = sales
     assert key.bucket == PLACED_AT.replace(minute=0) and key.store == "store-7"
     totals = sales[key]
     assert (totals.orders, totals.revenue_minor, totals.units) == (0, 0, Decimal(0))
     assert changed["so-1"].cancelled
-    # The amendment alone: the difference, in the placement's bucket (three days earlier).
-    sales, _ = fold([order, amended(1500, "4")], {})
+    assert totals.late_events == 0
+    # An amendment arriving three days late: the difference, in the placement's bucket,
+    # counted there as late.
+    sales, _ = fold([on_time(order), late(amended(1500, "4"), timedelta(days=3))], {})
     assert (sales[key].orders, sales[key].revenue_minor) == (1, 1500)
     assert sales[key].units == Decimal("4") and units != Decimal("4")
+    assert sales[key].late_events == 1
 
 
 def test_a_purchase_order_is_not_a_sale_and_an_unknown_order_is_not_corrected() -> None:
-    sales, changed = fold([placed(OrderKind.PURCHASE_ORDER), amended(1, "1"), cancelled()], {})
+    sales, changed = fold([on_time(placed(OrderKind.PURCHASE_ORDER)),
+                           on_time(amended(1, "1")), on_time(cancelled())], {})
     assert not any(s.orders or s.revenue_minor for s in sales.values()) and changed == {}
