@@ -119,18 +119,27 @@ async def stored(dsn: str) -> dict[tuple[str, str, str, str], tuple[int, int]]:
             (r["orders"], r["revenue_minor"]) for r in rows}
 
 
-async def test_every_order_counts_once_across_a_stop_and_a_takeover(
-    ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo,
-) -> None:
+async def published(ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo, count: int
+                    ) -> tuple[str, EventSerde, dict[str, Any], int]:
+    """The network applied, an analytics database of its own, and ``count`` orders' lives
+    published into the region topics; (database URL, serde, each order's end, records)."""
     assert stack.database_url and stack.schema_registry_url
     ns = ns_settings.topic_namespace
     await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
     dsn = await create_database(stack.database_url, f"{ns}_analytics")
     serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    events, final = life(orders(3000))
+    stream, final = life(orders(count))
     async with EventProducer(ns_settings, kafka, serde) as producer:
-        for event in events:
+        for event in stream:
             await producer.publish(event, naming.region_topic(ns, event.meta.region))
+    return dsn, serde, final, len(stream)
+
+
+async def test_every_order_counts_once_across_a_stop_and_a_takeover(
+    ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo,
+) -> None:
+    ns = ns_settings.topic_namespace
+    dsn, serde, final, records = await published(ns_settings, kafka, stack, 3000)
 
     # The aggregator connects as its own user, with the ACLs the topology gives it.
     own = CredentialStore.of(ns_settings).access(naming.service_principal(ns, "aggregator"),
@@ -156,7 +165,7 @@ async def test_every_order_counts_once_across_a_stop_and_a_takeover(
         return aggregator
 
     first = await run(until=600)
-    assert 0 < first.stats.consumed < len(events)
+    assert 0 < first.stats.consumed < records
     await run(until=None)  # a new instance takes the partitions and finishes
     assert await stored(dsn) == recomputed(final)
     assert await behind(dsn, ns, kafka) == 0
@@ -210,15 +219,8 @@ async def test_an_instance_whose_partition_was_claimed_cannot_commit(
 async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
     ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo, env_for_cli: dict[str, str],
 ) -> None:
-    assert stack.database_url and stack.schema_registry_url
     ns = ns_settings.topic_namespace
-    await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(NETWORK)))
-    dsn = await create_database(stack.database_url, f"{ns}_cmd")
-    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    events, final = life(orders(50))
-    async with EventProducer(ns_settings, kafka, serde) as producer:
-        for event in events:
-            await producer.publish(event, naming.region_topic(ns, event.meta.region))
+    dsn, _, final, records = await published(ns_settings, kafka, stack, 50)
     proc = subprocess.Popen(
         [*boxbus_cli(), "aggregator", "run", "--database-url", dsn, "--json"],
         env={**env_for_cli, "BOXBUS_TOPIC_NAMESPACE": ns}, stdout=subprocess.PIPE,
@@ -232,5 +234,5 @@ async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert json.loads(out)["consumed"] == len(events)
+    assert json.loads(out)["consumed"] == records
     assert await stored(dsn) == recomputed(final)
