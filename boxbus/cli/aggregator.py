@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from boxbus.cli.analytics import analytics_dsn
 from boxbus.cli.box import _run_until_signal
 from boxbus.cli.context import (
     endpoints,
@@ -17,7 +18,6 @@ from boxbus.cli.context import (
     settings_from_env,
 )
 from boxbus.cli.output import console_err, print_json
-from bus.errors import ConfigError
 
 app = typer.Typer(help="The aggregator: region topics to the analytics database.",
                   no_args_is_help=True)
@@ -36,23 +36,13 @@ def run(
 ) -> None:
     """Aggregate until SIGTERM or Ctrl-C, as the network's aggregator user; instances of one
     network share the region partitions."""
-    from bus.db import create_database
-    from bus.devstack import LocalStack
     from processors.aggregator import Aggregator
 
     settings = settings_from_env(namespace, service=True)
     found = endpoints(settings)
     require_kafka(found.kafka)
     kafka = service_access(settings, "aggregator")  # before anything is made for it
-    dsn = database_url or (settings.database_url and settings.database_url.get_secret_value())
-    if not dsn:
-        info = LocalStack(settings).status()
-        if info is None or info.database_url is None:
-            raise ConfigError("the aggregator needs an analytics database",
-                              hint="pass --database-url, set BOXBUS_DATABASE_URL, or start "
-                              "the local stack (`boxbus dev up`)")
-        dsn = asyncio.run(create_database(info.database_url,
-                                          f"{settings.topic_namespace}_analytics"))
+    dsn = analytics_dsn(settings, database_url, create=True)
     aggregator = Aggregator(settings, kafka, dsn,
                             serde_for(settings, found.registry_url), max_records=max_records)
     stop = asyncio.Event()

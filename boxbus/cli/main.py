@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from boxbus.cli import (
     aggregator,
+    analytics,
     asyncapi,
     bench,
     box,
@@ -54,6 +55,7 @@ app.add_typer(topology.app, name="topology")
 app.add_typer(router.app, name="router")
 app.add_typer(asyncapi.app, name="asyncapi")
 app.add_typer(aggregator.app, name="aggregator")
+app.add_typer(analytics.app, name="analytics")
 app.command("demo")(demo.demo)
 
 

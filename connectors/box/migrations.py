@@ -7,22 +7,11 @@ lock so that two processes starting at once do not race. Applied versions are re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
-from bus.log import get_logger
-
-log = get_logger(__name__)
+from bus.migrations import Migration, Schema
 
 _LOCK_KEY = 0x626F7862  # "boxb": serialises migrations of one database
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
 
 
 MIGRATIONS = [
@@ -100,41 +89,19 @@ MIGRATIONS = [
 ]
 
 
+SCHEMA = Schema("boxbus_migrations", _LOCK_KEY, MIGRATIONS)
+
+
 async def pending(conn: asyncpg.Connection) -> list[int]:
     """The versions this SDK has that the database has not applied (all of them in a
     database never migrated)."""
-    if await conn.fetchval("SELECT to_regclass('boxbus_migrations')") is None:
-        return [m.version for m in MIGRATIONS]
-    done = {r["version"] for r in await conn.fetch("SELECT version FROM boxbus_migrations")}
-    return [m.version for m in MIGRATIONS if m.version not in done]
+    return await SCHEMA.pending(conn)
 
 
 async def migrate(dsn: str) -> list[int]:
     """Apply the migrations not applied yet; the versions applied by this call."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-        try:
-            await conn.execute("""
-                CREATE TABLE IF NOT EXISTS boxbus_migrations (
-                    version    int PRIMARY KEY,
-                    name       text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                )""")
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM boxbus_migrations")}
-            applied = []
-            for migration in MIGRATIONS:
-                if migration.version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO boxbus_migrations (version, name) VALUES ($1, $2)",
-                        migration.version, migration.name)
-                log.debug("migration applied", version=migration.version, name=migration.name)
-                applied.append(migration.version)
-            return applied
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        return await SCHEMA.migrate(conn)
     finally:
         await conn.close()

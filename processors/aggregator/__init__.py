@@ -1,4 +1,5 @@
-"""Central analytics: the aggregator (work in progress, issue 14)."""
+"""Central analytics: the aggregator keeps the aggregates of every region topic in an
+analytics PostgreSQL database, exactly once."""
 
 from processors.aggregator.service import Aggregator, AggregatorStats
 

@@ -4,20 +4,15 @@ events and keeps the analytics aggregates in PostgreSQL, exactly once (the commi
 (``<namespace>.aggregator``) and split the partitions; the region topics to read are named
 after the regions of the boxes the control topics know, and followed when they change.
 
-What is aggregated so far: sales (the store orders a box takes) by the hour of the order's
-placement, region, box, store and currency: orders, revenue, units; amendments and
-cancellations correct the bucket the order was counted in (a small state per order, kept in
-the same transaction, which also makes a copy of an event change nothing).
+What each event changes is :mod:`processors.aggregator.fold`'s; lateness is judged against
+each partition's watermark (the newest event time applied from it), kept with its position.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
@@ -26,7 +21,7 @@ from aiokafka.errors import IllegalStateError
 
 from bus import naming
 from bus.deadletter import DeadLetterWriter
-from bus.events.models import OrderAmended, OrderCancelled, OrderKind, OrderPlaced
+from bus.events.models import OrderAmended, OrderCancelled, OrderPlaced
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.pipeline import Pipeline
@@ -35,6 +30,7 @@ from bus.serde import EventSerde
 from bus.settings import Settings
 from bus.validation import Checked, check_record
 from processors.aggregator import store
+from processors.aggregator.fold import LATE, Fold
 from processors.router.control import ControlFollower
 
 log = get_logger(__name__)
@@ -43,9 +39,10 @@ log = get_logger(__name__)
 @dataclass
 class AggregatorStats:
     consumed: int = 0
-    aggregated: int = 0  # events that changed an aggregate
+    aggregated: int = 0  # valid events folded into the aggregates
     commits: int = 0
-    fenced: int = 0  # batches refused because another instance claimed the partition
+    fenced: int = 0  # partitions' batches refused because another instance claimed them
+    retried: int = 0  # transactions PostgreSQL rolled back (a deadlock), tried again
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -57,8 +54,7 @@ class _Claims(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
-            self.aggregator._epochs.pop(tp, None)
-            self.aggregator._positions.pop(tp, None)
+            self.aggregator._claims.pop(tp, None)
         self.aggregator._pipeline.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -81,10 +77,9 @@ class Aggregator:
         self.max_records = max_records
         self.stats = AggregatorStats()
         self.control = ControlFollower(kafka, self.namespace)
-        self._epochs: dict[TopicPartition, int] = {}
-        # Next offset to apply per claimed partition: records before it (a fetch that began
-        # before the claim's seek, or a position aiokafka reset) were counted already.
-        self._positions: dict[TopicPartition, int] = {}
+        # Per claimed partition: its epoch, the next offset to apply (records before it were
+        # counted already) and its watermark.
+        self._claims: dict[TopicPartition, store.Claim] = {}
         self._subscribed: set[str] = set()
         self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter)
 
@@ -112,8 +107,7 @@ class Aggregator:
                                                                max_records=self.max_records)
                         if fetched:
                             login.records_arrived()
-                        for tp, records in fetched.items():
-                            await self._apply(tp, records)
+                        await self._apply(fetched)
         finally:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
@@ -138,100 +132,83 @@ class Aggregator:
         conn = await asyncpg.connect(self.dsn)  # the listener runs beside the main loop
         try:
             for tp in tps:
-                offset, epoch = await store.claim(conn, self.group_id, tp.topic, tp.partition,
-                                                  starts[tp])
-                self._epochs[tp] = epoch
-                self._positions[tp] = offset
+                self._claims[tp] = claim = await store.claim(
+                    conn, self.group_id, tp.topic, tp.partition, starts[tp])
                 with contextlib.suppress(IllegalStateError):
-                    self._consumer.seek(tp, offset)
+                    self._consumer.seek(tp, claim.next_offset)
         finally:
             await conn.close()
 
-    async def _apply(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
-        if tp not in self._consumer.assignment():
-            return
-        if tp not in self._epochs:
-            await self._claim([tp])  # records came before the listener placed it:
-            return  # they come again from the stored position
-        position = self._positions[tp]
-        if records[0].offset < position:
+    async def _apply(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
+        """One fetch, all its partitions, in one fenced transaction (see
+        :mod:`processors.aggregator.store`)."""
+        batches: dict[TopicPartition, list[KafkaRecord]] = {}
+        for tp, records in fetched.items():
+            if tp not in self._consumer.assignment():
+                continue
+            if tp not in self._claims:
+                await self._claim([tp])  # records came before the listener placed it:
+                continue  # they come again from the stored position
+            position = self._claims[tp].next_offset
             records = [r for r in records if r.offset >= position]
-            if not records:
-                return
-        # (Records from a fetch made before the claim's seek never come: aiokafka drops a
-        # fetch whose offset is not the partition's position. A gap after it is the log's.)
-        checked = await self._pipeline.run(records)
-        events = [(item.event, record.timestamp)
-                  for record, item in zip(records, checked, strict=True) if item is not None
-                  and isinstance(item.event, OrderPlaced | OrderAmended | OrderCancelled)]
-        try:
-            async with store.fenced(self._conn, self.group_id, tp.topic, tp.partition,
-                                    self._epochs[tp], records[-1].offset + 1):
-                # An order's events share its key, hence its partition: its state is this
-                # instance's alone while it holds the partition.
-                orders = await store.orders_of(self._conn, {e.order_id for e, _ in events})
-                sales, changed = fold(events, orders)
-                await store.add_sales(self._conn, sales)
-                await store.save_orders(self._conn, changed)
-        except store.Fenced as exc:
-            self.stats.fenced += 1
-            self._epochs.pop(tp, None)
-            self._positions.pop(tp, None)
-            log.warning("partition claimed by another instance; batch left to it",
-                        error=str(exc))
+            # (Records from before a claimed position: a fetch made before the claim's seek.)
+            if records:
+                batches[tp] = records
+        checked = {tp: await self._pipeline.run(records) for tp, records in batches.items()}
+        while batches:
+            try:
+                claims = await self._commit(batches, checked)
+            except store.Fenced as exc:
+                tp = TopicPartition(exc.topic, exc.partition)
+                self.stats.fenced += 1
+                self._claims.pop(tp, None)
+                batches.pop(tp, None)
+                log.warning("partition claimed by another instance; its batch left to it",
+                            error=str(exc))
+                continue
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                self.stats.retried += 1
+                log.info("analytics transaction rolled back by PostgreSQL; trying again",
+                         error=str(exc))
+                continue
+            self._claims.update(claims)
+            self.stats.consumed += sum(len(records) for records in batches.values())
+            self.stats.commits += 1
             return
-        self._positions[tp] = records[-1].offset + 1
-        self.stats.consumed += len(records)
-        self.stats.aggregated += len(events)
-        self.stats.commits += 1
+
+    async def _commit(self, batches: dict[TopicPartition, list[KafkaRecord]],
+                      checked: dict[TopicPartition, list[Checked | None]],
+                      ) -> dict[TopicPartition, store.Claim]:
+        """Fold and write the batches in one transaction; the claims they leave behind."""
+        events = [item.event for tp in batches for item in checked[tp] if item is not None]
+        ids = {e.order_id for e in events
+               if isinstance(e, OrderPlaced | OrderAmended | OrderCancelled)}
+        # An order's events share its key, hence its partition: its state is this instance's
+        # alone while it holds the partition (if it no longer does, the fence refuses).
+        folding = Fold(await store.orders_of(self._conn, ids),
+                       await store.purchases_of(self._conn, ids))
+        claims: dict[TopicPartition, store.Claim] = {}
+        for tp, records in batches.items():
+            claim = self._claims[tp]
+            watermark = claim.watermark
+            for item in checked[tp]:
+                if item is None:
+                    continue
+                occurred = item.event.meta.occurred_at
+                folding.add(item.event, late=watermark is not None
+                            and watermark - occurred >= LATE)
+                if watermark is None or occurred > watermark:
+                    watermark = occurred
+            claims[tp] = store.Claim(records[-1].offset + 1, claim.epoch, watermark)
+        positions = [store.Position(tp.topic, tp.partition, c.epoch, c.next_offset,
+                                    c.watermark) for tp, c in claims.items()]
+        async with store.fenced(self._conn, self.group_id, positions):
+            await store.write(self._conn, folding.changes)
+        self.stats.aggregated += folding.changes.aggregated
+        return claims
 
     async def _check(self, record: KafkaRecord) -> Checked:
         return await check_record(record, self.serde, self.namespace)
 
     async def _dead_letter(self, record: KafkaRecord, error: Any) -> None:
         await self._dead_letters.write(record, error)
-
-
-LATE = timedelta(hours=1)  # an event that arrives this long after it happened is counted late
-
-
-def fold(events: list[tuple[OrderPlaced | OrderAmended | OrderCancelled, int]],
-         orders: dict[str, store.OrderState],
-         ) -> tuple[dict[store.SalesKey, store.Sales], dict[str, store.OrderState]]:
-    """A batch's events (each with its record's timestamp, when it reached the network), in
-    order, as sales deltas and the order states they changed. Sales are the store orders a box
-    takes (``STORE_ORDER``); an amendment or a cancellation corrects the bucket where its order
-    was counted; a copy of an event changes nothing. An event that arrives an hour or more
-    after it happened is applied all the same, to its own bucket, and counted there as late."""
-    sales: dict[store.SalesKey, store.Sales] = defaultdict(store.Sales)
-    changed: dict[str, store.OrderState] = {}
-    for event, arrived_ms in events:
-        late = (datetime.fromtimestamp(arrived_ms / 1000, UTC) - event.meta.occurred_at
-                >= LATE)
-        state = orders.get(event.order_id)
-        if isinstance(event, OrderPlaced):
-            if state is not None or event.kind is not OrderKind.STORE_ORDER:
-                continue  # counted already (a copy), or a purchase, not a sale
-            meta = event.meta
-            state = store.OrderState(
-                store.SalesKey(meta.occurred_at.replace(minute=0, second=0, microsecond=0),
-                               meta.region, meta.source_box, event.store_id or "",
-                               event.total.currency),
-                event.total.amount_minor, _units(event))
-            sales[state.key].add(1, state.revenue_minor, state.units, late=late)
-        elif state is None or state.cancelled:
-            continue  # not a sale this aggregator counted, or cancelled already
-        elif isinstance(event, OrderAmended):
-            revenue, units = event.total.amount_minor, _units(event)
-            sales[state.key].add(0, revenue - state.revenue_minor, units - state.units,
-                                 late=late)
-            state = replace(state, revenue_minor=revenue, units=units)
-        else:
-            sales[state.key].add(-1, -state.revenue_minor, -state.units, late=late)
-            state = replace(state, cancelled=True)
-        orders[event.order_id] = changed[event.order_id] = state
-    return sales, changed
-
-
-def _units(order: OrderPlaced | OrderAmended) -> Decimal:
-    return sum((line.quantity for line in order.lines), start=Decimal(0))

@@ -33,6 +33,7 @@ from bus.serde import EventSerde
 from bus.topics import partitions_of
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.aggregator import Aggregator, store
+from processors.aggregator.fold import Changes, Sales, SalesKey
 from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
@@ -201,17 +202,23 @@ async def test_an_instance_whose_partition_was_claimed_cannot_commit(
     conn = await asyncpg.connect(dsn)
     try:
         await store.migrate(conn)
-        _, old = await store.claim(conn, "g", "t", 0, 0)
-        _, new = await store.claim(conn, "g", "t", 0, 0)  # another instance took it over
+        old = (await store.claim(conn, "g", "t", 0, 0)).epoch
+        new = (await store.claim(conn, "g", "t", 0, 0)).epoch  # another instance took over
         assert new == old + 1
-        key = store.SalesKey(datetime(2026, 11, 23, 6, tzinfo=UTC), "north", "b", "", "EUR")
-        delta = {key: store.Sales(1, 500, Decimal(2))}
+        key = SalesKey(datetime(2026, 11, 23, 6, tzinfo=UTC), "north", "b", "", "EUR")
+        changes = Changes()
+        changes.sales[key] = Sales(1, 500, Decimal(2))
+
+        async def commit(epoch: int) -> None:
+            async with store.fenced(conn, "g", [store.Position("t", 0, epoch, 10, None)]):
+                await store.write(conn, changes)
+
         with pytest.raises(store.Fenced):
-            await store.commit(conn, "g", "t", 0, old, 10, delta)
+            await commit(old)
         assert await conn.fetchval("SELECT count(*) FROM agg_sales_hourly") == 0
-        await store.commit(conn, "g", "t", 0, new, 10, delta)
+        await commit(new)
         assert await conn.fetchval("SELECT next_offset FROM agg_positions") == 10
-        assert await conn.fetchval("SELECT orders FROM agg_sales_hourly") == 1
+        assert await conn.fetchval("SELECT orders FROM agg_sales_daily") == 1
     finally:
         await conn.close()
 

@@ -1,0 +1,110 @@
+"""``boxbus analytics``: the central analytics for people: ``query`` answers a named query from
+the analytics database (a table, or ``--json``), ``serve`` runs the dashboard and the same
+queries as JSON over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from boxbus.cli.context import settings_from_env
+from boxbus.cli.output import console, console_err, print_json
+from bus.errors import ConfigError
+from bus.settings import Settings
+
+app = typer.Typer(help="Central analytics: queries, the HTTP API and the dashboard.",
+                  no_args_is_help=True)
+
+
+def analytics_dsn(settings: Settings, given: str | None, *, create: bool) -> str:
+    """The analytics database: the one given, BOXBUS_DATABASE_URL, or ``<namespace>_analytics``
+    on the local stack's PostgreSQL (created if ``create``)."""
+    from bus.db import create_database, owner_url
+    from bus.devstack import LocalStack
+
+    dsn = given or (settings.database_url and settings.database_url.get_secret_value())
+    if dsn:
+        return dsn
+    info = LocalStack(settings).status()
+    if info is None or info.database_url is None:
+        raise ConfigError("no analytics database is given and no local stack runs",
+                          hint="pass --database-url, set BOXBUS_DATABASE_URL, or start the "
+                          "local stack (`boxbus dev up`)")
+    name = f"{settings.topic_namespace}_analytics"
+    if create:
+        return asyncio.run(create_database(info.database_url, name))
+    return owner_url(info.database_url, name)
+
+
+def _filters(by: str | None, start: str | None, end: str | None, regions: list[str] | None,
+             limit: int | None, below: float | None = None, at: str | None = None) -> Any:
+    from processors.analytics.queries import Filters, moment
+
+    return Filters(
+        by=tuple(d.strip() for d in by.split(",") if d.strip()) if by else (),
+        start=moment(start, "--from") if start else None,
+        end=moment(end, "--to") if end else None,
+        regions=tuple(regions or ()), limit=limit,
+        below=Decimal(str(below)) if below is not None else Decimal(10),
+        at=moment(at, "--at") if at else None)
+
+
+DatabaseOption = Annotated[str | None, typer.Option(
+    "--database-url", help="The analytics database (default: BOXBUS_DATABASE_URL, else "
+    "<namespace>_analytics on the local stack).")]
+NamespaceOption = Annotated[str | None, typer.Option(
+    help="Topic namespace of the network (default: BOXBUS_TOPIC_NAMESPACE).")]
+
+
+@app.command("query")
+def query(
+    name: Annotated[str, typer.Argument(help="sales, products, funnel, stock, low-stock, "
+                                        "receivables, branch-reports, events, positions")],
+    by: Annotated[str | None, typer.Option(help="Dimensions to group by, comma separated "
+                                           "(each query lists its own).")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="From this event time "
+                                              "(inclusive): 2026-11-23 or 2026-11-23T14:00."
+                                              )] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Until this event time (exclusive)."
+                                            )] = None,
+    region: Annotated[list[str] | None, typer.Option(help="Only this region (repeatable).")
+                      ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows.", min=1)] = None,
+    below: Annotated[float | None, typer.Option(help="low-stock/stock: available units under "
+                                                "this are low (default 10).")] = None,
+    at: Annotated[str | None, typer.Option(help="receivables: ageing as of this time "
+                                           "(default now).")] = None,
+    database_url: DatabaseOption = None,
+    namespace: NamespaceOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object for programs.")
+                        ] = False,
+) -> None:
+    """Answer a named query from the analytics database (read only)."""
+    from processors.analytics.queries import query_named
+    from processors.analytics.reader import Reader
+
+    query_named(name)  # an unknown name fails before anything connects
+    filters = _filters(by, start, end, region, limit, below, at)
+    settings = settings_from_env(namespace)
+    dsn = analytics_dsn(settings, database_url, create=False)
+
+    async def answer() -> dict[str, Any]:
+        async with Reader(dsn) as reader:
+            return await reader.query(name, filters)
+
+    result = asyncio.run(answer())
+    if json_out:
+        print_json(result)
+        return
+    console_err.print(f"[bold]{result['title']}[/]: {result['description']}", highlight=False)
+    if not result["rows"]:
+        console.print("(no rows)")
+        return
+    table = Table(*result["columns"])
+    for row in result["rows"]:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)
