@@ -6,7 +6,7 @@ import asyncio
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -179,3 +179,72 @@ def isolation(
     for key, value in results.items():
         table.add_row(key, str(value))
     console.print(table)
+
+
+@app.command()
+def week(
+    scale: Annotated[float, typer.Option(help="Scale of the reference week (1: ~500,000 store "
+                                         "orders, ~4.6 million events).", min=0.0001)] = 1.0,
+    instances: Annotated[int, typer.Option(help="Aggregator instances (one consumer group).",
+                                           min=1)] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds the pipeline may take after the "
+                                           "last event is published.")] = 3600.0,
+    verify: Annotated[bool, typer.Option(help="Recompute the aggregates from the region "
+                                         "topics and compare.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The reference week replayed through the router and the aggregator on the running
+    stack: events/s of each stage, wall time, latency, CPU and memory, and a check of the
+    aggregates against a recomputation from the topics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from processors.aggregator.bench import bench_week
+
+    settings = settings_from_env()
+    found = endpoints(settings)
+    info = LocalStack(settings).status()
+    server = (settings.database_url.get_secret_value() if settings.database_url
+              else info.database_url if info else None)
+    if server is None or found.registry_url is None:
+        raise ConfigError("the week replay needs the stack's PostgreSQL and registry",
+                          hint="`boxbus dev up` (or BOXBUS_DATABASE_URL and "
+                          "BOXBUS_SCHEMA_REGISTRY_URL)")
+    run_settings = settings.model_copy(update={"topic_namespace": f"wk{uuid.uuid4().hex[:6]}"})
+    stack_pids = {} if settings.external_kafka or info is None else dict(info.processes)
+    bars = Progress("[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console_err,
+                    disable=json_out)
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total or None)
+        bars.update(tasks[stage], completed=done, total=total or None)
+
+    def say(text: str) -> None:
+        if not json_out:
+            bars.console.print(f"· {text}")
+
+    with bars:
+        results = asyncio.run(bench_week(
+            run_settings, found.kafka, registry_url=found.registry_url,
+            database_server=server, scale=scale, instances=instances, stack_pids=stack_pids,
+            timeout=timeout, verify=verify, say=say, progress=progress))
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title=f"the reference week at scale {scale}: {results['events']:,} events",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name in ("wall_seconds", "publish_events_per_s", "route_events_per_s",
+                 "aggregate_events_per_s", "latency_p50_ms", "latency_p99_ms", "late_events",
+                 "aggregates_equal_recomputation", "topology_apply_seconds"):
+        table.add_row(name, str(results[name]))
+    console.print(table)
+    usage = Table("process", "CPU s", "peak RSS MB", box=box.SIMPLE_HEAD)
+    for name, figures in results["processes"].items():
+        usage.add_row(name, str(figures.get("cpu_seconds")), str(figures.get("peak_rss_mb", "")))
+    console.print(usage)
+    for line in results.get("differences") or []:
+        console_err.print(f"[red]differs:[/] {line}", highlight=False)

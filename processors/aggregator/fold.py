@@ -22,9 +22,10 @@ What each event type changes, always in the bucket of its own event time (``occu
 - every event: the records of its type in its hour, and whether it came late.
 
 An event is *late* when its event time is an hour or more behind the newest event time seen
-before it in its partition (the partition's watermark, stored with the position so that a
-restart judges the same). Late events are applied to their own bucket all the same, and
-counted there.
+before it from the same source box in its partition (the source's watermark, stored with the
+partition's position so that a restart judges the same). Per source, because the router
+interleaves the boxes of a region: one box's backlog must not make another's events late.
+Late events are applied to their own bucket all the same, and counted there.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from bus.events.models import (
     StockLevelChanged,
 )
 
-LATE = timedelta(hours=1)  # this far behind its partition's watermark, an event is late
+LATE = timedelta(hours=1)  # this far behind its source's watermark, an event is late
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -107,8 +108,8 @@ class ProductSales:
         self.net_minor += net_minor
 
 
-# Per article of an order: (units, net value in minor units).
-Articles = dict[str, tuple[Decimal, int]]
+# Per article of an order: (its lines, units, net value in minor units).
+Articles = dict[str, tuple[int, Decimal, int]]
 
 
 @dataclass
@@ -241,8 +242,8 @@ class Changes:
 def articles_of(lines: Iterable[Line]) -> Articles:
     found: Articles = {}
     for line in lines:
-        units, net = found.get(line.sku, (Decimal(0), 0))
-        found[line.sku] = (units + line.quantity,
+        count, units, net = found.get(line.sku, (0, Decimal(0), 0))
+        found[line.sku] = (count + 1, units + line.quantity,
                            net + round(line.quantity * line.unit_price.amount_minor))
     return found
 
@@ -254,7 +255,7 @@ def units_of(lines: Iterable[Line]) -> Decimal:
 class Fold:
     """Folds one fetch's events into :class:`Changes`, given the stored state of the store
     orders they touch (``orders``) and the revision of the purchase orders (``purchases``),
-    and each partition's watermark (the newest event time seen in it, updated in place)."""
+    and whether each event is late (judged by the caller, who keeps the watermarks)."""
 
     def __init__(self, orders: Mapping[str, OrderState], purchases: Mapping[str, int]) -> None:
         self.changes = Changes()
@@ -360,9 +361,10 @@ class Fold:
 
     def _articles(self, state: OrderState, articles: Articles, sign: int) -> None:
         key = state.key
-        for sku, (units, net) in articles.items():
+        for sku, (lines, units, net) in articles.items():
             self.changes.products[ProductKey(day_of(key.bucket), key.region, key.box, sku,
-                                             key.currency)].add(sign, sign * units, sign * net)
+                                             key.currency)].add(sign * lines, sign * units,
+                                                                sign * net)
 
     def _purchase_changed(self, event: OrderAmended | OrderCancelled) -> None:
         purchase = self._purchase(event.order_id)

@@ -5,14 +5,16 @@ events and keeps the analytics aggregates in PostgreSQL, exactly once (the commi
 after the regions of the boxes the control topics know, and followed when they change.
 
 What each event changes is :mod:`processors.aggregator.fold`'s; lateness is judged against
-each partition's watermark (the newest event time applied from it), kept with its position.
+the watermarks of each partition (per source box, the newest event time applied from it),
+kept with its position.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import asyncpg
@@ -43,9 +45,44 @@ class AggregatorStats:
     commits: int = 0
     fenced: int = 0  # partitions' batches refused because another instance claimed them
     retried: int = 0  # transactions PostgreSQL rolled back (a deadlock), tried again
+    first_commit_at: float | None = None  # epoch seconds
+    last_commit_at: float | None = None
+    latency: Latency = field(default_factory=lambda: Latency())
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "latency"}
+        return {**found, **self.latency.percentiles()}
+
+
+class Latency:
+    """End-to-end latency of the aggregated records: from their record timestamp (set when
+    the source's relay produced them; the router keeps it) to the commit that applied them.
+    A systematic sample: every record until 200,000 are kept, then every second one, ..."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.stride = 1
+        self._seen = 0
+
+    def add(self, committed_ms: float, timestamps: list[int]) -> None:
+        for ts in timestamps:
+            self._seen += 1
+            if self._seen % self.stride == 0:
+                self.samples.append(committed_ms - ts)
+        if len(self.samples) > self.LIMIT:
+            self.samples = self.samples[1::2]
+            self.stride *= 2
+
+    def percentiles(self) -> dict[str, float | None]:
+        ordered = sorted(self.samples)
+
+        def at(share: float) -> float | None:
+            return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1) \
+                if ordered else None
+
+        return {"latency_p50_ms": at(0.5), "latency_p99_ms": at(0.99)}
 
 
 class _Claims(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -78,7 +115,7 @@ class Aggregator:
         self.stats = AggregatorStats()
         self.control = ControlFollower(kafka, self.namespace)
         # Per claimed partition: its epoch, the next offset to apply (records before it were
-        # counted already) and its watermark.
+        # counted already) and its watermarks.
         self._claims: dict[TopicPartition, store.Claim] = {}
         self._subscribed: set[str] = set()
         self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter)
@@ -172,6 +209,11 @@ class Aggregator:
                          error=str(exc))
                 continue
             self._claims.update(claims)
+            now = time.time()
+            self.stats.first_commit_at = self.stats.first_commit_at or now
+            self.stats.last_commit_at = now
+            self.stats.latency.add(now * 1000, [r.timestamp for records in batches.values()
+                                                for r in records])
             self.stats.consumed += sum(len(records) for records in batches.values())
             self.stats.commits += 1
             return
@@ -190,18 +232,18 @@ class Aggregator:
         claims: dict[TopicPartition, store.Claim] = {}
         for tp, records in batches.items():
             claim = self._claims[tp]
-            watermark = claim.watermark
+            marks = dict(claim.watermarks)
             for item in checked[tp]:
                 if item is None:
                     continue
-                occurred = item.event.meta.occurred_at
-                folding.add(item.event, late=watermark is not None
-                            and watermark - occurred >= LATE)
-                if watermark is None or occurred > watermark:
-                    watermark = occurred
-            claims[tp] = store.Claim(records[-1].offset + 1, claim.epoch, watermark)
+                meta = item.event.meta
+                mark = marks.get(meta.source_box)
+                folding.add(item.event, late=mark is not None and mark - meta.occurred_at >= LATE)
+                if mark is None or meta.occurred_at > mark:
+                    marks[meta.source_box] = meta.occurred_at
+            claims[tp] = store.Claim(records[-1].offset + 1, claim.epoch, marks)
         positions = [store.Position(tp.topic, tp.partition, c.epoch, c.next_offset,
-                                    c.watermark) for tp, c in claims.items()]
+                                    c.watermarks) for tp, c in claims.items()]
         async with store.fenced(self._conn, self.group_id, positions):
             await store.write(self._conn, folding.changes)
         self.stats.aggregated += folding.changes.aggregated

@@ -4,11 +4,11 @@ The commit protocol, per fetch (the records of one ``getmany``, from one or more
 
 1. On assignment, the instance *claims* each partition: one statement raises the partition's
    ``epoch`` in ``agg_positions`` and returns it with the stored ``next_offset`` (the log's
-   start if none) and ``watermark``. The consumer seeks there. Kafka's committed offsets are
+   start if none) and ``watermarks``. The consumer seeks there. Kafka's committed offsets are
    not used.
 2. The fetch's events are folded into deltas in memory (:mod:`processors.aggregator.fold`:
    one row per bucket and key), never a transaction per event.
-3. One transaction: each partition's position (and watermark) moves to its batch's end **only
+3. One transaction: each partition's position (and watermarks) moves to its batch's end **only
    if its epoch is still the one this instance claimed** (``UPDATE ... WHERE epoch =
    $claimed``); no row updated means another instance claimed the partition since (a
    rebalance this one has not seen yet, or a pause that outlived its membership): the
@@ -30,7 +30,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -51,13 +51,13 @@ MIGRATIONS = [
         CREATE TABLE agg_positions (
             consumer text NOT NULL, topic text NOT NULL, partition int NOT NULL,
             next_offset bigint NOT NULL, epoch bigint NOT NULL DEFAULT 0,
-            watermark timestamptz,
+            watermarks jsonb NOT NULL DEFAULT '{}',
             updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
             PRIMARY KEY (consumer, topic, partition));
         COMMENT ON TABLE agg_positions IS
             'Per region partition: the next offset not yet in the aggregates, the epoch of the '
-            'instance that may commit for it, and the newest event time seen (the watermark '
-            'that decides what is late).';
+            'instance that may commit for it, and per source box the newest event time seen '
+            'in it (the watermarks that decide what is late, as epoch milliseconds).';
     """),
     Migration(2, "sales", """
         CREATE TABLE agg_sales_hourly (
@@ -121,7 +121,7 @@ MIGRATIONS = [
             PRIMARY KEY (bucket, region, type));
         COMMENT ON TABLE agg_events_hourly IS
             'Records of each event type by the hour of their event time, and how many came '
-            'late (an hour or more behind their partition''s watermark).';
+            'late (an hour or more behind their source''s watermark in their partition).';
     """),
 ]
 
@@ -140,7 +140,7 @@ class Fenced(Exception):
 class Claim:
     next_offset: int
     epoch: int
-    watermark: datetime | None
+    watermarks: dict[str, datetime]
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class Position:
     partition: int
     epoch: int
     next_offset: int
-    watermark: datetime | None
+    watermarks: dict[str, datetime]
 
 
 async def migrate(conn: asyncpg.Connection) -> list[int]:
@@ -160,14 +160,16 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
 
 async def claim(conn: asyncpg.Connection, consumer: str, topic: str, partition: int,
                 start: int) -> Claim:
-    """Claim a partition: its position and watermark, and an epoch one more than before."""
+    """Claim a partition: its position and watermarks, and an epoch one more than before."""
     row = await conn.fetchrow(
         "INSERT INTO agg_positions (consumer, topic, partition, next_offset, epoch) "
         "VALUES ($1, $2, $3, $4, 1) ON CONFLICT (consumer, topic, partition) DO UPDATE "
         "SET epoch = agg_positions.epoch + 1, updated_at = clock_timestamp() "
-        "RETURNING next_offset, epoch, watermark", consumer, topic, partition, start)
+        "RETURNING next_offset, epoch, watermarks", consumer, topic, partition, start)
     assert row is not None
-    return Claim(int(row["next_offset"]), int(row["epoch"]), row["watermark"])
+    marks = {box: datetime.fromtimestamp(ms / 1000, UTC)
+             for box, ms in json.loads(row["watermarks"]).items()}
+    return Claim(int(row["next_offset"]), int(row["epoch"]), marks)
 
 
 @contextlib.asynccontextmanager
@@ -179,10 +181,12 @@ async def fenced(conn: asyncpg.Connection, consumer: str, positions: Sequence[Po
     async with conn.transaction():
         for p in sorted(positions, key=lambda p: (p.topic, p.partition)):
             moved = await conn.execute(
-                "UPDATE agg_positions SET next_offset = $5, watermark = $6, "
+                "UPDATE agg_positions SET next_offset = $5, watermarks = $6, "
                 "updated_at = clock_timestamp() "
                 "WHERE consumer = $1 AND topic = $2 AND partition = $3 AND epoch = $4",
-                consumer, p.topic, p.partition, p.epoch, p.next_offset, p.watermark)
+                consumer, p.topic, p.partition, p.epoch, p.next_offset,
+                json.dumps({box: round(t.timestamp() * 1000) for box, t in
+                            sorted(p.watermarks.items())}))
             if moved != "UPDATE 1":
                 raise Fenced(p.topic, p.partition)
         yield
@@ -196,7 +200,8 @@ async def orders_of(conn: asyncpg.Connection, order_ids: Iterable[str]
     return {r["order_id"]: OrderState(
         SalesKey(r["bucket"], r["region"], r["box"], r["store"], r["currency"]),
         r["revenue_minor"], r["units"],
-        {sku: (Decimal(u), int(n)) for sku, (u, n) in json.loads(r["articles"]).items()},
+        {sku: (int(c), Decimal(u), int(n))
+         for sku, (c, u, n) in json.loads(r["articles"]).items()},
         r["cancelled"]) for r in rows}
 
 
@@ -233,7 +238,8 @@ async def write(conn: asyncpg.Connection, changes: Changes) -> None:
         ("store", "text"), ("currency", "text"), ("revenue_minor", "bigint"),
         ("units", "numeric"), ("articles", "jsonb"), ("cancelled", "boolean")),
         [(order_id, *_key(s.key), s.revenue_minor, s.units,
-          json.dumps({sku: [str(u), n] for sku, (u, n) in s.articles.items()}), s.cancelled)
+          json.dumps({sku: [c, str(u), n] for sku, (c, u, n) in s.articles.items()}),
+          s.cancelled)
          for order_id, s in sorted(changes.orders.items())], 1, _REPLACE)
     await _upsert(conn, "agg_purchase_orders", (
         ("order_id", "text"), ("buyer", "text"), ("supplier", "text"), ("region", "text"),

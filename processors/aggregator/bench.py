@@ -1,0 +1,341 @@
+"""``boxbus bench week``: the reference week (:mod:`processors.aggregator.week`) replayed
+through the real pipeline on the running stack, as fast as it goes, and checked.
+
+1. The reference network (../shared/WORKLOAD.md, scale 1 in shape) is applied under a
+   namespace of its own, and an analytics database made for it.
+2. The router (``boxbus router run``) and ``--instances`` aggregators (``boxbus aggregator
+   run``) start as processes of their own, each as its own Kafka user.
+3. The week's events at ``--scale`` are built and published into the ingress topics of their
+   source boxes, as each box's relay would (Avro bodies with registered schemas, envelope
+   headers), in publishing order.
+4. The router routes them (region topics, inboxes of the boxes entitled to them), and the
+   aggregators fold the region topics into the analytics database; the run ends when the
+   aggregators' stored positions reach the region topics' ends.
+5. The aggregates are compared with an independent recomputation from the region topics
+   (:mod:`processors.aggregator.verify`).
+
+Reported: events/s of each stage (publishing, routing, aggregating), the wall time from the
+first event published to the aggregators' last commit, end-to-end latency p50/p99 (relay's
+produce to the aggregator's commit), CPU seconds and peak RSS of every process (the bench
+itself, router, aggregators, broker, PostgreSQL), and whether the aggregates are right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import fastavro
+from aiokafka import TopicPartition
+
+from bus import naming, wire
+from bus.catalog import SchemaCatalog
+from bus.db import create_database
+from bus.envelope import Envelope
+from bus.kafka import KafkaAccess
+from bus.registry import SchemaRegistry
+from bus.settings import Settings
+from bus.topics import partitions_of
+from bus.topology import Topology, apply_plan, make_plan
+from processors.aggregator.verify import differences, recompute
+from processors.aggregator.week import REGIONS, Planned, Week, type_name
+from processors.router.bench import workload_topology
+
+Progress = Callable[[str, int, int], None]  # stage, done, total
+
+
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds of a process and its children, running or ended (PostgreSQL's backends
+    are children of its postmaster)."""
+    total = 0.0
+    found = False
+    for each in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found = True
+        used = fields[11:15] if each == pid else fields[11:13]  # with its ended children
+        total += sum(int(f) for f in used) / os.sysconf("SC_CLK_TCK")
+    return total if found else None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def proc_rss_mb(pid: int) -> float | None:
+    """Peak RSS of a process (VmHWM), MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[str]
+    cpu_start: float = 0.0
+    cpu: float = 0.0
+    peak_rss_mb: float = 0.0
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def sample(self) -> None:
+        cpu = proc_cpu(self.proc.pid)
+        if cpu is not None:
+            self.cpu = cpu - self.cpu_start
+        self.peak_rss_mb = max(self.peak_rss_mb, proc_rss_mb(self.proc.pid) or 0.0)
+
+    def stop(self, timeout: float = 60) -> None:
+        if self.proc.poll() is None:
+            self.sample()
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        text = out or ""
+        try:
+            self.result = json.loads(text[text.index("{"):])
+        except ValueError:
+            self.result = {"error": ((err or "").strip().splitlines()
+                                     or [f"exit {self.proc.returncode}"])[-1]}
+
+
+class Publisher:
+    """Encodes planned events as their boxes' relays would and produces them."""
+
+    def __init__(self, kafka: KafkaAccess, registry: SchemaRegistry, catalog: SchemaCatalog,
+                 namespace: str) -> None:
+        self.kafka = kafka
+        self.registry = registry
+        self.catalog = catalog
+        self.namespace = namespace
+        self._ids: dict[tuple[str, str], int] = {}
+        self.published = 0
+        self.by_type: dict[str, int] = {}
+
+    async def record(self, planned: Planned) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
+        meta = planned.meta
+        fullname = type_name(planned.type)
+        topic = naming.ingress_topic(self.namespace, meta["source_box"])
+        schema = self.catalog[fullname]
+        schema_id = self._ids.get((topic, fullname))
+        if schema_id is None:
+            schema_id = self._ids[(topic, fullname)] = await self.registry.register(
+                naming.subject(topic, schema.fullname), schema)
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, schema.parsed, planned.data)
+        envelope = Envelope(
+            id=meta["event_id"], source_box=meta["source_box"], type=fullname,
+            time=meta["occurred_at"], region=meta["region"],
+            partition_key=meta["aggregate_key"],
+            dataschema=f"{self.registry.url}/schemas/ids/{schema_id}",
+            target_box=meta["target_box"], correlation_id=meta["correlation_id"],
+            causation_id=meta["causation_id"])
+        self.by_type[planned.type] = self.by_type.get(planned.type, 0) + 1
+        return (topic, meta["aggregate_key"].encode(),
+                wire.frame(schema_id, buffer.getvalue()), envelope.to_headers())
+
+    async def publish(self, week: Week, progress: Callable[[int], None]) -> None:
+        producer = self.kafka.producer(acks="all", linger_ms=10, max_batch_size=512 * 1024,
+                                       max_request_size=4 * 1024 * 1024)
+        await producer.start()
+        try:
+            pending: list[asyncio.Future[Any]] = []
+            for planned in week.events():
+                topic, key, value, headers = await self.record(planned)
+                pending.append(await producer.send(topic, value, key=key, headers=headers))
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    self.published += len(pending)
+                    progress(len(pending))
+                    pending = []
+            await asyncio.gather(*pending)
+            self.published += len(pending)
+            progress(len(pending))
+        finally:
+            await producer.stop()
+
+
+async def _ends(kafka: KafkaAccess, topics: list[str]) -> dict[TopicPartition, int]:
+    tps = [tp for topic in topics for tp in await partitions_of(kafka, topic)]
+    consumer = kafka.consumer(enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+async def _group_committed(kafka: KafkaAccess, group: str) -> int:
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
+
+
+async def _aggregated(dsn: str, group: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM agg_positions WHERE consumer = $1",
+            group)
+    except asyncpg.UndefinedTableError:
+        value = 0
+    finally:
+        await conn.close()
+    return int(value)
+
+
+def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    return Process(name, proc)
+
+
+async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: str,
+                     database_server: str, scale: float, instances: int, stack_pids:
+                     dict[str, int], timeout: float, verify: bool, say: Callable[[str], None],
+                     progress: Progress, topology: Topology | None = None) -> dict[str, Any]:
+    ns = settings.topic_namespace
+    topology = topology or workload_topology(ns)
+    say(f"applying the reference network as namespace {ns} ...")
+    started = time.perf_counter()
+    await apply_plan(kafka, await make_plan(settings, kafka, topology))
+    apply_s = time.perf_counter() - started
+    dsn = await create_database(database_server, f"{ns}_analytics")
+    registry = SchemaRegistry(registry_url)
+    catalog = SchemaCatalog.load()
+    env = {**os.environ, "BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_LOG_LEVEL": "WARNING"}
+    cli = [sys.executable, "-m", "boxbus.cli.main"]
+    processes = [_start("router", [*cli, "router", "run", "--json"], env)]
+    processes += [_start(f"aggregator-{n + 1}", [*cli, "aggregator", "run", "--database-url",
+                                                 dsn, "--json"], env)
+                  for n in range(instances)]
+    stack = {name: proc_cpu(pid) or 0.0 for name, pid in stack_pids.items()}
+    for p in processes:
+        p.cpu_start = proc_cpu(p.proc.pid) or 0.0
+    week = Week(topology, scale)
+    expected_events = None
+    publisher = Publisher(kafka, registry, catalog, ns)
+    ingress = sorted({naming.ingress_topic(ns, b.id) for b in topology.boxes
+                      if b.kind != "partner"})
+    regions = [naming.region_topic(ns, r) for r in (*REGIONS, "central")]
+    marks: dict[str, float] = {}
+    self_cpu = time.process_time()
+    try:
+        say(f"publishing the week at scale {scale} into the boxes' ingress topics; the router "
+            f"and {instances} aggregator(s) run beside ...")
+        t0 = time.time()
+
+        def published(n: int) -> None:
+            progress("publish", publisher.published, expected_events or 0)
+
+        await publisher.publish(week, published)
+        marks["published"] = time.time()
+        expected_events = publisher.published
+        progress("publish", publisher.published, expected_events)
+        ingress_total = sum((await _ends(kafka, ingress)).values())
+        routed = aggregated = 0
+        region_total: int | None = None
+        async with asyncio.timeout(timeout):
+            while True:
+                for p in processes:
+                    p.sample()
+                    if p.proc.poll() is not None:
+                        p.stop()
+                        raise RuntimeError(f"{p.name} stopped: {p.result}")
+                if routed < ingress_total:
+                    routed = await _group_committed(kafka, f"{ns}.router")
+                    progress("route", routed, ingress_total)
+                    if routed >= ingress_total:
+                        marks["routed"] = time.time()
+                        region_total = sum((await _ends(kafka, regions)).values())
+                else:
+                    assert region_total is not None
+                    aggregated = await _aggregated(dsn, f"{ns}.aggregator")
+                    progress("aggregate", aggregated, region_total)
+                    if aggregated >= region_total:
+                        break
+                await asyncio.sleep(0.5)
+    finally:
+        for p in processes:
+            p.stop()
+    stack_cpu = {name: round((proc_cpu(pid) or 0.0) - stack[name], 1)
+                 for name, pid in stack_pids.items()}
+    aggregators = [p.result for p in processes[1:]]
+    first = min(a.get("first_commit_at") or t0 for a in aggregators)
+    last = max(a.get("last_commit_at") or 0 for a in aggregators)
+    router = processes[0].result
+    result: dict[str, Any] = {
+        "namespace": ns, "scale": scale, "aggregator_instances": instances,
+        "topology_apply_seconds": round(apply_s, 1),
+        "events": expected_events, "mix": publisher.by_type,
+        "region_records": region_total,
+        "wall_seconds": round(last - t0, 1),
+        "publish_seconds": round(marks["published"] - t0, 1),
+        "publish_events_per_s": round(expected_events / (marks["published"] - t0)),
+        "route_events_per_s": round(router.get("consumed", 0) / (marks["routed"] - t0)),
+        "aggregate_events_per_s": round(sum(a.get("consumed", 0) for a in aggregators)
+                                        / max(last - first, 1e-3)),
+        "latency_p50_ms": max((a.get("latency_p50_ms") or 0) for a in aggregators),
+        "latency_p99_ms": max((a.get("latency_p99_ms") or 0) for a in aggregators),
+        "late_events": None, "aggregates_equal_recomputation": None,
+        "processes": {
+            "bench (generate + publish)": {"cpu_seconds": round(time.process_time() - self_cpu, 1),
+                                           "peak_rss_mb": round(proc_rss_mb(os.getpid()) or 0)},
+            **{p.name: {"cpu_seconds": round(p.cpu, 1), "peak_rss_mb": round(p.peak_rss_mb)}
+               for p in processes},
+            **{name: {"cpu_seconds": cpu} for name, cpu in stack_cpu.items()}},
+        "router": router, "aggregators": aggregators,
+    }
+    conn = await asyncpg.connect(dsn)
+    try:
+        result["late_events"] = await conn.fetchval(
+            "SELECT coalesce(sum(late), 0) FROM agg_events_hourly")
+        if verify:
+            say("recomputing the aggregates from the region topics ...")
+            ends = await _ends(kafka, regions)
+            total = sum(ends.values())
+            done = 0
+
+            def read(n: int) -> None:
+                nonlocal done
+                done += n
+                progress("verify", done, total)
+
+            expected = await recompute(kafka, registry, ends, read)
+            found = await differences(conn, expected)
+            result["aggregates_equal_recomputation"] = not found
+            result["differences"] = found
+    finally:
+        await conn.close()
+    with contextlib.suppress(Exception):
+        result["database"] = dsn.rsplit("/", 1)[-1]
+    return result
