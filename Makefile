@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup jvm demo test lint typecheck contract unit clean
+.PHONY: setup jvm browser demo test lint typecheck contract unit clean
 
 setup: $(STAMP) jvm
 
@@ -15,12 +15,20 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "boxbus needs Python 3.11 or newer; set PYTHON=python3.11 (make PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,stack,peers]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,stack,peers,analytics]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 jvm: $(STAMP)
 	$(BIN)/boxbus dev fetch
+
+# The dashboard's test drives Debian's Chromium (Playwright's own browser download cannot work
+# here); installed once when missing (CI runs as root; elsewhere set BOXBUS_CHROMIUM).
+browser:
+	@test -x "$${BOXBUS_CHROMIUM:-/usr/bin/chromium}" || { \
+	  echo "installing Debian's chromium for the dashboard test (once) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null; }
 
 demo: setup
 	$(BIN)/boxbus demo
@@ -37,7 +45,7 @@ contract: $(STAMP)
 	$(BIN)/boxbus schemas check
 
 # The suite starts the embedded stack itself (session fixtures) and stops it at the end.
-test: setup lint typecheck contract
+test: setup browser lint typecheck contract
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

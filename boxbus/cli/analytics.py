@@ -108,3 +108,30 @@ def query(
     for row in result["rows"]:
         table.add_row(*("" if v is None else str(v) for v in row.values()))
     console.print(table)
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one).", min=0,
+                                      max=65535)] = 8088,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default: the "
+                                      "numbers are the company's).")] = "127.0.0.1",
+    database_url: DatabaseOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Serve the dashboard and the queries as JSON (/api/NAME) until Ctrl-C or SIGTERM."""
+    import socket
+
+    from processors.analytics.app import serve_forever
+
+    settings = settings_from_env(namespace)
+    dsn = analytics_dsn(settings, database_url, create=False)
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    console_err.print(f"dashboard of namespace {settings.topic_namespace}: "
+                      f"http://{shown}:{port}/  (API: /api/queries); Ctrl-C stops it",
+                      highlight=False)
+    serve_forever(dsn, host, port)

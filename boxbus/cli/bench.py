@@ -239,6 +239,7 @@ def week(
     table.add_column("value", justify="right")
     for name in ("wall_seconds", "publish_events_per_s", "route_events_per_s",
                  "aggregate_events_per_s", "latency_p50_ms", "latency_p99_ms", "late_events",
+                 "late_on_purpose", "build_seconds",
                  "aggregates_equal_recomputation", "topology_apply_seconds"):
         table.add_row(name, str(results[name]))
     console.print(table)

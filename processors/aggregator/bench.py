@@ -27,9 +27,11 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,11 +126,14 @@ class Process:
 
 
 class Publisher:
-    """Encodes planned events as their boxes' relays would and produces them."""
+    """Encodes planned events as their boxes' relays would and produces them: into each
+    source box's ingress topic (for the router), or with ``straight_to_regions`` into its
+    region topic as the router would (tests of the aggregator alone)."""
 
     def __init__(self, kafka: KafkaAccess, registry: SchemaRegistry, catalog: SchemaCatalog,
-                 namespace: str) -> None:
+                 namespace: str, *, straight_to_regions: bool = False) -> None:
         self.kafka = kafka
+        self.straight_to_regions = straight_to_regions
         self.registry = registry
         self.catalog = catalog
         self.namespace = namespace
@@ -139,7 +144,9 @@ class Publisher:
     async def record(self, planned: Planned) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
         meta = planned.meta
         fullname = type_name(planned.type)
-        topic = naming.ingress_topic(self.namespace, meta["source_box"])
+        topic = (naming.region_topic(self.namespace, meta["region"])
+                 if self.straight_to_regions
+                 else naming.ingress_topic(self.namespace, meta["source_box"]))
         schema = self.catalog[fullname]
         schema_id = self._ids.get((topic, fullname))
         if schema_id is None:
@@ -158,25 +165,53 @@ class Publisher:
         return (topic, meta["aggregate_key"].encode(),
                 wire.frame(schema_id, buffer.getvalue()), envelope.to_headers())
 
-    async def publish(self, week: Week, progress: Callable[[int], None]) -> None:
+    async def build(self, week: Week, path: Path,
+                    progress: Callable[[int], None] = lambda n: None) -> int:
+        """Build every record of the week into ``path`` (chunks of pickled records): what the
+        boxes' outboxes hold before their relays publish; the count."""
+        count = 0
+        with path.open("wb") as out:
+            chunk: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
+            for planned in week.events():
+                chunk.append(await self.record(planned))
+                if len(chunk) == CHUNK:
+                    pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    count += len(chunk)
+                    progress(count)
+                    chunk = []
+            pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+            count += len(chunk)
+            progress(count)
+        return count
+
+    async def publish(self, path: Path, progress: Callable[[int], None] = lambda n: None,
+                      *, first: int = 0, last: int | None = None) -> None:
+        """Produce the built records (those from ``first`` to before ``last``), in order, as
+        the boxes' relays would."""
         producer = self.kafka.producer(acks="all", linger_ms=10, max_batch_size=512 * 1024,
                                        max_request_size=4 * 1024 * 1024)
         await producer.start()
         try:
-            pending: list[asyncio.Future[Any]] = []
-            for planned in week.events():
-                topic, key, value, headers = await self.record(planned)
-                pending.append(await producer.send(topic, value, key=key, headers=headers))
-                if len(pending) >= 5000:
-                    await asyncio.gather(*pending)
-                    self.published += len(pending)
-                    progress(len(pending))
-                    pending = []
-            await asyncio.gather(*pending)
-            self.published += len(pending)
-            progress(len(pending))
+            with path.open("rb") as records:
+                at = 0
+                while last is None or at < last:
+                    try:
+                        chunk = pickle.load(records)
+                    except EOFError:
+                        break
+                    wanted = chunk[max(first - at, 0):None if last is None else last - at]
+                    at += len(chunk)
+                    sent = [await producer.send(topic, value, key=key, headers=headers)
+                            for topic, key, value, headers in wanted]
+                    await asyncio.gather(*sent)
+                    self.published += len(wanted)
+                    if wanted:
+                        progress(self.published)
         finally:
             await producer.stop()
+
+
+CHUNK = 5000
 
 
 async def _ends(kafka: KafkaAccess, topics: list[str]) -> dict[TopicPartition, int]:
@@ -238,29 +273,32 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
     processes += [_start(f"aggregator-{n + 1}", [*cli, "aggregator", "run", "--database-url",
                                                  dsn, "--json"], env)
                   for n in range(instances)]
-    stack = {name: proc_cpu(pid) or 0.0 for name, pid in stack_pids.items()}
-    for p in processes:
-        p.cpu_start = proc_cpu(p.proc.pid) or 0.0
     week = Week(topology, scale)
-    expected_events = None
     publisher = Publisher(kafka, registry, catalog, ns)
     ingress = sorted({naming.ingress_topic(ns, b.id) for b in topology.boxes
                       if b.kind != "partner"})
     regions = [naming.region_topic(ns, r) for r in (*REGIONS, "central")]
     marks: dict[str, float] = {}
-    self_cpu = time.process_time()
     try:
-        say(f"publishing the week at scale {scale} into the boxes' ingress topics; the router "
-            f"and {instances} aggregator(s) run beside ...")
-        t0 = time.time()
-
-        def published(n: int) -> None:
-            progress("publish", publisher.published, expected_events or 0)
-
-        await publisher.publish(week, published)
+        with tempfile.TemporaryDirectory(prefix="boxbus-week-") as scratch:
+            say(f"building the week at scale {scale} (the boxes' outboxes: events, Avro "
+                "bodies, envelopes) ...")
+            built_at = time.perf_counter()
+            events = await publisher.build(week, Path(scratch) / "week.records",
+                                           lambda n: progress("build", n, 0))
+            build_s = time.perf_counter() - built_at
+            progress("build", events, events)
+            say(f"publishing {events:,} events into the boxes' ingress topics; the router and "
+                f"{instances} aggregator(s) run beside ...")
+            stack = {name: proc_cpu(pid) or 0.0 for name, pid in stack_pids.items()}
+            for p in processes:
+                p.cpu_start = proc_cpu(p.proc.pid) or 0.0
+            t0 = time.time()
+            self_cpu = time.process_time()
+            await publisher.publish(Path(scratch) / "week.records",
+                                    lambda n: progress("publish", n, events))
         marks["published"] = time.time()
         expected_events = publisher.published
-        progress("publish", publisher.published, expected_events)
         ingress_total = sum((await _ends(kafka, ingress)).values())
         routed = aggregated = 0
         region_total: int | None = None
@@ -295,7 +333,7 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
     router = processes[0].result
     result: dict[str, Any] = {
         "namespace": ns, "scale": scale, "aggregator_instances": instances,
-        "topology_apply_seconds": round(apply_s, 1),
+        "topology_apply_seconds": round(apply_s, 1), "build_seconds": round(build_s, 1),
         "events": expected_events, "mix": publisher.by_type,
         "region_records": region_total,
         "wall_seconds": round(last - t0, 1),
@@ -306,9 +344,10 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
                                         / max(last - first, 1e-3)),
         "latency_p50_ms": max((a.get("latency_p50_ms") or 0) for a in aggregators),
         "latency_p99_ms": max((a.get("latency_p99_ms") or 0) for a in aggregators),
-        "late_events": None, "aggregates_equal_recomputation": None,
+        "late_events": None, "late_on_purpose": week.late,
+        "aggregates_equal_recomputation": None,
         "processes": {
-            "bench (generate + publish)": {"cpu_seconds": round(time.process_time() - self_cpu, 1),
+            "bench (publish)": {"cpu_seconds": round(time.process_time() - self_cpu, 1),
                                            "peak_rss_mb": round(proc_rss_mb(os.getpid()) or 0)},
             **{p.name: {"cpu_seconds": round(p.cpu, 1), "peak_rss_mb": round(p.peak_rss_mb)}
                for p in processes},

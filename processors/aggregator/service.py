@@ -90,11 +90,13 @@ class _Claims(ConsumerRebalanceListener):  # type: ignore[misc]
         self.aggregator = aggregator
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("aggregator partitions revoked", partitions=len(revoked))
         for tp in revoked:
             self.aggregator._claims.pop(tp, None)
         self.aggregator._pipeline.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("aggregator partitions assigned", partitions=len(assigned))
         try:
             await self.aggregator._claim(list(assigned))
         except Exception:  # aiokafka only logs it: the loop claims them itself

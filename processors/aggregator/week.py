@@ -114,6 +114,7 @@ class Week:
         self._seq = itertools.count()
         self._heap: list[Planned] = []
         self.daily: dict[tuple[str, int], list[int]] = {}  # (branch, day) -> [orders, revenue]
+        self.late = 0  # events that reach the network an hour or more after they happened
 
     # -- the events -------------------------------------------------------------------------
 
@@ -158,6 +159,8 @@ class Week:
               arrives: datetime | None = None) -> None:
         if data["meta"]["occurred_at"] >= self.end:
             return  # happens after the week
+        if arrives is not None and arrives - at >= timedelta(hours=1):
+            self.late += 1
         heapq.heappush(self._heap, Planned(arrives or at, next(self._seq), short, data))
 
     def _meta(self, source: str, key: str, at: datetime, *, target: str | None = None,
