@@ -13,20 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.rule import Rule
 
-from boxbus.cli.context import serde_for, settings_from_env
+from boxbus.cli.context import serde_for, service_access, settings_from_env
 from boxbus.cli.dev import render
 from boxbus.cli.output import console, console_err, print_json
-from bus.devstack import LocalStack
+from bus.devstack import LocalStack, StackInfo
 from bus.errors import ComponentFailed
 from bus.log import configure_logging
 from bus.resources import deploy_dir
+from bus.serde import EventSerde
+from bus.settings import Settings
 from bus.topology import load_topology
 
 TOPOLOGY = deploy_dir() / "topology" / "demo.yaml"
@@ -77,17 +83,128 @@ def demo(
                 "views": views}
 
     result = asyncio.run(run())
+    if result["ok"]:
+        say("the aggregator folds the region topics into the analytics database; the "
+            "dashboard starts ...")
+        result["analytics"] = _analytics(stack, run_settings, info, serde,
+                                         sorted({b.region for b in network_file.boxes}),
+                                         keep=not stop)
     if stop:
         stack.down()
     if json_out:
         print_json(result)
     else:
         _render(result, render_view)
+        if result.get("analytics"):
+            _render_analytics(result["analytics"])
         if not stop:
             console.print(f"the stack keeps running: `boxbus box show --box fresh-farm "
                           f"--namespace {namespace}`, `boxbus dev status`, `boxbus dev down`")
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+def _analytics(stack: LocalStack, settings: Settings, info: StackInfo, serde: EventSerde,
+               regions: list[str], *, keep: bool) -> dict[str, Any]:
+    """Aggregate what the story published (as the network's aggregator user), read the head
+    office's numbers back, and leave the aggregator and the dashboard running as services of
+    the stack (``boxbus dev down`` stops them)."""
+    from bus.db import create_database
+    from processors.aggregator import Aggregator
+    from processors.aggregator.progress import behind
+    from processors.analytics.queries import Filters
+    from processors.analytics.reader import Reader
+
+    ns = settings.topic_namespace
+    assert info.database_url is not None
+    dsn = asyncio.run(create_database(info.database_url, f"{ns}_analytics"))
+    access = service_access(settings, "aggregator")
+
+    async def fold() -> dict[str, Any]:
+        aggregator = Aggregator(settings, access, dsn, serde)
+        stop = asyncio.Event()
+        task = asyncio.create_task(aggregator.run(stop))
+        operator = info.kafka_access(settings)
+        async with asyncio.timeout(120):
+            while await behind(operator, dsn, ns, regions) > 0:
+                if task.done():
+                    task.result()  # it failed: say why
+                await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        async with Reader(dsn) as reader:
+            return {name: (await reader.query(name, filters))["rows"] for name, filters in (
+                ("sales", Filters(by=("branch",))), ("branch-reports", Filters()),
+                ("funnel", Filters()))}
+
+    found = asyncio.run(fold())
+    sales = found["sales"]
+    currencies = sorted({r["currency"] for r in sales})
+    answer: dict[str, Any] = {
+        "database": f"{ns}_analytics", "orders": sum(r["orders"] for r in sales),
+        "revenue_minor": {c: sum(r["revenue_minor"] for r in sales if r["currency"] == c)
+                          for c in currencies},
+        "branches": sales, "funnel": found["funnel"][0] if found["funnel"] else None,
+        "reports_agree": all(r["reported_orders"] == r["aggregated_orders"]
+                             and r["reported_revenue_minor"] == r["aggregated_revenue_minor"]
+                             for r in found["branch-reports"]),
+        "reports": len(found["branch-reports"]), "url": None}
+    if not keep:
+        return answer
+    port = _free_port(8088)
+    env = {"BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_RUN_DIR": str(settings.run_dir)}
+    cli = [sys.executable, "-m", "boxbus.cli.main"]
+    stack.start_service(f"{ns}-aggregator", [*cli, "aggregator", "run", "--database-url", dsn],
+                        env)
+    stack.start_service(f"{ns}-dashboard", [*cli, "analytics", "serve", "--port", str(port),
+                                             "--database-url", dsn], env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise ComponentFailed(f"the dashboard did not answer at {url} within 30 s",
+                                  hint=f"see {settings.run_dir / 'services'}/*.log")
+        time.sleep(0.2)
+    answer["url"] = url
+    return answer
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there on loopback, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            found: int = probe.getsockname()[1]
+            return found
+    raise ComponentFailed("no free TCP port on 127.0.0.1", hint="close something")
+
+
+def _render_analytics(found: dict[str, Any]) -> None:
+    console.print(Rule("what the head office's analytics show"))
+    revenue = ", ".join(f"{minor / 100:,.2f} {c}" for c, minor in found["revenue_minor"].items())
+    console.print(f"sales: {found['orders']} store orders, {revenue or 'no revenue'}"
+                  + "".join(f"\n   {r['branch']}: {r['orders']} orders, "
+                            f"{r['revenue_minor'] / 100:,.2f} {r['currency']}"
+                            for r in found["branches"]), highlight=False)
+    if found["funnel"]:
+        f = found["funnel"]
+        console.print(f"purchase orders: {f['placed']} placed, {f['confirmed']} confirmed, "
+                      f"{f['dispatched']} dispatched, {f['received']} received",
+                      highlight=False)
+    console.print(f"branch reports: {found['reports']} sent, "
+                  + ("each equal to the aggregates" if found["reports_agree"]
+                     else "[red]some differ from the aggregates[/]"), highlight=False)
+    if found["url"]:
+        console.print(f"[bold]dashboard: {found['url']}[/]  (live: the aggregator keeps "
+                      "running; `boxbus dev down` stops it with the stack)", highlight=False)
 
 
 def _render(result: dict[str, Any], render_view: Any) -> None:

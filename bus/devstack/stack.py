@@ -12,12 +12,13 @@ registry or SMTP server) is used as it is and never started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -500,13 +501,37 @@ class LocalStack:
         state = StackState.load(self.run_dir)
         return None if state is None else self.info(state)
 
+    def start_service(self, name: str, argv: Sequence[str], env: Mapping[str, str]
+                      ) -> procs.ProcessRecord:
+        """Start a long-running boxbus process that lives as long as the stack (the demo's
+        aggregator and dashboard): detached, logged to ``services/<name>.log`` in the run
+        directory, remembered there, stopped by :meth:`down`."""
+        folder = self.run_dir / "services"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = procs.spawn(name, argv, log_path=folder / f"{name}.log", env=env)
+        (folder / f"{name}.json").write_text(record.model_dump_json())
+        return record
+
+    def services(self) -> list[procs.ProcessRecord]:
+        """The services started with :meth:`start_service` that still run."""
+        found = []
+        for path in sorted((self.run_dir / "services").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                record = procs.ProcessRecord.model_validate_json(path.read_text())
+                if procs.is_alive(record):
+                    found.append(record)
+        return found
+
     def down(self) -> list[str]:
-        """Stop every process `up` started (by pid) and remove what it made on disk. A
-        directory without boxbus run state is left untouched."""
+        """Stop every process `up` started (by pid), and the services started beside it, and
+        remove what it made on disk. A directory without boxbus run state is left
+        untouched."""
         with locked(self.run_dir):
             state = StackState.load(self.run_dir)
             if state is None:
                 return []
+            services = self.services()
+            procs.stop_all(services, timeout=10)  # they are clients of what follows
             alive = [r for r in state.processes.values() if procs.is_alive(r)]
             # Kafka's data is deleted next, so its controlled shutdown (nodes waiting for the
             # quorum, several seconds with three) buys nothing: a short grace, then SIGKILL.
@@ -518,7 +543,7 @@ class LocalStack:
             if state.postgres_dir is not None:
                 shutil.rmtree(state.postgres_dir, ignore_errors=True)
             shutil.rmtree(self.run_dir, ignore_errors=True)
-        return [r.name for r in alive]
+        return [r.name for r in (*services, *alive)]
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -230,6 +230,22 @@ async def test_demo_plays_the_network_story(
     reasons = report["facts"]["bad_input"]
     assert any("claims source box 'fresh-farm'" in r for r in reasons)
     assert any("ce_source" in r for r in reasons)
+    # The demo ends with the head office's analytics: the aggregates of the story's orders,
+    # and the dashboard, left running as a service of the stack, answering with them.
+    analytics = report["analytics"]
+    assert analytics["orders"] == 2 + 3 + 4 and analytics["reports_agree"]
+    assert {r["branch"]: r["orders"] for r in analytics["branches"]} == {
+        "north-branch": 2, "south-branch": 3, "east-branch": 4}
+    assert analytics["funnel"]["placed"] == 2 and analytics["funnel"]["received"] == 1
+    async with httpx.AsyncClient(timeout=10) as client:
+        page = await client.get(analytics["url"])
+        sales = (await client.get(analytics["url"] + "api/sales", params={"by": "branch"})
+                 ).json()
+    assert page.status_code == 200 and "Central analytics" in page.text
+    assert sales["rows"] == analytics["branches"]
+    local = LocalStack(Settings(run_dir=Path(env_for_cli["BOXBUS_RUN_DIR"])))
+    names = {r.name for r in local.services()}
+    assert {f"{report['namespace']}-aggregator", f"{report['namespace']}-dashboard"} <= names
 
 
 def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

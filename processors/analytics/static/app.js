@@ -115,7 +115,9 @@ async function refresh() {
     const hours = byHour.rows.slice().sort((a, b) => (a.hour < b.hour ? -1 : 1));
     chart("chart-hourly", "line", hours.map((r) => r.hour.slice(5, 16).replace("T", " ")),
           [{ label: "revenue", data: hours.map((r) => r.revenue_minor / 100),
-             borderColor: "#2a6fdb", pointRadius: 0, tension: 0.2 }]);
+             borderColor: "#2a6fdb", backgroundColor: "#2a6fdb",
+             pointRadius: hours.length < 48 ? 3 : 0, tension: 0.2 }],
+          { scales: { y: { beginAtZero: true } } });
     const regions = byRegion.rows.slice().sort((a, b) => (a.region < b.region ? -1 : 1));
     chart("chart-regions", "bar", regions.map((r) => `${r.region} (${r.currency})`),
           [{ label: "revenue", data: regions.map((r) => r.revenue_minor / 100),
