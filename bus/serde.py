@@ -62,8 +62,10 @@ class EventSerde:
         self.catalog = catalog
         self.models = models
         # Per writer schema id: the schemas to read its bodies with. When the writer's schema
-        # is the reader's (the common case) no resolution is needed, and fastavro reads ~25%
-        # faster without it.
+        # is the reader's (the common case) no resolution is needed, and fastavro reads about
+        # twice as fast without it. They are compared parsed: a registry may return the text
+        # in another form (Apicurio drops a nested type's namespace when it is the
+        # enclosing one's), which parses to the same schema.
         self._plans: dict[int, tuple[Any, Any]] = {}
 
     async def encode(self, event: EventBase, topic: str) -> EncodedEvent:
@@ -92,7 +94,7 @@ class EventSerde:
         plan = self._plans.get(schema_id)
         if plan is None:
             reader = self.catalog[writer.fullname]
-            same = writer.schema == reader.schema
+            same = writer.parsed == reader.parsed
             plan = self._plans[schema_id] = (reader.parsed if same else writer.parsed,
                                              None if same else reader.parsed)
         data = _read(bytes(body), plan[0], plan[1], schema_id, writer.fullname)

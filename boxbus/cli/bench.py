@@ -191,6 +191,10 @@ def week(
                                            "last event is published.")] = 3600.0,
     verify: Annotated[bool, typer.Option(help="Recompute the aggregates from the region "
                                          "topics and compare.")] = True,
+    compare_faust: Annotated[int, typer.Option(
+        help="Afterwards, aggregate this many of the region records again with the "
+        "aggregator alone and with the same fold in faust-streaming tables (exactly once), "
+        "side by side; 0: not.", min=0)] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """The reference week replayed through the router and the aggregator on the running
@@ -229,7 +233,8 @@ def week(
         results = asyncio.run(bench_week(
             run_settings, found.kafka, registry_url=found.registry_url,
             database_server=server, scale=scale, instances=instances, stack_pids=stack_pids,
-            timeout=timeout, verify=verify, say=say, progress=progress))
+            timeout=timeout, verify=verify, say=say, progress=progress,
+            compare=compare_faust))
     if json_out:
         print_json(results)
         return
@@ -249,3 +254,13 @@ def week(
     console.print(usage)
     for line in results.get("differences") or []:
         console_err.print(f"[red]differs:[/] {line}", highlight=False)
+    alone = results.get("alone")
+    if alone:
+        side = Table("alone, same records", "events/s", "seconds", "CPU s", "peak RSS MB",
+                     box=box.SIMPLE_HEAD)
+        for name in ("aggregator", "faust_tables"):
+            r = alone[name]
+            side.add_row(name, str(r["events_per_s"]) if not r["error"] else r["error"],
+                         str(r["seconds"]), str(r["cpu_seconds"]), str(r["peak_rss_mb"]))
+        console.print(side)
+        console.print(f"aggregator / faust tables: {alone['aggregator_vs_faust']}")

@@ -23,7 +23,6 @@ itself, router, aggregators, broker, PostgreSQL), and whether the aggregates are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import os
@@ -53,7 +52,7 @@ from bus.topics import partitions_of
 from bus.topology import Topology, apply_plan, make_plan
 from processors.aggregator.verify import differences, recompute
 from processors.aggregator.week import REGIONS, Planned, Week, type_name
-from processors.router.bench import workload_topology
+from processors.router.bench import run_contender, workload_topology
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
 
@@ -257,7 +256,8 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
 async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: str,
                      database_server: str, scale: float, instances: int, stack_pids:
                      dict[str, int], timeout: float, verify: bool, say: Callable[[str], None],
-                     progress: Progress, topology: Topology | None = None) -> dict[str, Any]:
+                     progress: Progress, topology: Topology | None = None,
+                     compare: int = 0) -> dict[str, Any]:
     ns = settings.topic_namespace
     topology = topology or workload_topology(ns)
     say(f"applying the reference network as namespace {ns} ...")
@@ -375,6 +375,41 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
             result["differences"] = found
     finally:
         await conn.close()
-    with contextlib.suppress(Exception):
-        result["database"] = dsn.rsplit("/", 1)[-1]
+    result["database"] = dsn.rsplit("/", 1)[-1]
+    if compare:
+        result["alone"] = await _alone(settings, kafka, registry_url, database_server,
+                                       regions, min(compare, region_total or 0),
+                                       stack_pids.get("kafka-1"), timeout, say)
     return result
+
+
+async def _alone(settings: Settings, kafka: KafkaAccess, registry_url: str,
+                 database_server: str, regions: list[str], count: int,
+                 broker_pid: int | None, timeout: float, say: Callable[[str], None]
+                 ) -> dict[str, Any]:
+    """The same region records aggregated again by each contender alone, one after the
+    other, each in a process of its own: the aggregator (aiokafka, PostgreSQL) and the same
+    fold in faust-streaming tables with exactly-once processing."""
+    ns = settings.topic_namespace
+    py = sys.executable
+    dsn = await create_database(database_server, f"{ns}_alone")
+    common = ["--bootstrap", kafka.bootstrap, "--registry", registry_url, "--count", str(count),
+              "--timeout", str(timeout)]
+    contenders = {
+        "aggregator": [py, "-m", "processors.aggregator.bench_run", "--namespace", ns,
+                       "--group", f"{ns}.alone", "--database-url", dsn, *common],
+        "faust_tables": [py, "-m", "processors.peers.faust_aggregate",
+                         *(a for topic in regions for a in ("--source", topic)),
+                         "--group", f"{ns}.faust", *common],
+    }
+    found: dict[str, Any] = {"records": count}
+    for name, command in contenders.items():
+        say(f"{name} alone over {count:,} region records ...")
+        run = await run_contender(name, command, broker_pid, timeout, kafka)
+        found[name] = {"events_per_s": run.events_per_s, "seconds": run.seconds,
+                       "cpu_seconds": run.cpu_seconds, "peak_rss_mb": run.peak_rss_mb,
+                       "broker_cpu_seconds": run.broker_cpu_seconds, "error": run.error}
+    faust = found["faust_tables"]["events_per_s"]
+    found["aggregator_vs_faust"] = (round(found["aggregator"]["events_per_s"] / faust, 1)
+                                    if faust else None)
+    return found

@@ -45,7 +45,8 @@ class AggregatorStats:
     commits: int = 0
     fenced: int = 0  # partitions' batches refused because another instance claimed them
     retried: int = 0  # transactions PostgreSQL rolled back (a deadlock), tried again
-    first_commit_at: float | None = None  # epoch seconds
+    first_fetch_at: float | None = None  # epoch seconds: the first records fetched
+    first_commit_at: float | None = None
     last_commit_at: float | None = None
     latency: Latency = field(default_factory=lambda: Latency())
 
@@ -146,6 +147,7 @@ class Aggregator:
                                                                max_records=self.max_records)
                         if fetched:
                             login.records_arrived()
+                            self.stats.first_fetch_at = self.stats.first_fetch_at or time.time()
                         await self._apply(fetched)
         finally:
             with contextlib.suppress(Exception):
