@@ -26,6 +26,9 @@ jvm: $(STAMP)
 # here); installed once when missing (CI runs as root; elsewhere set BOXBUS_CHROMIUM).
 browser:
 	@test -x "$${BOXBUS_CHROMIUM:-/usr/bin/chromium}" || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "the dashboard test needs Chromium: run 'sudo apt-get install chromium' once," \
+	      "or set BOXBUS_CHROMIUM to a Chromium binary"; exit 1; fi; \
 	  echo "installing Debian's chromium for the dashboard test (once) ..."; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	    >/dev/null; }

@@ -152,12 +152,14 @@ def _analytics(stack: LocalStack, settings: Settings, info: StackInfo, serde: Ev
     if not keep:
         return answer
     port = _free_port(8088)
-    env = {"BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_RUN_DIR": str(settings.run_dir)}
+    # (The database URL, password included, goes by environment: not on a command line
+    # that `ps` shows to every user.)
+    env = {"BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_RUN_DIR": str(settings.run_dir),
+           "BOXBUS_DATABASE_URL": dsn}
     cli = [sys.executable, "-m", "boxbus.cli.main"]
-    stack.start_service(f"{ns}-aggregator", [*cli, "aggregator", "run", "--database-url", dsn],
+    stack.start_service(f"{ns}-aggregator", [*cli, "aggregator", "run"], env)
+    stack.start_service(f"{ns}-dashboard", [*cli, "analytics", "serve", "--port", str(port)],
                         env)
-    stack.start_service(f"{ns}-dashboard", [*cli, "analytics", "serve", "--port", str(port),
-                                             "--database-url", dsn], env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while True:

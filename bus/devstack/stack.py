@@ -509,7 +509,9 @@ class LocalStack:
         folder = self.run_dir / "services"
         folder.mkdir(parents=True, exist_ok=True)
         record = procs.spawn(name, argv, log_path=folder / f"{name}.log", env=env)
-        (folder / f"{name}.json").write_text(record.model_dump_json())
+        saved = folder / f"{name}.json"
+        saved.touch(mode=0o600)  # its environment may hold a database password
+        saved.write_text(record.model_dump_json())
         return record
 
     def services(self) -> list[procs.ProcessRecord]:

@@ -100,6 +100,7 @@ class Process:
     cpu: float = 0.0
     peak_rss_mb: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
+    log: Path | None = None
 
     def sample(self) -> None:
         cpu = proc_cpu(self.proc.pid)
@@ -112,16 +113,17 @@ class Process:
             self.sample()
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate()
+            out, _ = self.proc.communicate()
         text = out or ""
         try:
             self.result = json.loads(text[text.index("{"):])
         except ValueError:
-            self.result = {"error": ((err or "").strip().splitlines()
-                                     or [f"exit {self.proc.returncode}"])[-1]}
+            told = self.log.read_text().strip().splitlines() if self.log else []
+            self.result = {"error": (told or [f"exit {self.proc.returncode}"])[-1],
+                           "log": str(self.log)}
 
 
 class Publisher:
@@ -247,10 +249,12 @@ async def _aggregated(dsn: str, group: str) -> int:
     return int(value)
 
 
-def _start(name: str, command: list[str], env: dict[str, str]) -> Process:
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    return Process(name, proc)
+def _start(name: str, command: list[str], env: dict[str, str], logs: Path) -> Process:
+    """A process of the pipeline; what it logs goes to a file (a pipe nobody reads until the
+    end would fill and stall it)."""
+    with (logs / f"{name}.log").open("w") as log:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+    return Process(name, proc, log=logs / f"{name}.log")
 
 
 async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: str,
@@ -267,12 +271,13 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
     dsn = await create_database(database_server, f"{ns}_analytics")
     registry = SchemaRegistry(registry_url)
     catalog = SchemaCatalog.load()
-    env = {**os.environ, "BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "BOXBUS_TOPIC_NAMESPACE": ns, "BOXBUS_LOG_LEVEL": "WARNING",
+           "BOXBUS_DATABASE_URL": dsn}
     cli = [sys.executable, "-m", "boxbus.cli.main"]
-    processes = [_start("router", [*cli, "router", "run", "--json"], env)]
-    processes += [_start(f"aggregator-{n + 1}", [*cli, "aggregator", "run", "--database-url",
-                                                 dsn, "--json"], env)
-                  for n in range(instances)]
+    logs = Path(tempfile.mkdtemp(prefix=f"boxbus-week-{ns}-"))
+    processes = [_start("router", [*cli, "router", "run", "--json"], env, logs)]
+    processes += [_start(f"aggregator-{n + 1}", [*cli, "aggregator", "run", "--json"], env,
+                         logs) for n in range(instances)]
     week = Week(topology, scale)
     publisher = Publisher(kafka, registry, catalog, ns)
     ingress = sorted({naming.ingress_topic(ns, b.id) for b in topology.boxes
@@ -332,7 +337,7 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
     last = max(a.get("last_commit_at") or 0 for a in aggregators)
     router = processes[0].result
     result: dict[str, Any] = {
-        "namespace": ns, "scale": scale, "aggregator_instances": instances,
+        "namespace": ns, "scale": scale, "aggregator_instances": instances, "logs": str(logs),
         "topology_apply_seconds": round(apply_s, 1), "build_seconds": round(build_s, 1),
         "events": expected_events, "mix": publisher.by_type,
         "region_records": region_total,
@@ -344,7 +349,7 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
                                         / max(last - first, 1e-3)),
         "latency_p50_ms": max((a.get("latency_p50_ms") or 0) for a in aggregators),
         "latency_p99_ms": max((a.get("latency_p99_ms") or 0) for a in aggregators),
-        "late_events": None, "late_on_purpose": week.late,
+        "late_events": None, "late_on_purpose": week.late, "copies": week.copies,
         "aggregates_equal_recomputation": None,
         "processes": {
             "bench (publish)": {"cpu_seconds": round(time.process_time() - self_cpu, 1),

@@ -8,12 +8,14 @@ What each event type changes, always in the bucket of its own event time (``occu
   product (units, net line value); the order's state remembers where and with what it was
   counted.
 - ``OrderAmended`` / ``OrderCancelled`` of a counted store order: the *difference* (or the
-  whole order, negated) in the buckets where the order was counted; a copy of an event, or an
-  event after the cancellation, changes nothing.
+  whole order, negated) in the buckets where the order was counted; a copy of an event, an
+  amendment older than the lines counted (by ``revision``), or an event after the
+  cancellation, changes nothing.
 - ``OrderPlaced`` of a purchase order, its amendments and cancellation (the buyer's),
   ``OrderConfirmed`` and ``ShipmentDispatched`` (the supplier's), ``GoodsReceived`` (the
-  buyer's): the facts of the purchase-order funnel, merged column by column (each column has
-  one writer, so their order across partitions does not matter).
+  buyer's): the facts of the purchase-order funnel, merged column by column (a column given
+  wins over none; the ordered quantities go by revision). A cancellation of an order the
+  partition never saw placed is a purchase order's (the supplier's, in its own region).
 - ``StockLevelChanged``: the latest level per box, warehouse and article (the newest by event
   time wins, whatever the arrival order).
 - ``InvoiceIssued`` / ``PaymentRecorded``: receivables, one row per invoice and per payment
@@ -122,6 +124,7 @@ class OrderState:
     units: Decimal
     articles: Articles
     cancelled: bool = False
+    revision: int = 0  # of the lines counted: 0 placed, n the n-th amendment
 
 
 @dataclass
@@ -273,6 +276,8 @@ class Fold:
             case OrderPlaced() | OrderAmended() | OrderCancelled():
                 self._order(event, late)
             case OrderConfirmed():
+                if event.order_id in self._orders:
+                    return  # a branch confirming its store's order: not a purchase
                 self._purchase(event.order_id).confirmed_at = meta.occurred_at
                 self._purchase(event.order_id).confirmed_units = units_of(event.lines)
                 self._purchase(event.order_id).supplier = meta.source_box
@@ -329,10 +334,15 @@ class Fold:
             purchase.ordered_total_minor = event.total.amount_minor
             purchase.currency = event.total.currency
             return
-        if not isinstance(event, OrderPlaced) and event.order_id in self._revisions:
+        state = self._orders.get(event.order_id)
+        if not isinstance(event, OrderPlaced) and (
+                event.order_id in self._revisions
+                or (state is None and isinstance(event, OrderCancelled))):
+            # A purchase order's change; or a cancellation of an order this partition never
+            # saw placed: the supplier's cancellation of a purchase order, which lives in the
+            # supplier's region (a store order's events all share its partition).
             self._purchase_changed(event)
             return
-        state = self._orders.get(event.order_id)
         if isinstance(event, OrderPlaced):
             if state is not None:
                 return  # a copy: counted already
@@ -345,13 +355,16 @@ class Fold:
         elif state is None or state.cancelled:
             return  # not a store order this aggregator counted, or cancelled already
         elif isinstance(event, OrderAmended):
+            if event.revision <= state.revision:
+                return  # a copy, or older than the lines counted
             revenue, units = event.total.amount_minor, units_of(event.lines)
             self.changes.sales[state.key].add(0, revenue - state.revenue_minor,
                                               units - state.units, late=late)
             articles = articles_of(event.lines)
             self._articles(state, state.articles, -1)
             self._articles(state, articles, +1)
-            state = replace(state, revenue_minor=revenue, units=units, articles=articles)
+            state = replace(state, revenue_minor=revenue, units=units, articles=articles,
+                            revision=event.revision)
         else:
             self.changes.sales[state.key].add(-1, -state.revenue_minor, -state.units,
                                               late=late)
@@ -371,7 +384,7 @@ class Fold:
         if isinstance(event, OrderCancelled):
             purchase.cancelled_at = event.meta.occurred_at
             return
-        if event.revision <= self._revisions[event.order_id]:
+        if event.revision <= self._revisions.get(event.order_id, 0):
             return  # a copy, or older than what is known
         self._revisions[event.order_id] = event.revision
         purchase.revision = event.revision

@@ -23,10 +23,10 @@ from aiokafka.errors import IllegalStateError
 
 from bus import naming
 from bus.deadletter import DeadLetterWriter
-from bus.events.models import OrderAmended, OrderCancelled, OrderPlaced
+from bus.events.models import OrderAmended, OrderCancelled, OrderConfirmed, OrderPlaced
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
-from bus.pipeline import Pipeline
+from bus.pipeline import HandBack, Pipeline
 from bus.record import KafkaRecord
 from bus.serde import EventSerde
 from bus.settings import Settings
@@ -94,10 +94,16 @@ class _Claims(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("aggregator partitions revoked", partitions=len(revoked))
         for tp in revoked:
             self.aggregator._claims.pop(tp, None)
+            self.aggregator._fenced.discard(tp)
         self.aggregator._pipeline.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("aggregator partitions assigned", partitions=len(assigned))
+        for tp in assigned:
+            if tp in self.aggregator._fenced:
+                self.aggregator._fenced.discard(tp)
+                with contextlib.suppress(IllegalStateError):
+                    self.aggregator._consumer.resume(tp)
         try:
             await self.aggregator._claim(list(assigned))
         except Exception:  # aiokafka only logs it: the loop claims them itself
@@ -120,12 +126,19 @@ class Aggregator:
         # Per claimed partition: its epoch, the next offset to apply (records before it were
         # counted already) and its watermarks.
         self._claims: dict[TopicPartition, store.Claim] = {}
+        # Partitions another instance claimed while this one still had them assigned: paused
+        # until the group assigns them again.
+        self._fenced: set[TopicPartition] = set()
         self._subscribed: set[str] = set()
         self._pipeline: Pipeline[Checked] = Pipeline(self._check, self._dead_letter)
 
     async def run(self, stop: asyncio.Event) -> AggregatorStats:
         self._conn = await asyncpg.connect(self.dsn)
-        await store.migrate(self._conn)
+        try:
+            await store.migrate(self._conn)
+        except BaseException:
+            await self._conn.close()
+            raise
         self._consumer = self.kafka.consumer(
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed")
@@ -158,6 +171,11 @@ class Aggregator:
             await self._conn.close()
         return self.stats
 
+    @property
+    def claimed(self) -> frozenset[TopicPartition]:
+        """The partitions this instance has claimed (and may commit for) right now."""
+        return frozenset(self._claims)
+
     def _follow_the_regions(self) -> None:
         wanted = {naming.region_topic(self.namespace, box.region)
                   for box in self.control.table.boxes.values()}
@@ -183,27 +201,48 @@ class Aggregator:
     async def _apply(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
         """One fetch, all its partitions, in one fenced transaction (see
         :mod:`processors.aggregator.store`)."""
+        # One snapshot of the claims for the whole batch: the rebalance listener may change
+        # them at any await below, and the batch is filtered, folded and fenced against the
+        # claims it was read under (the fence also checks the stored position is still the
+        # batch's start, so a batch can only continue exactly where the last commit ended).
+        claims: dict[TopicPartition, store.Claim] = {}
         batches: dict[TopicPartition, list[KafkaRecord]] = {}
         for tp, records in fetched.items():
-            if tp not in self._consumer.assignment():
+            if tp not in self._consumer.assignment() or tp in self._fenced:
                 continue
-            if tp not in self._claims:
+            claim = self._claims.get(tp)
+            if claim is None:
                 await self._claim([tp])  # records came before the listener placed it:
                 continue  # they come again from the stored position
-            position = self._claims[tp].next_offset
-            records = [r for r in records if r.offset >= position]
+            records = [r for r in records if r.offset >= claim.next_offset]
             # (Records from before a claimed position: a fetch made before the claim's seek.)
             if records:
-                batches[tp] = records
-        checked = {tp: await self._pipeline.run(records) for tp, records in batches.items()}
+                claims[tp], batches[tp] = claim, records
+        try:
+            checked = {tp: await self._pipeline.run(records)
+                       for tp, records in batches.items()}
+        except HandBack as exc:  # the registry or Kafka stayed away: read the batch again
+            log.warning("aggregator batch handed back; reading it again", error=str(exc))
+            for tp, claim in claims.items():
+                with contextlib.suppress(IllegalStateError):
+                    self._consumer.seek(tp, claim.next_offset)
+            return
         while batches:
             try:
-                claims = await self._commit(batches, checked)
+                moved = await self._commit(batches, checked, claims)
             except store.Fenced as exc:
                 tp = TopicPartition(exc.topic, exc.partition)
                 self.stats.fenced += 1
-                self._claims.pop(tp, None)
                 batches.pop(tp, None)
+                claims.pop(tp, None)
+                if self._claims.get(tp) is not None:
+                    # Another instance claimed it; this one stops reading it until the group
+                    # gives it back (the listener resumes it): claiming it again here would
+                    # fence the rightful owner in turn.
+                    self._claims.pop(tp, None)
+                    self._fenced.add(tp)
+                    with contextlib.suppress(IllegalStateError):
+                        self._consumer.pause(tp)
                 log.warning("partition claimed by another instance; its batch left to it",
                             error=str(exc))
                 continue
@@ -212,7 +251,9 @@ class Aggregator:
                 log.info("analytics transaction rolled back by PostgreSQL; trying again",
                          error=str(exc))
                 continue
-            self._claims.update(claims)
+            for tp, claim in moved.items():
+                if self._claims.get(tp) is claims[tp]:  # not re-claimed or revoked meanwhile
+                    self._claims[tp] = claim
             now = time.time()
             self.stats.first_commit_at = self.stats.first_commit_at or now
             self.stats.last_commit_at = now
@@ -224,18 +265,19 @@ class Aggregator:
 
     async def _commit(self, batches: dict[TopicPartition, list[KafkaRecord]],
                       checked: dict[TopicPartition, list[Checked | None]],
+                      claims: dict[TopicPartition, store.Claim],
                       ) -> dict[TopicPartition, store.Claim]:
         """Fold and write the batches in one transaction; the claims they leave behind."""
         events = [item.event for tp in batches for item in checked[tp] if item is not None]
         ids = {e.order_id for e in events
-               if isinstance(e, OrderPlaced | OrderAmended | OrderCancelled)}
+               if isinstance(e, OrderPlaced | OrderAmended | OrderCancelled | OrderConfirmed)}
         # An order's events share its key, hence its partition: its state is this instance's
         # alone while it holds the partition (if it no longer does, the fence refuses).
         folding = Fold(await store.orders_of(self._conn, ids),
                        await store.purchases_of(self._conn, ids))
-        claims: dict[TopicPartition, store.Claim] = {}
+        moved: dict[TopicPartition, store.Claim] = {}
         for tp, records in batches.items():
-            claim = self._claims[tp]
+            claim = claims[tp]
             marks = dict(claim.watermarks)
             for item in checked[tp]:
                 if item is None:
@@ -245,13 +287,13 @@ class Aggregator:
                 folding.add(item.event, late=mark is not None and mark - meta.occurred_at >= LATE)
                 if mark is None or meta.occurred_at > mark:
                     marks[meta.source_box] = meta.occurred_at
-            claims[tp] = store.Claim(records[-1].offset + 1, claim.epoch, marks)
-        positions = [store.Position(tp.topic, tp.partition, c.epoch, c.next_offset,
-                                    c.watermarks) for tp, c in claims.items()]
+            moved[tp] = store.Claim(records[-1].offset + 1, claim.epoch, marks)
+        positions = [store.Position(tp.topic, tp.partition, c.epoch, claims[tp].next_offset,
+                                    c.next_offset, c.watermarks) for tp, c in moved.items()]
         async with store.fenced(self._conn, self.group_id, positions):
             await store.write(self._conn, folding.changes)
         self.stats.aggregated += folding.changes.aggregated
-        return claims
+        return moved
 
     async def _check(self, record: KafkaRecord) -> Checked:
         return await check_record(record, self.serde, self.namespace)

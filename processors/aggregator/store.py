@@ -9,15 +9,17 @@ The commit protocol, per fetch (the records of one ``getmany``, from one or more
 2. The fetch's events are folded into deltas in memory (:mod:`processors.aggregator.fold`:
    one row per bucket and key), never a transaction per event.
 3. One transaction: each partition's position (and watermarks) moves to its batch's end **only
-   if its epoch is still the one this instance claimed** (``UPDATE ... WHERE epoch =
-   $claimed``); no row updated means another instance claimed the partition since (a
-   rebalance this one has not seen yet, or a pause that outlived its membership): the
-   transaction is rolled back, the partition dropped (its new owner applies its records) and
-   the fetch's other partitions folded and written again. Otherwise the deltas are written
-   with one multi-row upsert per table, rows sorted by key (two instances touching the same
-   buckets lock them in the same order), a notification is queued for the dashboard (sent by
-   PostgreSQL at commit, so nobody hears of an uncommitted number), and the transaction
-   commits: the aggregates and the positions move together, or neither does.
+   if its epoch is still the one this instance claimed and the stored position is still the
+   batch's start** (``UPDATE ... WHERE epoch = $claimed AND next_offset = $start``); no row
+   updated means another instance claimed the partition since (a rebalance this one has not
+   seen yet, or a pause that outlived its membership): the transaction is rolled back, the
+   partition dropped and paused until the group assigns it again (its new owner applies its
+   records), and the fetch's other partitions folded and written again. Otherwise the
+   deltas are written with one multi-row upsert per table, rows sorted by key (two instances
+   touching the same buckets lock them in the same order), a notification is queued for the
+   dashboard (sent by PostgreSQL at commit, so nobody hears of an uncommitted number), and
+   the transaction commits: the aggregates and the positions move together, or neither
+   does.
 
 A crash anywhere before the commit leaves both as they were, and the batch is read again from
 the stored position: every event counts exactly once. A deadlock or serialisation failure
@@ -78,7 +80,8 @@ MIGRATIONS = [
             order_id text PRIMARY KEY, bucket timestamptz NOT NULL, region text NOT NULL,
             box text NOT NULL, store text NOT NULL, currency text NOT NULL,
             revenue_minor bigint NOT NULL, units numeric(20, 3) NOT NULL,
-            articles jsonb NOT NULL, cancelled boolean NOT NULL DEFAULT false);
+            articles jsonb NOT NULL, cancelled boolean NOT NULL DEFAULT false,
+            revision int NOT NULL DEFAULT 0);
         COMMENT ON TABLE agg_orders IS
             'Per store order: the bucket it was counted in and with what, so that amendments '
             'and cancellations correct that bucket.';
@@ -145,11 +148,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class Position:
-    """Where one partition's batch ends: what the transaction moves its position to."""
+    """One partition's batch: where it started (the stored position it was read from) and
+    where it ends (what the transaction moves the position to)."""
 
     topic: str
     partition: int
     epoch: int
+    start_offset: int
     next_offset: int
     watermarks: dict[str, datetime]
 
@@ -176,17 +181,18 @@ async def claim(conn: asyncpg.Connection, consumer: str, topic: str, partition: 
 async def fenced(conn: asyncpg.Connection, consumer: str, positions: Sequence[Position]
                  ) -> AsyncIterator[None]:
     """A transaction that moves each partition's position if its epoch is still the claimed
-    one (else :class:`Fenced` for the first that is not, and nothing is written); the block
-    writes the batch's changes in it, and they commit together, with a notification."""
+    one and the stored position is still the batch's start (else :class:`Fenced` for the
+    first that is not, and nothing is written); the block writes the batch's changes in it,
+    and they commit together, with a notification."""
     async with conn.transaction():
         for p in sorted(positions, key=lambda p: (p.topic, p.partition)):
             moved = await conn.execute(
                 "UPDATE agg_positions SET next_offset = $5, watermarks = $6, "
-                "updated_at = clock_timestamp() "
-                "WHERE consumer = $1 AND topic = $2 AND partition = $3 AND epoch = $4",
+                "updated_at = clock_timestamp() WHERE consumer = $1 AND topic = $2 "
+                "AND partition = $3 AND epoch = $4 AND next_offset = $7",
                 consumer, p.topic, p.partition, p.epoch, p.next_offset,
                 json.dumps({box: round(t.timestamp() * 1000) for box, t in
-                            sorted(p.watermarks.items())}))
+                            sorted(p.watermarks.items())}), p.start_offset)
             if moved != "UPDATE 1":
                 raise Fenced(p.topic, p.partition)
         yield
@@ -202,7 +208,7 @@ async def orders_of(conn: asyncpg.Connection, order_ids: Iterable[str]
         r["revenue_minor"], r["units"],
         {sku: (int(c), Decimal(u), int(n))
          for sku, (c, u, n) in json.loads(r["articles"]).items()},
-        r["cancelled"]) for r in rows}
+        r["cancelled"], r["revision"]) for r in rows}
 
 
 async def purchases_of(conn: asyncpg.Connection, order_ids: Iterable[str]) -> dict[str, int]:
@@ -236,10 +242,11 @@ async def write(conn: asyncpg.Connection, changes: Changes) -> None:
     await _upsert(conn, "agg_orders", (
         ("order_id", "text"), ("bucket", "timestamptz"), ("region", "text"), ("box", "text"),
         ("store", "text"), ("currency", "text"), ("revenue_minor", "bigint"),
-        ("units", "numeric"), ("articles", "jsonb"), ("cancelled", "boolean")),
+        ("units", "numeric"), ("articles", "jsonb"), ("cancelled", "boolean"),
+        ("revision", "int")),
         [(order_id, *_key(s.key), s.revenue_minor, s.units,
           json.dumps({sku: [c, str(u), n] for sku, (c, u, n) in s.articles.items()}),
-          s.cancelled)
+          s.cancelled, s.revision)
          for order_id, s in sorted(changes.orders.items())], 1, _REPLACE)
     await _upsert(conn, "agg_purchase_orders", (
         ("order_id", "text"), ("buyer", "text"), ("supplier", "text"), ("region", "text"),
@@ -341,8 +348,9 @@ async def _upsert(conn: asyncpg.Connection, table: str, columns: Sequence[tuple[
     else:
         conflict += "UPDATE SET " + _assignments(how, names[keys:])
         if how == _NEWER:
-            conflict += " WHERE (excluded.occurred_at, excluded.event_id) > " \
-                        "(t.occurred_at, t.event_id)"
+            # (Event ids compared byte by byte, as the fold compares them in Python.)
+            conflict += " WHERE (excluded.occurred_at, excluded.event_id COLLATE \"C\") > " \
+                        "(t.occurred_at, t.event_id COLLATE \"C\")"
     await conn.execute(
         f"INSERT INTO {table} AS t ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
         f"{conflict}", *([row[i] for row in rows] for i in range(len(columns))))

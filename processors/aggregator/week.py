@@ -10,8 +10,10 @@ office; a report a day from each branch; 2,000 contact upserts. Store orders fol
 curve (night x0.1, evening peak x3) with the Friday evening peak hour at x5 the week's mean.
 
 Some events are late on purpose, as in life: 1 % of the amendments reach the network between
-two hours and three days after they happened (their box was offline). Events that would happen
-after the week's end (a payment due next month) are not part of it.
+two hours and three days after they happened (their box was offline); 0.2 % of all events
+reach it twice (a relay retrying after a lost acknowledgement); 10 % of the purchase orders
+are amended before their confirmation and 2 % cancelled by the supplier after it. Events that
+would happen after the week's end (a payment due next month) are not part of it.
 
 The events are built as the Avro records the schemas describe (plain dicts: building a
 pydantic model per event would cost more than the rest of the pipeline), with the envelope
@@ -115,6 +117,7 @@ class Week:
         self._heap: list[Planned] = []
         self.daily: dict[tuple[str, int], list[int]] = {}  # (branch, day) -> [orders, revenue]
         self.late = 0  # events that reach the network an hour or more after they happened
+        self.copies = 0  # events that reach it twice
 
     # -- the events -------------------------------------------------------------------------
 
@@ -145,12 +148,22 @@ class Week:
                 self._contact(self._moment(begin, 3600))
             horizon = begin + timedelta(hours=1)
             while self._heap and self._heap[0].at < horizon:
-                yield heapq.heappop(self._heap)
+                yield self._maybe_again(heapq.heappop(self._heap))
         self._report(6)  # the last day's, at the week's very end
         while self._heap:
             planned = heapq.heappop(self._heap)
             if planned.at < self.end + timedelta(days=3):  # late ones still arrive
                 yield planned
+
+    def _maybe_again(self, planned: Planned) -> Planned:
+        """Now and then an event reaches the network twice (a relay that retried after a lost
+        acknowledgement): the same event, again, seconds later."""
+        if self.rng.random() < 0.002:
+            self.copies += 1
+            heapq.heappush(self._heap, Planned(
+                planned.at + timedelta(milliseconds=self.rng.randint(100, 30_000)),
+                next(self._seq), planned.type, planned.data))
+        return planned
 
     def _moment(self, begin: datetime, seconds: int) -> datetime:
         return begin + timedelta(milliseconds=self.rng.randrange(seconds * 1000))
@@ -283,9 +296,26 @@ class Week:
             "notes": None})
         if partner:
             return  # by e-mail: its answers are not events of this network (yet)
+        if rng.random() < 0.1:  # the buyer changes its mind before the confirmation
+            when = at + timedelta(seconds=rng.randint(60, 1700))
+            lines = [{**line, "quantity": line["quantity"] + 10} for line in lines]
+            total = self._total(lines)
+            self._plan("OrderAmended", when, {
+                "meta": self._meta(buyer, order_id, when, target=supplier,
+                                   correlation=order_id),
+                "order_id": order_id, "revision": 1, "lines": lines, "total": total,
+                "reason": "more needed"})
         confirmed = at + timedelta(seconds=rng.randint(1800, 86400))
         self._plan("OrderConfirmed", confirmed, self._confirmation(
             supplier, order_id, confirmed, lines, total, buyer))
+        if rng.random() < 0.02:  # the supplier cannot deliver after all
+            when = confirmed + timedelta(seconds=rng.randint(600, 7200))
+            self._plan("OrderCancelled", when, {
+                "meta": self._meta(supplier, order_id, when, target=buyer,
+                                   correlation=order_id),
+                "order_id": order_id, "cancelled_by": "SUPPLIER",
+                "reason": "out of stock"})
+            return
         for n in range(4):
             when = at + timedelta(seconds=rng.randint(600, 172800))
             source, target = (buyer, supplier) if n % 2 == 0 else (supplier, buyer)

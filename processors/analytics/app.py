@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -30,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from bus.errors import BoxbusError
 from bus.log import get_logger
 from processors.analytics.queries import QUERIES, Filters, moment, query_named
-from processors.analytics.reader import Reader
+from processors.analytics.reader import Commits, Reader
 
 log = get_logger(__name__)
 
@@ -52,6 +53,8 @@ def filters_of(request: Request) -> Filters:
                if d.strip())
     limit = params.get("limit")
     below = params.get("below")
+    if limit and (not limit.isdigit() or not 1 <= int(limit) <= 100_000):
+        raise _BadRequest(f"limit={limit!r} is not a number of rows", "1 to 100000")
     try:
         return Filters(
             by=by, start=moment(params["from"], "from") if params.get("from") else None,
@@ -73,11 +76,16 @@ class _BadRequest(Exception):
 
 def create_app(dsn: str, *, coalesce: float = 0.25) -> Starlette:
     reader = Reader(dsn)
+    commits = Commits(dsn)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with reader:
-            yield
+            await commits.start()
+            try:
+                yield
+            finally:
+                await commits.stop()
 
     async def index(request: Request) -> Response:
         return FileResponse(str(STATIC / "index.html"), headers=SECURITY_HEADERS)
@@ -98,16 +106,28 @@ def create_app(dsn: str, *, coalesce: float = 0.25) -> Starlette:
         except BoxbusError as exc:
             status = 404 if name not in QUERIES else 400
             return _error(status, exc.message, exc.hint)
+        except asyncpg.DataError as exc:
+            return _error(400, f"the database refused a value: {exc}", "check the parameters")
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("analytics query failed", query=name, error=str(exc))
+            return _error(503, f"the analytics database failed: {exc.__class__.__name__}",
+                          "try again; if it persists, look at the server's log")
         return JSONResponse(result, headers=SECURITY_HEADERS)
 
     async def stream(request: Request) -> Response:
+        try:
+            listening = commits.listener()
+            queue = listening.__enter__()
+        except BoxbusError as exc:
+            return _error(503, exc.message, exc.hint)
+
         async def events() -> AsyncIterator[str]:
-            yield "retry: 2000\n\n"
-            async with reader.commits() as commits:
+            try:
+                yield "retry: 2000\n\n"
                 last = 0.0
                 while True:
                     try:
-                        consumer = await asyncio.wait_for(commits.get(), HEARTBEAT_S)
+                        consumer = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
                     except TimeoutError:
                         yield ": still here\n\n"
                         continue
@@ -115,10 +135,12 @@ def create_app(dsn: str, *, coalesce: float = 0.25) -> Starlette:
                     if wait > 0:  # many commits a second: one event for them all
                         await asyncio.sleep(wait)
                         with contextlib.suppress(asyncio.QueueEmpty):
-                            commits.get_nowait()
+                            queue.get_nowait()
                     last = time.monotonic()
                     data = json.dumps({"consumer": consumer, "at": time.time()})
                     yield f"event: commit\ndata: {data}\n\n"
+            finally:
+                listening.__exit__(None, None, None)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={
             **SECURITY_HEADERS, "Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -11,8 +11,8 @@ parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -100,14 +100,25 @@ def _sales(query: Query, filters: Filters, args: list[Any]) -> str:
             f"ORDER BY {query.order or 'revenue_minor DESC'}{_limit(filters, args)}")
 
 
+def _day(moment: datetime | None, *, up: bool) -> datetime | None:
+    """The UTC day a moment falls in (``up``: the next day's start, unless at midnight)."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + timedelta(days=1) if up and day != moment else day
+
+
 def _sub_day(filters: Filters) -> bool:
-    """A range that does not fall on whole days needs the hourly table."""
-    return any(t is not None and t.timetz() != time(0, tzinfo=t.tzinfo)
+    """A range that does not fall on whole UTC days needs the hourly table."""
+    return any(t is not None and t.astimezone(UTC).time() != time(0)
                for t in (filters.start, filters.end))
 
 
 def _products(query: Query, filters: Filters, args: list[Any]) -> str:
     dims, group = _select(query, filters)
+    filters = replace(filters, start=_day(filters.start, up=False),
+                      end=_day(filters.end, up=True))  # the table is by whole UTC days
     return (f"SELECT {dims}currency, sum(lines)::bigint AS lines, sum(units) AS units, "
             "sum(net_minor)::bigint AS net_minor "
             f"FROM agg_product_daily{_where(query, filters, args)}"
@@ -171,7 +182,9 @@ def _receivables(query: Query, filters: Filters, args: list[Any]) -> str:
     dims, group = _select(query, filters)
     args.append(filters.at or datetime.now(UTC))
     at = f"${len(args)}::timestamptz"
-    overdue = f"extract(day FROM {at} - due_at)"
+    # Days past due as of `at`, rounded up: overdue from the moment the due time passes
+    # (1 day overdue for the first 24 hours), not due until then.
+    overdue = f"ceil(extract(epoch FROM {at} - due_at) / 86400)"
 
     def ageing(low: int | None, high: int | None) -> str:
         cond = " AND ".join([*([f"{overdue} > {low}"] if low is not None else []),
@@ -187,8 +200,9 @@ def _receivables(query: Query, filters: Filters, args: list[Any]) -> str:
             "SELECT i.*, coalesce(i.buyer, po.buyer, '?') AS partner, "
             "coalesce(p.paid, 0) AS paid_minor, i.total_minor - coalesce(p.paid, 0) "
             "AS open_minor FROM agg_invoices i LEFT JOIN (SELECT invoice_id, "
-            "sum(amount_minor) AS paid FROM agg_payments GROUP BY invoice_id) p "
-            "USING (invoice_id) LEFT JOIN agg_purchase_orders po USING (order_id)) r"
+            f"sum(amount_minor) AS paid FROM agg_payments WHERE paid_at <= {at} "
+            "GROUP BY invoice_id) p USING (invoice_id) "
+            f"LEFT JOIN agg_purchase_orders po USING (order_id) WHERE i.issued_at <= {at}) r"
             f"{_where(query, filters, args)}{group}{', ' if group else ' GROUP BY '}currency "
             f"ORDER BY open_minor DESC{_limit(filters, args)}")
 
@@ -215,7 +229,9 @@ def _events(query: Query, filters: Filters, args: list[Any]) -> str:
 
 
 def _positions(query: Query, filters: Filters, args: list[Any]) -> str:
-    return ("SELECT consumer, topic, partition, next_offset, epoch, watermark, updated_at "
+    return ("SELECT consumer, topic, partition, next_offset, epoch, updated_at, "
+            "(SELECT to_timestamp(max(value::bigint) / 1000.0) FROM "
+            "jsonb_each_text(watermarks)) AS newest_event_time "
             "FROM agg_positions ORDER BY consumer, topic, partition")
 
 
@@ -227,7 +243,8 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
           "included), units, average basket, and events that came late.",
           {**_PLACE, **_TIME}, ("region",), _sales, "bucket"),
     Query("products", "Top products", "Articles of the store orders by net line value "
-          "(quantity times unit price), the best first.",
+          "(quantity times unit price), the best first; by whole UTC days (--from/--to are "
+          "taken to the day).",
           {"sku": "sku", "region": "region", "branch": "box", "day": "bucket"}, ("sku",),
           _products, "bucket"),
     Query("funnel", "Purchase-order funnel", "Purchase orders placed, confirmed, "
@@ -242,7 +259,8 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("low-stock", "Low stock", "Articles whose available stock (on hand minus "
           "reserved) is under --below, the lowest first.", {}, (), _low_stock),
     Query("receivables", "Receivables", "Invoiced minus paid per supplier and partner, "
-          "with ageing by days past due (as of --at, default now).",
+          "with ageing by days past due, as of --at (default now): invoices issued and "
+          "payments made by then.",
           {"supplier": "supplier", "partner": "partner", "region": "region"},
           ("supplier", "partner"), _receivables, "issued_at"),
     Query("branch-reports", "Branch reports", "The branches' reports as sent, beside what "

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import asyncpg
 
 from bus.errors import ConfigError
+from bus.log import get_logger
 from processors.aggregator.store import CHANNEL
 from processors.analytics.queries import Filters, run
+
+log = get_logger(__name__)
 
 STATEMENT_TIMEOUT_MS = 15_000
 
@@ -52,21 +55,61 @@ class Reader:
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             return await run(conn, name, filters)
 
-    @contextlib.asynccontextmanager
-    async def commits(self) -> AsyncIterator[asyncio.Queue[str]]:
-        """A queue that gets an item each time the aggregator commits (coalesced: a slow
-        reader finds one item for many commits)."""
-        conn = await asyncpg.connect(self.dsn)
+
+class Commits:
+    """The aggregator's commit notifications for any number of listeners (the dashboards'
+    event streams) over one LISTEN connection, made again when it is lost. Each listener has
+    a queue of one item: a slow one finds one item for many commits."""
+
+    RETRY_S = 1.0
+
+    def __init__(self, dsn: str, *, max_listeners: int = 200) -> None:
+        self.dsn = dsn
+        self.max_listeners = max_listeners
+        self._queues: set[asyncio.Queue[str]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def listener(self) -> Iterator[asyncio.Queue[str]]:
+        if len(self._queues) >= self.max_listeners:
+            raise ConfigError(f"{self.max_listeners} dashboards already listen",
+                              hint="close some, or run another `boxbus analytics serve`")
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
-
-        def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(payload)
-
-        await conn.add_listener(CHANNEL, heard)
+        self._queues.add(queue)
         try:
             yield queue
         finally:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(CHANNEL, heard)
-            await conn.close()
+            self._queues.discard(queue)
+
+    def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(payload)
+
+    async def _listen(self) -> None:
+        while True:
+            lost = asyncio.Event()
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._heard)
+                self._heard(None, 0, CHANNEL, "listening")  # what changed while away
+                await lost.wait()
+                log.warning("the analytics database's notifications were lost; listening again")
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("cannot listen to the analytics database; trying again",
+                            error=str(exc))
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(self.RETRY_S)

@@ -210,7 +210,7 @@ async def test_an_instance_whose_partition_was_claimed_cannot_commit(
         changes.sales[key] = Sales(1, 500, Decimal(2))
 
         async def commit(epoch: int) -> None:
-            async with store.fenced(conn, "g", [store.Position("t", 0, epoch, 10, {})]):
+            async with store.fenced(conn, "g", [store.Position("t", 0, epoch, 0, 10, {})]):
                 await store.write(conn, changes)
 
         with pytest.raises(store.Fenced):

@@ -117,16 +117,14 @@ async def test_the_dashboard_draws_the_databases_numbers_and_updates_live(
             stop = asyncio.Event()
             task = asyncio.create_task(aggregator.run(stop))
             try:
+                north = naming.region_topic(analytics.settings.topic_namespace, "north")
                 async with asyncio.timeout(30):
-                    while not aggregator._claims:  # the partitions are claimed: it listens
-                        await asyncio.sleep(0.1)
-                await asyncio.sleep(1)
+                    while not any(tp.topic == north for tp in aggregator.claimed):
+                        await asyncio.sleep(0.05)  # north's partitions claimed: it reads them
                 loads = await page.evaluate("performance.getEntriesByType('navigation').length")
                 async with EventProducer(analytics.settings, kafka, analytics.serde) as producer:
                     published = time.monotonic()
-                    await producer.publish(a_new_order(analytics),
-                                           naming.region_topic(analytics.settings.topic_namespace,
-                                                               "north"))
+                    await producer.publish(a_new_order(analytics), north)
                 await until(page, "document.querySelector('[data-testid=total-orders]')"
                             f".dataset.value == '{orders + 1}'", 5)
                 took = time.monotonic() - published

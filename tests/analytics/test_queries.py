@@ -73,6 +73,8 @@ async def test_purchase_orders_stock_and_receivables(analytics: Analytics, serve
     assert {r["region"] for r in stock} == {"north", "south", "east", "west", "centre"}
     owed = (await api(server, "receivables", at=AT)).json()["rows"]
     assert owed
+    # As of a moment before the week: nothing was invoiced yet.
+    assert (await api(server, "receivables", at="2026-11-01")).json()["rows"] == []
     for r in owed:
         assert r["invoiced_minor"] - r["paid_minor"] == r["open_minor"]
         assert r["open_minor"] == (r["not_due_minor"] + r["overdue_1_30_minor"]
@@ -87,6 +89,8 @@ async def test_purchase_orders_stock_and_receivables(analytics: Analytics, serve
     ("receivables", {"by": "supplier", "at": AT}),
     ("events", {"by": "type"}),
     ("low-stock", {"below": "199", "region": "north"}),
+    ("positions", {}),
+    ("products", {"by": "day", "from": "2026-11-17T13:00", "to": "2026-11-18T01:00"}),
 ])
 async def test_the_command_line_and_http_answer_the_same(
     analytics: Analytics, server: str, env_for_cli: dict[str, str], name: str,
@@ -122,3 +126,5 @@ async def test_wrong_input_is_told_what_to_do(
     assert response.status_code == 400 and "cannot group by planet" in response.json()["error"]
     response = await api(server, "sales", limit="many")
     assert response.status_code == 400
+    response = await api(server, "sales", limit="-1")
+    assert response.status_code == 400 and "1 to 100000" in response.json()["hint"]

@@ -146,3 +146,26 @@ def test_shipments_stock_receivables() -> None:
     assert fold.changes.invoices[invoice.invoice_id].total_minor == invoice.total.amount_minor
     assert list(fold.changes.payments) == [payment.payment_id]
     assert fold.changes.aggregated == 7
+
+
+def test_an_older_or_repeated_amendment_changes_nothing() -> None:
+    order = placed()
+    fold = folded(order, amended(1500, "4", revision=2), amended(1200, "3", revision=1),
+                  amended(1500, "4", revision=2))
+    (sales,) = fold.changes.sales.values()
+    assert (sales.orders, sales.revenue_minor, sales.units) == (1, 1500, Decimal("4"))
+    assert fold.changes.orders["so-1"].revision == 2
+
+
+def test_a_store_orders_confirmation_is_no_purchase_and_a_stray_cancellation_is_one() -> None:
+    confirmed: OrderConfirmed = typed("orders.OrderConfirmed", order_id="so-1")
+    fold = folded(placed(), confirmed)
+    assert fold.changes.purchases == {}
+    # Later, in its own partition: the store order's state is known, its confirmation too.
+    again = folded(confirmed, orders=fold.changes.orders)
+    assert again.changes.purchases == {}
+    # A cancellation of an order this partition never saw placed: the supplier's, of a
+    # purchase order placed in another region.
+    stray = folded(cancelled("po-7"))
+    assert stray.changes.purchases["po-7"].cancelled_at is not None
+    assert not stray.changes.sales

@@ -16,7 +16,8 @@ CLIENT = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient)\(|\b(AdminClient
                     r"Consumer)\(\{|\bfaust\.App\(|\bApplication\(")
 # Peers of the router benchmark are other libraries' own ways of connecting; each builds its
 # connection from the same BOXBUS_KAFKA_* variables (processors/peers/contract.py).
-PEERS = {"processors/peers/faust_forward.py", "processors/peers/quix_forward.py"}
+PEERS = {"processors/peers/faust_forward.py", "processors/peers/quix_forward.py",
+         "processors/peers/faust_aggregate.py"}
 
 
 def test_no_kafka_client_is_made_outside_bus_kafka() -> None:

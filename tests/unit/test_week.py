@@ -46,12 +46,22 @@ def test_every_event_is_valid_and_in_publishing_order() -> None:
 def test_the_mix_and_the_curve_follow_the_workload() -> None:
     week = Week(workload_topology("t"), 0.02, start=START)
     events = list(week.events())
-    mix = Counter(p.type for p in events)
-    store = sum(1 for p in events if p.type == "OrderPlaced"
+    distinct = {p.meta["event_id"]: p for p in events}
+    assert len(events) - len(distinct) == week.copies > 0  # some reach the network twice
+    mix = Counter(p.type for p in distinct.values())
+    store = sum(1 for p in distinct.values() if p.type == "OrderPlaced"
                 and p.data["kind"] == "STORE_ORDER")
     assert store == week.store_orders == 10_000
-    assert 0.25 < mix["OrderAmended"] / store < 0.35
-    assert 0.03 < mix["OrderCancelled"] / store < 0.07
+    purchases = {p.data["order_id"] for p in distinct.values() if p.type == "OrderPlaced"
+                 and p.data["kind"] == "PURCHASE_ORDER"}
+    assert len(purchases) == week.purchase_orders
+    amended = Counter(p.data["order_id"] in purchases for p in distinct.values()
+                      if p.type == "OrderAmended")
+    assert 0.25 < amended[False] / store < 0.35 and amended[True] > 0
+    by_supplier = [p for p in distinct.values() if p.type == "OrderCancelled"
+                   and p.data["cancelled_by"] == "SUPPLIER"]
+    assert by_supplier and all(p.data["order_id"] in purchases for p in by_supplier)
+    assert 0.03 < (mix["OrderCancelled"] - len(by_supplier)) / store < 0.07
     assert 4 < mix["StockLevelChanged"] / store < 7  # a change per line, median 5 lines
     weights = hourly_weights()
     friday_peak = 4 * 24 + 18

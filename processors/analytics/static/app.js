@@ -20,7 +20,11 @@ function params(extra) {
   const region = $("region").value;
   if (region) q.append("region", region);
   if ($("from").value) q.set("from", $("from").value);
-  if ($("to").value) q.set("to", $("to").value);
+  if ($("to").value) {  // the page's "to" day is included: the API's end is exclusive
+    const end = new Date(`${$("to").value}T00:00:00Z`);
+    end.setUTCDate(end.getUTCDate() + 1);
+    q.set("to", end.toISOString().slice(0, 10));
+  }
   return q;
 }
 
