@@ -37,7 +37,22 @@ def analytics_dsn(settings: Settings, given: str | None, *, create: bool) -> str
     name = f"{settings.topic_namespace}_analytics"
     if create:
         return asyncio.run(create_database(info.database_url, name))
+    if not asyncio.run(_exists(info.database_url, name)):
+        raise ConfigError(f"the local stack has no analytics database {name!r} (namespace "
+                          f"{settings.topic_namespace!r})",
+                          hint="run `boxbus aggregator run` for this namespace first, or give "
+                          "--namespace / --database-url")
     return owner_url(info.database_url, name)
+
+
+async def _exists(server_url: str, name: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(server_url)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await conn.close()
 
 
 def _filters(by: str | None, start: str | None, end: str | None, regions: list[str] | None,
@@ -87,8 +102,8 @@ def query(
     from processors.analytics.queries import query_named
     from processors.analytics.reader import Reader
 
-    query_named(name)  # an unknown name fails before anything connects
     filters = _filters(by, start, end, region, limit, below, at)
+    query_named(name).sql(filters)  # a wrong name or --by fails before anything connects
     settings = settings_from_env(namespace)
     dsn = analytics_dsn(settings, database_url, create=False)
 
@@ -123,9 +138,16 @@ def serve(
     import socket
 
     from processors.analytics.app import serve_forever
+    from processors.analytics.reader import Reader
 
     settings = settings_from_env(namespace)
     dsn = analytics_dsn(settings, database_url, create=False)
+
+    async def reachable() -> None:
+        async with Reader(dsn, max_size=1):
+            pass
+
+    asyncio.run(reachable())  # a wrong database is told here, not as the server's traceback
     if port == 0:
         with socket.socket() as probe:
             probe.bind((host, 0))

@@ -243,3 +243,68 @@ async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
     assert proc.returncode == 0, err
     assert json.loads(out)["consumed"] == records
     assert await stored(dsn) == recomputed(final)
+
+
+LATE_NETWORK = """\
+regions:
+  east: {partitions: 1}
+boxes:
+  - {id: branch-e, region: east, company: chain}
+"""
+
+
+async def test_an_amendment_three_days_late_corrects_its_orders_bucket_and_counts_late(
+    ns_settings: Settings, kafka: KafkaAccess, stack: StackInfo,
+) -> None:
+    """One partition: an order placed on Monday, another on Thursday, then the Monday order's
+    amendment, made on Monday but reaching the network only now (its box was offline): it
+    corrects Monday's bucket and is counted there as late; Thursday's bucket is untouched."""
+    assert stack.database_url and stack.schema_registry_url
+    ns = ns_settings.topic_namespace
+    await apply_plan(kafka, await make_plan(ns_settings, kafka, parse_topology(LATE_NETWORK)))
+    dsn = await create_database(stack.database_url, f"{ns}_analytics")
+    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
+    monday = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
+    thursday = monday + timedelta(days=3, hours=2)
+    base = example("boxbus.orders.OrderPlaced")
+    amend = example("boxbus.orders.OrderAmended")
+    assert isinstance(base, OrderPlaced) and isinstance(amend, OrderAmended)
+
+    def placed(order_id: str, at: datetime, amount: int) -> OrderPlaced:
+        return base.model_copy(update={
+            "order_id": order_id, "buyer_box": "branch-e", "store_id": "store-1",
+            "kind": OrderKind.STORE_ORDER, "supplier_box": None,
+            "total": Money(amount_minor=amount, currency="EUR"),
+            "meta": base.meta.model_copy(update={
+                "event_id": str(uuid.uuid4()), "source_box": "branch-e", "region": "east",
+                "aggregate_key": order_id, "correlation_id": order_id, "target_box": None,
+                "occurred_at": at})})
+
+    first, second = placed("so-mon", monday, 1000), placed("so-thu", thursday, 700)
+    late = amend.model_copy(update={
+        "order_id": "so-mon", "revision": 1, "total": Money(amount_minor=1600, currency="EUR"),
+        "meta": first.meta.model_copy(update={"event_id": str(uuid.uuid4()),
+                                               "occurred_at": monday + timedelta(minutes=30)})})
+    async with EventProducer(ns_settings, kafka, serde) as producer:
+        for event in (first, second, late):
+            await producer.publish(event, naming.region_topic(ns, "east"))
+    aggregator = Aggregator(ns_settings, kafka, dsn, serde)
+    stop = asyncio.Event()
+    task = asyncio.create_task(aggregator.run(stop))
+    async with asyncio.timeout(60):
+        while aggregator.stats.consumed < 3:
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    conn = await asyncpg.connect(dsn)
+    try:
+        hours = {r["bucket"]: (r["orders"], r["revenue_minor"], r["late_events"])
+                 for r in await conn.fetch("SELECT * FROM agg_sales_hourly")}
+        amended = await conn.fetchrow(
+            "SELECT records, late FROM agg_events_hourly WHERE type = 'OrderAmended'")
+    finally:
+        await conn.close()
+    assert hours == {monday.replace(minute=0): (1, 1600, 1),
+                     thursday.replace(minute=0): (1, 700, 0)}
+    assert amended is not None and (amended["records"], amended["late"]) == (1, 1)

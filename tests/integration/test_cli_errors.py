@@ -136,6 +136,15 @@ CASES = [
     case("bench router --only nope", R, "unknown contender(s) ['nope']"),
     case("bench router", U, "Unable to bootstrap"),
     case("bench isolation", N, "does not know where Kafka is"),
+    case("bench week --scale 0", R, "Invalid value for '--scale'"),
+    case("bench week", N, "does not know where Kafka is"),
+    case("analytics query salez", R, "no analytics query named 'salez'"),
+    case("analytics query sales --by planet", R, "cannot group by planet"),
+    case("analytics query sales", N, "no analytics database is given and no local stack"),
+    case("analytics query sales", U, "cannot reach the analytics database"),
+    case("analytics serve --port 70000", R, "Invalid value for '--port'"),
+    case("analytics serve", N, "no analytics database is given and no local stack"),
+    case("analytics serve", U, "cannot reach the analytics database"),
 ]
 
 # Commands with no input to get wrong and no service to miss, and why that is right.
