@@ -39,7 +39,6 @@ from typing import Any
 
 import asyncpg
 import fastavro
-from aiokafka import TopicPartition
 
 from bus import naming, wire
 from bus.catalog import SchemaCatalog
@@ -48,48 +47,14 @@ from bus.envelope import Envelope
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.settings import Settings
-from bus.topics import partitions_of
 from bus.topology import Topology, apply_plan, make_plan
+from processors.aggregator.progress import positions, topic_ends
 from processors.aggregator.verify import differences, recompute
 from processors.aggregator.week import REGIONS, Planned, Week, type_name
+from processors.procstat import proc_cpu, proc_rss_mb
 from processors.router.bench import run_contender, workload_topology
 
 Progress = Callable[[str, int, int], None]  # stage, done, total
-
-
-def proc_cpu(pid: int) -> float | None:
-    """CPU seconds of a process and its children, running or ended (PostgreSQL's backends
-    are children of its postmaster)."""
-    total = 0.0
-    found = False
-    for each in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found = True
-        used = fields[11:15] if each == pid else fields[11:13]  # with its ended children
-        total += sum(int(f) for f in used) / os.sysconf("SC_CLK_TCK")
-    return total if found else None
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
-                for c in (t / "children").read_text().split()]
-    except OSError:
-        return []
-
-
-def proc_rss_mb(pid: int) -> float | None:
-    """Peak RSS of a process (VmHWM), MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 @dataclass
@@ -215,17 +180,6 @@ class Publisher:
 CHUNK = 5000
 
 
-async def _ends(kafka: KafkaAccess, topics: list[str]) -> dict[TopicPartition, int]:
-    tps = [tp for topic in topics for tp in await partitions_of(kafka, topic)]
-    consumer = kafka.consumer(enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        return ends
-    finally:
-        await consumer.stop()
-
-
 async def _group_committed(kafka: KafkaAccess, group: str) -> int:
     admin = kafka.admin()
     await admin.start()
@@ -234,19 +188,6 @@ async def _group_committed(kafka: KafkaAccess, group: str) -> int:
     finally:
         await admin.close()
     return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
-
-
-async def _aggregated(dsn: str, group: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        value = await conn.fetchval(
-            "SELECT coalesce(sum(next_offset), 0) FROM agg_positions WHERE consumer = $1",
-            group)
-    except asyncpg.UndefinedTableError:
-        value = 0
-    finally:
-        await conn.close()
-    return int(value)
 
 
 def _start(name: str, command: list[str], env: dict[str, str], logs: Path) -> Process:
@@ -304,7 +245,7 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
                                     lambda n: progress("publish", n, events))
         marks["published"] = time.time()
         expected_events = publisher.published
-        ingress_total = sum((await _ends(kafka, ingress)).values())
+        ingress_total = sum((await topic_ends(kafka, ingress)).values())
         routed = aggregated = 0
         region_total: int | None = None
         async with asyncio.timeout(timeout):
@@ -319,10 +260,10 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
                     progress("route", routed, ingress_total)
                     if routed >= ingress_total:
                         marks["routed"] = time.time()
-                        region_total = sum((await _ends(kafka, regions)).values())
+                        region_total = sum((await topic_ends(kafka, regions)).values())
                 else:
                     assert region_total is not None
-                    aggregated = await _aggregated(dsn, f"{ns}.aggregator")
+                    aggregated = sum((await positions(dsn, f"{ns}.aggregator")).values())
                     progress("aggregate", aggregated, region_total)
                     if aggregated >= region_total:
                         break
@@ -365,7 +306,7 @@ async def bench_week(settings: Settings, kafka: KafkaAccess, *, registry_url: st
             "SELECT coalesce(sum(late), 0) FROM agg_events_hourly")
         if verify:
             say("recomputing the aggregates from the region topics ...")
-            ends = await _ends(kafka, regions)
+            ends = await topic_ends(kafka, regions)
             total = sum(ends.values())
             done = 0
 

@@ -14,8 +14,12 @@ from bus.topics import partitions_of
 async def region_ends(kafka: KafkaAccess, namespace: str, regions: list[str]
                       ) -> dict[TopicPartition, int]:
     """End offsets of the region topics of ``regions`` (that exist)."""
-    tps = [tp for region in regions
-           for tp in await partitions_of(kafka, naming.region_topic(namespace, region))]
+    return await topic_ends(kafka, [naming.region_topic(namespace, r) for r in regions])
+
+
+async def topic_ends(kafka: KafkaAccess, topics: list[str]) -> dict[TopicPartition, int]:
+    """End offsets of every partition of ``topics`` (that exist)."""
+    tps = [tp for topic in topics for tp in await partitions_of(kafka, topic)]
     consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:

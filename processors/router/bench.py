@@ -48,6 +48,7 @@ from bus.settings import Settings
 from bus.signing import HEADER, KeyRing, Signer
 from bus.topics import TopicSpec, ensure_topics
 from bus.topology import Topology, apply_plan, make_plan
+from processors.procstat import proc_cpu, proc_rss_mb
 
 REGIONS = ("north", "south", "east", "west", "centre")
 REPO = Path(__file__).resolve().parents[2]
@@ -211,28 +212,10 @@ class Run:
         return round(self.events / self.seconds) if self.seconds and not self.error else 0.0
 
 
-def _proc_cpu(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 async def run_contender(name: str, command: list[str], broker_pid: int | None,
                         timeout: float, kafka: KafkaAccess) -> Run:
     run = Run(name)
-    broker_before = _proc_cpu(broker_pid) if broker_pid else None
+    broker_before = proc_cpu(broker_pid) if broker_pid else None
     # The contender connects as the benchmark does (BOXBUS_KAFKA_*: peers/contract.py).
     env = {**os.environ, "PYTHONPATH": str(REPO), **kafka.env()}
     proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO,
@@ -242,8 +225,8 @@ async def run_contender(name: str, command: list[str], broker_pid: int | None,
     try:
         async with asyncio.timeout(timeout + 30):
             while not reading.done():
-                cpu = _proc_cpu(proc.pid) or cpu
-                rss = _proc_peak_rss_mb(proc.pid) or rss
+                cpu = proc_cpu(proc.pid) or cpu
+                rss = proc_rss_mb(proc.pid) or rss
                 await asyncio.wait([reading], timeout=0.2)
     except TimeoutError:
         proc.kill()
@@ -253,7 +236,7 @@ async def run_contender(name: str, command: list[str], broker_pid: int | None,
     stdout, stderr = reading.result()
     run.cpu_seconds, run.peak_rss_mb = round(cpu, 2), round(rss, 1)
     if broker_pid and broker_before is not None:
-        after = _proc_cpu(broker_pid)
+        after = proc_cpu(broker_pid)
         run.broker_cpu_seconds = round(after - broker_before, 2) if after else None
     lines = [line for line in stdout.decode().splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -30,10 +30,10 @@ from bus.kafka import KafkaAccess
 from bus.producer import EventProducer
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
-from bus.topics import partitions_of
 from bus.topology import apply_plan, make_plan, parse_topology
 from processors.aggregator import Aggregator, store
 from processors.aggregator.fold import Changes, Sales, SalesKey
+from processors.aggregator.progress import behind
 from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
@@ -153,7 +153,7 @@ async def test_every_order_counts_once_across_a_stop_and_a_takeover(
         task = asyncio.create_task(aggregator.run(stop))
         async with asyncio.timeout(90):
             while (aggregator.stats.consumed < until if until is not None
-                   else await behind(dsn, ns, kafka) > 0):
+                   else await behind(kafka, dsn, ns, ["north", "south"]) > 0):
                 assert not task.done(), task
                 await asyncio.sleep(0.05)
         if until is not None:
@@ -169,29 +169,7 @@ async def test_every_order_counts_once_across_a_stop_and_a_takeover(
     assert 0 < first.stats.consumed < records
     await run(until=None)  # a new instance takes the partitions and finishes
     assert await stored(dsn) == recomputed(final)
-    assert await behind(dsn, ns, kafka) == 0
-
-
-async def behind(dsn: str, ns: str, kafka: KafkaAccess) -> int:
-    """Records of the region topics not yet in the aggregates (by the stored positions)."""
-    tps = [tp for region in ("north", "south")
-           for tp in await partitions_of(kafka, naming.region_topic(ns, region))]
-    consumer = kafka.consumer(enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT topic, partition, next_offset FROM agg_positions "
-                                "WHERE consumer = $1", f"{ns}.aggregator")
-    except asyncpg.UndefinedTableError:
-        rows = []
-    finally:
-        await conn.close()
-    at = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
-    return sum(end - at.get((tp.topic, tp.partition), 0) for tp, end in ends.items())
+    assert await behind(kafka, dsn, ns, ["north", "south"]) == 0
 
 
 async def test_an_instance_whose_partition_was_claimed_cannot_commit(
@@ -234,7 +212,7 @@ async def test_the_aggregator_command_runs_as_its_user_and_stops_cleanly(
         stderr=subprocess.PIPE, text=True)
     try:
         async with asyncio.timeout(60):
-            while await behind(dsn, ns, kafka) > 0:
+            while await behind(kafka, dsn, ns, ["north", "south"]) > 0:
                 assert proc.poll() is None, proc.communicate()
                 await asyncio.sleep(0.2)
     finally:

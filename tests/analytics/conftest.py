@@ -14,21 +14,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 import uvicorn
 
-from bus import Settings, naming
+from bus import Settings
 from bus.catalog import SchemaCatalog
 from bus.db import create_database
 from bus.devstack import StackInfo
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
-from bus.topics import partitions_of
 from bus.topology import apply_plan, make_plan
 from processors.aggregator import Aggregator
 from processors.aggregator.bench import Publisher
+from processors.aggregator.progress import behind
 from processors.aggregator.week import REGIONS, Week
 from processors.analytics.app import create_app
 from processors.router.bench import workload_topology
@@ -43,26 +42,6 @@ class Analytics:
     week: Week
     publisher: Publisher
     serde: EventSerde
-
-
-async def caught_up(kafka: KafkaAccess, dsn: str, ns: str) -> bool:
-    tps = [tp for r in (*REGIONS, "central")
-           for tp in await partitions_of(kafka, naming.region_topic(ns, r))]
-    consumer = kafka.consumer(enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT topic, partition, next_offset FROM agg_positions")
-    except asyncpg.UndefinedTableError:
-        return False
-    finally:
-        await conn.close()
-    at = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
-    return all(at.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +64,8 @@ async def analytics(settings: Settings, kafka: KafkaAccess, stack: StackInfo) ->
     stop = asyncio.Event()
     task = asyncio.create_task(aggregator.run(stop))
     async with asyncio.timeout(120):
-        while not await caught_up(kafka, dsn, ns):
+        while await behind(kafka, dsn, ns, [*REGIONS, "central"]) > 0 \
+                or not aggregator.stats.commits:
             assert not task.done(), task
             await asyncio.sleep(0.3)
     stop.set()
