@@ -112,7 +112,8 @@ class Week:
         self.articles = [(sku, 50 + (n * 7919) % 4950) for n, sku in enumerate(skus)]
         zipf = [1 / (n + 1) ** 0.9 for n in range(ARTICLES)]
         self.cumulative = list(itertools.accumulate(zipf))
-        self.stock: dict[tuple[str, str], Decimal] = {}
+        self.stock: dict[tuple[str, str], Decimal] = {}  # level per (warehouse, sku)
+        self._stock_changes: dict[str, tuple[str, str, Decimal]] = {}  # by event id
         self._seq = itertools.count()
         self._heap: list[Planned] = []
         self.daily: dict[tuple[str, int], list[int]] = {}  # (branch, day) -> [orders, revenue]
@@ -148,12 +149,27 @@ class Week:
                 self._contact(self._moment(begin, 3600))
             horizon = begin + timedelta(hours=1)
             while self._heap and self._heap[0].at < horizon:
-                yield self._maybe_again(heapq.heappop(self._heap))
+                yield self._maybe_again(self._settled(heapq.heappop(self._heap)))
         self._report(6)  # the last day's, at the week's very end
         while self._heap:
             planned = heapq.heappop(self._heap)
             if planned.at < self.end + timedelta(days=3):  # late ones still arrive
-                yield planned
+                yield self._settled(planned)
+
+    def _settled(self, planned: Planned) -> Planned:
+        """A stock change gets its level when it is published, in time order, so the newest
+        level of an article is the one after all its changes."""
+        change = self._stock_changes.pop(planned.meta["event_id"], None)
+        if change is not None:
+            warehouse, sku, delta = change
+            level = self.stock.get((warehouse, sku), Decimal(200)) + delta
+            reason = "SALE" if delta < 0 else "RECEIPT"
+            if level < 0:
+                level, reason = level + 500, "RECEIPT"  # restocked
+            self.stock[(warehouse, sku)] = level
+            planned.data["on_hand"] = level.quantize(Decimal("0.001"))
+            planned.data["reason"] = reason
+        return planned
 
     def _maybe_again(self, planned: Planned) -> Planned:
         """Now and then an event reaches the network twice (a relay that retried after a lost
@@ -246,18 +262,15 @@ class Week:
 
     def _stock_change(self, box: str, warehouse: str, sku: str, change: Decimal,
                       at: datetime) -> None:
-        level = self.stock.get((warehouse, sku), Decimal(200)) + change
-        reason = "SALE" if change < 0 else "RECEIPT"
-        if level < 0:
-            level, reason = level + 500, "RECEIPT"  # restocked
-        self.stock[(warehouse, sku)] = level
+        """Plan a stock change; its level is set when it is published (``_settled``)."""
         key = f"{warehouse}/{sku}"
+        meta = self._meta(box, key, at)
+        self._stock_changes[meta["event_id"]] = (warehouse, sku, change)
         self._plan("StockLevelChanged", at, {
-            "meta": self._meta(box, key, at), "warehouse": warehouse, "sku": sku,
-            "unit": "pcs", "on_hand": level.quantize(Decimal("0.001")),
-            "in_transit": Decimal("0.000"),
+            "meta": meta, "warehouse": warehouse, "sku": sku, "unit": "pcs",
+            "on_hand": Decimal("0.000"), "in_transit": Decimal("0.000"),
             "reserved": Decimal(self.rng.randint(0, 3)).quantize(Decimal("0.001")),
-            "reason": reason})
+            "reason": "SALE"})
 
     def _confirmation(self, source: str, order_id: str, at: datetime,
                       lines: list[dict[str, Any]], total: dict[str, Any], target: str | None

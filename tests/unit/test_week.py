@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import fastavro
 
@@ -81,3 +82,23 @@ def test_same_seed_same_week_and_last_monday() -> None:
     assert first == again
     assert last_monday(datetime(2026, 11, 30, 5, tzinfo=UTC)) == datetime(2026, 11, 23,
                                                                           tzinfo=UTC)
+
+
+def test_stock_levels_follow_the_changes_in_time_order() -> None:
+    week = Week(workload_topology("t"), 0.002, start=START)
+    seen: dict[tuple[str, str], Decimal] = {}
+    sold: dict[tuple[str, str], Decimal] = {}
+    for planned in week.events():
+        if planned.type != "StockLevelChanged" or planned.meta["event_id"] in sold:
+            continue
+        data = planned.data
+        key = (data["warehouse"], data["sku"])
+        before = seen.get(key, Decimal(200))
+        change = data["on_hand"] - before
+        # A sale lowers the level; a restock (when a sale would go below zero) adds 500
+        # less what the sale took.
+        assert (change < 0 and data["reason"] == "SALE") or (
+            data["reason"] == "RECEIPT" and 0 < change <= 500), (change, data["reason"])
+        seen[key] = data["on_hand"]
+        sold[planned.meta["event_id"]] = change
+    assert seen and all(week.stock[k] == v for k, v in seen.items())
