@@ -267,11 +267,10 @@ class Fold:
 
     def add(self, event: EventBase, *, late: bool) -> None:
         meta = event.meta
-        self.changes.counts[CountKey(hour_of(meta.occurred_at), meta.region,
-                                     event.TYPE.rsplit(".", 1)[-1])].records += 1
-        if late:
-            self.changes.counts[CountKey(hour_of(meta.occurred_at), meta.region,
-                                         event.TYPE.rsplit(".", 1)[-1])].late += 1
+        count = self.changes.counts[CountKey(hour_of(meta.occurred_at), meta.region,
+                                             event.TYPE.rsplit(".", 1)[-1])]
+        count.records += 1
+        count.late += late
         match event:
             case OrderPlaced() | OrderAmended() | OrderCancelled():
                 self._order(event, late)

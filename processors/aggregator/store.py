@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -293,11 +293,6 @@ async def write(conn: asyncpg.Connection, changes: Changes) -> None:
         ("late", "bigint")),
         [(k.bucket, k.region, k.type, v.records, v.late)
          for k, v in sorted(changes.counts.items())], 3, _ADD)
-
-
-async def add_sales(conn: asyncpg.Connection, sales: Mapping[SalesKey, Any]) -> None:
-    """Sales deltas alone (hourly), for tests of the protocol."""
-    await _sales(conn, "agg_sales_hourly", sales.items())
 
 
 _SALES_COLUMNS = (("bucket", "timestamptz"), ("region", "text"), ("box", "text"),

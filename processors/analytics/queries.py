@@ -11,7 +11,7 @@ parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,8 +41,6 @@ class Query:
     default_by: tuple[str, ...]
     build: Callable[[Query, Filters, list[Any]], str]  # SQL with $n bound in the list
     time_column: str | None = None  # what --from/--to filter
-    order: str = ""
-    columns: tuple[str, ...] = field(default=())  # the measures, in order
 
     def sql(self, filters: Filters) -> tuple[str, list[Any]]:
         unknown = [d for d in filters.by if d not in self.dimensions]
@@ -72,11 +70,13 @@ def _where(query: Query, filters: Filters, args: list[Any], region: str = "regio
     return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
-def _select(query: Query, filters: Filters) -> tuple[str, str]:
-    group = query.group(filters)
-    dims = ", ".join(f"{sql} AS {name}" for name, sql in group)
-    return (dims + ", " if dims else "",
-            f" GROUP BY {', '.join(str(i) for i in range(1, len(group) + 1))}" if group else "")
+def _select(query: Query, filters: Filters, keep: Sequence[str] = ()) -> tuple[str, str]:
+    """The grouped columns (the dimensions asked for, then ``keep``: columns every row is
+    split by, such as the currency), and their GROUP BY clause."""
+    columns = [f"{sql} AS {name}" for name, sql in query.group(filters)] + list(keep)
+    dims = "".join(f"{c}, " for c in columns)
+    return dims, (f" GROUP BY {', '.join(str(i) for i in range(1, len(columns) + 1))}"
+                  if columns else "")
 
 
 def _limit(filters: Filters, args: list[Any]) -> str:
@@ -87,17 +87,16 @@ def _limit(filters: Filters, args: list[Any]) -> str:
 
 
 def _sales(query: Query, filters: Filters, args: list[Any]) -> str:
-    dims, group = _select(query, filters)
+    dims, group = _select(query, filters, keep=("currency",))
     by = filters.by or query.default_by
     table = "agg_sales_hourly" if {"hour", "store"} & set(by) or _sub_day(filters) \
         else "agg_sales_daily"
-    return (f"SELECT {dims}currency, sum(orders)::bigint AS orders, "
+    return (f"SELECT {dims}sum(orders)::bigint AS orders, "
             "sum(revenue_minor)::bigint AS revenue_minor, sum(units) AS units, "
             "CASE WHEN sum(orders) > 0 THEN round(sum(revenue_minor) / sum(orders)) END "
             "AS avg_basket_minor, sum(late_events)::bigint AS late_events "
-            f"FROM {table}{_where(query, filters, args)}"
-            f"{group}{', ' if group else ' GROUP BY '}currency "
-            f"ORDER BY {query.order or 'revenue_minor DESC'}{_limit(filters, args)}")
+            f"FROM {table}{_where(query, filters, args)}{group} "
+            f"ORDER BY revenue_minor DESC{_limit(filters, args)}")
 
 
 def _day(moment: datetime | None, *, up: bool) -> datetime | None:
@@ -116,13 +115,12 @@ def _sub_day(filters: Filters) -> bool:
 
 
 def _products(query: Query, filters: Filters, args: list[Any]) -> str:
-    dims, group = _select(query, filters)
+    dims, group = _select(query, filters, keep=("currency",))
     filters = replace(filters, start=_day(filters.start, up=False),
                       end=_day(filters.end, up=True))  # the table is by whole UTC days
-    return (f"SELECT {dims}currency, sum(lines)::bigint AS lines, sum(units) AS units, "
+    return (f"SELECT {dims}sum(lines)::bigint AS lines, sum(units) AS units, "
             "sum(net_minor)::bigint AS net_minor "
-            f"FROM agg_product_daily{_where(query, filters, args)}"
-            f"{group}{', ' if group else ' GROUP BY '}currency "
+            f"FROM agg_product_daily{_where(query, filters, args)}{group} "
             f"ORDER BY net_minor DESC, units DESC{_limit(filters, args)}")
 
 
@@ -179,7 +177,7 @@ def _low_stock(query: Query, filters: Filters, args: list[Any]) -> str:
 
 
 def _receivables(query: Query, filters: Filters, args: list[Any]) -> str:
-    dims, group = _select(query, filters)
+    dims, group = _select(query, filters, keep=("currency",))
     args.append(filters.at or datetime.now(UTC))
     at = f"${len(args)}::timestamptz"
     # Days past due as of `at`, rounded up: overdue from the moment the due time passes
@@ -191,7 +189,7 @@ def _receivables(query: Query, filters: Filters, args: list[Any]) -> str:
                              *([f"{overdue} <= {high}"] if high is not None else [])])
         return f"coalesce(sum(open_minor) FILTER (WHERE {cond}), 0)::bigint"
 
-    return (f"SELECT {dims}currency, count(*) AS invoices, "
+    return (f"SELECT {dims}count(*) AS invoices, "
             "sum(total_minor)::bigint AS invoiced_minor, sum(paid_minor)::bigint AS paid_minor, "
             "sum(open_minor)::bigint AS open_minor, "
             f"{ageing(None, 0)} AS not_due_minor, {ageing(0, 30)} AS overdue_1_30_minor, "
@@ -203,7 +201,7 @@ def _receivables(query: Query, filters: Filters, args: list[Any]) -> str:
             f"sum(amount_minor) AS paid FROM agg_payments WHERE paid_at <= {at} "
             "GROUP BY invoice_id) p USING (invoice_id) "
             f"LEFT JOIN agg_purchase_orders po USING (order_id) WHERE i.issued_at <= {at}) r"
-            f"{_where(query, filters, args)}{group}{', ' if group else ' GROUP BY '}currency "
+            f"{_where(query, filters, args)}{group} "
             f"ORDER BY open_minor DESC{_limit(filters, args)}")
 
 
@@ -225,7 +223,7 @@ def _events(query: Query, filters: Filters, args: list[Any]) -> str:
     dims, group = _select(query, filters)
     return (f"SELECT {dims}sum(records)::bigint AS records, sum(late)::bigint AS late "
             f"FROM agg_events_hourly{_where(query, filters, args)}{group} "
-            f"ORDER BY {query.order or 'records DESC'}{_limit(filters, args)}")
+            f"ORDER BY records DESC{_limit(filters, args)}")
 
 
 def _positions(query: Query, filters: Filters, args: list[Any]) -> str:

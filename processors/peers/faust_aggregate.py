@@ -89,21 +89,17 @@ class FaustAggregator:
         # event being processed, which a batch (stream.take_events) does not have.
         try:
             async for event in stream.events():
-                await self.batch([event])
+                await self.one(event)
                 yield None
         except Exception:
             self.stop()  # no figures: the run gives up at once instead of at its timeout
             raise
 
-    async def batch(self, events: list[Any]) -> None:
+    async def one(self, event: Any) -> None:
         if self.started is None:
             self.started = time.monotonic()
-        by_partition: dict[int, list[Any]] = {}
-        for event in events:
-            by_partition.setdefault(event.message.partition, []).append(event)
-        for partition, batch in by_partition.items():
-            await self.fold(partition, batch)
-        self.done += len(events)
+        await self.fold(event.message.partition, [event])
+        self.done += 1
         if self.done >= self.args.count and self.finished is None:
             self.finished = time.monotonic()
             self.stop()
