@@ -75,6 +75,13 @@ def mail_topic(namespace: str) -> str:
     return f"{namespace}.mail"
 
 
+def partner_letters_topic(namespace: str, partner: str) -> str:
+    """What the mailer could not deliver to one partner (a refused address, a mailbox that
+    stayed unreachable), with the reason: ``<namespace>.box.<partner>.mail.dlq``. Under the
+    partner's prefix, so it is the partner's own once it has a box."""
+    return box_prefix(namespace, partner) + "mail" + DLQ_SUFFIX
+
+
 def quarantine_topic(topic: str) -> str:
     """Where the router puts the events of a box's ingress topic it must not deliver (a forged
     or unknown source, a type the source may not publish), with the reason."""

@@ -139,6 +139,9 @@ class Defaults(_Strict):
     replication: int | None = Field(None, ge=1, le=7)
 
 
+Language = Literal["en", "uk", "cs"]  # the languages the mailer writes in
+
+
 class BoxKind(StrEnum):
     BOX = "box"  # a CRM/ERP with the box SDK: events reach its inbox topic
     PARTNER = "partner"  # no box: events reach the mail topic, sent by e-mail
@@ -150,6 +153,8 @@ class Box(_Strict):
     company: str = Field(min_length=1)
     kind: BoxKind = BoxKind.BOX
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    # The language of the e-mails the mailer writes to it (a partner without a box).
+    language: Language = "en"
     # Event types this box may publish; None: any. The router quarantines the others.
     publishes: tuple[EventType, ...] | None = None
     # Its own byte rates instead of defaults.box_quota.

@@ -87,27 +87,36 @@ def wanted_topics(topology: Topology, namespace: str) -> list[WantedTopic]:
                         {"max.message.bytes": str(DLQ_MAX_BYTES)}, "dead-letter"),
         ]
     letters = {"max.message.bytes": str(DLQ_MAX_BYTES)}
+    ingress_retention = {"retention.ms": str(defaults.ingress_retention)}
+    partitions = defaults.ingress_partitions
     for box in topology.boxes:
+        # Every box writes its ingress topic; for a partner without a box the mailer does.
+        ingress = naming.ingress_topic(namespace, box.id)
+        wanted += [
+            WantedTopic(ingress, partitions, defaults.replication, ingress_retention,
+                        "ingress"),
+            WantedTopic(naming.dlq_topic(ingress), partitions, defaults.replication,
+                        letters, "dead-letter"),
+            WantedTopic(naming.quarantine_topic(ingress), partitions, defaults.replication,
+                        {**ingress_retention, **letters}, "quarantine"),
+        ]
         if box.kind is BoxKind.BOX:
             inbox = naming.inbox_topic(namespace, box.id)
-            ingress = naming.ingress_topic(namespace, box.id)
-            ingress_retention = {"retention.ms": str(defaults.ingress_retention)}
-            partitions = defaults.ingress_partitions
             wanted += [
                 WantedTopic(inbox, defaults.inbox_partitions, defaults.replication,
                             {"retention.ms": str(defaults.inbox_retention)}, "inbox"),
                 WantedTopic(naming.dlq_topic(inbox), defaults.inbox_partitions,
                             defaults.replication, letters, "dead-letter"),
-                WantedTopic(ingress, partitions, defaults.replication, ingress_retention,
-                            "ingress"),
-                WantedTopic(naming.dlq_topic(ingress), partitions, defaults.replication,
-                            letters, "dead-letter"),
-                WantedTopic(naming.quarantine_topic(ingress), partitions,
-                            defaults.replication, {**ingress_retention, **letters},
-                            "quarantine"),
             ]
-    wanted.append(WantedTopic(naming.mail_topic(namespace), defaults.mail_partitions,
-                              defaults.replication, {}, "mail"))
+        else:  # what the mailer could not deliver to the partner
+            wanted.append(WantedTopic(naming.partner_letters_topic(namespace, box.id), 1,
+                                      defaults.replication, letters, "dead-letter"))
+    mail = naming.mail_topic(namespace)
+    wanted += [
+        WantedTopic(mail, defaults.mail_partitions, defaults.replication, {}, "mail"),
+        WantedTopic(naming.dlq_topic(mail), defaults.mail_partitions, defaults.replication,
+                    letters, "dead-letter"),
+    ]
     for kind in naming.CONTROL_KINDS:
         wanted.append(WantedTopic(naming.control_topic(namespace, kind), 1,
                                   defaults.replication, {"cleanup.policy": "compact"},

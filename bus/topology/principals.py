@@ -11,9 +11,14 @@ of the network as ``<ns>.<service>`` (one cluster may hold several networks). A 
   fallback check for producers without it is slow in the StandardAuthorizer);
 - nothing else: no other box's topics or groups, no region or control topic, no topic creation.
 
+A partner without a box has no user: the mailer writes its ingress topic for it (the replies
+it sends by e-mail, the receipts of what could not be delivered to it), so the router proves
+their source like any box's.
+
 The router reads every ingress topic and the control topics, writes the region topics, the
 inboxes, the mail topic and the ingress topics' quarantine and dead letters, and commits in its
-own group. The aggregator reads the region and control topics, writes the regions' dead
+own group. The mailer reads the mail topic and the control topics, writes the partners'
+ingress topics and the dead letters of mail, and commits in its own group. The aggregator reads the region and control topics, writes the regions' dead
 letters, and commits in its own group. Nothing here creates topics: ``topology apply`` does,
 as the operator.
 """
@@ -27,7 +32,7 @@ from enum import StrEnum
 from bus import naming
 from bus.topology.model import BoxKind, Quota, Topology
 
-SERVICES = ("router", "aggregator")
+SERVICES = ("router", "aggregator", "mailer")
 _BOX_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # naming's rule for box ids
 CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
 
@@ -95,13 +100,35 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
             # The signed types and every box's public keys, to verify what it receives.
             Grant(user, Resource.TOPIC, naming.control_topic(namespace, "signing"),
                   Pattern.LITERAL, Operation.READ),
-            Grant(router, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, inbox, Pattern.LITERAL, Operation.WRITE),
+        }
+    for box in topology.boxes:  # partners' too: the mailer writes theirs
+        ingress = naming.ingress_topic(namespace, box.id)
+        wanted |= {
+            Grant(router, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, naming.quarantine_topic(ingress), Pattern.LITERAL,
                   Operation.WRITE),
             Grant(router, Resource.TOPIC, naming.dlq_topic(ingress), Pattern.LITERAL,
                   Operation.WRITE),
         }
+    mailer = naming.service_principal(namespace, "mailer")
+    for partner in (b.id for b in topology.boxes if b.kind is BoxKind.PARTNER):
+        ingress = naming.ingress_topic(namespace, partner)
+        wanted |= {
+            Grant(mailer, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.WRITE),
+            Grant(mailer, Resource.TOPIC, naming.partner_letters_topic(namespace, partner),
+                  Pattern.LITERAL, Operation.WRITE),
+        }
+    mail = naming.mail_topic(namespace)
+    wanted |= {
+        Grant(mailer, Resource.TOPIC, mail, Pattern.LITERAL, Operation.READ),
+        Grant(mailer, Resource.TOPIC, naming.dlq_topic(mail), Pattern.LITERAL,
+              Operation.WRITE),
+        Grant(mailer, Resource.TOPIC, f"{namespace}.control.", Pattern.PREFIXED,
+              Operation.READ),
+        Grant(mailer, Resource.GROUP, f"{namespace}.mailer", Pattern.LITERAL, Operation.READ),
+        Grant(mailer, Resource.CLUSTER, CLUSTER, Pattern.LITERAL, Operation.IDEMPOTENT_WRITE),
+    }
     wanted |= {
         Grant(router, Resource.TOPIC, f"{namespace}.region.", Pattern.PREFIXED,
               Operation.WRITE),

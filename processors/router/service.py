@@ -176,7 +176,7 @@ class Router:
             self._refused.clear()  # the network changed: every box's topic is tried again
         self._subscribed_for = table
         wanted = {naming.ingress_topic(self.namespace, box.id)
-                  for box in table.boxes.values() if not box.partner} - self._refused
+                  for box in table.boxes.values()} - self._refused
         if wanted == self._subscribed:
             return
         if wanted:

@@ -30,7 +30,7 @@ relationships:
 def test_a_user_per_box_and_service_and_none_for_a_partner() -> None:
     assert users(parse_topology(NETWORK), "ns") == {
         "ns.box.a": "box a", "ns.box.ab": "box ab", "ns.router": "router",
-        "ns.aggregator": "aggregator"}
+        "ns.aggregator": "aggregator", "ns.mailer": "mailer"}
 
 
 def test_the_aggregator_reads_the_regions_and_writes_none_of_them() -> None:
@@ -69,10 +69,12 @@ def test_the_router_gets_exactly_what_it_uses() -> None:
               for g in grants(parse_topology(NETWORK), "ns") if g.user == "ns.router"}
     reads = {n for r, n, p, o in router if o is Operation.READ and r is Resource.TOPIC}
     writes = {n for r, n, p, o in router if o is Operation.WRITE}
-    assert reads == {"ns.box.a.outbox", "ns.box.ab.outbox", "ns.control."}
+    assert reads == {"ns.box.a.outbox", "ns.box.ab.outbox", "ns.box.post.outbox",
+                     "ns.control."}
     assert writes == {"ns.box.a.inbox", "ns.box.ab.inbox", "ns.region.", "ns.mail",
                       "ns.box.a.outbox.quarantine", "ns.box.a.outbox.dlq",
-                      "ns.box.ab.outbox.quarantine", "ns.box.ab.outbox.dlq"}
+                      "ns.box.ab.outbox.quarantine", "ns.box.ab.outbox.dlq",
+                      "ns.box.post.outbox.quarantine", "ns.box.post.outbox.dlq"}
     assert (Resource.GROUP, "ns.router", Pattern.LITERAL, Operation.READ) in router
     assert Grant("ns.router", Resource.TOPIC, "ns.region.", Pattern.PREFIXED,
                  Operation.WRITE).describe() == "ns.router: write topic ns.region.*"
@@ -103,3 +105,15 @@ def test_a_byte_rate_is_read_with_its_unit_or_refused() -> None:
     for bad in ("fast", "-1MiB", 0, True, "1 TB"):
         with pytest.raises(ValueError, match="byte rate"):
             byte_rate(bad)
+
+
+def test_the_mailer_writes_for_the_partners_and_reads_the_mail() -> None:
+    mine = {(g.resource, g.name, g.pattern, g.operation)
+            for g in grants(parse_topology(NETWORK), "ns") if g.user == "ns.mailer"}
+    reads = {n for r, n, p, o in mine if o is Operation.READ and r is Resource.TOPIC}
+    writes = {n for r, n, p, o in mine if o is Operation.WRITE}
+    assert reads == {"ns.mail", "ns.control."}
+    # The partner's ingress topic (its replies, the receipts of undeliverable mail), what
+    # could not be delivered to it, and the mail topic's dead letters: no box's topics.
+    assert writes == {"ns.box.post.outbox", "ns.box.post.mail.dlq", "ns.mail.dlq"}
+    assert (Resource.GROUP, "ns.mailer", Pattern.LITERAL, Operation.READ) in mine

@@ -97,8 +97,12 @@ def test_quarantine_reasons() -> None:
     # ... and so is a region other than the owner's.
     elsewhere = routes.decide(event("south-branch", region="north"), "south-branch")
     assert elsewhere.quarantine == "forged-source" and "'south'" in (elsewhere.reason or "")
-    # A partner has no ingress topic of its own.
-    assert routes.decide(event("post", region="south"), "post").quarantine == "unknown-source"
+    # A partner's ingress topic is written by the mailer for it (its replies by e-mail): its
+    # events are proven like any box's, and go where its relationships allow.
+    reply = routes.decide(event("post", "boxbus.collaboration.CommentAdded", region="south",
+                                targetbox="south-branch"), "post")
+    assert boxes(reply) == ["south-branch"]
+    assert routes.decide(event("post", region="north"), "post").quarantine == "forged-source"
     refused = routes.decide(event("farm", targetbox="north-branch"), "farm")
     assert refused.quarantine == "type-not-allowed"
     allowed = routes.decide(event("farm", "boxbus.orders.OrderConfirmed",
