@@ -72,6 +72,21 @@ class Settings(BaseSettings):
 
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
+    # How the mailer talks to it: plain, STARTTLS after connecting, or TLS from the start.
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # The mailer (connectors.mail): its sender address; the domain of its Message-IDs and
+    # reply addresses (replies to it must reach `boxbus mailer run`'s SMTP endpoint); the
+    # key that signs reply addresses and invitation links; e-mails a second it sends to
+    # one SMTP server; how long a partner's mailbox may stay unreachable before its mail is
+    # given up; the address its links point to (its HTTP endpoint, or a proxy in front).
+    mail_from: str = "orders@boxbus.localhost"
+    mail_domain: str = "boxbus.localhost"
+    mail_signing_key: SecretStr | None = None
+    mail_rate: float = Field(default=100.0, gt=0)
+    mail_retry_hours: float = Field(default=24.0, gt=0)
+    mail_public_url: str = "http://127.0.0.1:8025"
 
     # Every topic boxbus names starts with this, so several networks can share one cluster.
     topic_namespace: str = "boxbus"

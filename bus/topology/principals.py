@@ -18,8 +18,9 @@ their source like any box's.
 The router reads every ingress topic and the control topics, writes the region topics, the
 inboxes, the mail topic and the ingress topics' quarantine and dead letters, and commits in its
 own group. The mailer reads the mail topic and the control topics, writes the partners'
-ingress topics and the dead letters of mail, and commits in its own group. The aggregator reads the region and control topics, writes the regions' dead
-letters, and commits in its own group. Nothing here creates topics: ``topology apply`` does,
+ingress topics and the dead letters of mail, and commits in its own group. The aggregator
+reads the region and control topics, writes the regions' dead letters, and commits in its own
+group. Nothing here creates topics: ``topology apply`` does,
 as the operator.
 """
 
@@ -102,8 +103,8 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
                   Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, inbox, Pattern.LITERAL, Operation.WRITE),
         }
-    for box in topology.boxes:  # partners' too: the mailer writes theirs
-        ingress = naming.ingress_topic(namespace, box.id)
+    for entry in topology.boxes:  # partners' too: the mailer writes theirs
+        ingress = naming.ingress_topic(namespace, entry.id)
         wanted |= {
             Grant(router, Resource.TOPIC, ingress, Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, naming.quarantine_topic(ingress), Pattern.LITERAL,
