@@ -128,9 +128,13 @@ class DeadLetterWriter:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def write(self, record: KafkaRecord, error: BadEvent) -> DeadLetter:
+    async def write(self, record: KafkaRecord, error: BadEvent, *, to: str | None = None
+                    ) -> DeadLetter:
+        """Write the letter of ``record`` to its topic's dead-letter topic, or to ``to`` (the
+        mailer: each partner's undeliverable mail to a topic of its own)."""
         letter = DeadLetter.of(record, error, self.group_id)
         topic, key, value, headers = letter.to_record()
+        topic = to or topic
         try:
             await self._producer.send_and_wait(topic, value, key=key, headers=headers)
         except MessageSizeTooLargeError:

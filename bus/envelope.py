@@ -43,6 +43,8 @@ PARTITION_KEY = "ce_partitionkey"
 TARGET_BOX = "ce_targetbox"
 CORRELATION_ID = "ce_correlationid"
 CAUSATION_ID = "ce_causationid"
+# Not CloudEvents: on the mail topic, the partner without a box the router sent the record for.
+RECIPIENT = "boxbus_recipient"
 
 REQUIRED = (SPECVERSION, ID, SOURCE, TYPE, TIME, CONTENT_TYPE, REGION, PARTITION_KEY)
 SOURCE_PREFIX = "/boxes/"

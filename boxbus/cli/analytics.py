@@ -23,6 +23,15 @@ app = typer.Typer(help="Central analytics: queries, the HTTP API and the dashboa
 def analytics_dsn(settings: Settings, given: str | None, *, create: bool) -> str:
     """The analytics database: the one given, BOXBUS_DATABASE_URL, or ``<namespace>_analytics``
     on the local stack's PostgreSQL (created if ``create``)."""
+    return service_dsn(settings, given, "analytics", create=create,
+                       first="run `boxbus aggregator run` for this namespace first")
+
+
+def service_dsn(settings: Settings, given: str | None, service: str, *, create: bool,
+                first: str = "") -> str:
+    """A network service's own database (the aggregator's analytics, the mailer's): the one
+    given, BOXBUS_DATABASE_URL, or ``<namespace>_<service>`` on the local stack's PostgreSQL
+    (created if ``create``)."""
     from bus.db import create_database, owner_url
     from bus.devstack import LocalStack
 
@@ -31,17 +40,17 @@ def analytics_dsn(settings: Settings, given: str | None, *, create: bool) -> str
         return dsn
     info = LocalStack(settings).status()
     if info is None or info.database_url is None:
-        raise ConfigError("no analytics database is given and no local stack runs",
+        raise ConfigError(f"no {service} database is given and no local stack runs",
                           hint="pass --database-url, set BOXBUS_DATABASE_URL, or start the "
                           "local stack (`boxbus dev up`)")
-    name = f"{settings.topic_namespace}_analytics"
+    name = f"{settings.topic_namespace}_{service}"
     if create:
         return asyncio.run(create_database(info.database_url, name))
     if not asyncio.run(_exists(info.database_url, name)):
-        raise ConfigError(f"the local stack has no analytics database {name!r} (namespace "
+        raise ConfigError(f"the local stack has no {service} database {name!r} (namespace "
                           f"{settings.topic_namespace!r})",
-                          hint="run `boxbus aggregator run` for this namespace first, or give "
-                          "--namespace / --database-url")
+                          hint=(f"{first}, or give" if first else "give")
+                          + " --namespace / --database-url")
     return owner_url(info.database_url, name)
 
 

@@ -27,6 +27,7 @@ from boxbus.cli import (
     dev,
     dlq,
     events,
+    mailer,
     refbox,
     router,
     schemas,
@@ -56,6 +57,7 @@ app.add_typer(router.app, name="router")
 app.add_typer(asyncapi.app, name="asyncapi")
 app.add_typer(aggregator.app, name="aggregator")
 app.add_typer(analytics.app, name="analytics")
+app.add_typer(mailer.app, name="mailer")
 app.command("demo")(demo.demo)
 
 

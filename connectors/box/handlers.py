@@ -14,6 +14,7 @@ import asyncpg
 from bus.envelope import Envelope
 from bus.errors import BadEvent, BoxbusError
 from bus.events import EventBase
+from bus.record import KafkaRecord
 from connectors.box.outbox import Outbox
 
 
@@ -50,6 +51,7 @@ class Applied:
     outbox: Outbox | None  # to publish follow-up events in the same transaction
     timestamp_ms: int = 0  # the record's Kafka timestamp (when the sender's relay sent it)
     box_id: str = ""  # the box applying it
+    record: KafkaRecord | None = None  # the record itself: its headers and bytes as received
 
 
 Handler = Callable[[Any, Applied], Awaitable[None]]

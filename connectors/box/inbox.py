@@ -53,7 +53,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,6 +90,12 @@ from connectors.box.outbox import Outbox
 from connectors.box.signatures import SignatureCheck
 
 log = get_logger(__name__)
+
+Identity = Callable[[KafkaRecord, Envelope], str]
+
+
+def _event_id(record: KafkaRecord, envelope: Envelope) -> str:
+    return envelope.id
 
 
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
@@ -154,6 +160,8 @@ class Inbox:
         max_records: int = 500,
         fetch_max_wait_ms: int = 20,
         login_check_every: float = 30.0,
+        group_id: str | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.settings = settings
         self.dsn = dsn
@@ -161,7 +169,10 @@ class Inbox:
         self.handlers = handlers
         self.serde = serde
         self.topics = topics or [inbox_topic(settings.topic_namespace, box_id)]
-        self.group_id = f"{settings.topic_namespace}.box.{box_id}.inbox"
+        self.group_id = group_id or f"{settings.topic_namespace}.box.{box_id}.inbox"
+        # What makes a record a duplicate of one applied before: its event id, unless the
+        # consumer says otherwise (the mailer: the event id and the partner it is for).
+        self.identity: Identity = identity or _event_id
         self.unknown_types = unknown_types
         if receipts and region is None:
             # A receipt is this box's event: it must carry this box's region, or the router
@@ -403,13 +414,14 @@ class Inbox:
                  if item is not None]
         async with conn.transaction():
             # One statement records every id of the batch; ids already there are redeliveries.
+            ids = [self.identity(r, i.envelope) for r, i in valid]
             fresh = {row["event_id"] for row in await conn.fetch(
                 "INSERT INTO boxbus_inbox_events "
                 "(event_id, event_type, topic, partition, record_offset, status) "
                 "SELECT *, 'applied' FROM unnest($1::text[], $2::text[], $3::text[], "
                 "$4::int[], $5::bigint[]) ON CONFLICT (event_id) DO NOTHING "
                 "RETURNING event_id",
-                [i.envelope.id for _, i in valid], [i.envelope.type for _, i in valid],
+                ids, [i.envelope.type for _, i in valid],
                 [r.topic for r, _ in valid], [r.partition for r, _ in valid],
                 [r.offset for r, _ in valid])}
             # Consecutive events of one batch handler, applied together on the fast path.
@@ -440,12 +452,12 @@ class Inbox:
                                                 None)
                 run, run_handler = [], None
 
-            for record, item in valid:
+            for (record, item), identity in zip(valid, ids, strict=True):
                 event, envelope = item.event, item.envelope
-                if envelope.id not in fresh:
+                if identity not in fresh:
                     duplicates += 1
                     continue
-                fresh.discard(envelope.id)  # twice in one batch: the second is a duplicate
+                fresh.discard(identity)  # twice in one batch: the second is a duplicate
                 batch_handler = self.handlers.batch_by_type.get(envelope.type)
                 if batch_handler is not None and not careful:
                     if batch_handler is not run_handler:
@@ -455,18 +467,18 @@ class Inbox:
                         run_headers = record.headers  # the run's trace: its first event's
                     run.append((event, Applied(conn, envelope, record.topic, record.partition,
                                                record.offset, self.outbox, record.timestamp,
-                                               self.box_id)))
+                                               self.box_id, record)))
                     continue
                 await flush()
                 handler = self.handlers.single(envelope.type)
                 if handler is None:
                     if self.unknown_types is UnknownTypePolicy.SKIP:
-                        await self._mark(conn, envelope.id, "skipped")
+                        await self._mark(conn, identity, "skipped")
                         continue
                     error: BadEvent = UnknownEventType(
                         f"box {self.box_id} has no handler for {envelope.type}")
                     rejected.append((record, error))
-                    await self._mark(conn, envelope.id, "dead-lettered")
+                    await self._mark(conn, identity, "dead-lettered")
                     if self.receipts:
                         await self._receipt(conn, envelope, ReceiptStatus.REJECTED,
                                             error.message)
@@ -475,7 +487,7 @@ class Inbox:
                                                   careful=careful)
                 if outcome is not None:
                     rejected.append((record, outcome))
-                    await self._mark(conn, envelope.id, "dead-lettered")
+                    await self._mark(conn, identity, "dead-lettered")
                     if self.receipts:
                         await self._receipt(conn, envelope, ReceiptStatus.REJECTED,
                                             outcome.message)
@@ -503,7 +515,7 @@ class Inbox:
         """None if applied; the reason if rejected. Raises _Retrying to retry the batch, and
         on the fast path _Careful to apply the batch again event by event."""
         applied = Applied(conn, envelope, record.topic, record.partition, record.offset,
-                          self.outbox, record.timestamp, self.box_id)
+                          self.outbox, record.timestamp, self.box_id, record)
         if not careful:
             try:
                 with tracing.stage("boxbus.inbox", tracing.CONSUMER, record.headers,

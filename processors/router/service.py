@@ -61,7 +61,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming, tracing
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
-from bus.envelope import CORRELATION_ID, ID, SOURCE, format_time, header_text
+from bus.envelope import CORRELATION_ID, ID, RECIPIENT, SOURCE, format_time, header_text
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.pipeline import unexpected
@@ -70,7 +70,7 @@ from bus.settings import Settings
 from processors.router.control import ControlFollower
 from processors.router.fairness import FairIntake
 from processors.router.outputs import Outputs, key_hash
-from processors.router.table import RECIPIENT, RoutingTable
+from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
 CAREFUL_AFTER = 3  # failed rounds in a row before outputs go one by one

@@ -47,7 +47,6 @@ from bus.topology import control
 from bus.topology.model import BoxKind, Scope
 
 ORIGIN_BOX = "ce_originbox"  # extension: the box a mirrored fact comes from (loop guard)
-RECIPIENT = "boxbus_recipient"  # on the mail topic: the partner the event is for
 
 _READ = {SOURCE: "source", TYPE: "type", REGION: "region", TARGET_BOX: "targetbox",
          ORIGIN_BOX: "origin", ID: "id", CAUSATION_ID: "causation",

@@ -1,0 +1,272 @@
+"""The mailer (``boxbus mailer run``): partners without a box get their events by e-mail and
+answer by e-mail. It connects to Kafka as the network's ``mailer`` user and keeps its state in
+its own PostgreSQL (:mod:`connectors.mail.store`). Four parts run in one process:
+
+1. **Intake**: the box SDK's inbox on the mail topic (group ``<ns>.mailer``). Every record is
+   checked like any box's event (schema, envelope, the sender's signature); one that is not
+   valid goes to ``<ns>.mail.dlq``. A valid one is queued in ``mail_outgoing`` for its partner
+   (the router's ``boxbus_recipient`` header), with the order's thread, in the same
+   transaction as the topic offset after it: a crash re-reads it and queues nothing twice
+   (one row per event and partner).
+2. **Courier** (:mod:`connectors.mail.courier`): sends the queued e-mails over SMTP, each
+   partner's in order, partners side by side; retries, gives up, reports.
+3. **Reply endpoint**: an SMTP server (aiosmtpd, on this process's event loop) for the
+   mailer's own addresses. A partner's answer to an order's reply address becomes a
+   ``CommentAdded`` from the partner to the buyer (quoted text cut off); a bounce to an
+   e-mail's bounce address gives that e-mail up. Any other address is refused (550). The
+   comment's id comes from the reply's Message-ID, so a reply delivered twice is one comment.
+4. **Relay**: the box SDK's relay publishes what the mailer writes for partners (comments,
+   receipts) from its outbox into each partner's ingress topic, where the router proves the
+   source like any box's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import functools
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import parseaddr
+from typing import Any
+
+import asyncpg
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bus import naming
+from bus.deadletter import DeadLetterWriter
+from bus.envelope import RECIPIENT, header_text
+from bus.envelope import Envelope as EventEnvelope
+from bus.events import EVENT_TYPES, EventBase
+from bus.events.models import CommentAdded, EventMeta
+from bus.kafka import KafkaAccess
+from bus.log import get_logger
+from bus.record import KafkaRecord
+from bus.serde import EventSerde
+from bus.settings import Settings
+from connectors.box import Applied, Handlers, Rejected
+from connectors.box.inbox import Inbox
+from connectors.box.outbox import Outbox, headers_json
+from connectors.box.relay import Relay
+from connectors.mail import store
+from connectors.mail.addresses import MailAddresses, UnknownAddress, new_reference
+from connectors.mail.courier import Courier
+from connectors.mail.directory import Directory
+from connectors.mail.invitations import Invitations
+from connectors.mail.letter import order_of
+from connectors.mail.message import message_id
+from connectors.mail.replies import bounce_reason, reply_text
+
+log = get_logger(__name__)
+
+MAILER = "mailer"  # its name as a service of the network (user, group, relay lock)
+
+
+def recipient_of(record: KafkaRecord, envelope: EventEnvelope) -> str:
+    """Which partner a record of the mail topic is for; the dedupe key is event and partner
+    (one event may go to two partners, one record each)."""
+    return f"{envelope.id}/{header_text(record.headers, RECIPIENT) or ''}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+class Mailer:
+    def __init__(self, settings: Settings, dsn: str, kafka: KafkaAccess, serde: EventSerde,
+                 *, key: bytes, smtp_host: str, smtp_port: int,
+                 listen: Endpoint | None = None, workers: int = 4) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.kafka = kafka
+        self.serde = serde
+        self.namespace = settings.topic_namespace
+        self.group_id = f"{self.namespace}.{MAILER}"
+        self.addresses = MailAddresses(key, settings.mail_domain)
+        self.invitations = Invitations(key, settings.mail_public_url)
+        self.directory = Directory(kafka, self.namespace)
+        self.outbox = Outbox(settings, serde)
+        self.smtp_host, self.smtp_port = smtp_host, smtp_port
+        self.listen = listen
+        self.workers = workers
+        self.replies = 0
+        self.bounces = 0
+        self.ready = asyncio.Event()  # set once every part runs (the endpoint listens)
+        self.courier: Courier | None = None
+        self.intake: Inbox | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._server: asyncio.Server | None = None
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def handlers(self) -> Handlers:
+        handlers = Handlers()
+        domain = self.settings.mail_domain
+
+        async def queue(event: EventBase, applied: Applied) -> None:
+            record = applied.record
+            assert record is not None and record.value is not None  # the inbox passes it
+            partner = header_text(record.headers, RECIPIENT)
+            if not partner:
+                raise Rejected("a record of the mail topic without the boxbus_recipient "
+                               "header: only the router writes this topic, and it names "
+                               "the partner of every record")
+            thread = order_of(event)
+            conn = applied.conn
+            await conn.execute(
+                "INSERT INTO mail_threads (partner, thread_key, reference, buyer_box, "
+                "root_message_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                partner, thread, new_reference(), event.meta.source_box,
+                message_id(event.meta.event_id, domain))
+            await conn.execute(
+                "INSERT INTO mail_outgoing (event_id, partner, event_type, thread_key, "
+                "source_box, record_topic, record_partition, record_offset, record_key, "
+                "record_value, headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                "$11::jsonb) ON CONFLICT (event_id, partner) DO NOTHING",
+                event.meta.event_id, partner, event.TYPE, thread, event.meta.source_box,
+                record.topic, record.partition, record.offset, record.key, record.value,
+                headers_json(list(record.headers)))
+            await conn.execute("INSERT INTO mail_partners (partner) VALUES ($1) "
+                               "ON CONFLICT DO NOTHING", partner)
+
+        handlers.on(*EVENT_TYPES.values())(queue)
+        return handlers
+
+    # -- the reply endpoint ------------------------------------------------------------------
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        try:
+            self.addresses.read(address)
+        except UnknownAddress as exc:
+            return f"550 5.1.1 {exc}"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content or b""
+        raw = content if isinstance(content, bytes) else content.encode()
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        try:
+            for address in envelope.rcpt_tos:
+                kind, value = self.addresses.read(address)
+                if kind == "reply":
+                    outcome = await self.reply_came(value, message, raw)
+                else:
+                    outcome = await self._bounce_came(int(value), message)
+                if outcome:
+                    return outcome
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("reply not taken now; the sending server will try again",
+                        error=repr(exc))
+            return "451 4.3.0 cannot take the message now, try again later"
+        return "250 2.0.0 accepted"
+
+    async def reply_came(self, reference: str, message: EmailMessage,
+                         raw: bytes) -> str | None:
+        """The partner's answer becomes a comment in the buyer's box; an error answer for
+        the SMTP client, or None when it was taken."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            thread = await conn.fetchrow(
+                "SELECT partner, thread_key, buyer_box FROM mail_threads WHERE reference = $1",
+                reference)
+        if thread is None:
+            return "550 5.1.1 this reply address belongs to no conversation here"
+        partner = await self.directory.box(thread["partner"])
+        if partner is None:
+            return "550 5.1.1 the partner of this conversation left the network"
+        text = reply_text(message)
+        if not text:
+            log.info("reply without new text ignored", partner=thread["partner"],
+                     order=thread["thread_key"])
+            return None
+        seen = message.get("Message-ID") or hashlib.sha256(raw).hexdigest()
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"boxbus-reply:{seen}"))
+        name, address = parseaddr(str(message.get("From", "")))
+        comment = CommentAdded(
+            meta=EventMeta(event_id=event_id, source_box=partner.id, region=partner.region,
+                           aggregate_key=thread["thread_key"], occurred_at=datetime.now(UTC),
+                           target_box=thread["buyer_box"],
+                           correlation_id=thread["thread_key"]),
+            subject_id=thread["thread_key"], comment_id=f"mail-{event_id[:18]}",
+            author=name or address or partner.company, text=text)
+        encoded = await self.outbox.encode([comment])
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self.outbox.publish_many(conn, encoded)
+        self.replies += 1
+        log.info("reply taken as a comment", partner=partner.id, order=thread["thread_key"],
+                 buyer=thread["buyer_box"], event_id=event_id,
+                 correlation_id=thread["thread_key"])
+        return None
+
+    async def _bounce_came(self, mail_id: int, message: EmailMessage) -> str | None:
+        assert self.courier is not None
+        if await self.courier.bounced(mail_id, bounce_reason(message)):
+            self.bounces += 1
+        return None
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await store.migrate(self.dsn)
+        await self.directory.refresh()
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1,
+                                               max_size=self.workers + 4)
+        dead_letters = DeadLetterWriter(self.kafka, self.group_id)
+        await dead_letters.start([])
+        mail = naming.mail_topic(self.namespace)
+        self.intake = Inbox(self.settings, self.dsn, self.kafka, MAILER, self.handlers(),
+                            self.serde, topics=[mail], group_id=self.group_id,
+                            identity=recipient_of)
+        self.courier = Courier(self.settings, self._pool, self.serde, self.directory,
+                               self.addresses, self.invitations, dead_letters, self.outbox,
+                               smtp_host=self.smtp_host, smtp_port=self.smtp_port,
+                               workers=self.workers)
+        relay = Relay(self.settings, self.dsn, self.kafka, MAILER)
+        if self.listen is not None:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                functools.partial(SMTP, self, hostname=self.settings.mail_domain,
+                                  data_size_limit=10 * 1024 * 1024),
+                self.listen.host, self.listen.port)
+        listener = await self._pool.acquire()
+        await listener.add_listener("boxbus_mail", self._queued)
+        tasks = [asyncio.create_task(self.intake.run(), name="mailer-intake"),
+                 asyncio.create_task(self.courier.run(stop), name="mailer-courier"),
+                 asyncio.create_task(relay.run(), name="mailer-relay")]
+        self.ready.set()
+        log.info("mailer started", group=self.group_id, smtp=f"{self.smtp_host}:"
+                 f"{self.smtp_port}", replies=f"{self.listen.host}:{self.listen.port}"
+                 if self.listen else None)
+        try:
+            waiting = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([*tasks, waiting],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiting and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stop.set()
+            self.intake.stop()
+            relay.stop()
+            if self._server is not None:
+                self._server.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await listener.remove_listener("boxbus_mail", self._queued)
+            await self._pool.release(listener)
+            await dead_letters.stop()
+            await self._pool.close()
+
+    def _queued(self, *_: Any) -> None:
+        if self.courier is not None:
+            self.courier.wake.set()

@@ -1,0 +1,104 @@
+"""Handing e-mails to the SMTP server (aiosmtplib): one connection kept open per sender and
+reopened when it breaks, TLS and login as the settings say, a rate limit per server shared by
+every sender of the process (aiolimiter), and each answer sorted into what the mailer does next:
+
+- **sent**: the server accepted the message (2xx);
+- **temporary**: a 4xx answer, a connection refused, dropped or timed out: try again later;
+- **permanent**: a 5xx answer (no such mailbox, refused as spam, too large): give up and
+  tell the sending box.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from enum import StrEnum
+
+import aiosmtplib
+from aiolimiter import AsyncLimiter
+
+from bus.log import get_logger
+from bus.settings import Settings
+
+log = get_logger(__name__)
+
+_LIMITERS: dict[tuple[str, int, float], AsyncLimiter] = {}
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Answer:
+    outcome: Outcome
+    detail: str  # the server's words, or what went wrong on the way
+
+
+def limiter(host: str, port: int, rate: float) -> AsyncLimiter:
+    """The process's one rate limit for a server: ``rate`` messages a second, in bursts of
+    at most a tenth of a second's worth."""
+    key = (host, port, rate)
+    if key not in _LIMITERS:
+        burst = max(1.0, rate / 10)
+        _LIMITERS[key] = AsyncLimiter(burst, burst / rate)
+    return _LIMITERS[key]
+
+
+class SmtpSender:
+    def __init__(self, settings: Settings, host: str, port: int, timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self._client: aiosmtplib.SMTP | None = None
+        self._limit = limiter(host, port, settings.mail_rate)
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, timeout=self.timeout,
+            use_tls=s.smtp_tls == "tls", start_tls=s.smtp_tls == "starttls" or None,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None)
+        await client.connect()
+        self._client = client
+        return client
+
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> Answer:
+        try:
+            async with self._limit:
+                client = await self._connected()
+                _, response = await client.send_message(message, sender=sender,
+                                                        recipients=[recipient])
+            return Answer(Outcome.SENT, response)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0] if exc.recipients else None
+            code = refused.code if refused is not None else 550
+            words = f"{code} {refused.message}" if refused is not None else str(exc)
+            await self._reset()
+            return Answer(Outcome.PERMANENT if code >= 500 else Outcome.TEMPORARY,
+                          f"the server refused {recipient}: {words}")
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            return Answer(Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY,
+                          f"the server answered {exc.code} {exc.message}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self._reset()
+            return Answer(Outcome.TEMPORARY, f"no answer from {self.host}:{self.port}: {exc!r}")
+
+    async def _reset(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(Exception):
+                await client.quit()
