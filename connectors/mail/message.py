@@ -80,7 +80,6 @@ def compose(event: EventBase, to: Addressing, *, sent_at: datetime) -> EmailMess
     if to.thread_root is not None and to.thread_root != message["Message-ID"]:
         message["In-Reply-To"] = to.thread_root
         message["References"] = to.thread_root
-    message["Content-Language"] = to.language
     message["X-Boxbus-Event-Id"] = event.meta.event_id
     message["X-Boxbus-Event-Type"] = event.TYPE
     message["X-Boxbus-Order"] = letter.order_id
@@ -104,4 +103,6 @@ def compose(event: EventBase, to: Addressing, *, sent_at: datetime) -> EmailMess
         maintype, _, subtype = event.media_type.partition("/")
         message.add_attachment(event.content, maintype=maintype or "application",
                                subtype=subtype or "octet-stream", filename=event.file_name)
+    # (After the parts: making a message multipart moves its Content-* headers inside.)
+    message["Content-Language"] = to.language
     return message

@@ -14,11 +14,11 @@ import re
 from email.message import EmailMessage
 from html.parser import HTMLParser
 
+# "<someone> wrote:" as clients write it in English, Czech, Ukrainian (and German, French):
+# the line ends with the verb and a colon.
 _ATTRIBUTION = re.compile(
-    r"^\s*(on\s.+wrote:|am\s.+schrieb.*:|le\s.+a écrit\s*:|"
-    r".+\s(написав|написала|написал|написала\(в\)|пише)\s*:?|"
-    r"dne\s.+napsal(a)?\s*:|.+\snapsal(a)?\s*:|.+\swrote:)\s*$",
-    re.IGNORECASE)
+    r"^.{0,300}\b(wrote|napsal|napsala|napsal\(a\)|написав|написала|написав\(-?ла\)|"
+    r"пише|schrieb|a écrit)\s*:\s*$", re.IGNORECASE)
 _HEADER_BLOCK = re.compile(
     r"^\s*(-{2,}\s*(original message|původní zpráva|оригінальне повідомлення|forwarded "
     r"message)\s*-{2,}|(from|od|від):\s.+)$", re.IGNORECASE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from bus.events.models import (
     BranchReportSent,
     CommentAdded,
+    DeliveryReceipt,
     GoodsReceived,
     OrderAmended,
     OrderCancelled,
@@ -113,6 +114,19 @@ async def comment_from_the_other_party(event: CommentAdded, applied: Applied) ->
     if _addressed_elsewhere(applied):
         return
     await save_comment(applied.conn, event, applied.envelope.source_box)
+
+
+@handlers.on(DeliveryReceipt)
+async def receipt_for_what_this_box_sent(event: DeliveryReceipt, applied: Applied) -> None:
+    """What became of an event this box sent (a partner's box refused it, or its e-mail could
+    not be delivered): kept beside the order, for the box's people to see."""
+    await applied.conn.execute(
+        "INSERT INTO receipts (event_id, from_box, event_type, status, reason, processed_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, from_box) DO UPDATE SET "
+        "status = excluded.status, reason = excluded.reason, "
+        "processed_at = excluded.processed_at",
+        event.receipt_for_event_id, applied.envelope.source_box, event.receipt_for_type,
+        event.status.value, event.reason, event.processed_at)
 
 
 @handlers.on(ShipmentDispatched)

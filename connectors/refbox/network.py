@@ -20,6 +20,7 @@ from bus.settings import Settings
 from bus.topology import Topology, apply_plan, make_plan
 from bus.topology.model import BoxKind
 from connectors.box import Outbox
+from connectors.mail.service import Endpoint, Mailer
 from connectors.refbox.actions import RefBox
 from connectors.refbox.schema import migrate_refbox
 from connectors.refbox.service import BoxService
@@ -44,6 +45,9 @@ class LocalNetwork:
         self.routers: list[Router] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._routing: list[tuple[asyncio.Event, asyncio.Task[Any]]] = []
+        self._mailing: list[asyncio.Event] = []
+        self.mailer_dsn: str | None = None
+        self.mailer: Mailer | None = None  # the newest mailer started
 
     async def __aenter__(self) -> LocalNetwork:
         plan = await make_plan(self.settings, self.kafka, self.topology)
@@ -87,6 +91,30 @@ class LocalNetwork:
         self._tasks.append(task)
         return router
 
+    async def add_mailer(self, *, key: bytes, smtp_host: str, smtp_port: int,
+                         replies: Endpoint | None = None, settings: Settings | None = None,
+                         ) -> Mailer:
+        """The network's mailer, as its own user, on its own database, sending to the SMTP
+        server given and taking replies at ``replies``; running once it returns."""
+        ns = self.settings.topic_namespace
+        if self.mailer_dsn is None:
+            self.mailer_dsn = await create_database(self.database_server,
+                                                    naming.box_database(ns, "mailer"))
+        mailer = Mailer(settings or self.settings, self.mailer_dsn,
+                        self.identity(naming.service_principal(ns, "mailer")), self.serde,
+                        key=key, smtp_host=smtp_host, smtp_port=smtp_port, listen=replies)
+        stop = asyncio.Event()
+        task = asyncio.create_task(mailer.run(stop), name="mailer")
+        self._mailing.append(stop)
+        self._tasks.append(task)
+        self.mailer = mailer
+        waiting = asyncio.create_task(mailer.ready.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiting.cancel()
+            task.result()  # raises why it could not start
+        return mailer
+
     async def remove_router(self) -> Router:
         """Stop the newest router instance (its round in flight finishes and commits)."""
         stop, task = self._routing.pop()
@@ -98,6 +126,8 @@ class LocalNetwork:
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         tb: TracebackType | None) -> None:
         for stop, _ in self._routing:
+            stop.set()
+        for stop in self._mailing:
             stop.set()
         for service in self.services.values():
             service.stop()

@@ -102,6 +102,15 @@ CREATE TABLE IF NOT EXISTS branch_reports (
     currency       text NOT NULL
 );
 ALTER TABLE branch_reports ADD COLUMN IF NOT EXISTS stock_value_minor bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS receipts (
+    event_id      text NOT NULL,
+    from_box      text NOT NULL,
+    event_type    text NOT NULL,
+    status        text NOT NULL,
+    reason        text,
+    processed_at  timestamptz NOT NULL,
+    PRIMARY KEY (event_id, from_box)
+);
 """
 
 

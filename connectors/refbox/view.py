@@ -42,13 +42,16 @@ async def box_view(dsn: str) -> dict[str, Any]:
         observed = await rows(
             "SELECT region, count(*) AS orders, sum(total_minor) AS total_minor, currency "
             "FROM observed_orders GROUP BY region, currency ORDER BY region")
+        receipts = await rows(
+            "SELECT event_id, from_box, event_type, status, reason FROM receipts "
+            "ORDER BY processed_at, event_id")
     finally:
         await conn.close()
     for row in stock + transit:
         row["quantity"] = format(row["quantity"].normalize(), "f")
     return {"orders": orders, "comments": comments, "stock": stock,
             "goods_in_transit": transit, "shipments": shipments, "price_lists": price_lists,
-            "branch_reports": reports, "network_orders": observed}
+            "branch_reports": reports, "network_orders": observed, "receipts": receipts}
 
 
 def _money(minor: int, currency: str) -> str:
@@ -78,6 +81,14 @@ def render_view(box_id: str, view: dict[str, Any]) -> Group:
         table = Table("order", "from", "comment", title="comments", title_justify="left")
         for c in view["comments"]:
             table.add_row(c["order_id"], c["origin_box"], c["text"])
+        parts.append(table)
+    refused = [r for r in view.get("receipts", ()) if r["status"] != "ACCEPTED"]
+    if refused:
+        table = Table("event", "type", "refused by", "why", title="refused or undeliverable",
+                      title_justify="left")
+        for r in refused:
+            table.add_row(r["event_id"], r["event_type"].rsplit(".", 1)[-1], r["from_box"],
+                          r["reason"] or "")
         parts.append(table)
     if view["goods_in_transit"]:
         table = Table("shipment", "order", "supplier", "sku", "quantity",
