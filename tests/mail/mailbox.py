@@ -36,7 +36,7 @@ class Mailbox:
                           address: str, options: list[str]) -> str:
         if address.startswith("nobody@"):
             self.refused += 1
-            return "550 5.1.1 <%s>: no such mailbox here" % address
+            return f"550 5.1.1 <{address}>: no such mailbox here"
         if address in self.down:
             self.deferred += 1
             return "451 4.4.1 mailbox busy, try again later"

@@ -248,8 +248,9 @@ async def test_an_unreachable_mailbox_waits_alone_then_is_given_up(
         mailer_of(network).courier.wake.set()  # type: ignore[union-attr]
 
         async def given_up() -> bool:
-            return await conn.fetchval("SELECT status FROM mail_outgoing WHERE partner = "
-                                       "'slow' ORDER BY id LIMIT 1") == "dead"
+            status = await conn.fetchval("SELECT status FROM mail_outgoing WHERE partner = "
+                                         "'slow' ORDER BY id LIMIT 1")
+            return bool(status == "dead")
         await network.until(given_up, what="the first e-mail to be given up")
     finally:
         await conn.close()
