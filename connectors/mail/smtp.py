@@ -10,6 +10,7 @@ every sender of the process (aiolimiter), and each answer sorted into what the m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -101,4 +102,6 @@ class SmtpSender:
         client, self._client = self._client, None
         if client is not None and client.is_connected:
             with contextlib.suppress(Exception):
-                await client.quit()
+                async with asyncio.timeout(5):  # a server that does not answer QUIT
+                    await client.quit()
+            client.close()
