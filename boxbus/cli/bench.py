@@ -182,6 +182,48 @@ def isolation(
 
 
 @app.command()
+def mail(
+    mails: Annotated[int, typer.Option(help="E-mails in each round.", min=1)] = 1000,
+    partners: Annotated[int, typer.Option(help="Partners they go to.", min=1)] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """One mailer process sending to the local SMTP server: e-mails a second with an order's
+    PDF and UBL attached (mails_per_s) and without attachments (plain_mails_per_s)."""
+    from boxbus.cli.mailer import smtp_server
+    from connectors.mail.bench import bench_mail
+
+    settings = settings_from_env()
+    found = endpoints(settings)
+    info = LocalStack(settings).status()
+    server = (settings.database_url.get_secret_value() if settings.database_url
+              else info.database_url if info else None)
+    if server is None:
+        raise ConfigError("the mail benchmark needs the stack's PostgreSQL",
+                          hint="`boxbus dev up` (or BOXBUS_DATABASE_URL)")
+    run_settings = settings.model_copy(update={"topic_namespace": f"mb{uuid.uuid4().hex[:6]}"})
+
+    def say(text: str) -> None:
+        if not json_out:
+            console_err.print(f"· {text}")
+
+    results = asyncio.run(bench_mail(run_settings, found.kafka, registry_url=found.registry_url,
+                                     database_server=server, smtp=smtp_server(settings),
+                                     mails=mails, partners=partners, say=say))
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title=f"one mailer, {mails} e-mails to {partners} partners",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("e-mails", "per second", "seconds", "CPU s", "cores"):
+        table.add_column(column, justify="right" if column != "e-mails" else "left")
+    for name, key in (("with PDF and UBL", "with_attachments"), ("plain", "plain")):
+        row = results[key]
+        table.add_row(name, str(row["mails_per_s"]), str(row["seconds"]),
+                      str(row["cpu_seconds"]), str(row["cores"]))
+    console.print(table)
+
+
+@app.command()
 def week(
     scale: Annotated[float, typer.Option(help="Scale of the reference week (1: ~500,000 store "
                                          "orders, ~4.6 million events).", min=0.0001)] = 1.0,

@@ -223,22 +223,22 @@ class Courier:
             reply_to=self.addresses.reply(row["reference"]),
             thread_root=row["root_message_id"],
             invite_url=self.invitations.link(token), invite_until=self.invitations.until(now))
-        message = compose(event, to, sent_at=now)
-        answer = await sender.send(message, sender=self.addresses.bounce(row["id"]),
+        mail = compose(event, to, sent_at=now)
+        answer = await sender.send(mail.data, sender=self.addresses.bounce(row["id"]),
                                    recipient=box.email)
         if answer.outcome is Outcome.SENT:
             async with conn.transaction():
                 await conn.execute(
                     "UPDATE mail_outgoing SET status = 'sent', sent_at = clock_timestamp(), "
                     "attempts = attempts + 1, message_id = $2, last_error = NULL "
-                    "WHERE id = $1", row["id"], message["Message-ID"])
+                    "WHERE id = $1", row["id"], mail.message_id)
                 await conn.execute(
                     "UPDATE mail_partners SET failing_since = NULL, failures = 0, "
                     "next_attempt_at = '-infinity', last_error = NULL WHERE partner = $1 "
                     "AND failures > 0", row["partner"])
             self.stats.sent += 1
             log.info("e-mail sent", partner=row["partner"], event_id=row["event_id"],
-                     type=row["event_type"], message_id=message["Message-ID"],
+                     type=row["event_type"], message_id=mail.message_id,
                      correlation_id=event.meta.correlation_id)
         return answer
 

@@ -60,6 +60,18 @@ def _text(value: str) -> str:
     return escape(value).replace("\n", "<br/>")
 
 
+_PADDING = 12  # points a table cell loses to its left and right padding
+
+
+def _cell(value: str, style: ParagraphStyle, width: float | None) -> str | Paragraph:
+    """A table cell: the text itself when it fits on one line (drawn directly), else a
+    Paragraph that wraps it. Paragraphs cost most of a PDF's time; few cells need one."""
+    if width is not None and "\n" not in value and pdfmetrics.stringWidth(
+            value, style.fontName, style.fontSize) <= width - _PADDING:
+        return value
+    return Paragraph(_text(value), style)
+
+
 # #, article, description, quantity, unit price, tax, net (millimetres; 178 fit on A4)
 _ORDER_WIDTHS = (8, 24, 60, 22, 24, 14, 26)
 
@@ -71,11 +83,14 @@ def letter_pdf(letter: Letter, title: str, page_label: str) -> bytes:
     style = _styles()
     story: list[Flowable] = [Paragraph(_text(title), style["title"])]
     if letter.facts:
-        facts = Table([[Paragraph(_text(label), style["label"]),
-                        Paragraph(_text(value), style["body"])]
+        wide = A4[0] - 2 * _MARGIN - 48 * mm
+        facts = Table([[_cell(label, style["label"], 48 * mm),
+                        _cell(value, style["body"], wide)]
                        for label, value in letter.facts],
-                      colWidths=(48 * mm, None), hAlign="LEFT")
+                      colWidths=(48 * mm, wide), hAlign="LEFT")
         facts.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
+                                   ("FONT", (0, 0), (0, -1), BOLD, 9),
+                                   ("FONT", (1, 0), (1, -1), FONT, 9),
                                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]))
         story += [facts, Spacer(1, 4 * mm)]
@@ -88,11 +103,13 @@ def letter_pdf(letter: Letter, title: str, page_label: str) -> bytes:
         columns = len(table.header)
         widths = [w * mm for w in _ORDER_WIDTHS] if columns == len(_ORDER_WIDTHS) else None
         right = 3 if columns == len(_ORDER_WIDTHS) else columns
-        rows = [[Paragraph(_text(cell), style["head"]) for cell in table.header]]
-        rows += [[Paragraph(_text(cell), style["cell"]) if n == 2 else cell
-                  for n, cell in enumerate(row)] for row in table.rows]
+        room = widths or [None] * columns
+        rows = [[_cell(cell, style["head"], room[n]) for n, cell in enumerate(table.header)]]
+        rows += [[_cell(cell, style["cell"], room[n]) for n, cell in enumerate(row)]
+                 for row in table.rows]
         grid = Table(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
         grid.setStyle(TableStyle([
+            ("FONT", (0, 0), (-1, 0), BOLD, 8),
             ("FONT", (0, 1), (-1, -1), FONT, 8),
             ("BACKGROUND", (0, 0), (-1, 0), colors.Color(0.92, 0.92, 0.92)),
             ("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.Color(0.75, 0.75, 0.75)),

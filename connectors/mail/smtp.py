@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from email.message import EmailMessage
 from enum import StrEnum
 
 import aiosmtplib
@@ -70,12 +69,12 @@ class SmtpSender:
         self._client = client
         return client
 
-    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> Answer:
+    async def send(self, data: bytes, *, sender: str, recipient: str) -> Answer:
+        """Hand one e-mail (its bytes, CRLF line ends) to the server for ``recipient``."""
         try:
             async with self._limit:
                 client = await self._connected()
-                _, response = await client.send_message(message, sender=sender,
-                                                        recipients=[recipient])
+                _, response = await client.sendmail(sender, [recipient], data)
             return Answer(Outcome.SENT, response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None

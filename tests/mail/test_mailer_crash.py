@@ -22,7 +22,6 @@ from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from bus.topology import parse_topology
-from connectors.refbox import LineSpec
 from connectors.refbox.network import LocalNetwork
 from tests.conftest import boxbus_cli
 from tests.mail.mailbox import Mailbox
