@@ -27,9 +27,11 @@ def _where(dsn: str) -> str:
     return dsn.rsplit("@", 1)[-1]
 
 
-async def connect(dsn: str, *, box: str | None = None) -> asyncpg.Connection:
-    """Open a connection, turning each way it can fail into an error that says what to do."""
-    whose = f"box {box}'s database" if box else "the database"
+async def connect(dsn: str, *, box: str | None = None, what: str | None = None
+                  ) -> asyncpg.Connection:
+    """Open a connection, turning each way it can fail into an error that says what to do.
+    ``what`` names the database in messages (box ``box``'s, by default)."""
+    whose = what or (f"box {box}'s database" if box else "the database")
     try:
         return await asyncpg.connect(dsn, timeout=10)
     except asyncpg.InvalidCatalogNameError as exc:

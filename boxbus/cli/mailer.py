@@ -117,6 +117,23 @@ def run(
         console_err.print("mailer stopped: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
 
 
+async def _status(dsn: str) -> list[dict[str, Any]]:
+    import asyncpg
+
+    from boxbus.cli.boxdb import connect
+    from connectors.mail.report import partner_status
+
+    conn = await connect(dsn, what="the mailer's database")
+    try:
+        return await partner_status(conn)
+    except asyncpg.UndefinedTableError as exc:
+        raise ConfigError("the database given has no mailer tables",
+                          hint="give the mailer's own database (the one `boxbus mailer run` "
+                          "uses); the mailer makes its tables when it starts") from exc
+    finally:
+        await conn.close()
+
+
 @app.command("status")
 def status(
     database_url: DatabaseOption = None,
@@ -125,12 +142,10 @@ def status(
                         ] = False,
 ) -> None:
     """What the mailer did, per partner: queued, sent, given up; why a mailbox waits."""
-    from connectors.mail.report import partner_status
-
     settings = settings_from_env(namespace)
     dsn = service_dsn(settings, database_url, "mailer", create=False,
                       first="run `boxbus mailer run` for this namespace first")
-    rows = asyncio.run(partner_status(dsn))
+    rows = asyncio.run(_status(dsn))
     if json_out:
         print_json({"partners": rows})
         return

@@ -7,10 +7,8 @@ from typing import Any
 import asyncpg
 
 
-async def partner_status(dsn: str) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("""
+async def partner_status(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch("""
             SELECT o.partner,
                    count(*) FILTER (WHERE o.status = 'queued') AS queued,
                    count(*) FILTER (WHERE o.status = 'sent') AS sent,
@@ -22,6 +20,4 @@ async def partner_status(dsn: str) -> list[dict[str, Any]]:
                    p.last_error
             FROM mail_outgoing o LEFT JOIN mail_partners p ON p.partner = o.partner
             GROUP BY o.partner, p.next_attempt_at, p.last_error ORDER BY o.partner""")
-    finally:
-        await conn.close()
     return [dict(r) for r in rows]

@@ -145,6 +145,15 @@ CASES = [
     case("analytics serve --port 70000", R, "Invalid value for '--port'"),
     case("analytics serve", N, "no analytics database is given and no local stack"),
     case("analytics serve", U, "cannot reach the analytics database"),
+    case("mailer run --replies nowhere", R, "--replies 'nowhere' is not HOST:PORT"),
+    case("mailer run", R, "keeps no Kafka credentials for the mailer of network 'nonet'",
+         BOXBUS_TOPIC_NAMESPACE="nonet"),
+    case("mailer run", N, "does not know where Kafka is"),
+    case("mailer status", R, "the local stack has no mailer database 'nonet_mailer'",
+         BOXBUS_TOPIC_NAMESPACE="nonet"),
+    case("mailer status", N, "no mailer database is given and no local stack runs"),
+    case("mailer status", U, "the mailer's database at 127.0.0.1:1/box does not answer"),
+    case("bench mail", N, "does not know where"),
 ]
 
 # Commands with no input to get wrong and no service to miss, and why that is right.
