@@ -107,6 +107,18 @@ async def partitions_of(kafka: KafkaAccess, topic: str) -> list[TopicPartition]:
             for p in sorted(described["partitions"], key=lambda p: p["partition"])]
 
 
+async def topic_ends(kafka: KafkaAccess, topics: list[str]) -> dict[TopicPartition, int]:
+    """End offsets of every partition of ``topics`` (that exist)."""
+    tps = [tp for topic in topics for tp in await partitions_of(kafka, topic)]
+    consumer = kafka.consumer(enable_auto_commit=False)
+    await start_or_close(consumer, kafka)
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
+
+
 async def read_topic(kafka: KafkaAccess, topic: str) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end now, without a consumer group
     (nothing committed, nothing rebalanced): for tools that inspect a topic."""

@@ -28,6 +28,7 @@ from boxbus.cli import (
     dlq,
     events,
     mailer,
+    partner,
     refbox,
     router,
     schemas,
@@ -58,6 +59,7 @@ app.add_typer(asyncapi.app, name="asyncapi")
 app.add_typer(aggregator.app, name="aggregator")
 app.add_typer(analytics.app, name="analytics")
 app.add_typer(mailer.app, name="mailer")
+app.add_typer(partner.app, name="partner")
 app.command("demo")(demo.demo)
 
 

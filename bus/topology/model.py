@@ -159,6 +159,10 @@ class Box(_Strict):
     publishes: tuple[EventType, ...] | None = None
     # Its own byte rates instead of defaults.box_quota.
     quota: Quota | None = None
+    # When a partner without a box became this box (`boxbus partner onboard`), UTC ISO time;
+    # kept in the control topic so a topology file that still calls it a partner cannot
+    # silently turn it back.
+    onboarded: str | None = None
 
     @model_validator(mode="after")
     def _partner_has_email(self) -> Box:

@@ -15,6 +15,7 @@ partitions, another replication factor in place) is reported as a problem, not a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from pydantic import ValidationError
 
 from bus import naming, quotas
 from bus.credentials import CredentialStore, new_password
@@ -32,8 +34,8 @@ from bus.settings import Settings
 from bus.signing import Signer
 from bus.topics import create_topics
 from bus.topology import principals
-from bus.topology.control import KEYS, desired_records, encode, read_control
-from bus.topology.model import BoxKind, Topology
+from bus.topology.control import KEYS, decode, desired_records, encode, read_control
+from bus.topology.model import Box, BoxKind, Topology
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ def wanted_topics(topology: Topology, namespace: str) -> list[WantedTopic]:
                 WantedTopic(naming.dlq_topic(inbox), defaults.inbox_partitions,
                             defaults.replication, letters, "dead-letter"),
             ]
-        else:  # what the mailer could not deliver to the partner
+        if box.kind is BoxKind.PARTNER or box.onboarded:
+            # What the mailer could not deliver to the partner (kept once it has a box: it
+            # is under the box's prefix, its own to read).
             wanted.append(WantedTopic(naming.partner_letters_topic(namespace, box.id), 1,
                                       defaults.replication, letters, "dead-letter"))
     mail = naming.mail_topic(namespace)
@@ -133,6 +137,8 @@ def _managed(namespace: str, topic: str) -> bool:
 async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) -> Plan:
     namespace = topology.namespace or settings.topic_namespace
     plan = Plan(namespace, CredentialStore.of(settings))
+    current_records = await read_control(kafka, namespace)
+    topology = _keep_onboarded(plan, topology, current_records.get("boxes", {}))
     admin = kafka.admin()
     await start_or_close(admin, kafka)
     try:
@@ -190,7 +196,6 @@ async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) 
             plan.changes.append(Change("delete-topic", topic, "no longer in the topology: its "
                                        "events are deleted", destructive=True))
 
-    current_records = await read_control(kafka, namespace)
     for kind, records in desired_records(topology).items():
         have_records = current_records.get(kind, {})
         for key, value in records.items():
@@ -207,6 +212,36 @@ async def make_plan(settings: Settings, kafka: KafkaAccess, topology: Topology) 
                 data={"kind": kind, "key": key}))
     await _plan_access(plan, kafka, topology, current_records.get("signing", {}))
     return plan
+
+
+def _keep_onboarded(plan: Plan, topology: Topology, boxes: dict[str, bytes]) -> Topology:
+    """Partners that became boxes (``boxbus partner onboard``) stay boxes: a file that still
+    declares one a partner is a problem, with the entry to write instead, and nothing of that
+    box changes; a file that declares it a box keeps the record of its onboarding."""
+    onboarded = {}
+    for key, value in boxes.items():
+        with contextlib.suppress(ValueError, ValidationError):
+            entry = {k: v for k, v in decode(value).items() if k != "format"}
+            box = Box.model_validate(entry)
+            if box.onboarded and box.kind is BoxKind.BOX:
+                onboarded[key] = box
+    if not onboarded:
+        return topology
+    kept = []
+    for box in topology.boxes:
+        was = onboarded.get(box.id)
+        if was is None or box.onboarded:
+            kept.append(box)
+        elif box.kind is BoxKind.PARTNER:
+            plan.problems.append(
+                f"box {box.id!r} is a partner without a box in the file, but it became a box "
+                f"on {was.onboarded} (boxbus partner onboard): nothing of it is changed. Write "
+                f"its entry as: - {{id: {was.id}, region: {was.region}, company: "
+                f"{was.company}, onboarded: '{was.onboarded}'}}")
+            kept.append(was)
+        else:
+            kept.append(box.model_copy(update={"onboarded": was.onboarded}))
+    return topology.model_copy(update={"boxes": tuple(kept)})
 
 
 async def _plan_access(plan: Plan, kafka: KafkaAccess, topology: Topology,

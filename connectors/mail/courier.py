@@ -139,7 +139,7 @@ class Courier:
             due = [r["partner"] for r in await conn.fetch(
                 "SELECT o.partner FROM mail_outgoing o "
                 "LEFT JOIN mail_partners p ON p.partner = o.partner "
-                "WHERE o.status = 'queued' "
+                "WHERE o.status = 'queued' AND p.handed_over_at IS NULL "
                 "AND coalesce(p.next_attempt_at, '-infinity') <= clock_timestamp() "
                 "GROUP BY o.partner ORDER BY min(o.id) LIMIT $1",
                 self.workers * 2)]

@@ -76,28 +76,37 @@ class Invitations:
             raise InvitationRefused("the invitation token does not say whom it invites")
         return Invitation(str(body["p"]), str(body["n"]), signed_at)
 
-    async def use(self, conn: asyncpg.Connection, token: str, partner: str,
-                  used_for: str) -> Invitation:
-        """Mark the token used (inside the caller's transaction); refused if it is not
-        valid, not for ``partner``, or used before."""
+    async def check(self, conn: asyncpg.Connection, token: str, partner: str) -> Invitation:
+        """What the token says, if it may be used now for ``partner``: signed, not expired,
+        for this partner, sent by this mailer and not used; InvitationRefused otherwise."""
         invitation = self.read(token)
         if invitation.partner != partner:
             raise InvitationRefused(
                 f"the invitation is for partner {invitation.partner!r}, not {partner!r}",
                 hint=f"onboard {invitation.partner!r} with it, or use the link sent to "
                 f"{partner!r}")
+        used = await conn.fetchrow("SELECT used_at, used_for FROM mail_invitations "
+                                   "WHERE nonce = $1 AND partner = $2",
+                                   invitation.nonce, partner)
+        if used is None:
+            raise InvitationRefused("the invitation is not known to this mailer",
+                                    hint="use a link from an e-mail this network sent")
+        if used["used_at"] is not None:
+            raise InvitationRefused(
+                f"the invitation was used already, on {used['used_at']:%Y-%m-%d %H:%M} UTC "
+                f"({used['used_for']})", hint="a link works once; the box it made is yours")
+        return invitation
+
+    async def use(self, conn: asyncpg.Connection, token: str, partner: str,
+                  used_for: str) -> Invitation:
+        """Mark the token used (inside the caller's transaction); refused if it is not
+        valid, not for ``partner``, or used before (by another onboarding meanwhile too)."""
+        invitation = await self.check(conn, token, partner)
         row = await conn.fetchrow(
             "UPDATE mail_invitations SET used_at = clock_timestamp(), used_for = $3 "
             "WHERE nonce = $1 AND partner = $2 AND used_at IS NULL RETURNING nonce",
             invitation.nonce, partner, used_for)
         if row is None:
-            used = await conn.fetchrow("SELECT used_at, used_for FROM mail_invitations "
-                                       "WHERE nonce = $1", invitation.nonce)
-            if used is not None and used["used_at"] is not None:
-                raise InvitationRefused(
-                    f"the invitation was used already, on {used['used_at']:%Y-%m-%d %H:%M} "
-                    f"UTC ({used['used_for']})",
-                    hint="a link works once; the box it made is yours")
-            raise InvitationRefused("the invitation is not known to this mailer",
-                                    hint="use a link from an e-mail this network sent")
+            await self.check(conn, token, partner)  # says who used it
+            raise InvitationRefused("the invitation was used meanwhile")
         return invitation

@@ -14,6 +14,10 @@ numbered migrations.
 - ``mail_threads``: one per partner and order: the reply address's reference, the order's
   first Message-ID (which every later e-mail of the order refers to), and whose order it is.
 - ``mail_invitations``: the invitation tokens sent, and the one used.
+
+When a partner becomes a box (:mod:`connectors.mail.onboarding`), its row in
+``mail_partners`` is marked handed over (the courier sends it nothing more) and each of its
+events is marked ``replayed_at`` once it is in the new box's inbox.
 """
 
 from __future__ import annotations
@@ -91,6 +95,16 @@ MIGRATIONS = [
             'Invitation links sent; a token is good once.';
     """),
 ]
+
+MIGRATIONS.append(Migration(2, "onboarding", """
+    ALTER TABLE mail_partners ADD COLUMN handed_over_at timestamptz;
+    COMMENT ON COLUMN mail_partners.handed_over_at IS
+        'When the partner became a box (boxbus partner onboard): its mail is replayed into its '
+        'box from then on, not sent.';
+    ALTER TABLE mail_outgoing ADD COLUMN replayed_at timestamptz;
+    COMMENT ON COLUMN mail_outgoing.replayed_at IS
+        'When the event was written into the partner''s new box (onboarding).';
+"""))
 
 SCHEMA = Schema("mail_migrations", _LOCK_KEY, MIGRATIONS)
 

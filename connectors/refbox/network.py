@@ -75,6 +75,25 @@ class LocalNetwork:
             await self.add_router()
         return self
 
+    async def add_box(self, box_id: str, region: str) -> BoxService:
+        """A reference box for a box that joined the running network (an onboarded partner):
+        its database, and its relay and inbox as its own Kafka user."""
+        ns = self.settings.topic_namespace
+        dsn = await create_database(self.database_server, naming.box_database(ns, box_id))
+        await migrate_refbox(dsn)
+        store = CredentialStore.of(self.settings)
+        self.dsns[box_id] = dsn
+        outbox = Outbox(self.settings, self.serde,
+                        signer=store.signer(naming.box_principal(ns, box_id)),
+                        signed_types=self.topology.signed_types)
+        self.boxes[box_id] = RefBox(box_id, region, dsn, outbox)
+        service = BoxService(self.settings, dsn,
+                             self.identity(naming.box_principal(ns, box_id)), box_id,
+                             self.serde, poll_interval=0.5)
+        self.services[box_id] = service
+        self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box_id}"))
+        return service
+
     def identity(self, user: str) -> KafkaAccess:
         """How a box or the router of this network connects: as its own Kafka user (made by
         the topology's apply), or as the network's operator on a cluster without logins."""

@@ -47,8 +47,9 @@ from bus.envelope import Envelope
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.settings import Settings
+from bus.topics import topic_ends
 from bus.topology import Topology, apply_plan, make_plan
-from processors.aggregator.progress import positions, topic_ends
+from processors.aggregator.progress import positions
 from processors.aggregator.verify import differences, recompute
 from processors.aggregator.week import REGIONS, Planned, Week, type_name
 from processors.procstat import proc_cpu, proc_rss_mb

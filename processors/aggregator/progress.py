@@ -8,25 +8,13 @@ from aiokafka import TopicPartition
 
 from bus import naming
 from bus.kafka import KafkaAccess
-from bus.topics import partitions_of
+from bus.topics import topic_ends
 
 
 async def region_ends(kafka: KafkaAccess, namespace: str, regions: list[str]
                       ) -> dict[TopicPartition, int]:
     """End offsets of the region topics of ``regions`` (that exist)."""
     return await topic_ends(kafka, [naming.region_topic(namespace, r) for r in regions])
-
-
-async def topic_ends(kafka: KafkaAccess, topics: list[str]) -> dict[TopicPartition, int]:
-    """End offsets of every partition of ``topics`` (that exist)."""
-    tps = [tp for topic in topics for tp in await partitions_of(kafka, topic)]
-    consumer = kafka.consumer(enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        return ends
-    finally:
-        await consumer.stop()
 
 
 async def positions(dsn: str, group: str) -> dict[TopicPartition, int]:
