@@ -154,6 +154,13 @@ CASES = [
     case("mailer status", N, "no mailer database is given and no local stack runs"),
     case("mailer status", U, "the mailer's database at 127.0.0.1:1/box does not answer"),
     case("bench mail", N, "does not know where"),
+    case("partner onboard farm --token t0k3n --region north", N, "does not know where Kafka"),
+    case("partner onboard farm --token t0k3n --region north", R,
+         "the local stack has no mailer database 'nonet_mailer'",
+         BOXBUS_TOPIC_NAMESPACE="nonet"),
+    case("partner replay farm", N, "does not know where Kafka"),
+    case("partner replay farm", R, "the local stack has no mailer database 'nonet_mailer'",
+         BOXBUS_TOPIC_NAMESPACE="nonet"),
 ]
 
 # Commands with no input to get wrong and no service to miss, and why that is right.
