@@ -70,13 +70,13 @@ def smtp_server(settings: Settings) -> tuple[str, int]:
     return info.smtp.host, info.smtp.port
 
 
-def _endpoint(text: str) -> Any:
+def _endpoint(text: str, option: str) -> Any:
     from connectors.mail.service import Endpoint
 
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--replies {text!r} is not HOST:PORT",
-                          hint="for example --replies 127.0.0.1:2525, or --replies none")
+        raise ConfigError(f"{option} {text!r} is not HOST:PORT",
+                          hint=f"for example {option} 127.0.0.1:2525, or {option} none")
     return Endpoint(host, int(port))
 
 
@@ -87,6 +87,9 @@ def run(
     replies: Annotated[str, typer.Option(
         help="Where the SMTP endpoint for replies and bounces listens (HOST:PORT; the MX of "
         "BOXBUS_MAIL_DOMAIN must lead here), or 'none'.")] = "127.0.0.1:2525",
+    http: Annotated[str, typer.Option(
+        help="Where the HTTP endpoint of its links (unsubscribe, invitations) listens "
+        "(HOST:PORT; BOXBUS_MAIL_PUBLIC_URL must lead here), or 'none'.")] = "127.0.0.1:8025",
     workers: Annotated[int, typer.Option(help="Partners written to at once (one SMTP "
                                          "connection each).", min=1, max=64)] = 4,
     json_out: Annotated[bool, typer.Option("--json", help="Print the totals as JSON at exit.")
@@ -96,7 +99,8 @@ def run(
     from connectors.mail.service import Mailer
 
     settings = settings_from_env(namespace, service=True)
-    listen = None if replies.lower() == "none" else _endpoint(replies)
+    listen = None if replies.lower() == "none" else _endpoint(replies, "--replies")
+    web = None if http.lower() == "none" else _endpoint(http, "--http")
     found = endpoints(settings)
     require_kafka(found.kafka)
     kafka = service_access(settings, "mailer")
@@ -104,10 +108,12 @@ def run(
     host, port = smtp_server(settings)
     dsn = service_dsn(settings, database_url, "mailer", create=True)
     mailer = Mailer(settings, dsn, kafka, serde_for(settings, found.registry_url), key=key,
-                    smtp_host=host, smtp_port=port, listen=listen, workers=workers)
+                    smtp_host=host, smtp_port=port, listen=listen, http=web,
+                    workers=workers)
     stop = asyncio.Event()
     console_err.print(f"mailer of namespace {mailer.namespace}: mail to {host}:{port}, replies "
-                      f"at {replies}; SIGTERM or Ctrl-C stops it", highlight=False)
+                      f"at {replies}, links at {http}; SIGTERM or Ctrl-C stops it",
+                      highlight=False)
     _run_until_signal(lambda: mailer.run(stop), stop.set)
     totals = {**(mailer.courier.stats.as_dict() if mailer.courier else {}),
               "replies": mailer.replies, "bounces": mailer.bounces}

@@ -23,6 +23,7 @@ from boxbus.cli import (
     asyncapi,
     bench,
     box,
+    campaign,
     demo,
     dev,
     dlq,
@@ -60,6 +61,7 @@ app.add_typer(aggregator.app, name="aggregator")
 app.add_typer(analytics.app, name="analytics")
 app.add_typer(mailer.app, name="mailer")
 app.add_typer(partner.app, name="partner")
+app.add_typer(campaign.app, name="campaign")
 app.command("demo")(demo.demo)
 
 

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["reply", "bounce"]
+Kind = Literal["reply", "bounce", "unsubscribe"]
 _LOCAL = re.compile(r"^(reply|bounce)\+([a-z0-9-]{1,40})\.([a-z2-7]{16})$")
 
 
@@ -35,18 +35,23 @@ class MailAddresses:
     key: bytes
     domain: str
 
-    def _signature(self, kind: Kind, value: str) -> str:
+    def signature(self, kind: Kind, value: str) -> str:
         digest = hmac.new(self.key, f"{kind}:{value}".encode(), hashlib.sha256).digest()
         return base64.b32encode(digest[:10]).decode().lower()
 
     def make(self, kind: Kind, value: str) -> str:
-        return f"{kind}+{value}.{self._signature(kind, value)}@{self.domain}"
+        return f"{kind}+{value}.{self.signature(kind, value)}@{self.domain}"
 
     def reply(self, reference: str) -> str:
         return self.make("reply", reference)
 
     def bounce(self, mail_id: int) -> str:
         return self.make("bounce", str(mail_id))
+
+    def bounce_for_campaign(self, campaign: str) -> str:
+        """The envelope sender of a campaign's e-mails: a bounce names the campaign, the
+        bounced address is in the bounce itself."""
+        return self.make("bounce", "c-" + campaign.replace("_", "-")[:38])
 
     def read(self, address: str) -> tuple[Kind, str]:
         """(kind, value) of one of the mailer's addresses; UnknownAddress otherwise."""
@@ -57,7 +62,7 @@ class MailAddresses:
         if found is None:
             raise UnknownAddress(f"{address}: not a reply or bounce address")
         kind, value, signature = found.group(1), found.group(2), found.group(3)
-        if not hmac.compare_digest(signature, self._signature(kind, value)):  # type: ignore[arg-type]
+        if not hmac.compare_digest(signature, self.signature(kind, value)):  # type: ignore[arg-type]
             raise UnknownAddress(f"{address}: its signature does not match")
         return kind, value  # type: ignore[return-value]
 

@@ -76,12 +76,17 @@ def _cell(value: str, style: ParagraphStyle, width: float | None) -> str | Parag
 _ORDER_WIDTHS = (8, 24, 60, 22, 24, 14, 26)
 
 
-def letter_pdf(letter: Letter, title: str, page_label: str) -> bytes:
-    """The letter as a PDF: its title, facts, the lines with their totals, its notes; the
-    footer (who sent it, the page) on every page."""
+def letter_pdf(letter: Letter, title: str, page_label: str, *, address: str | None = None
+               ) -> bytes:
+    """The letter as a PDF: the recipient's address block (a printed letter's), its title,
+    facts, the lines with their totals, its notes; the footer (who sent it, the page) on
+    every page."""
     _register_fonts()
     style = _styles()
-    story: list[Flowable] = [Paragraph(_text(title), style["title"])]
+    story: list[Flowable] = []
+    if address:
+        story += [Paragraph(_text(address), style["body"]), Spacer(1, 12 * mm)]
+    story.append(Paragraph(_text(title), style["title"]))
     if letter.facts:
         wide = A4[0] - 2 * _MARGIN - 48 * mm
         facts = Table([[_cell(label, style["label"], 48 * mm),

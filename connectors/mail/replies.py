@@ -99,3 +99,16 @@ def bounce_reason(message: EmailMessage) -> str:
             if fields:
                 return "; ".join(f"{k}: {v}" for k, v in fields.items())
     return str(message.get("Subject", "delivery failed"))
+
+
+def bounced_address(message: EmailMessage) -> str:
+    """The address a bounce says could not be reached (its Final- or Original-Recipient),
+    lower case; empty if it does not say."""
+    for part in message.walk():
+        if part.get_content_type() == "message/delivery-status":
+            for block in part.get_payload() or []:
+                for name in ("Final-Recipient", "Original-Recipient"):
+                    value = block.get(name) if hasattr(block, "get") else None
+                    if value:
+                        return str(value).split(";")[-1].strip().strip("<>").lower()
+    return ""

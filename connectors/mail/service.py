@@ -10,7 +10,8 @@ its own PostgreSQL (:mod:`connectors.mail.store`). Four parts run in one process
    (one row per event and partner).
 2. **Courier** (:mod:`connectors.mail.courier`): sends the queued e-mails over SMTP, each
    partner's in order, partners side by side; retries, gives up, reports.
-3. **Reply endpoint**: an SMTP server (aiosmtpd, on this process's event loop) for the
+3. **Endpoints**: the HTTP one (:mod:`connectors.mail.web`: one-click unsubscribe, the
+   invitation page) and an SMTP server (aiosmtpd, on this process's event loop) for the
    mailer's own addresses. A partner's answer to an order's reply address becomes a
    ``CommentAdded`` from the partner to the buyer (quoted text cut off); a bounce to an
    e-mail's bounce address gives that e-mail up. Any other address is refused (550). The
@@ -55,12 +56,14 @@ from connectors.box.outbox import Outbox, headers_json
 from connectors.box.relay import Relay
 from connectors.mail import store
 from connectors.mail.addresses import MailAddresses, UnknownAddress, new_reference
+from connectors.mail.campaign import suppress
 from connectors.mail.courier import Courier
 from connectors.mail.directory import Directory
 from connectors.mail.invitations import Invitations
 from connectors.mail.letter import order_of
 from connectors.mail.message import message_id
-from connectors.mail.replies import bounce_reason, reply_text
+from connectors.mail.replies import bounce_reason, bounced_address, reply_text
+from connectors.mail.web import mail_app
 
 log = get_logger(__name__)
 
@@ -82,7 +85,8 @@ class Endpoint:
 class Mailer:
     def __init__(self, settings: Settings, dsn: str, kafka: KafkaAccess, serde: EventSerde,
                  *, key: bytes, smtp_host: str, smtp_port: int,
-                 listen: Endpoint | None = None, workers: int = 4) -> None:
+                 listen: Endpoint | None = None, http: Endpoint | None = None,
+                 workers: int = 4) -> None:
         self.settings = settings
         self.dsn = dsn
         self.kafka = kafka
@@ -95,6 +99,7 @@ class Mailer:
         self.outbox = Outbox(settings, serde)
         self.smtp_host, self.smtp_port = smtp_host, smtp_port
         self.listen = listen
+        self.http = http
         self.workers = workers
         self.replies = 0
         self.bounces = 0
@@ -161,7 +166,7 @@ class Mailer:
                 if kind == "reply":
                     outcome = await self.reply_came(value, message, raw)
                 else:
-                    outcome = await self._bounce_came(int(value), message)
+                    outcome = await self._bounce_came(value, message)
                 if outcome:
                     return outcome
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -208,9 +213,23 @@ class Mailer:
                  correlation_id=thread["thread_key"])
         return None
 
-    async def _bounce_came(self, mail_id: int, message: EmailMessage) -> str | None:
-        assert self.courier is not None
-        if await self.courier.bounced(mail_id, bounce_reason(message)):
+    async def _bounce_came(self, value: str, message: EmailMessage) -> str | None:
+        """A bounce of one order e-mail (the value is its row), or of a campaign's (the
+        value names the campaign; the address is in the bounce: suppressed for the box)."""
+        assert self.courier is not None and self._pool is not None
+        reason = bounce_reason(message)
+        if value.startswith("c-"):
+            address = bounced_address(message)
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "UPDATE campaign_sends SET status = 'bounced', detail = $3 WHERE "
+                    "replace(campaign, '_', '-') = $1 AND email = $2 RETURNING box",
+                    value[2:], address, reason)
+                for row in rows:
+                    await suppress(conn, row["box"], address, f"bounced: {reason}")
+            self.bounces += bool(rows)
+            return None
+        if await self.courier.bounced(int(value), reason):
             self.bounces += 1
         return None
 
@@ -238,11 +257,25 @@ class Mailer:
                 functools.partial(SMTP, self, hostname=self.settings.mail_domain,
                                   data_size_limit=10 * 1024 * 1024),
                 self.listen.host, self.listen.port)
+        web = None
+        if self.http is not None:
+            import uvicorn
+
+            web = uvicorn.Server(uvicorn.Config(
+                mail_app(self._pool, self.addresses, self.invitations), host=self.http.host,
+                port=self.http.port, log_level="warning", access_log=False, lifespan="off"))
+            # The mailer's command handles the signals; uvicorn must not take them over.
+            web.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         listener = await self._pool.acquire()
         await listener.add_listener("boxbus_mail", self._queued)
         tasks = [asyncio.create_task(self.intake.run(), name="mailer-intake"),
                  asyncio.create_task(self.courier.run(stop), name="mailer-courier"),
                  asyncio.create_task(relay.run(), name="mailer-relay")]
+        if web is not None:
+            tasks.append(asyncio.create_task(web.serve(), name="mailer-web"))
+            # uvicorn says it is listening only through this flag.
+            while not web.started and not tasks[-1].done():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         self.ready.set()
         log.info("mailer started", group=self.group_id, smtp=f"{self.smtp_host}:"
                  f"{self.smtp_port}", replies=f"{self.listen.host}:{self.listen.port}"
@@ -258,6 +291,8 @@ class Mailer:
             stop.set()
             self.intake.stop()
             relay.stop()
+            if web is not None:
+                web.should_exit = True
             if self._server is not None:
                 self._server.close()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -106,6 +106,34 @@ MIGRATIONS.append(Migration(2, "onboarding", """
         'When the event was written into the partner''s new box (onboarding).';
 """))
 
+MIGRATIONS.append(Migration(3, "campaigns", """
+    CREATE TABLE mail_suppressed (
+        box         text        NOT NULL,
+        email       text        NOT NULL,
+        reason      text        NOT NULL,
+        added_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (box, email)
+    );
+    COMMENT ON TABLE mail_suppressed IS
+        'Addresses a box''s campaigns never write to again: unsubscribed (one click) or '
+        'bounced for good.';
+    CREATE TABLE campaign_sends (
+        campaign    text        NOT NULL,
+        box         text        NOT NULL,
+        contact_id  text        NOT NULL,
+        email       text        NOT NULL,
+        status      text        NOT NULL,
+        detail      text,
+        message_id  text        NOT NULL,
+        letter      text,
+        updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (campaign, contact_id)
+    );
+    COMMENT ON TABLE campaign_sends IS
+        'One row per campaign and contact: sending -> sent (or bounced); a campaign run again '
+        'skips what is sent.';
+"""))
+
 SCHEMA = Schema("mail_migrations", _LOCK_KEY, MIGRATIONS)
 
 

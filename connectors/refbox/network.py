@@ -111,8 +111,8 @@ class LocalNetwork:
         return router
 
     async def add_mailer(self, *, key: bytes, smtp_host: str, smtp_port: int,
-                         replies: Endpoint | None = None, settings: Settings | None = None,
-                         ) -> Mailer:
+                         replies: Endpoint | None = None, http: Endpoint | None = None,
+                         settings: Settings | None = None) -> Mailer:
         """The network's mailer, as its own user, on its own database, sending to the SMTP
         server given and taking replies at ``replies``; running once it returns."""
         ns = self.settings.topic_namespace
@@ -121,7 +121,8 @@ class LocalNetwork:
                                                     naming.box_database(ns, "mailer"))
         mailer = Mailer(settings or self.settings, self.mailer_dsn,
                         self.identity(naming.service_principal(ns, "mailer")), self.serde,
-                        key=key, smtp_host=smtp_host, smtp_port=smtp_port, listen=replies)
+                        key=key, smtp_host=smtp_host, smtp_port=smtp_port, listen=replies,
+                        http=http)
         stop = asyncio.Event()
         task = asyncio.create_task(mailer.run(stop), name="mailer")
         self._mailing.append(stop)

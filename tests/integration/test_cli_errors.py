@@ -146,6 +146,7 @@ CASES = [
     case("analytics serve", N, "no analytics database is given and no local stack"),
     case("analytics serve", U, "cannot reach the analytics database"),
     case("mailer run --replies nowhere", R, "--replies 'nowhere' is not HOST:PORT"),
+    case("mailer run --http 8025", R, "--http '8025' is not HOST:PORT"),
     case("mailer run", R, "keeps no Kafka credentials for the mailer of network 'nonet'",
          BOXBUS_TOPIC_NAMESPACE="nonet"),
     case("mailer run", N, "does not know where Kafka is"),

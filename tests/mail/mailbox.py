@@ -34,7 +34,7 @@ class Mailbox:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, options: list[str]) -> str:
-        if address.startswith("nobody@"):
+        if address.startswith("nobody"):
             self.refused += 1
             return f"550 5.1.1 <{address}>: no such mailbox here"
         if address in self.down:

@@ -71,8 +71,8 @@ async def test_a_killed_mailer_sends_every_order_once_per_message_id(
         logs.append(tmp_path / f"mailer-{len(logs)}.log")
         with logs[-1].open("w") as log:
             return subprocess.Popen([*boxbus_cli(), "mailer", "run", "--database-url", dsn,
-                                     "--replies", "none"], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=log, text=True)
+                                     "--replies", "none", "--http", "none"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=log, text=True)
 
     shop = network.boxes["shop"]
     orders = [await shop.place_order("farm" if n % 2 else "mill", LINES[:1])
