@@ -45,6 +45,9 @@ def demo(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object for programs.")] = False,
 ) -> None:
     """Run the sample network on the local stack and show each box's view of the flows."""
+    from boxbus.cli.mailer import signing_key
+    from connectors.mail.service import Endpoint
+    from connectors.refbox.mail_story import MailSetup
     from connectors.refbox.network import LocalNetwork
     from connectors.refbox.scenario import play
     from connectors.refbox.view import render_view
@@ -72,11 +75,25 @@ def demo(
         f"{len(network_file.boxes)} boxes and the router ...")
     serde = serde_for(settings, info.schema_registry_url)
 
+    replies_port, http_port = _free_port(2525), _free_port(8025)
+    run_settings = run_settings.model_copy(update={
+        "mail_public_url": f"http://127.0.0.1:{http_port}"})
+    out = Path(settings.run_dir) / "demo" / namespace
+
     async def run() -> dict[str, Any]:
         kafka = info.kafka_access(run_settings)
         async with LocalNetwork(run_settings, kafka, info.database_url or "", serde,
                                 network_file) as network:
-            story = await play(network, say=say)
+            mail = None
+            if info.smtp.host and info.smtp.port and info.smtp.maildir:
+                key = signing_key(run_settings)
+                await network.add_mailer(key=key, smtp_host=info.smtp.host,
+                                         smtp_port=info.smtp.port,
+                                         replies=Endpoint("127.0.0.1", replies_port),
+                                         http=Endpoint("127.0.0.1", http_port))
+                mail = MailSetup(key, info.smtp.maildir, out,
+                                 (info.smtp.host, info.smtp.port))
+            story = await play(network, say=say, mail=mail)
             views = {box: await network.view(box) for box in network.boxes}
         return {"stack": info.model_dump(mode="json"), "namespace": namespace, "ok": story.ok,
                 "steps": [vars(s) for s in story.steps], "facts": story.facts,
@@ -97,6 +114,13 @@ def demo(
         _render(result, render_view)
         if result.get("analytics"):
             _render_analytics(result["analytics"])
+        mailed = result["facts"].get("mail")
+        if mailed:
+            console.print(Rule("what the partner without a box got"))
+            console.print(f"the e-mail: {mailed['eml']} (all mail the local SMTP server took "
+                          f"is in {mailed['maildir']})\nits PDF: {mailed['pdf']}\nits UBL "
+                          f"order: {mailed['ubl']}\nthe campaign's letters: "
+                          f"{result['facts'].get('spool')}", highlight=False)
         if not stop:
             console.print(f"the stack keeps running: `boxbus box show --box fresh-farm "
                           f"--namespace {namespace}`, `boxbus dev status`, `boxbus dev down`")

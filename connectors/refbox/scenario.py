@@ -17,6 +17,7 @@ from bus import naming
 from bus.envelope import Envelope
 from bus.topics import read_topic
 from connectors.refbox.actions import LineSpec
+from connectors.refbox.mail_story import MailSetup, play_mail
 from connectors.refbox.network import LocalNetwork
 
 BUYER, SUPPLIER, PARTNER, HEAD_OFFICE = "north-branch", "fresh-farm", "river-fish", "hq"
@@ -42,12 +43,16 @@ class Story:
 
 
 async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: None,
-               timeout: float = 60) -> Story:
+               timeout: float = 60, mail: MailSetup | None = None) -> Story:
+    """The story; with ``mail`` (a mailer runs on the network), the partner without a box
+    gets its order by e-mail, answers, onboards, and a campaign goes out, instead of the
+    order only reaching the mail topic."""
     story = Story()
 
     async def step(title: str, act: Callable[[], Awaitable[str]],
                    check: Callable[[], Awaitable[bool]],
                    seen: Callable[[], Awaitable[str]] | None = None) -> bool:
+        title = f"{len(story.steps) + 1}. {title}"  # numbered as they are played
         say(title)
         record = Step(title)
         story.steps.append(record)
@@ -93,7 +98,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
                 f"{order_row['lines']} lines, {order_row['total_minor'] / 100:.2f} "
                 f"{order_row['currency']}, {order_row['status']}")
 
-    await step(f"1. {BUYER} orders fruit from {SUPPLIER}", place, arrived, sales_order)
+    await step(f"{BUYER} orders fruit from {SUPPLIER}", place, arrived, sales_order)
 
     async def talk() -> str:
         await buyer.comment(order["id"], "Can you deliver before 8:00 on Monday?")
@@ -108,7 +113,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         return f"{BUYER} shows: " + " / ".join(
             f"{c['origin_box']}: {c['text']}" for c in (await view(BUYER))["comments"])
 
-    await step("2. comments go both ways", talk, talked, comments)
+    await step("comments go both ways", talk, talked, comments)
 
     async def dispatch() -> str:
         await supplier.confirm_order(order["id"])
@@ -126,7 +131,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
                 + f"; {SUPPLIER}'s stock left: "
                 + ", ".join(f"{sku} {qty}" for sku, qty in sorted(stock.items())))
 
-    await step(f"3. {SUPPLIER} dispatches: stock written off, goods in transit at {BUYER}",
+    await step(f"{SUPPLIER} dispatches: stock written off, goods in transit at {BUYER}",
                dispatch, in_transit, transit)
 
     async def receive() -> str:
@@ -136,20 +141,24 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     async def closed() -> bool:
         return await status(SUPPLIER, order["id"]) == "received"
 
-    await step("4. goods received closes the order on both sides", receive, closed)
+    await step("goods received closes the order on both sides", receive, closed)
 
-    mail = naming.mail_topic(network.settings.topic_namespace)
+    if mail is not None:
+        await play_mail(network, step, story.facts, mail, buyer=BUYER, partner=PARTNER,
+                        head_office=HEAD_OFFICE, region="north")
+    else:
+        topic = naming.mail_topic(network.settings.topic_namespace)
 
-    async def to_partner() -> str:
-        order["fish"] = await buyer.place_order(PARTNER, [LineSpec("trout-kg", Decimal(8),
-                                                                   1290, "Trout", "kg")])
-        return f"{BUYER} ordered from {PARTNER}, a partner without a box"
+        async def to_partner() -> str:
+            order["fish"] = await buyer.place_order(PARTNER, [
+                LineSpec("trout-kg", Decimal(8), 1290, "Trout", "kg")])
+            return f"{BUYER} ordered from {PARTNER}, a partner without a box"
 
-    async def mailed() -> bool:
-        records = await read_topic(network.kafka, mail)
-        return any(r.key == order["fish"].encode() for r in records)
+        async def mailed() -> bool:
+            records = await read_topic(network.kafka, topic)
+            return any(r.key == order["fish"].encode() for r in records)
 
-    await step(f"5. an order for {PARTNER} goes to the mail topic", to_partner, mailed)
+        await step(f"an order for {PARTNER} goes to the mail topic", to_partner, mailed)
 
     async def prices() -> str:
         await network.boxes[HEAD_OFFICE].send_price_list(
@@ -160,7 +169,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         views = [await view(b) for b in BRANCHES]
         return all(v["price_lists"] for v in views)
 
-    await step("6. the head office's price list reaches every branch", prices, priced)
+    await step("the head office's price list reaches every branch", prices, priced)
 
     async def report() -> str:
         taken = []
@@ -187,7 +196,7 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
             f"{r['revenue_minor'] / 100:.2f} {r['currency']}"
             for r in (await view(HEAD_OFFICE))["branch_reports"])
 
-    await step("7. the branches take their stores' orders and report the day to the head "
+    await step("the branches take their stores' orders and report the day to the head "
                "office", report, reported, reports)
 
     ingress = naming.ingress_topic(network.settings.topic_namespace, BUYER)
@@ -217,6 +226,6 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         story.facts["bad_input"] = reasons
         return len(reasons) >= 2
 
-    await step("8. bad input is quarantined or dead-lettered with its reason", forge, contained)
+    await step("bad input is quarantined or dead-lettered with its reason", forge, contained)
     story.facts["router"] = [r.stats.as_dict() for r in network.routers]
     return story

@@ -160,6 +160,10 @@ CASES = [
          "the local stack has no mailer database 'nonet_mailer'",
          BOXBUS_TOPIC_NAMESPACE="nonet"),
     case("partner replay farm", N, "does not know where Kafka"),
+    case("campaign preview --box hq --template /nope.txt", R,
+         "cannot read the template /nope.txt"),
+    case("campaign send --box hq --template /nope.txt --name spring --spool /tmp/spool", R,
+         "cannot read the template /nope.txt"),
     case("partner replay farm", R, "the local stack has no mailer database 'nonet_mailer'",
          BOXBUS_TOPIC_NAMESPACE="nonet"),
 ]

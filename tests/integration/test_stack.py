@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import ipaddress
 import json
 import os
@@ -208,13 +210,13 @@ async def test_demo_plays_the_network_story(
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["stack"]["processes"] == stack.processes  # the running stack was reused
-    assert [s["ok"] for s in report["steps"]] == [True] * 8, report["steps"]
+    assert [s["ok"] for s in report["steps"]] == [True] * 11, report["steps"]
     views = report["views"]
     order_id = report["facts"]["order_id"]
     (sales,) = [o for o in views["fresh-farm"]["orders"] if o["order_id"] == order_id]
     assert (sales["role"], sales["status"], sales["lines"]) == ("sales", "received", 3)
     assert [c["origin_box"] for c in views["north-branch"]["comments"]] == [
-        "north-branch", "fresh-farm"]
+        "north-branch", "fresh-farm", "river-fish"]  # the last one answered by e-mail
     steps = report["steps"]
     assert f"fresh-farm shows sales order {order_id}: 3 lines" in steps[0]["detail"]
     assert "north-branch shows in transit: apples-kg 120 kg" in steps[2]["detail"]
@@ -223,7 +225,18 @@ async def test_demo_plays_the_network_story(
     assert {b: r["orders_count"] for b, r in reports.items()} == {
         "north-branch": 2, "south-branch": 3, "east-branch": 4}
     assert all(r["revenue_minor"] > 0 for r in reports.values())
-    assert "hq shows: " in steps[6]["detail"] and "north-branch 2 orders" in steps[6]["detail"]
+    assert "hq shows: " in steps[9]["detail"] and "north-branch 2 orders" in steps[9]["detail"]
+    # The partner without a box: its order by e-mail (PDF, UBL), its answer, its onboarding
+    # with the backlog, and a campaign's letters in the print spool.
+    mail = report["facts"]["mail"]
+    assert Path(mail["pdf"]).read_bytes().startswith(b"%PDF")
+    assert b"urn:fdc:peppol.eu:poacc:bis:ordering:3" in Path(mail["ubl"]).read_bytes()
+    sent = email.message_from_bytes(Path(mail["eml"]).read_bytes(), policy=email.policy.default)
+    assert isinstance(sent, EmailMessage)
+    assert "/invite/" in str(sent.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    fish = [o for o in views["river-fish"]["orders"] if o["role"] == "sales"]
+    assert len(fish) == 1 and fish[0]["counterparty"] == "north-branch"
+    assert len(list(Path(report["facts"]["spool"]).glob("*.pdf"))) == 6
     # Central analytics sees the purchase orders and the store orders of every region.
     seen = {n["region"]: n["orders"] for n in views["hq-analytics"]["network_orders"]}
     assert seen == {"north": 2 + 2, "south": 3, "east": 4}
