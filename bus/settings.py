@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # CA certificates to verify the SMTP server's TLS certificate with (the system's if unset).
+    smtp_ca_file: Path | None = None
     # The mailer (connectors.mail): its sender address; the domain of its Message-IDs and
     # reply addresses (replies to it must reach `boxbus mailer run`'s SMTP endpoint); the
     # key that signs reply addresses and invitation links; e-mails a second it sends to

@@ -4,8 +4,12 @@ every sender of the process (aiolimiter), and each answer sorted into what the m
 
 - **sent**: the server accepted the message (2xx);
 - **temporary**: a 4xx answer, a connection refused, dropped or timed out: try again later;
-- **permanent**: a 5xx answer (no such mailbox, refused as spam, too large): give up and
-  tell the sending box.
+- **permanent**: a 5xx answer about this e-mail (no such mailbox, refused as spam, too
+  large): give up and tell the sending box.
+
+A refused login or sender address, or a TLS handshake that fails, is the mailer's own
+configuration, not the partner's: temporary (with an error in the log that says what to set),
+so nobody's mail is given up for it.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class SmtpSender:
             hostname=self.host, port=self.port, timeout=self.timeout,
             use_tls=s.smtp_tls == "tls", start_tls=s.smtp_tls == "starttls" or None,
             username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None)
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None)
         await client.connect()
         self._client = client
         return client
@@ -83,6 +88,14 @@ class SmtpSender:
             await self._reset()
             return Answer(Outcome.PERMANENT if code >= 500 else Outcome.TEMPORARY,
                           f"the server refused {recipient}: {words}")
+        except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPSenderRefused) as exc:
+            await self._reset()
+            what = ("refused the mailer's login (BOXBUS_SMTP_USERNAME, _PASSWORD)"
+                    if isinstance(exc, aiosmtplib.SMTPAuthenticationError)
+                    else f"refused the sender address {sender} (BOXBUS_MAIL_DOMAIN)")
+            log.error("the SMTP server " + what + "; mail waits", server=f"{self.host}:"
+                      f"{self.port}", code=exc.code, answer=exc.message)
+            return Answer(Outcome.TEMPORARY, f"the server {what}: {exc.code} {exc.message}")
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
             return Answer(Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY,

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import email
+import ssl
 import email.policy
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass
@@ -31,6 +32,11 @@ class Mailbox:
     refused: int = 0
     deferred: int = 0
     _server: asyncio.Server | None = None
+    # TLS and login, as a provider's submission server asks for them: STARTTLS with this
+    # context first, then AUTH with ``login`` (user, password).
+    tls: ssl.SSLContext | None = None
+    login: tuple[str, str] | None = None
+    logins: int = 0
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, options: list[str]) -> str:
@@ -52,9 +58,21 @@ class Mailbox:
                                       list(envelope.rcpt_tos)))
         return "250 2.0.0 queued"
 
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,
+                      mechanism: str, data: Any) -> AuthResult:
+        assert self.login is not None
+        ok = isinstance(data, LoginPassword) and (
+            data.login.decode(), data.password.decode()) == self.login
+        self.logins += ok
+        return AuthResult(success=ok, handled=False)
+
     async def start(self) -> Mailbox:
         def protocol() -> Any:
-            return SMTP(self, hostname="mx.partners.example")
+            if self.tls is None:
+                return SMTP(self, hostname="mx.partners.example")
+            return SMTP(self, hostname="mx.partners.example", tls_context=self.tls,
+                        require_starttls=True, auth_required=self.login is not None,
+                        auth_require_tls=True, authenticator=self._authenticate)
 
         self._server = await asyncio.get_running_loop().create_server(protocol, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
