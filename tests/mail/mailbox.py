@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import email
-import ssl
 import email.policy
+import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
