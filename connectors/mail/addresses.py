@@ -45,13 +45,10 @@ class MailAddresses:
     def reply(self, reference: str) -> str:
         return self.make("reply", reference)
 
-    def bounce(self, mail_id: int) -> str:
-        return self.make("bounce", str(mail_id))
-
-    def bounce_for_campaign(self, campaign: str) -> str:
-        """The envelope sender of a campaign's e-mails: a bounce names the campaign, the
-        bounced address is in the bounce itself."""
-        return self.make("bounce", "c-" + campaign.replace("_", "-")[:38])
+    def bounce(self, what: int | str) -> str:
+        """The envelope sender of one e-mail: an order e-mail's row id, or a campaign
+        e-mail's reference (``c...``)."""
+        return self.make("bounce", str(what))
 
     def read(self, address: str) -> tuple[Kind, str]:
         """(kind, value) of one of the mailer's addresses; UnknownAddress otherwise."""

@@ -21,6 +21,8 @@ e-mails and printable PDF letters.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import re
 import tempfile
@@ -29,13 +31,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import asyncpg
 from jinja2 import Environment, StrictUndefined, TemplateError, UndefinedError
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from bus import naming
 from bus.envelope import SOURCE, SOURCE_PREFIX, TYPE
@@ -47,7 +50,7 @@ from bus.settings import Settings
 from bus.topics import read_topic
 from connectors.mail.addresses import MailAddresses
 from connectors.mail.letter import Letter
-from connectors.mail.message import _WIRE, _header
+from connectors.mail.message import _WIRE, _header, address, safe_part
 from connectors.mail.pdf import letter_pdf
 from connectors.mail.smtp import Outcome, SmtpSender
 
@@ -154,17 +157,29 @@ async def suppress(conn: asyncpg.Connection, box: str, email: str, reason: str) 
 
 
 def unsubscribe_token(addresses: MailAddresses, box: str, email: str) -> str:
-    """The path part of a contact's one-click unsubscribe link: box, address, signature."""
-    return f"{box}/{email}/{addresses.signature('unsubscribe', f'{box} {email}')}"
+    """The path part of a contact's one-click unsubscribe link: box, address (URL-encoded:
+    '?', '#' and '%' are allowed in one), signature."""
+    signature = addresses.signature("unsubscribe", f"{box} {email}")
+    return f"{quote(box, safe='')}/{quote(email, safe='@')}/{signature}"
 
 
 def read_unsubscribe(addresses: MailAddresses, token: str) -> tuple[str, str]:
-    """(box, address) of a valid unsubscribe token; ValueError otherwise."""
+    """(box, address) of a valid unsubscribe token (as the link's path holds it, encoded or
+    not); ValueError otherwise."""
     box, _, rest = token.partition("/")
     email, _, signature = rest.rpartition("/")
-    if not (box and email and signature) or unsubscribe_token(addresses, box, email) != token:
+    box, email = unquote(box), unquote(email)
+    if not (box and email and signature) or not hmac.compare_digest(
+            signature, addresses.signature("unsubscribe", f"{box} {email}")):
         raise ValueError("not a valid unsubscribe link")
     return box, email
+
+
+def bounce_reference(box: str, campaign: str, contact_id: str) -> str:
+    """What a campaign e-mail's bounce address names (VERP): its box, campaign and contact,
+    as a short digest the mailer looks up; the address is signed, so a bounce cannot be made
+    up for another contact."""
+    return "c" + hashlib.sha256(f"{box}\0{campaign}\0{contact_id}".encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -217,7 +232,8 @@ async def send_campaign(settings: Settings, kafka: KafkaAccess, serde: EventSerd
         todo = [c for c in found if c.email not in blocked]
         result.suppressed = len(found) - len(todo)
         done = {r["contact_id"]: r["status"] for r in await conn.fetch(
-            "SELECT contact_id, status FROM campaign_sends WHERE campaign = $1", name)}
+            "SELECT contact_id, status FROM campaign_sends WHERE campaign = $1 AND box = $2",
+            name, box)}
         for n, contact in enumerate(todo, 1):
             if done.get(contact.contact_id) in ("sent", "bounced"):
                 result.already_sent += 1
@@ -225,21 +241,24 @@ async def send_campaign(settings: Settings, kafka: KafkaAccess, serde: EventSerd
                 continue
             link = f"{public}/unsubscribe/{unsubscribe_token(addresses, box, contact.email)}"
             merged = render(template, contact, sender, name, link)
-            identity = f"<{name}.{contact.contact_id}@{settings.mail_domain}>"
+            identity = f"<{name}.{safe_part(contact.contact_id)}@{settings.mail_domain}>"
+            reference = bounce_reference(box, name, contact.contact_id)
+            data = _message(merged, contact, sender, settings.mail_from, identity, link)
             await conn.execute(
                 "INSERT INTO campaign_sends (campaign, box, contact_id, email, status, "
-                "message_id) VALUES ($1, $2, $3, $4, 'sending', $5) ON CONFLICT (campaign, "
-                "contact_id) DO UPDATE SET updated_at = clock_timestamp()",
-                name, box, contact.contact_id, contact.email, identity)
-            data = _message(merged, contact, sender, settings.mail_from, identity, link)
-            answer = await smtp_sender.send(
-                data, sender=addresses.bounce_for_campaign(name), recipient=contact.email)
+                "message_id, bounce_ref) VALUES ($1, $2, $3, $4, 'sending', $5, $6) "
+                "ON CONFLICT (campaign, box, contact_id) DO UPDATE SET "
+                "updated_at = clock_timestamp()",
+                name, box, contact.contact_id, contact.email, identity, reference)
+            answer = await smtp_sender.send(data, sender=addresses.bounce(reference),
+                                            recipient=contact.email)
             if answer.outcome is Outcome.PERMANENT:
                 async with conn.transaction():
                     await suppress(conn, box, contact.email, f"bounced: {answer.detail}")
-                    await conn.execute("UPDATE campaign_sends SET status = 'bounced', detail = "
-                                       "$3 WHERE campaign = $1 AND contact_id = $2", name,
-                                       contact.contact_id, answer.detail)
+                    await conn.execute(
+                        "UPDATE campaign_sends SET status = 'bounced', detail = $4 WHERE "
+                        "campaign = $1 AND box = $2 AND contact_id = $3", name, box,
+                        contact.contact_id, answer.detail)
                 result.bounced += 1
             elif answer.outcome is Outcome.TEMPORARY:
                 raise ConfigError(f"the SMTP server did not take the campaign's mail now: "
@@ -252,11 +271,12 @@ async def send_campaign(settings: Settings, kafka: KafkaAccess, serde: EventSerd
                 pdf = await asyncio.to_thread(
                     letter_pdf, letter, merged.subject, "{page}",
                     address=_address(contact))
-                path = _write_atomically(spool / printer, f"{name}-{contact.contact_id}.pdf",
-                                         pdf)
-                await conn.execute("UPDATE campaign_sends SET status = 'sent', letter = $3 "
-                                   "WHERE campaign = $1 AND contact_id = $2", name,
-                                   contact.contact_id, str(path))
+                path = _write_atomically(
+                    spool / printer, f"{name}-{safe_part(contact.contact_id)}.pdf", pdf)
+                await conn.execute(
+                    "UPDATE campaign_sends SET status = 'sent', letter = $4 WHERE "
+                    "campaign = $1 AND box = $2 AND contact_id = $3", name, box,
+                    contact.contact_id, str(path))
                 result.sent += 1
                 result.letters += 1
             progress(n, len(todo))
@@ -274,18 +294,19 @@ def _message(merged: Rendered, contact: Contact, sender: str, mail_from: str, id
              unsubscribe: str) -> bytes:
     message = MIMEMultipart("alternative")
     message.attach(MIMEText(merged.text, "plain", "utf-8"))
-    paragraphs = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>"
-                         for p in merged.text.split("\n\n") if p.strip())
+    paragraphs = "".join(
+        f"<p>{Markup('<br>').join(escape(line) for line in p.split(chr(10)))}</p>"
+        for p in merged.text.split("\n\n") if p.strip())
     message.attach(MIMEText(f"<!DOCTYPE html><html><body>{paragraphs}<p style=\"color:#777;"
                             f"font-size:smaller\"><a href=\"{escape(unsubscribe)}\">"
                             f"Unsubscribe</a></p></body></html>", "html", "utf-8"))
     message["Subject"] = _header(merged.subject, "Subject")
-    message["From"] = formataddr((sender, mail_from), "utf-8")
-    message["To"] = formataddr((contact.name, contact.email), "utf-8")
+    message["From"] = address(sender, mail_from)
+    message["To"] = address(contact.name, contact.email)
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = identity
     message["List-Unsubscribe"] = f"<{unsubscribe}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["Precedence"] = "bulk"
-    message["X-Boxbus-Contact"] = contact.contact_id
+    message["X-Boxbus-Contact"] = _header(contact.contact_id, "X-Boxbus-Contact")
     return message.as_bytes(policy=_WIRE)

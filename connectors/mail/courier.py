@@ -31,6 +31,7 @@ import functools
 import random
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,11 +107,24 @@ class Courier:
         for _ in range(workers):
             self._senders.put_nowait(SmtpSender(settings, smtp_host, smtp_port))
         self._busy: dict[str, asyncio.Task[None]] = {}
+        # E-mails are rendered (the PDF: milliseconds of CPU) off the event loop, one at a
+        # time: the loop keeps serving intake, replies and links meanwhile.
+        self._render = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail-render")
 
     async def run(self, stop: asyncio.Event, idle: float = 0.5) -> None:
+        away = 0  # rounds the database did not answer, in a row
         try:
             while not stop.is_set():
-                started = await self.round()
+                try:
+                    started = await self.round()
+                    away = 0
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                    away += 1
+                    pause = min(10.0, 0.5 * 2 ** away)
+                    log.warning("mailer database not answering; the courier waits",
+                                error=repr(exc), retry_in=pause)
+                    await asyncio.sleep(pause)
+                    continue
                 if not started:
                     self.wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -124,6 +138,7 @@ class Courier:
                 await asyncio.gather(*self._busy.values(), return_exceptions=True)
             while not self._senders.empty():
                 await self._senders.get_nowait().close()
+            self._render.shutdown(wait=False)
 
     async def _one_finished(self, idle: float) -> None:
         if len(self._busy) >= self.workers:
@@ -169,16 +184,33 @@ class Courier:
                     return  # another mailer process is writing to this partner
                 try:
                     await self._deliver_queued(conn, partner, sender)
+                except Exception as exc:
+                    # Kafka away while giving an e-mail up, a bug: the partner waits a
+                    # minute rather than being tried again at once, for ever.
+                    log.error("delivering a partner's mail failed; it waits a minute",
+                              partner=partner, error=repr(exc), exc_info=exc)
+                    await self._wait(conn, partner, 60.0, repr(exc))
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(partner))
         finally:
             self._senders.put_nowait(sender)
 
+    @staticmethod
+    async def _wait(conn: asyncpg.Connection, partner: str, seconds: float, why: str) -> None:
+        """The partner is not tried for ``seconds``; its failures are not counted (it is not
+        its mailbox that failed)."""
+        await conn.execute(
+            "INSERT INTO mail_partners (partner, next_attempt_at, last_error) VALUES ($1, "
+            "clock_timestamp() + make_interval(secs => $2), $3) ON CONFLICT (partner) DO "
+            "UPDATE SET next_attempt_at = excluded.next_attempt_at, last_error = $3",
+            partner, seconds, why)
+
     async def _deliver_queued(self, conn: asyncpg.Connection, partner: str,
                               sender: SmtpSender) -> None:
         rows = await conn.fetch(
             "SELECT o.*, t.reference, t.root_message_id FROM mail_outgoing o "
-            "JOIN mail_threads t ON t.partner = o.partner AND t.thread_key = o.thread_key "
+            "JOIN mail_threads t ON t.partner = o.partner AND t.buyer_box = o.source_box "
+            "AND t.thread_key = o.thread_key "
             "WHERE o.partner = $1 AND o.status = 'queued' ORDER BY o.id LIMIT $2",
             partner, self.batch)
         if not rows:
@@ -186,20 +218,35 @@ class Courier:
         box = await self.directory.partner(partner)
         for row in rows:
             if box is None:
-                # Left the network, or onboarded meanwhile: the onboarding marks its mail
-                # itself; a partner that is gone cannot be written to.
                 if await self.directory.box(partner) is None:
                     await self.give_up(conn, row, f"partner {partner!r} is no longer in the "
                                        "network: nothing can be sent to it")
                     continue
+                # A box now, its handover unfinished: its mail waits for the onboarding
+                # (or `boxbus partner replay`) to write it into the box.
+                log.warning("partner has a box now; its mail waits for its onboarding to "
+                            "finish", partner=partner, queued=len(rows))
+                await self._wait(conn, partner, 60.0, "has a box now: finish its onboarding "
+                                 f"(boxbus partner onboard {partner} ...)")
                 return
-            answer = await self._send(conn, row, box, sender)
+            try:
+                answer = await self._send(conn, row, box, sender)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                raise
+            except Exception as exc:  # this e-mail cannot be made: given up, the rest go
+                log.exception("e-mail could not be made; given up", partner=partner,
+                              event_id=row["event_id"], type=row["event_type"])
+                await self.give_up(conn, row, f"the e-mail could not be made: {exc!r}")
+                continue
             if answer.outcome is Outcome.SENT:
                 continue
             if answer.outcome is Outcome.PERMANENT:
                 await self.give_up(conn, row, answer.detail)
                 continue
-            if await self._defer(conn, partner, answer):
+            if answer.ours:  # the mailer's login or sender address: nobody's fault but ours
+                await self._wait(conn, partner, 60.0, answer.detail)
+                return
+            if await self._defer(conn, partner, row["queued_at"], answer):
                 return  # the partner waits; its next mail stays behind this one
             await self.give_up(conn, row, f"{box.email} could not be reached for "
                                f"{self.settings.mail_retry_hours:g} h; last answer: "
@@ -223,7 +270,8 @@ class Courier:
             reply_to=self.addresses.reply(row["reference"]),
             thread_root=row["root_message_id"],
             invite_url=self.invitations.link(token), invite_until=self.invitations.until(now))
-        mail = compose(event, to, sent_at=now)
+        mail = await asyncio.get_running_loop().run_in_executor(
+            self._render, functools.partial(compose, event, to, sent_at=now))
         answer = await sender.send(mail.data, sender=self.addresses.bounce(row["id"]),
                                    recipient=box.email)
         if answer.outcome is Outcome.SENT:
@@ -231,7 +279,7 @@ class Courier:
                 await conn.execute(
                     "UPDATE mail_outgoing SET status = 'sent', sent_at = clock_timestamp(), "
                     "attempts = attempts + 1, message_id = $2, last_error = NULL "
-                    "WHERE id = $1", row["id"], mail.message_id)
+                    "WHERE id = $1 AND status = 'queued'", row["id"], mail.message_id)
                 await conn.execute(
                     "UPDATE mail_partners SET failing_since = NULL, failures = 0, "
                     "next_attempt_at = '-infinity', last_error = NULL WHERE partner = $1 "
@@ -242,20 +290,21 @@ class Courier:
                      correlation_id=event.meta.correlation_id)
         return answer
 
-    async def _defer(self, conn: asyncpg.Connection, partner: str, answer: Answer) -> bool:
-        """Note a temporary failure; whether the partner may still be tried (within the
-        retry window)."""
+    async def _defer(self, conn: asyncpg.Connection, partner: str, queued_at: datetime,
+                     answer: Answer) -> bool:
+        """Note a temporary failure; whether the e-mail may still wait: each e-mail waits up
+        to the retry window from when its partner began failing or from when it was queued,
+        whichever is later (the tenth order behind a dead mailbox is given up a day after it
+        was placed, not ten days later; one placed an hour ago still has its day)."""
         row = await conn.fetchrow(
             "INSERT INTO mail_partners (partner, failing_since, failures, last_error) "
             "VALUES ($1, clock_timestamp(), 1, $2) ON CONFLICT (partner) DO UPDATE SET "
             "failing_since = coalesce(mail_partners.failing_since, clock_timestamp()), "
             "failures = mail_partners.failures + 1, last_error = $2 "
-            "RETURNING failures, clock_timestamp() - failing_since AS failing_for",
-            partner, answer.detail)
+            "RETURNING failures, clock_timestamp() - greatest(failing_since, $3) "
+            "AS failing_for", partner, answer.detail, queued_at)
         self.stats.deferred += 1
         if row["failing_for"] >= self.retry_for:
-            await conn.execute("UPDATE mail_partners SET failing_since = NULL, failures = 0 "
-                               "WHERE partner = $1", partner)
             return False
         pause = pause_after(row["failures"], random.random())
         await conn.execute("UPDATE mail_partners SET next_attempt_at = clock_timestamp() + "
@@ -273,8 +322,9 @@ class Courier:
                              row["record_offset"], 0, row["record_key"], row["record_value"],
                              headers)
         letters = naming.partner_letters_topic(self.settings.topic_namespace, row["partner"])
-        await self.dead_letters.write(record, Undeliverable(reason), to=letters)
         partner = await self.directory.box(row["partner"])
+        if partner is not None:  # (a partner removed from the network has no topic left)
+            await self.dead_letters.write(record, Undeliverable(reason), to=letters)
         async with conn.transaction():
             status = await conn.fetchval(
                 "UPDATE mail_outgoing SET status = 'dead', last_error = $2, "
@@ -292,6 +342,11 @@ class Courier:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM mail_outgoing WHERE id = $1", mail_id)
             if row is None or row["status"] == "dead":
+                return False
+            if await self.directory.partner(row["partner"]) is None:
+                # It has a box now (its mail was replayed there), or it left: no one to tell.
+                log.info("bounce of a partner that is no partner any more; ignored",
+                         partner=row["partner"], event_id=row["event_id"])
                 return False
             await self.give_up(conn, row, f"the e-mail bounced: {reason}")
             return True

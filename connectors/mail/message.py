@@ -16,6 +16,8 @@ from __future__ import annotations
 import email
 import email.policy
 import functools
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email import encoders
@@ -45,8 +47,19 @@ def templates() -> Environment:
                        keep_trailing_newline=True)
 
 
+def safe_part(text: str) -> str:
+    """An id as a part of a Message-ID or a file name: as it is when it is plain (letters,
+    digits, '.', '_', '-'), else a digest of it (the same id, the same part)."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return "h" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
 def message_id(event_id: str, domain: str) -> str:
-    return f"<{event_id}@{domain}>"
+    return f"<{safe_part(event_id)}@{domain}>"
 
 
 @dataclass(frozen=True)
@@ -93,16 +106,31 @@ def _attachment(content: bytes, maintype: str, subtype: str, filename: str) -> M
     if maintype != "application":
         part.set_payload(content)
         encoders.encode_base64(part)
-    part.add_header("Content-Disposition", "attachment", filename=filename)
+    part.add_header("Content-Disposition", "attachment", filename=one_line(filename))
     return part
 
 
+def one_line(value: str) -> str:
+    """Text from an event as a header may hold it: line breaks and other control characters
+    become spaces (a comment's author written as "Olena\r\nBcc: ..." adds no header)."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _header(value: str, name: str) -> str:
-    """A header value, non-ASCII text encoded (RFC 2047) and folded where the header starts
-    (the MIME classes take a Header object where their types say str)."""
+    """A header value on one line, non-ASCII text encoded (RFC 2047) and folded where the
+    header starts (the MIME classes take a Header object where their types say str)."""
+    value = one_line(value)
     if value.isascii():
         return value
     return Header(value, "utf-8", header_name=name)  # type: ignore[return-value]
+
+
+def address(name: str, addr: str) -> str:
+    """``Name <addr>`` with the name on one line and encoded if it must be."""
+    return formataddr((one_line(name), one_line(addr)), "utf-8")
 
 
 def compose(event: EventBase, to: Addressing, *, sent_at: datetime) -> Composed:
@@ -138,9 +166,9 @@ def compose(event: EventBase, to: Addressing, *, sent_at: datetime) -> Composed:
             message.attach(part)
     identity = message_id(event.meta.event_id, to.domain)
     message["Subject"] = _header(letter.subject, "Subject")
-    message["From"] = formataddr((to.sender.name, to.mail_from), "utf-8")
-    message["To"] = formataddr((to.partner.name, to.partner_email), "utf-8")
-    message["Reply-To"] = formataddr((to.sender.name, to.reply_to), "utf-8")
+    message["From"] = address(to.sender.name, to.mail_from)
+    message["To"] = address(to.partner.name, to.partner_email)
+    message["Reply-To"] = address(to.sender.name, to.reply_to)
     message["Date"] = format_datetime(sent_at)
     message["Message-ID"] = identity
     if to.thread_root is not None and to.thread_root != identity:
@@ -148,7 +176,7 @@ def compose(event: EventBase, to: Addressing, *, sent_at: datetime) -> Composed:
         message["References"] = to.thread_root
     message["Content-Language"] = to.language
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Boxbus-Event-Id"] = event.meta.event_id
+    message["X-Boxbus-Event-Id"] = _header(event.meta.event_id, "X-Boxbus-Event-Id")
     message["X-Boxbus-Event-Type"] = event.TYPE
     message["X-Boxbus-Order"] = _header(letter.order_id, "X-Boxbus-Order")
     return Composed(identity, letter.subject, message.as_bytes(policy=_WIRE))

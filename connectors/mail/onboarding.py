@@ -4,9 +4,10 @@ it follows into its new inbox (``boxbus partner replay``).
 Onboarding, step by step (each step can be run again; a failure leaves nothing half done that
 the next run does not finish):
 
-1. **Check**: the partner is a partner of the network (the control topic says so), the region
-   exists, and the invitation token holds (signed by this network's mailer, not expired, not
-   used, for this partner). Nothing has changed yet.
+1. **Check**: the partner is a partner of the network (the control topic says so; or a box
+   whose onboarding stopped before step 3, which this run finishes), the region exists, and
+   the invitation token holds (signed by this network's mailer, not expired, not used, for
+   this partner). Nothing has changed yet.
 2. **The box**: the network as the control topics hold it, with the partner turned into a box
    in the region given (and marked ``onboarded``), is planned like a topology and only the
    changes of this box are applied: its Kafka user and password (kept where boxbus keeps
@@ -14,7 +15,8 @@ the next run does not finish):
    the mailer's right to write it goes), its control record. From the router's next round on,
    its events go to its inbox instead of the mail topic.
 3. **The token is used**, and the partner is marked handed over in the mailer's database, in
-   one transaction: the courier sends it nothing more.
+   one transaction, under the lock the courier holds while it writes to the partner (an
+   e-mail on its way finishes first): the courier sends it nothing more.
 4. **The backlog**: every event the mailer took for the partner and sent (or had not sent
    yet), in the order the mailer took them, is written into the new inbox, each with the
    header ``boxbus_mailed`` (when its e-mail went, empty if it never went), to the partition
@@ -54,6 +56,7 @@ from bus.topology import apply_plan, control, make_plan
 from bus.topology.model import Box, BoxKind, Region, Topology
 from bus.topology.plan import Change, Plan
 from connectors.box.outbox import headers_from_json
+from connectors.mail.courier import lock_key
 from connectors.mail.invitations import Invitations
 
 MAILED = "boxbus_mailed"  # on a replayed record: when its e-mail went (empty: it never went)
@@ -113,10 +116,18 @@ async def _check(settings: Settings, operator: KafkaAccess, invitations: Invitat
         raise ConfigError(f"{partner!r} is not in network {ns!r}",
                           hint="check the partner's id (`boxbus mailer status` lists them)")
     if found.kind is not BoxKind.PARTNER:
-        since = found.onboarded or "by the topology"
-        raise ConfigError(f"{partner!r} is a box already (onboarded {since})",
-                          hint="`boxbus partner replay` writes what the mailer still holds "
-                          "for it into its inbox")
+        handed = await conn.fetchval("SELECT handed_over_at FROM mail_partners WHERE "
+                                     "partner = $1", partner)
+        if not found.onboarded or handed is not None:
+            since = found.onboarded or "by the topology"
+            raise ConfigError(f"{partner!r} is a box already (onboarded {since})",
+                              hint="`boxbus partner replay` writes what the mailer still "
+                              "holds for it into its inbox")
+        # Onboarded in the network, not yet in the mailer's database (an onboarding stopped
+        # halfway): this run finishes it, in the region it was given then.
+        if found.region != region:
+            raise ConfigError(f"{partner!r} was onboarded into region {found.region!r}, not "
+                              f"{region!r}", hint=f"run it again with --region {found.region}")
     if naming.region_topic(ns, naming.check_region(region)) not in await list_topics(operator):
         raise ConfigError(f"region {region!r} has no topic in network {ns!r}",
                           hint="choose a region of the network, or add it to the topology "
@@ -137,7 +148,7 @@ async def onboard(settings: Settings, operator: KafkaAccess, mailer_dsn: str, ke
         was = boxes[partner]
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         boxes[partner] = Box(id=partner, region=region, company=was.company, email=was.email,
-                             language=was.language, onboarded=now)
+                             language=was.language, onboarded=was.onboarded or now)
         regions = {b.region for b in boxes.values()}
         topology = Topology(namespace=ns, regions={r: Region() for r in sorted(regions)},
                             boxes=tuple(boxes.values()),
@@ -152,16 +163,24 @@ async def onboard(settings: Settings, operator: KafkaAccess, mailer_dsn: str, ke
                            naming.inbox_topic(ns, partner),
                            [f"{c.action} {c.target}" for c in mine.changes])
         say(f"{partner} is a box in region {region}: {len(mine.changes)} change(s) applied")
-        async with conn.transaction():
-            await invitations.use(conn, token, partner, f"onboarding of {partner} into "
-                                  f"region {region}")
-            await conn.execute(
-                "INSERT INTO mail_partners (partner, handed_over_at) VALUES ($1, "
-                "clock_timestamp()) ON CONFLICT (partner) DO UPDATE SET handed_over_at = "
-                "coalesce(mail_partners.handed_over_at, clock_timestamp())", partner)
+        # The courier holds this lock while it writes to the partner: waiting for it means
+        # no e-mail of its is on its way when the handover commits.
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_key(partner))
+        try:
+            async with conn.transaction():
+                await invitations.use(conn, token, partner, f"onboarding of {partner} into "
+                                      f"region {region}")
+                await conn.execute(
+                    "INSERT INTO mail_partners (partner, handed_over_at) VALUES ($1, "
+                    "clock_timestamp()) ON CONFLICT (partner) DO UPDATE SET handed_over_at "
+                    "= coalesce(mail_partners.handed_over_at, clock_timestamp())", partner)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(partner))
         result.replayed = await replay(settings, operator, conn, partner)
         say(f"{result.replayed} event(s) mailed to {partner} written into its inbox")
-        await _mailer_caught_up(operator, conn, ns, settle)
+        if not await _mailer_caught_up(operator, conn, ns, settle):
+            say(f"the mailer has not read the mail topic to its end within {settle:g} s: "
+                f"events still on their way follow with `boxbus partner replay {partner}`")
         result.stragglers = await replay(settings, operator, conn, partner)
         if result.stragglers:
             say(f"{result.stragglers} event(s) still on their way by mail followed them")

@@ -1,11 +1,11 @@
 """What comes back by e-mail, read: a partner's answer to an order's e-mail (its new text, the
 quoted e-mail and the signature cut off) and a bounce (why the e-mail was not delivered).
 
-Replies are cut at the first line that starts the quoted original: a line of ``>``, a
-"On <date>, <someone> wrote:" line in the languages the mailer writes (and the usual
-variants of mail clients), an "Original Message" or "From:" header block, or the
-signature separator ``-- ``. HTML-only replies are turned into text first, with quoted
-``<blockquote>`` parts left out.
+Replies lose their quoted lines (``>``; answers written between them stay) and are cut at
+the first line that starts the quoted original below: a "On <date>, <someone> wrote:" line
+in the languages the mailer writes (and the usual variants of mail clients), an "Original
+Message" or "From:" header block, or the signature separator ``-- ``. HTML-only replies are
+turned into text first, with quoted ``<blockquote>`` parts left out.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def strip_quoted(text: str) -> str:
     kept: list[str] = []
     lines = text.replace("\r\n", "\n").split("\n")
     for n, line in enumerate(lines):
-        if line.startswith(">") or line == "-- " or _HEADER_BLOCK.match(line):
+        if line.startswith(">"):
+            continue  # quoted; an answer may go on below it (inline answers)
+        if line == "-- " or _HEADER_BLOCK.match(line):
             break
         if _ATTRIBUTION.match(line):
             break
@@ -101,14 +103,17 @@ def bounce_reason(message: EmailMessage) -> str:
     return str(message.get("Subject", "delivery failed"))
 
 
-def bounced_address(message: EmailMessage) -> str:
-    """The address a bounce says could not be reached (its Final- or Original-Recipient),
-    lower case; empty if it does not say."""
+def failed_for_good(message: EmailMessage) -> bool:
+    """Whether a message is a delivery status notification (RFC 3464) saying delivery failed
+    for good: a report part with ``Action: failed`` and a 5.x.x status. Out-of-office answers
+    and "delayed" warnings, sent to the same address, are not."""
     for part in message.walk():
-        if part.get_content_type() == "message/delivery-status":
-            for block in part.get_payload() or []:
-                for name in ("Final-Recipient", "Original-Recipient"):
-                    value = block.get(name) if hasattr(block, "get") else None
-                    if value:
-                        return str(value).split(";")[-1].strip().strip("<>").lower()
-    return ""
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in part.get_payload() or []:
+            action = str(block.get("Action", "")).strip().lower() if hasattr(block, "get") \
+                else ""
+            status = str(block.get("Status", "")).strip() if hasattr(block, "get") else ""
+            if action == "failed" and status.startswith("5."):
+                return True
+    return False

@@ -37,12 +37,14 @@ from email.utils import parseaddr
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bus import naming
 from bus.deadletter import DeadLetterWriter
 from bus.envelope import RECIPIENT, header_text
 from bus.envelope import Envelope as EventEnvelope
+from bus.errors import BoxbusError
 from bus.events import EVENT_TYPES, EventBase
 from bus.events.models import CommentAdded, EventMeta
 from bus.kafka import KafkaAccess
@@ -61,8 +63,8 @@ from connectors.mail.courier import Courier
 from connectors.mail.directory import Directory
 from connectors.mail.invitations import Invitations
 from connectors.mail.letter import order_of
-from connectors.mail.message import message_id
-from connectors.mail.replies import bounce_reason, bounced_address, reply_text
+from connectors.mail.message import message_id, one_line
+from connectors.mail.replies import bounce_reason, failed_for_good, reply_text
 from connectors.mail.web import mail_app
 
 log = get_logger(__name__)
@@ -127,7 +129,8 @@ class Mailer:
             conn = applied.conn
             await conn.execute(
                 "INSERT INTO mail_threads (partner, thread_key, reference, buyer_box, "
-                "root_message_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "root_message_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (partner, "
+                "buyer_box, thread_key) DO NOTHING",
                 partner, thread, new_reference(), event.meta.source_box,
                 message_id(event.meta.event_id, domain))
             await conn.execute(
@@ -169,16 +172,32 @@ class Mailer:
                     outcome = await self._bounce_came(value, message)
                 if outcome:
                     return outcome
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("reply not taken now; the sending server will try again",
-                        error=repr(exc))
-            return "451 4.3.0 cannot take the message now, try again later"
+        except Exception as exc:  # nothing a sending server should give up on: it tries again
+            return await self.handle_exception(exc)
         return "250 2.0.0 accepted"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's hook for what a handler did not catch, and ours: a database, Kafka or
+        registry away, or a bug, is no reason for the partner's server to give up (a 5xx):
+        451, it tries again later."""
+        if isinstance(error, OSError | asyncpg.PostgresError | asyncpg.InterfaceError |
+                      BoxbusError | KafkaError):
+            log.warning("mail not taken now; the sending server will try again",
+                        error=repr(error))
+        else:
+            log.error("taking a message failed; the sending server will try again",
+                      error=repr(error), exc_info=error)
+        return "451 4.3.0 cannot take the message now, try again later"
 
     async def reply_came(self, reference: str, message: EmailMessage,
                          raw: bytes) -> str | None:
         """The partner's answer becomes a comment in the buyer's box; an error answer for
-        the SMTP client, or None when it was taken."""
+        the SMTP client, or None when it was taken.
+
+        Refused (550, with the reason): an address of no conversation; a partner that left
+        or now has a box of its own (it answers there); a sender outside the partner's mail
+        domain (the reply address is in every e-mail of the order, so it is no secret); an
+        answer without a word of its own."""
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             thread = await conn.fetchrow(
@@ -186,24 +205,32 @@ class Mailer:
                 reference)
         if thread is None:
             return "550 5.1.1 this reply address belongs to no conversation here"
-        partner = await self.directory.box(thread["partner"])
+        partner = await self.directory.partner(thread["partner"])
         if partner is None:
+            if await self.directory.box(thread["partner"]) is not None:
+                return ("550 5.7.1 this partner has a box of its own now: answer the order "
+                        "there")
             return "550 5.1.1 the partner of this conversation left the network"
+        name, address = parseaddr(str(message.get("From", "")))
+        domain = (partner.email or "").rpartition("@")[2].lower()
+        if address.rpartition("@")[2].lower() != domain:
+            log.warning("reply from outside the partner's domain refused",
+                        partner=partner.id, sender=address, order=thread["thread_key"])
+            return (f"550 5.7.1 answers to this order come from {domain} addresses; "
+                    "write from your company's address")
         text = reply_text(message)
         if not text:
-            log.info("reply without new text ignored", partner=thread["partner"],
-                     order=thread["thread_key"])
-            return None
+            return ("550 5.6.0 the answer has no text of its own (only the quoted e-mail): "
+                    "write your answer above or between the quoted lines")
         seen = message.get("Message-ID") or hashlib.sha256(raw).hexdigest()
-        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"boxbus-reply:{seen}"))
-        name, address = parseaddr(str(message.get("From", "")))
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"boxbus-reply:{reference}:{seen}"))
         comment = CommentAdded(
             meta=EventMeta(event_id=event_id, source_box=partner.id, region=partner.region,
                            aggregate_key=thread["thread_key"], occurred_at=datetime.now(UTC),
                            target_box=thread["buyer_box"],
                            correlation_id=thread["thread_key"]),
             subject_id=thread["thread_key"], comment_id=f"mail-{event_id[:18]}",
-            author=name or address or partner.company, text=text)
+            author=one_line(name or address or partner.company), text=text)
         encoded = await self.outbox.encode([comment])
         async with self._pool.acquire() as conn, conn.transaction():
             await self.outbox.publish_many(conn, encoded)
@@ -214,20 +241,25 @@ class Mailer:
         return None
 
     async def _bounce_came(self, value: str, message: EmailMessage) -> str | None:
-        """A bounce of one order e-mail (the value is its row), or of a campaign's (the
-        value names the campaign; the address is in the bounce: suppressed for the box)."""
+        """A delivery status notification that says an e-mail failed for good gives it up:
+        an order e-mail (the value is its row: dead-lettered, its sender told) or a
+        campaign's (the value names box, campaign and contact: the address is suppressed).
+        Anything else sent to a bounce address (an out-of-office answer, a "delayed"
+        warning) is taken and ignored."""
         assert self.courier is not None and self._pool is not None
+        if not failed_for_good(message):
+            log.info("message to a bounce address that reports no failure; ignored",
+                     bounce=value, subject=str(message.get("Subject", "")))
+            return None
         reason = bounce_reason(message)
-        if value.startswith("c-"):
-            address = bounced_address(message)
+        if value.startswith("c"):
             async with self._pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "UPDATE campaign_sends SET status = 'bounced', detail = $3 WHERE "
-                    "replace(campaign, '_', '-') = $1 AND email = $2 RETURNING box",
-                    value[2:], address, reason)
-                for row in rows:
-                    await suppress(conn, row["box"], address, f"bounced: {reason}")
-            self.bounces += bool(rows)
+                row = await conn.fetchrow(
+                    "UPDATE campaign_sends SET status = 'bounced', detail = $2 WHERE "
+                    "bounce_ref = $1 RETURNING box, email", value, reason)
+                if row is not None:
+                    await suppress(conn, row["box"], row["email"], f"bounced: {reason}")
+            self.bounces += row is not None
             return None
         if await self.courier.bounced(int(value), reason):
             self.bounces += 1

@@ -40,6 +40,7 @@ class Outcome(StrEnum):
 class Answer:
     outcome: Outcome
     detail: str  # the server's words, or what went wrong on the way
+    ours: bool = False  # the mailer's own configuration failed, not the partner's mailbox
 
 
 def limiter(host: str, port: int, rate: float) -> AsyncLimiter:
@@ -95,7 +96,8 @@ class SmtpSender:
                     else f"refused the sender address {sender} (BOXBUS_MAIL_DOMAIN)")
             log.error("the SMTP server " + what + "; mail waits", server=f"{self.host}:"
                       f"{self.port}", code=exc.code, answer=exc.message)
-            return Answer(Outcome.TEMPORARY, f"the server {what}: {exc.code} {exc.message}")
+            return Answer(Outcome.TEMPORARY, f"the server {what}: {exc.code} {exc.message}",
+                          ours=True)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
             return Answer(Outcome.PERMANENT if exc.code >= 500 else Outcome.TEMPORARY,

@@ -11,8 +11,9 @@ numbered migrations.
   the onboarding replays it.
 - ``mail_partners``: each partner's delivery state: when its mailbox may be tried again and
   since when it fails, so that one unreachable mailbox waits alone.
-- ``mail_threads``: one per partner and order: the reply address's reference, the order's
-  first Message-ID (which every later e-mail of the order refers to), and whose order it is.
+- ``mail_threads``: one per partner, box and order (two boxes may use the same order id):
+  the reply address's reference, the order's first Message-ID (which every later e-mail of
+  the order refers to).
 - ``mail_invitations``: the invitation tokens sent, and the one used.
 
 When a partner becomes a box (:mod:`connectors.mail.onboarding`), its row in
@@ -75,12 +76,12 @@ MIGRATIONS = [
             'Delivery state per partner: a mailbox that does not answer waits alone.';
         CREATE TABLE mail_threads (
             partner          text        NOT NULL,
+            buyer_box        text        NOT NULL,
             thread_key       text        NOT NULL,
             reference        text        NOT NULL UNIQUE,
-            buyer_box        text        NOT NULL,
             root_message_id  text        NOT NULL,
             created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
-            PRIMARY KEY (partner, thread_key)
+            PRIMARY KEY (partner, buyer_box, thread_key)
         );
         COMMENT ON TABLE mail_threads IS
             'One conversation per partner and order: its reply address and first message.';
@@ -125,9 +126,10 @@ MIGRATIONS.append(Migration(3, "campaigns", """
         status      text        NOT NULL,
         detail      text,
         message_id  text        NOT NULL,
+        bounce_ref  text        NOT NULL UNIQUE,
         letter      text,
         updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-        PRIMARY KEY (campaign, contact_id)
+        PRIMARY KEY (campaign, box, contact_id)
     );
     COMMENT ON TABLE campaign_sends IS
         'One row per campaign and contact: sending -> sent (or bounced); a campaign run again '

@@ -12,7 +12,13 @@ import pytest
 
 from connectors.mail.addresses import MailAddresses, UnknownAddress, new_reference
 from connectors.mail.courier import LONGEST_PAUSE, pause_after
-from connectors.mail.replies import bounce_reason, html_text, reply_text, strip_quoted
+from connectors.mail.replies import (
+    bounce_reason,
+    failed_for_good,
+    html_text,
+    reply_text,
+    strip_quoted,
+)
 
 ADDRESSES = MailAddresses(b"key", "bus.example")
 
@@ -50,6 +56,8 @@ def test_made_up_addresses_are_refused(mangle: object) -> None:
     ("Fine\n-- \nPetr Novák\nFarm", "Fine"),
     ("He wrote the list we need\nthanks", "He wrote the list we need\nthanks"),
     ("> only quoted\n> text", ""),
+    ("> Can you deliver on Friday?\nYes, before noon.\n> And the pike?\nNo pike.",
+     "Yes, before noon.\nNo pike."),  # answers between the quoted lines
 ])
 def test_a_reply_keeps_its_new_words_only(reply: str, kept: str) -> None:
     assert strip_quoted(reply) == kept
@@ -62,6 +70,24 @@ def test_an_html_reply_loses_its_quote_and_markup() -> None:
     message = EmailMessage()
     message.set_content(html, subtype="html")
     assert reply_text(message) == "We deliver Thursday.\nPetr"
+
+
+def test_only_a_failure_report_is_a_bounce() -> None:
+    def dsn(action: str, status: str) -> EmailMessage:
+        raw = (b"Content-Type: multipart/report; report-type=delivery-status; boundary=b"
+               b"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+               b"Reporting-MTA: dns; mx\r\n\r\nFinal-Recipient: rfc822; a@b.example\r\n"
+               + f"Action: {action}\r\nStatus: {status}\r\n\r\n--b--\r\n".encode())
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    assert failed_for_good(dsn("failed", "5.1.1"))
+    assert not failed_for_good(dsn("delayed", "4.4.7"))
+    assert not failed_for_good(dsn("failed", "4.4.7"))
+    away = EmailMessage()
+    away.set_content("I am out of the office.")
+    assert not failed_for_good(away)
 
 
 def test_a_bounce_says_why() -> None:

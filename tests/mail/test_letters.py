@@ -187,3 +187,13 @@ def test_each_kind_of_event_has_its_e_mail() -> None:
     assert "shop closed" in body(mails[1], "plain")
     assert "TRK-1" in body(mails[3], "plain")
     assert "2026/42" in body(mails[4], "plain")  # the generic letter
+
+
+def test_what_a_box_writes_cannot_add_headers() -> None:
+    comment = CommentAdded(meta=meta("ev-evil\r\nBcc: x@evil.example"), subject_id="PO-7\r\nX: y",
+                           comment_id="c1", author="Olena\r\nBcc: spy@evil.example",
+                           text="hello")
+    message = mail(comment, addressing("en"), sent_at=NOW)
+    assert message["Bcc"] is None and message["X"] is None
+    assert "\n" not in message["Subject"] and "Olena Bcc: spy@evil.example" in message["Subject"]
+    assert message["Message-ID"].startswith("<h") and "\n" not in message["Message-ID"]

@@ -4,11 +4,13 @@ them to a real SMTP server; replies and bounces come back through its own SMTP e
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
 import io
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -183,6 +185,19 @@ async def test_a_reply_becomes_one_comment_in_the_buyer_box(network: LocalNetwor
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
         await aiosmtplib.send(reply, hostname=endpoint.host, port=endpoint.port,
                               recipients=[forged])
+    # The reply address is in every e-mail of the order, so it is no secret: an answer from
+    # outside the partner's domain, or one without a word of its own, is refused.
+    del reply["From"], reply["Message-ID"]
+    reply["From"], reply["Message-ID"] = "someone@elsewhere.example", make_msgid()
+    with pytest.raises(aiosmtplib.SMTPDataError, match=r"farm\.example"):
+        await aiosmtplib.send(reply, hostname=endpoint.host, port=endpoint.port)
+    quoted = EmailMessage()
+    quoted["From"], quoted["To"], quoted["Subject"] = "petr@farm.example", reply_to, "Re"
+    quoted.set_content("> Corner Shop u vás objednává následující.\n")
+    with pytest.raises(aiosmtplib.SMTPDataError, match="no text of its own"):
+        await aiosmtplib.send(quoted, hostname=endpoint.host, port=endpoint.port)
+    assert len([c for c in (await network.view("shop"))["comments"]
+                if c["order_id"] == order]) == 1
 
 
 async def _relayed(network: LocalNetwork) -> bool:
@@ -241,10 +256,14 @@ async def test_an_unreachable_mailbox_waits_alone_then_is_given_up(
         queued = await conn.fetchval("SELECT count(*) FROM mail_outgoing WHERE partner = "
                                      "'slow' AND status = 'queued'")
         assert queued == 2  # the second waits behind the first: their order holds
-        # A day later it still fails: its head e-mail is given up, the next one tried.
+        # A day later it still fails: its head e-mail (queued a day ago) is given up; the
+        # next one, queued since, still has its day.
         await conn.execute("UPDATE mail_partners SET failing_since = clock_timestamp() - "
                            "interval '25 hours', next_attempt_at = '-infinity' "
                            "WHERE partner = 'slow'")
+        await conn.execute("UPDATE mail_outgoing SET queued_at = queued_at - interval "
+                           "'25 hours' WHERE id = (SELECT min(id) FROM mail_outgoing WHERE "
+                           "partner = 'slow')")
         mailer_of(network).courier.wake.set()  # type: ignore[union-attr]
 
         async def given_up() -> bool:
@@ -275,7 +294,23 @@ async def test_an_unreachable_mailbox_waits_alone_then_is_given_up(
     assert not about(mailbox, {first})
 
 
-async def test_a_bounce_gives_its_e_mail_up(network: LocalNetwork, mailbox: Mailbox) -> None:
+def report(recipient: str, action: str, status: str) -> EmailMessage:
+    """A delivery status notification (RFC 3464) as a receiving server sends one back."""
+    raw = ("From: Mail Delivery System <MAILER-DAEMON@mx.partners.example>\r\n"
+           "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+           "--b\r\nContent-Type: text/plain\r\n\r\nThe mailbox is full.\r\n"
+           "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+           "Reporting-MTA: dns; mx.partners.example\r\n\r\n"
+           f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\n"
+           f"Status: {status}\r\nDiagnostic-Code: smtp; 552 mailbox full\r\n\r\n--b--\r\n")
+    message = email.message_from_bytes(raw.encode(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+async def test_a_bounce_gives_its_e_mail_up_and_nothing_else_does(
+        network: LocalNetwork, mailbox: Mailbox) -> None:
     shop = network.boxes["shop"]
     order = await shop.place_order("mill", LINES[:1])
 
@@ -284,18 +319,27 @@ async def test_a_bounce_gives_its_e_mail_up(network: LocalNetwork, mailbox: Mail
     await network.until(mailed, what="the order's e-mail")
     sent = about(mailbox, {order})[0]
     assert sent.mail_from.startswith("bounce+")
-    bounce = EmailMessage()
-    bounce["From"] = "Mail Delivery System <MAILER-DAEMON@mx.mill.example>"
-    bounce["Subject"] = "Undelivered Mail Returned to Sender"
-    bounce["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-    bounce.set_content("The mailbox orders@mill.example is full.")
     endpoint = mailer_of(network).listen
     assert endpoint is not None
-    await aiosmtplib.send(bounce, sender="", recipients=[sent.mail_from],
-                          hostname=endpoint.host, port=endpoint.port)
+
+    async def deliver(message: EmailMessage) -> None:
+        await aiosmtplib.send(message, sender="", recipients=[sent.mail_from],
+                              hostname=endpoint.host, port=endpoint.port)
+
+    # An out-of-office answer and a "delayed" warning reach the bounce address too: taken,
+    # and the order stays delivered.
+    away = EmailMessage()
+    away["From"], away["Subject"] = "orders@mill.example", "Out of office until Monday"
+    away.set_content("I am away.")
+    await deliver(away)
+    await deliver(report("orders@mill.example", "delayed", "4.2.2"))
+    await asyncio.sleep(1)
+    assert not [r for r in await receipts(network, "mill") if r["status"] == "REJECTED"]
+
+    await deliver(report("orders@mill.example", "failed", "5.2.2"))
 
     async def told() -> bool:
         return any(r["status"] == "REJECTED" for r in await receipts(network, "mill"))
     await network.until(told, what="the sender's receipt of the bounce")
     reason = next(str(r["reason"]) for r in await receipts(network, "mill"))
-    assert "bounced" in reason and "Undelivered Mail" in reason
+    assert "bounced" in reason and "5.2.2" in reason and "552 mailbox full" in reason
