@@ -14,7 +14,7 @@ from rich.table import Table
 
 from boxbus.cli.context import endpoints, kafka_access, serde_for, settings_from_env
 from boxbus.cli.output import console, console_err, print_json
-from bus.devstack import LocalStack
+from bus.devstack import LocalStack, StackInfo
 from bus.errors import ConfigError
 from bus.settings import Settings
 
@@ -23,6 +23,18 @@ app = typer.Typer(help="Benchmarks on the reference workload; figures, not pass/
 
 
 PARTS = ("relay", "inbox", "e2e")
+
+
+def _database_server(settings: Settings, what: str) -> tuple[str, StackInfo | None]:
+    """The PostgreSQL server a benchmark makes its databases on (BOXBUS_DATABASE_URL, else the
+    local stack's), and the stack's status."""
+    info = LocalStack(settings).status()
+    server = (settings.database_url.get_secret_value() if settings.database_url
+              else info.database_url if info else None)
+    if server is None:
+        raise ConfigError(f"{what} needs a PostgreSQL server",
+                          hint="`boxbus dev up` (or BOXBUS_DATABASE_URL)")
+    return server, info
 
 
 def _chosen(only: list[str] | None, known: tuple[str, ...], what: str) -> set[str]:
@@ -57,12 +69,7 @@ def outbox(
     parts = _chosen(only, PARTS, "part")
     settings = settings_from_env()
     found = endpoints(settings)
-    info = LocalStack(settings).status()
-    server = (settings.database_url.get_secret_value() if settings.database_url
-              else info.database_url if info else None)
-    if server is None:
-        raise ConfigError("no PostgreSQL to benchmark against",
-                          hint="`boxbus dev up` or BOXBUS_DATABASE_URL")
+    server, _ = _database_server(settings, "the outbox benchmark")
     run_settings = Settings(**{**settings.model_dump(exclude={"topic_namespace"}),
                                "topic_namespace": f"bench{uuid.uuid4().hex[:6]}"})
 
@@ -194,12 +201,7 @@ def mail(
 
     settings = settings_from_env()
     found = endpoints(settings)
-    info = LocalStack(settings).status()
-    server = (settings.database_url.get_secret_value() if settings.database_url
-              else info.database_url if info else None)
-    if server is None:
-        raise ConfigError("the mail benchmark needs the stack's PostgreSQL",
-                          hint="`boxbus dev up` (or BOXBUS_DATABASE_URL)")
+    server, _ = _database_server(settings, "the mail benchmark")
     run_settings = settings.model_copy(update={"topic_namespace": f"mb{uuid.uuid4().hex[:6]}"})
 
     def say(text: str) -> None:
@@ -248,13 +250,7 @@ def week(
 
     settings = settings_from_env()
     found = endpoints(settings)
-    info = LocalStack(settings).status()
-    server = (settings.database_url.get_secret_value() if settings.database_url
-              else info.database_url if info else None)
-    if server is None or found.registry_url is None:
-        raise ConfigError("the week replay needs the stack's PostgreSQL and registry",
-                          hint="`boxbus dev up` (or BOXBUS_DATABASE_URL and "
-                          "BOXBUS_SCHEMA_REGISTRY_URL)")
+    server, info = _database_server(settings, "the week replay")
     run_settings = settings.model_copy(update={"topic_namespace": f"wk{uuid.uuid4().hex[:6]}"})
     stack_pids = {} if settings.external_kafka or info is None else dict(info.processes)
     bars = Progress("[progress.description]{task.description}", BarColumn(),

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from bus import Settings
-from connectors.mail.smtp import Outcome, SmtpSender
+from connectors.mail.smtp import Answer, Outcome, SmtpSender
 from tests.mail.mailbox import Mailbox
 
 
@@ -61,16 +61,19 @@ def message() -> bytes:
     return bytes(mail)
 
 
+async def send_one(settings: Settings, box: Mailbox) -> Answer:
+    sender = SmtpSender(settings, box.host, box.port)
+    try:
+        return await sender.send(message(), sender="a@bus.example", recipient="b@farm.example")
+    finally:
+        await sender.close()
+
+
 async def test_starttls_and_login_as_the_settings_say(provider: tuple[Mailbox, Path]) -> None:
     box, ca = provider
     settings = Settings(smtp_tls="starttls", smtp_username="boxbus",
                         smtp_password=SecretStr("s3cret"), smtp_ca_file=ca)
-    sender = SmtpSender(settings, box.host, box.port)
-    try:
-        answer = await sender.send(message(), sender="a@bus.example",
-                                   recipient="b@farm.example")
-    finally:
-        await sender.close()
+    answer = await send_one(settings, box)
     assert answer.outcome is Outcome.SENT, answer.detail
     assert box.logins == 1 and len(box.received) == 1
 
@@ -85,12 +88,7 @@ async def test_a_refused_login_or_an_unknown_certificate_makes_mail_wait(
     plain = Settings(smtp_username="boxbus", smtp_password=SecretStr("s3cret"))
     for settings, says in ((wrong, "refused the mailer's login"),
                            (untrusted, "no answer from"), (plain, "")):
-        sender = SmtpSender(settings, box.host, box.port)
-        try:
-            answer = await sender.send(message(), sender="a@bus.example",
-                                       recipient="b@farm.example")
-        finally:
-            await sender.close()
+        answer = await send_one(settings, box)
         assert answer.outcome is Outcome.TEMPORARY, (settings.smtp_tls, answer.detail)
         assert says in answer.detail
     assert not box.received
