@@ -13,9 +13,11 @@ its own PostgreSQL (:mod:`connectors.mail.store`). Four parts run in one process
 3. **Endpoints**: the HTTP one (:mod:`connectors.mail.web`: one-click unsubscribe, the
    invitation page) and an SMTP server (aiosmtpd, on this process's event loop) for the
    mailer's own addresses. A partner's answer to an order's reply address becomes a
-   ``CommentAdded`` from the partner to the buyer (quoted text cut off); a bounce to an
-   e-mail's bounce address gives that e-mail up. Any other address is refused (550). The
-   comment's id comes from the reply's Message-ID, so a reply delivered twice is one comment.
+   ``CommentAdded`` from the partner to the buyer (quoted lines cut off; refused from outside
+   the partner's mail domain); a failure report to an e-mail's bounce address gives that
+   e-mail up. Any other address is refused (550); a failure on the mailer's side answers
+   451, so the sending server tries again. The comment's id comes from the reply address and
+   the reply's Message-ID, so a reply delivered twice is one comment.
 4. **Relay**: the box SDK's relay publishes what the mailer writes for partners (comments,
    receipts) from its outbox into each partner's ingress topic, where the router proves the
    source like any box's.
