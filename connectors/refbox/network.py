@@ -52,32 +52,16 @@ class LocalNetwork:
     async def __aenter__(self) -> LocalNetwork:
         plan = await make_plan(self.settings, self.kafka, self.topology)
         await apply_plan(self.kafka, plan)
-        ns = self.settings.topic_namespace
         real = [b for b in self.topology.boxes if b.kind is BoxKind.BOX]
-        dsns = await asyncio.gather(*(create_database(self.database_server,
-                                                      naming.box_database(ns, b.id)) for b in real))
-        await asyncio.gather(*(migrate_refbox(dsn) for dsn in dsns))
-        store = CredentialStore.of(self.settings)
-        for box, dsn in zip(real, dsns, strict=True):
-            self.dsns[box.id] = dsn
-            # Each box signs what the network marks as signed, with its own key.
-            outbox = Outbox(self.settings, self.serde,
-                            signer=store.signer(naming.box_principal(ns, box.id)),
-                            signed_types=self.topology.signed_types)
-            self.boxes[box.id] = RefBox(box.id, box.region, dsn, outbox)
-            service = BoxService(self.settings, dsn,
-                                 self.identity(naming.box_principal(ns, box.id)), box.id,
-                                 self.serde,
-                                 poll_interval=0.5)
-            self.services[box.id] = service
-            self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box.id}"))
+        await asyncio.gather(*(self.add_box(b.id, b.region) for b in real))
         for _ in range(self.router_count):
             await self.add_router()
         return self
 
     async def add_box(self, box_id: str, region: str) -> BoxService:
-        """A reference box for a box that joined the running network (an onboarded partner):
-        its database, and its relay and inbox as its own Kafka user."""
+        """A running reference box: its database, its relay and inbox as its own Kafka user,
+        signing what the network marks as signed with its own key. Every box of the topology
+        at the start; later, a box that joined (an onboarded partner)."""
         ns = self.settings.topic_namespace
         dsn = await create_database(self.database_server, naming.box_database(ns, box_id))
         await migrate_refbox(dsn)
