@@ -9,9 +9,14 @@ other, each rendered from the event as it was queued:
 
 - **accepted**: the row becomes ``sent``, with its Message-ID, in its own transaction;
 - **temporary failure** (4xx, no connection): the partner waits, from 5 s doubling up to an
-  hour, and its mail stays queued behind the failed one; once it has failed for longer than
-  ``mail_retry_hours`` (24 h) the e-mail is given up as below;
-- **permanent failure** (5xx), or a bounce reported later to the e-mail's bounce address: the
+  hour, and its mail stays queued behind the failed one; an e-mail that has waited
+  ``mail_retry_hours`` (24 h; counted from when the partner began failing or when it was
+  queued, whichever is later) is given up as below;
+- **the mailer's own trouble** (its login or sender address refused, a database or Kafka
+  away while giving an e-mail up, a bug): the partner waits a minute; nothing is counted
+  against it;
+- **an e-mail that cannot be made** from its event: given up as below; the rest go on;
+- **permanent failure** (5xx), or a failure report sent later to the e-mail's bounce address: the
   record goes to the partner's dead-letter topic (``<ns>.box.<partner>.mail.dlq``) with the
   reason, and, in one transaction, the row becomes ``dead`` and a ``DeliveryReceipt``
   (REJECTED, with the reason) goes into the mailer's outbox for the sending box, written for
