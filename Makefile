@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "boxbus needs Python 3.11 or newer; set PYTHON=python3.11 (make PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,stack,peers,analytics]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,stack,peers,analytics,mail]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
