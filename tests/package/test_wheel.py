@@ -22,6 +22,10 @@ assert prefix in schemas_dir().resolve().parents, schemas_dir()
 assert len(SchemaCatalog.load()) >= 17
 assert (deploy_dir() / "topology" / "demo.yaml").is_file()
 assert (deploy_dir() / "jvm" / "kafka" / "pom.xml").is_file()
+from importlib.resources import files
+mail = files("connectors.mail")  # the mailer's templates and the font its PDFs embed
+assert (mail / "templates" / "letter.html.j2").is_file()
+assert (mail / "fonts" / "DejaVuSans.ttf").is_file() and (mail / "fonts" / "LICENSE").is_file()
 for extra in ("pgserver", "aiosmtpd", "faust", "pytest"):
     assert importlib.util.find_spec(extra) is None, extra
 print("ok")
