@@ -46,6 +46,10 @@ from bus.envelope import (
 from bus.topology import control
 from bus.topology.model import BoxKind, Scope
 
+# What the mailer writes for a partner without a box (its e-mail replies, the receipts of
+# mail that could not be delivered): all a partner may publish unless the topology says more.
+PARTNER_PUBLISHES = frozenset({"boxbus.collaboration.CommentAdded",
+                               "boxbus.network.DeliveryReceipt"})
 ORIGIN_BOX = "ce_originbox"  # extension: the box a mirrored fact comes from (loop guard)
 
 _READ = {SOURCE: "source", TYPE: "type", REGION: "region", TARGET_BOX: "targetbox",
@@ -137,7 +141,8 @@ class RoutingTable:
                    **options: Any) -> RoutingTable:
         """The table of a typed network: its hot-path form (sets and tuples by box id)."""
         boxes = {box.id: _Box(box.id, box.region, box.kind is BoxKind.PARTNER,
-                              frozenset(box.publishes) if box.publishes is not None else None)
+                              frozenset(box.publishes) if box.publishes is not None
+                              else PARTNER_PUBLISHES if box.kind is BoxKind.PARTNER else None)
                  for box in network.boxes}
         related: dict[str, set[str]] = {}
         for relationship in network.relationships:

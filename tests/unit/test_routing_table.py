@@ -102,6 +102,10 @@ def test_quarantine_reasons() -> None:
     reply = routes.decide(event("post", "boxbus.collaboration.CommentAdded", region="south",
                                 targetbox="south-branch"), "post")
     assert boxes(reply) == ["south-branch"]
+    # ... and the mailer writes only replies and receipts for it: nothing else passes.
+    order = routes.decide(event("post", ORDER, region="south", targetbox="south-branch"),
+                          "post")
+    assert order.quarantine == "type-not-allowed"
     assert routes.decide(event("post", region="north"), "post").quarantine == "forged-source"
     refused = routes.decide(event("farm", targetbox="north-branch"), "farm")
     assert refused.quarantine == "type-not-allowed"
