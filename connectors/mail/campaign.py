@@ -15,7 +15,7 @@ e-mails and printable PDF letters.
   directory (a temporary file renamed into place), then the row ``sent``. A contact whose
   server refuses for good (5xx) is suppressed and gets no letter. Run again, a campaign skips
   every contact already ``sent``; one killed between the e-mail and its row is sent again with
-  the same Message-ID (``<campaign.contact@domain>``).
+  the same Message-ID (``<campaign.box.contact@domain>``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import asyncpg
 from jinja2 import Environment, StrictUndefined, TemplateError, UndefinedError
@@ -164,11 +164,10 @@ def unsubscribe_token(addresses: MailAddresses, box: str, email: str) -> str:
 
 
 def read_unsubscribe(addresses: MailAddresses, token: str) -> tuple[str, str]:
-    """(box, address) of a valid unsubscribe token (as the link's path holds it, encoded or
-    not); ValueError otherwise."""
+    """(box, address) of a valid unsubscribe token, as the HTTP server hands over the link's
+    path (decoded once already); ValueError otherwise."""
     box, _, rest = token.partition("/")
     email, _, signature = rest.rpartition("/")
-    box, email = unquote(box), unquote(email)
     if not (box and email and signature) or not hmac.compare_digest(
             signature, addresses.signature("unsubscribe", f"{box} {email}")):
         raise ValueError("not a valid unsubscribe link")
@@ -241,7 +240,8 @@ async def send_campaign(settings: Settings, kafka: KafkaAccess, serde: EventSerd
                 continue
             link = f"{public}/unsubscribe/{unsubscribe_token(addresses, box, contact.email)}"
             merged = render(template, contact, sender, name, link)
-            identity = f"<{name}.{safe_part(contact.contact_id)}@{settings.mail_domain}>"
+            identity = (f"<{name}.{box}.{safe_part(contact.contact_id)}@"
+                        f"{settings.mail_domain}>")
             reference = bounce_reference(box, name, contact.contact_id)
             data = _message(merged, contact, sender, settings.mail_from, identity, link)
             await conn.execute(
@@ -272,7 +272,7 @@ async def send_campaign(settings: Settings, kafka: KafkaAccess, serde: EventSerd
                     letter_pdf, letter, merged.subject, "{page}",
                     address=_address(contact))
                 path = _write_atomically(
-                    spool / printer, f"{name}-{safe_part(contact.contact_id)}.pdf", pdf)
+                    spool / printer, f"{name}-{box}-{safe_part(contact.contact_id)}.pdf", pdf)
                 await conn.execute(
                     "UPDATE campaign_sends SET status = 'sent', letter = $4 WHERE "
                     "campaign = $1 AND box = $2 AND contact_id = $3", name, box,

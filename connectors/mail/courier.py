@@ -70,6 +70,15 @@ class Undeliverable(BadEvent):
     code = "undeliverable-mail"
 
 
+class _Unmakeable(Exception):
+    """Rendering the e-mail of an event failed (a bug, an event no template can lay out):
+    that e-mail is given up; a registry or database away is not this, and waits."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
 def lock_key(partner: str) -> int:
     return zlib.crc32(f"boxbus-mail:{partner}".encode()) & 0x7FFFFFFF
 
@@ -216,7 +225,9 @@ class Courier:
             "SELECT o.*, t.reference, t.root_message_id FROM mail_outgoing o "
             "JOIN mail_threads t ON t.partner = o.partner AND t.buyer_box = o.source_box "
             "AND t.thread_key = o.thread_key "
-            "WHERE o.partner = $1 AND o.status = 'queued' ORDER BY o.id LIMIT $2",
+            "WHERE o.partner = $1 AND o.status = 'queued' AND NOT EXISTS (SELECT 1 FROM "
+            "mail_partners p WHERE p.partner = o.partner AND p.handed_over_at IS NOT NULL) "
+            "ORDER BY o.id LIMIT $2",
             partner, self.batch)
         if not rows:
             return
@@ -236,12 +247,11 @@ class Courier:
                 return
             try:
                 answer = await self._send(conn, row, box, sender)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                raise
-            except Exception as exc:  # this e-mail cannot be made: given up, the rest go
-                log.exception("e-mail could not be made; given up", partner=partner,
-                              event_id=row["event_id"], type=row["event_type"])
-                await self.give_up(conn, row, f"the e-mail could not be made: {exc!r}")
+            except _Unmakeable as exc:  # this e-mail cannot be made: given up, the rest go
+                log.error("e-mail could not be made; given up", partner=partner,
+                          event_id=row["event_id"], type=row["event_type"],
+                          error=repr(exc.cause), exc_info=exc.cause)
+                await self.give_up(conn, row, f"the e-mail could not be made: {exc.cause!r}")
                 continue
             if answer.outcome is Outcome.SENT:
                 continue
@@ -275,8 +285,11 @@ class Courier:
             reply_to=self.addresses.reply(row["reference"]),
             thread_root=row["root_message_id"],
             invite_url=self.invitations.link(token), invite_until=self.invitations.until(now))
-        mail = await asyncio.get_running_loop().run_in_executor(
-            self._render, functools.partial(compose, event, to, sent_at=now))
+        try:
+            mail = await asyncio.get_running_loop().run_in_executor(
+                self._render, functools.partial(compose, event, to, sent_at=now))
+        except Exception as exc:  # (a registry away raised above, and waits; not this)
+            raise _Unmakeable(exc) from exc
         answer = await sender.send(mail.data, sender=self.addresses.bounce(row["id"]),
                                    recipient=box.email)
         if answer.outcome is Outcome.SENT:

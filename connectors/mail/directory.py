@@ -41,15 +41,18 @@ class Directory:
         self.boxes = boxes
         self._read_at = time.monotonic()
 
-    async def box(self, box_id: str) -> Box | None:
-        """The box (or partner) as the network knows it now; None if it is not known."""
-        if box_id not in self.boxes or time.monotonic() - self._read_at > self.max_age:
+    async def box(self, box_id: str, *, fresh: bool = False) -> Box | None:
+        """The box (or partner) as the network knows it now; None if it is not known.
+        ``fresh``: read the control topic again first (a rare, important question: may this
+        reply be taken?)."""
+        if fresh or box_id not in self.boxes or time.monotonic() - self._read_at > \
+                self.max_age:
             await self.refresh()
         return self.boxes.get(box_id)
 
-    async def partner(self, box_id: str) -> Box | None:
+    async def partner(self, box_id: str, *, fresh: bool = False) -> Box | None:
         """The partner without a box, or None if ``box_id`` is not one (any more)."""
-        found = await self.box(box_id)
+        found = await self.box(box_id, fresh=fresh)
         return found if found is not None and found.kind is BoxKind.PARTNER else None
 
     def company(self, box_id: str) -> str:

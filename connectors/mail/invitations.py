@@ -55,13 +55,14 @@ class Invitations:
         await conn.execute("INSERT INTO mail_invitations (nonce, partner) VALUES ($1, $2) "
                            "ON CONFLICT (nonce) DO NOTHING", nonce, partner)
 
-    def read(self, token: str) -> Invitation:
+    def read(self, token: str, *, expired_ok: bool = False) -> Invitation:
         """What a token says, if its signature holds and it has not expired (whether it was
-        used is the database's to say: ``use``)."""
+        used is the database's to say: ``use``). ``expired_ok``: to finish an onboarding the
+        token began before it expired."""
         try:
             body, signed_at = self._serializer.loads(
-                token.strip(), max_age=int(self.valid_for.total_seconds()),
-                return_timestamp=True)
+                token.strip(), max_age=None if expired_ok else
+                int(self.valid_for.total_seconds()), return_timestamp=True)
         except SignatureExpired as exc:
             raise InvitationRefused(
                 f"the invitation expired on {exc.date_signed + self.valid_for:%Y-%m-%d}"
@@ -76,10 +77,11 @@ class Invitations:
             raise InvitationRefused("the invitation token does not say whom it invites")
         return Invitation(str(body["p"]), str(body["n"]), signed_at)
 
-    async def check(self, conn: asyncpg.Connection, token: str, partner: str) -> Invitation:
+    async def check(self, conn: asyncpg.Connection, token: str, partner: str, *,
+                    expired_ok: bool = False) -> Invitation:
         """What the token says, if it may be used now for ``partner``: signed, not expired,
         for this partner, sent by this mailer and not used; InvitationRefused otherwise."""
-        invitation = self.read(token)
+        invitation = self.read(token, expired_ok=expired_ok)
         if invitation.partner != partner:
             raise InvitationRefused(
                 f"the invitation is for partner {invitation.partner!r}, not {partner!r}",
@@ -98,15 +100,15 @@ class Invitations:
         return invitation
 
     async def use(self, conn: asyncpg.Connection, token: str, partner: str,
-                  used_for: str) -> Invitation:
+                  used_for: str, *, expired_ok: bool = False) -> Invitation:
         """Mark the token used (inside the caller's transaction); refused if it is not
         valid, not for ``partner``, or used before (by another onboarding meanwhile too)."""
-        invitation = await self.check(conn, token, partner)
+        invitation = await self.check(conn, token, partner, expired_ok=expired_ok)
         row = await conn.fetchrow(
             "UPDATE mail_invitations SET used_at = clock_timestamp(), used_for = $3 "
             "WHERE nonce = $1 AND partner = $2 AND used_at IS NULL RETURNING nonce",
             invitation.nonce, partner, used_for)
         if row is None:
-            await self.check(conn, token, partner)  # says who used it
+            await self.check(conn, token, partner, expired_ok=True)  # says who used it
             raise InvitationRefused("the invitation was used meanwhile")
         return invitation

@@ -107,14 +107,16 @@ def _mine(change: Change, namespace: str, box: str) -> bool:
 
 async def _check(settings: Settings, operator: KafkaAccess, invitations: Invitations,
                  conn: asyncpg.Connection, partner: str, token: str, region: str
-                 ) -> tuple[dict[str, Box], Any, tuple[str, ...]]:
+                 ) -> tuple[dict[str, Box], Any, tuple[str, ...], bool]:
+    """The network, and whether this run finishes an onboarding stopped halfway; refused
+    (nothing changed) when the partner, region or token does not allow it."""
     ns = settings.topic_namespace
-    await invitations.check(conn, token, partner)  # refused before anything changes
     boxes, network, signed = _network(await control.read_control(operator, ns))
     found = boxes.get(partner)
     if found is None:
         raise ConfigError(f"{partner!r} is not in network {ns!r}",
                           hint="check the partner's id (`boxbus mailer status` lists them)")
+    resume = False
     if found.kind is not BoxKind.PARTNER:
         handed = await conn.fetchval("SELECT handed_over_at FROM mail_partners WHERE "
                                      "partner = $1", partner)
@@ -124,15 +126,18 @@ async def _check(settings: Settings, operator: KafkaAccess, invitations: Invitat
                               hint="`boxbus partner replay` writes what the mailer still "
                               "holds for it into its inbox")
         # Onboarded in the network, not yet in the mailer's database (an onboarding stopped
-        # halfway): this run finishes it, in the region it was given then.
+        # halfway): this run finishes it, in the region it was given then, with the token
+        # it began with, even if that has expired since.
         if found.region != region:
             raise ConfigError(f"{partner!r} was onboarded into region {found.region!r}, not "
                               f"{region!r}", hint=f"run it again with --region {found.region}")
+        resume = True
+    await invitations.check(conn, token, partner, expired_ok=resume)
     if naming.region_topic(ns, naming.check_region(region)) not in await list_topics(operator):
         raise ConfigError(f"region {region!r} has no topic in network {ns!r}",
                           hint="choose a region of the network, or add it to the topology "
                           "and apply it first")
-    return boxes, network, signed
+    return boxes, network, signed, resume
 
 
 async def onboard(settings: Settings, operator: KafkaAccess, mailer_dsn: str, key: bytes,
@@ -143,8 +148,8 @@ async def onboard(settings: Settings, operator: KafkaAccess, mailer_dsn: str, ke
     invitations = Invitations(key, settings.mail_public_url)
     conn = await asyncpg.connect(mailer_dsn)
     try:
-        boxes, network, signed = await _check(settings, operator, invitations, conn, partner,
-                                              token, region)
+        boxes, network, signed, resume = await _check(settings, operator, invitations, conn,
+                                                      partner, token, region)
         was = boxes[partner]
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         boxes[partner] = Box(id=partner, region=region, company=was.company, email=was.email,
@@ -169,7 +174,7 @@ async def onboard(settings: Settings, operator: KafkaAccess, mailer_dsn: str, ke
         try:
             async with conn.transaction():
                 await invitations.use(conn, token, partner, f"onboarding of {partner} into "
-                                      f"region {region}")
+                                      f"region {region}", expired_ok=resume)
                 await conn.execute(
                     "INSERT INTO mail_partners (partner, handed_over_at) VALUES ($1, "
                     "clock_timestamp()) ON CONFLICT (partner) DO UPDATE SET handed_over_at "

@@ -207,7 +207,7 @@ class Mailer:
                 reference)
         if thread is None:
             return "550 5.1.1 this reply address belongs to no conversation here"
-        partner = await self.directory.partner(thread["partner"])
+        partner = await self.directory.partner(thread["partner"], fresh=True)
         if partner is None:
             if await self.directory.box(thread["partner"]) is not None:
                 return ("550 5.7.1 this partner has a box of its own now: answer the order "
@@ -215,7 +215,8 @@ class Mailer:
             return "550 5.1.1 the partner of this conversation left the network"
         name, address = parseaddr(str(message.get("From", "")))
         domain = (partner.email or "").rpartition("@")[2].lower()
-        if address.rpartition("@")[2].lower() != domain:
+        local, at, sent_from = address.rpartition("@")
+        if not (local and at) or sent_from.lower() != domain:
             log.warning("reply from outside the partner's domain refused",
                         partner=partner.id, sender=address, order=thread["thread_key"])
             return (f"550 5.7.1 answers to this order come from {domain} addresses; "

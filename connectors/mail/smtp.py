@@ -91,6 +91,12 @@ class SmtpSender:
                           f"the server refused {recipient}: {words}")
         except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPSenderRefused) as exc:
             await self._reset()
+            if isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code in (452, 552):
+                # MAIL FROM carries the message's SIZE (RFC 1870): too large for the server
+                # (552, for good) or for its storage now (452): about this e-mail, not us.
+                return Answer(Outcome.PERMANENT if exc.code == 552 else Outcome.TEMPORARY,
+                              f"the server refused the e-mail's size: {exc.code} "
+                              f"{exc.message}")
             what = ("refused the mailer's login (BOXBUS_SMTP_USERNAME, _PASSWORD)"
                     if isinstance(exc, aiosmtplib.SMTPAuthenticationError)
                     else f"refused the sender address {sender} (BOXBUS_MAIL_DOMAIN)")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import email
 import email.policy
 from email.message import EmailMessage
+from urllib.parse import unquote
 
 import pytest
 
 from connectors.mail.addresses import MailAddresses, UnknownAddress, new_reference
+from connectors.mail.campaign import read_unsubscribe, unsubscribe_token
 from connectors.mail.courier import LONGEST_PAUSE, pause_after
 from connectors.mail.replies import (
     bounce_reason,
@@ -109,3 +111,14 @@ def test_an_unreachable_partner_waits_longer_each_time_up_to_an_hour() -> None:
     assert pauses[0] == 5.0 and pauses == sorted(pauses)
     assert pauses[-1] == LONGEST_PAUSE
     assert 3.75 <= pause_after(1, 0.0) <= pause_after(1, 1.0) <= 6.25  # jitter
+
+
+@pytest.mark.parametrize("email", ["anna@x.example", "a%41b@x.example", "who?@x.example",
+                                   "hash#tag@x.example", "jiří@x.example"])
+def test_an_unsubscribe_link_holds_any_address(email: str) -> None:
+    token = unsubscribe_token(ADDRESSES, "hq", email)
+    assert "?" not in token and "#" not in token  # the URL stays one path
+    # The HTTP server decodes the path once before the app reads it.
+    assert read_unsubscribe(ADDRESSES, unquote(token)) == ("hq", email)
+    with pytest.raises(ValueError, match="not a valid"):
+        read_unsubscribe(ADDRESSES, unquote(token).replace("hq/", "shop/"))

@@ -256,10 +256,22 @@ async def test_an_unreachable_mailbox_waits_alone_then_is_given_up(
         queued = await conn.fetchval("SELECT count(*) FROM mail_outgoing WHERE partner = "
                                      "'slow' AND status = 'queued'")
         assert queued == 2  # the second waits behind the first: their order holds
-        # A day later it still fails: its head e-mail (queued a day ago) is given up; the
-        # next one, queued since, still has its day.
+        # Failing for a day, but its e-mails were queued just now: each has its own day.
+        tries = await conn.fetchval("SELECT failures FROM mail_partners WHERE partner = "
+                                    "'slow'")
         await conn.execute("UPDATE mail_partners SET failing_since = clock_timestamp() - "
                            "interval '25 hours', next_attempt_at = '-infinity' "
+                           "WHERE partner = 'slow'")
+        mailer_of(network).courier.wake.set()  # type: ignore[union-attr]
+
+        async def tried_again() -> bool:
+            return bool(await conn.fetchval("SELECT failures FROM mail_partners WHERE "
+                                            "partner = 'slow'") > tries)
+        await network.until(tried_again, what="another try of the slow partner")
+        assert await conn.fetchval("SELECT count(*) FROM mail_outgoing WHERE partner = "
+                                   "'slow' AND status = 'queued'") == 2
+        # Its head e-mail was queued a day ago too: given up; the next one still has its day.
+        await conn.execute("UPDATE mail_partners SET next_attempt_at = '-infinity' "
                            "WHERE partner = 'slow'")
         await conn.execute("UPDATE mail_outgoing SET queued_at = queued_at - interval "
                            "'25 hours' WHERE id = (SELECT min(id) FROM mail_outgoing WHERE "

@@ -8,7 +8,9 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 
+import aiosmtplib
 import asyncpg
 import pytest
 
@@ -129,6 +131,17 @@ async def test_onboarding_brings_the_backlog_once_in_order_then_the_bus_takes_ov
     await net.until(by_bus, what="the new order in the box")
     await asyncio.sleep(1)
     assert len(mailbox.to("orders@farm.example")) == before
+    # An answer to an e-mail from before is refused now: the partner answers in its box.
+    sent = mailbox.to("orders@farm.example")[0].message
+    answer = EmailMessage()
+    answer["From"], answer["Subject"] = "orders@farm.example", "Re: order"
+    answer["To"] = sent["Reply-To"]
+    answer.set_content("Late answer by e-mail.")
+    endpoint = net.mailer.listen if net.mailer else None
+    assert endpoint is not None
+    with pytest.raises(aiosmtplib.SMTPDataError, match="box of its own"):
+        await aiosmtplib.send(answer, hostname=endpoint.host, port=endpoint.port)
+
     # Replaying again writes nothing twice.
     conn = await asyncpg.connect(net.mailer_dsn)
     try:
