@@ -11,6 +11,7 @@ import io
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -24,11 +25,15 @@ from bus import Settings, naming
 from bus.catalog import SchemaCatalog
 from bus.deadletter import DeadLetter
 from bus.devstack import StackInfo, procs
+from bus.errors import RegistryUnavailable
+from bus.events import EventBase
+from bus.events.models import EventMeta, Line, Money, OrderKind, OrderPlaced
 from bus.kafka import KafkaAccess
 from bus.registry import SchemaRegistry
 from bus.serde import EventSerde
 from bus.topics import read_topic
 from bus.topology import parse_topology
+from connectors.mail import courier as courier_module
 from connectors.mail.service import Endpoint, Mailer
 from connectors.mail.ubl import CBC
 from connectors.refbox import LineSpec
@@ -43,6 +48,7 @@ regions:
   south: {partitions: 3}
 boxes:
   - {id: shop, region: north, company: Corner Shop}
+  - {id: deli, region: north, company: Deli Market}
   - {id: farm, region: south, company: Farma Říčany, kind: partner,
      email: orders@farm.example, language: cs}
   - {id: mill, region: south, company: Млин Полтава, kind: partner,
@@ -51,6 +57,7 @@ boxes:
   - {id: slow, region: north, company: Slow Ltd, kind: partner, email: orders@slow.example}
 relationships:
   - {kind: trade, buyer: shop, supplier: farm}
+  - {kind: trade, buyer: deli, supplier: farm}
   - {kind: trade, buyer: shop, supplier: mill}
   - {kind: trade, buyer: shop, supplier: gone}
   - {kind: trade, buyer: shop, supplier: slow}
@@ -355,3 +362,99 @@ async def test_a_bounce_gives_its_e_mail_up_and_nothing_else_does(
     await network.until(told, what="the sender's receipt of the bounce")
     reason = next(str(r["reason"]) for r in await receipts(network, "mill"))
     assert "bounced" in reason and "5.2.2" in reason and "552 mailbox full" in reason
+
+
+def reply_to(sent: EmailMessage, text: str) -> EmailMessage:
+    answer = EmailMessage()
+    answer["From"], answer["To"] = "petr@farm.example", sent["Reply-To"]
+    answer["Subject"], answer["Message-ID"] = f"Re: {sent['Subject']}", make_msgid()
+    answer.set_content(text)
+    return answer
+
+
+async def test_two_boxes_with_the_same_order_id_keep_their_conversations_apart(
+        network: LocalNetwork, mailbox: Mailbox) -> None:
+    same = f"PO-{uuid.uuid4().hex[:6]}"  # both boxes number their orders this way
+    for box in ("shop", "deli"):
+        buyer = network.boxes[box]
+        order = OrderPlaced(
+            meta=EventMeta(event_id=str(uuid.uuid4()), source_box=box, region="north",
+                           aggregate_key=same, occurred_at=datetime.now(UTC),
+                           target_box="farm", correlation_id=same),
+            order_id=same, kind=OrderKind.PURCHASE_ORDER, buyer_box=box,
+            supplier_email="orders@farm.example",
+            lines=(Line(line_no=1, sku="carp", description="Carp", quantity=Decimal(1),
+                        unit="kg", unit_price=Money(amount_minor=289, currency="EUR")),),
+            total=Money(amount_minor=289, currency="EUR"))
+        conn = await asyncpg.connect(network.dsns[box])
+        try:
+            async with conn.transaction():
+                await buyer.outbox.publish(conn, order)
+        finally:
+            await conn.close()
+
+    async def both() -> bool:
+        return len(about(mailbox, {same})) == 2
+    await network.until(both, what="both boxes' e-mails")
+    mails = {m.message["From"].addresses[0].display_name: m.message
+             for m in about(mailbox, {same})}
+    assert mails["Corner Shop"]["Reply-To"] != mails["Deli Market"]["Reply-To"]
+    endpoint = mailer_of(network).listen
+    assert endpoint is not None
+    await aiosmtplib.send(reply_to(mails["Deli Market"], "For the deli: tomorrow."),
+                          hostname=endpoint.host, port=endpoint.port)
+
+    async def at_deli() -> bool:
+        return any(c["order_id"] == same for c in (await network.view("deli"))["comments"])
+    await network.until(at_deli, what="the answer in the deli's box")
+    await asyncio.sleep(1)
+    assert not [c for c in (await network.view("shop"))["comments"] if c["order_id"] == same]
+
+
+async def test_the_reply_endpoint_asks_to_try_again_when_it_cannot_take_a_reply(
+        network: LocalNetwork, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    order = await network.boxes["shop"].place_order("farm", LINES[:1])
+
+    async def mailed() -> bool:
+        return bool(about(mailbox, {order}))
+    await network.until(mailed, what="the order's e-mail")
+    mailer = mailer_of(network)
+    assert mailer.listen is not None
+    answer = reply_to(about(mailbox, {order})[0].message, "Yes, Friday.")
+
+    async def registry_away(*_: object, **__: object) -> object:
+        raise RegistryUnavailable("the schema registry does not answer")
+    monkeypatch.setattr(mailer.outbox, "encode", registry_away)
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await aiosmtplib.send(answer, hostname=mailer.listen.host, port=mailer.listen.port)
+    assert refused.value.code == 451  # the sending server keeps it and tries again
+    monkeypatch.undo()
+    await aiosmtplib.send(answer, hostname=mailer.listen.host, port=mailer.listen.port)
+
+    async def commented() -> bool:
+        return any(c["order_id"] == order for c in (await network.view("shop"))["comments"])
+    await network.until(commented, what="the answer, taken the second time")
+
+
+async def test_an_e_mail_that_cannot_be_made_is_given_up_and_the_rest_go(
+        network: LocalNetwork, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    shop = network.boxes["shop"]
+    broken = await shop.place_order("mill", LINES[:1])
+    fine = await shop.place_order("mill", LINES[:1])
+    real = courier_module.compose  # type: ignore[attr-defined]
+
+    def compose(event: EventBase, *args: object, **kwargs: object) -> object:
+        if getattr(event, "order_id", None) == broken:
+            raise RuntimeError("a template cannot lay this out")
+        return real(event, *args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(courier_module, "compose", compose)
+
+    async def told() -> bool:
+        return any("cannot lay this out" in str(r["reason"])
+                   for r in await receipts(network, "mill"))
+    await network.until(told, what="the sender told of the e-mail that could not be made")
+
+    async def the_next_went() -> bool:
+        return bool(about(mailbox, {fine}))
+    await network.until(the_next_went, what="the partner's next e-mail")
+    assert not about(mailbox, {broken})
