@@ -417,6 +417,38 @@ class DirectiveSent(EventBase):
     """Boxes of the branches it is for; empty means all branches."""
 
 
+class RoutedEvent(Record):
+    """What became of one event at the router."""
+
+    event_id: str
+    """event_id of the box's event."""
+    event_type: str
+    """Its type, e.g. boxbus.orders.OrderPlaced."""
+    recipients: tuple[str, ...]
+    """Boxes (or partners without a box) the event was delivered to; empty when it went
+    nowhere."""
+    refused_code: str | None = None
+    """Why the router did not deliver it at all (e.g. target-not-related), as a code; null when
+    delivered."""
+    refused_reason: str | None = None
+    """The same in words a person can act on."""
+
+
+class EventsRouted(EventBase):
+    """The router's report to a box about events of that box it routed in one round: to which
+    boxes each went, or why it went nowhere. Written only for events the box asked to track
+    (header boxbus_track), straight into the box's inbox topic."""
+
+    TYPE: ClassVar[str] = "boxbus.network.EventsRouted"
+
+    meta: EventMeta
+    """Identity, origin and routing of this report (source_box is the router)."""
+    events: tuple[RoutedEvent, ...]
+    """The events routed, in the order the router read them."""
+    routed_at: Timestamp
+    """When the router delivered them."""
+
+
 class PriceEntry(Record):
     """The price of one article."""
 
@@ -568,6 +600,7 @@ EVENT_TYPES: dict[str, type[EventBase]] = {
     DeliveryReceipt.TYPE: DeliveryReceipt,
     DirectiveSent.TYPE: DirectiveSent,
     DocumentAttached.TYPE: DocumentAttached,
+    EventsRouted.TYPE: EventsRouted,
     GoodsReceived.TYPE: GoodsReceived,
     InvoiceIssued.TYPE: InvoiceIssued,
     OrderAmended.TYPE: OrderAmended,

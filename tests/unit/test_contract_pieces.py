@@ -92,7 +92,7 @@ def test_catalog_holds_every_event_type_self_contained(catalog: SchemaCatalog) -
                 "CommentAdded", "DocumentAttached", "ShipmentDispatched", "GoodsReceived",
                 "StockLevelChanged", "InvoiceIssued", "PaymentRecorded", "ContactUpserted",
                 "PartnerInvited", "DirectiveSent", "PriceListSent", "BranchReportSent",
-                "DeliveryReceipt"}
+                "DeliveryReceipt", "EventsRouted"}
     assert {e.name for e in catalog} == expected
     for event in catalog:
         text = event.text
