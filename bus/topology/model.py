@@ -43,6 +43,7 @@ from pydantic import (
 
 from bus.errors import ConfigError
 from bus.events import EVENT_TYPES
+from bus.yamlfile import At, compose, problems_of, render, syntax_problem
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
@@ -267,43 +268,43 @@ class Topology(_Strict):
         ids: dict[str, Box] = {}
         for n, box in enumerate(self.boxes):
             if box.id in ids:
-                raise _At(("boxes", n, "id"), f"box {box.id!r} is declared twice")
+                raise At(("boxes", n, "id"), f"box {box.id!r} is declared twice")
             if box.region not in self.regions:
-                raise _At(("boxes", n, "region"), f"region {box.region!r} is not declared "
+                raise At(("boxes", n, "region"), f"region {box.region!r} is not declared "
                           f"under regions ({', '.join(self.regions)})")
             ids[box.id] = box
         seen: set[str] = set()
         for n, relationship in enumerate(self.relationships):
             for field_name, member in _member_fields(relationship):
                 if member not in ids:
-                    raise _At(("relationships", n, *field_name),
+                    raise At(("relationships", n, *field_name),
                               f"box {member!r} is not declared under boxes")
             if len(set(relationship.members())) < len(relationship.members()):
-                raise _At(("relationships", n), "a box cannot be related to itself")
+                raise At(("relationships", n), "a box cannot be related to itself")
             if isinstance(relationship, Internal):
                 companies = {ids[m].company for m in relationship.members()}
                 if len(companies) > 1:
-                    raise _At(("relationships", n, "systems"), "internal systems belong to one "
+                    raise At(("relationships", n, "systems"), "internal systems belong to one "
                               f"company, not {', '.join(sorted(companies))}")
             key = relationship_key(relationship)
             if key in seen:
-                raise _At(("relationships", n), f"relationship {key} is declared twice")
+                raise At(("relationships", n), f"relationship {key} is declared twice")
             seen.add(key)
         keys: set[str] = set()
         for n, subscription in enumerate(self.subscriptions):
             if subscription.box not in ids:
-                raise _At(("subscriptions", n, "box"),
+                raise At(("subscriptions", n, "box"),
                           f"box {subscription.box!r} is not declared under boxes")
             for value in subscription.where.get("source", ()):
                 if value not in ids:
-                    raise _At(("subscriptions", n, "where", "source"),
+                    raise At(("subscriptions", n, "where", "source"),
                               f"box {value!r} is not declared under boxes")
             for value in subscription.where.get("region", ()):
                 if value not in self.regions:
-                    raise _At(("subscriptions", n, "where", "region"),
+                    raise At(("subscriptions", n, "where", "region"),
                               f"region {value!r} is not declared under regions")
             if subscription.key in keys:
-                raise _At(("subscriptions", n), f"subscription {subscription.key} is declared "
+                raise At(("subscriptions", n), f"subscription {subscription.key} is declared "
                           "twice (give each a different name)")
             keys.add(subscription.key)
         return self
@@ -321,20 +322,11 @@ def _member_fields(relationship: Trade | Branch | Internal) -> list[tuple[tuple[
     return [(("systems", i), m) for i, m in enumerate(relationship.systems)]
 
 
-class _At(ValueError):
-    """A cross-reference error with the path of the field it is about."""
-
-    def __init__(self, path: tuple[Any, ...], message: str) -> None:
-        super().__init__(message)
-        self.path = path
-
-
 class TopologyError(ConfigError):
     """The topology file is not valid; ``problems`` lists (line, field, message)."""
 
     def __init__(self, path: Path | str, problems: list[tuple[int | None, str, str]]) -> None:
-        lines = [f"{path}:{line or '?'}: {where}: {message}" if where else
-                 f"{path}:{line or '?'}: {message}" for line, where, message in problems]
+        lines = render(path, problems)
         super().__init__(f"the topology file {path} is not valid:\n  " + "\n  ".join(lines),
                          hint="fix the fields named above (see `boxbus topology --help` and "
                          "the example in deploy/topology/)")
@@ -352,59 +344,17 @@ def load_topology(path: Path) -> Topology:
 
 def parse_topology(text: str, path: Path | str = "<topology>") -> Topology:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise TopologyError(path, [(mark.line + 1 if mark else None, "",
-                                    f"not valid YAML: {getattr(exc, 'problem', exc)}")]
-                            ) from exc
+        raise TopologyError(path, [syntax_problem(exc)]) from exc
     if not isinstance(data, dict):
         raise TopologyError(path, [(1, "", "the file must be a mapping with regions, boxes, "
                                     "relationships and subscriptions")])
     try:
         return Topology.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        errors = exc.errors()
-        for error in errors:
-            location = tuple(error["loc"])
-            if error["type"] == "too_short" and any(
-                    len(e["loc"]) > len(location) and tuple(e["loc"][:len(location)]) == location
-                    for e in errors):
-                continue  # emptied by the errors of its items: those say what is wrong
-            message = error["msg"]
-            inner = error.get("ctx", {}).get("error")
-            if isinstance(inner, _At):
-                location, message = inner.path, str(inner)
-            # A discriminated union adds the member's tag to the location: not a field.
-            location = tuple(p for p in location if p not in ("trade", "branch", "internal"))
-            message = message.removeprefix("Value error, ")
-            problems.append((_line_of(root, location), _dotted(location), message))
-        raise TopologyError(path, problems) from exc
+        # A discriminated union adds the member's tag to the location: not a field.
+        raise TopologyError(path, problems_of(exc, root, ("trade", "branch", "internal"))
+                            ) from exc
 
 
-def _dotted(location: tuple[Any, ...]) -> str:
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _line_of(node: Any, location: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest YAML node on ``location``."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in location:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    child = value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and (
-                part < len(node.value)):
-            child = node.value[part]
-        if child is None:
-            break
-        node, line = child, child.start_mark.line + 1
-    return line
