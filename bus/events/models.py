@@ -427,6 +427,9 @@ class RoutedEvent(Record):
     recipients: tuple[str, ...]
     """Boxes (or partners without a box) the event was delivered to; empty when it went
     nowhere."""
+    by_mail: tuple[str, ...] = ()
+    """Those of the recipients that are partners without a box, reached by e-mail: they answer
+    only to refuse (a mail that could not be delivered)."""
     refused_code: str | None = None
     """Why the router did not deliver it at all (e.g. target-not-related), as a code; null when
     delivered."""
