@@ -1,6 +1,7 @@
 # The two README commands: `make demo` and `make test`. Both start from `make setup`, which
 # works on a fresh machine: a virtualenv with the pinned versions, and the JVM artifacts
-# (Kafka, Apicurio Registry) fetched once with Maven into the cache (~/.cache/boxbus).
+# (Kafka, Apicurio Registry, S3Proxy) fetched once with Maven into the cache
+# (~/.cache/boxbus).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "boxbus needs Python 3.11 or newer; set PYTHON=python3.11 (make PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,stack,peers,analytics,mail]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,stack,peers,analytics,mail,documents]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
