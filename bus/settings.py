@@ -2,7 +2,8 @@
 
 Build it once at the entry point (``Settings()``) and pass it down; nothing in boxbus reads the
 environment on its own. A service whose address is given (Kafka bootstrap servers, database URL,
-schema registry URL, SMTP host) is *external*: the embedded local stack does not start it.
+schema registry URL, SMTP host, object store URL) is *external*: the embedded local stack does
+not start it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ class Settings(BaseSettings):
     mail_retry_hours: float = Field(default=24.0, gt=0)
     mail_public_url: str = "http://127.0.0.1:8025"
 
+    # An S3-compatible object store for business documents (bus.objectstore), e.g.
+    # http://127.0.0.1:PORT (the local stack's S3Proxy) or any S3 endpoint. Without keys the
+    # client takes AWS's usual ones (AWS_ACCESS_KEY_ID, ~/.aws, an instance role).
+    object_store_url: str | None = None
+    object_store_region: str = "us-east-1"
+    object_store_access_key: str | None = None
+    object_store_secret_key: SecretStr | None = None
+    object_store_bucket: str = "boxbus"
+
     # Every topic boxbus names starts with this, so several networks can share one cluster.
     topic_namespace: str = "boxbus"
     # The Avro schemas (the contract); the repository's schemas/ folder by default.
@@ -131,6 +141,31 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("object_store_url")
+    @classmethod
+    def _store_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")) or "?" in value:
+            raise ValueError(
+                "object_store_url must be the store's http:// or https:// endpoint, e.g. "
+                f"http://127.0.0.1:9000, without the bucket or a query; got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("object_store_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        # S3's rules for bucket names (the strict ones every S3 endpoint accepts).
+        allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+        if not (3 <= len(value) <= 63 and set(value) <= allowed
+                and value[0].isalnum() and value[-1].isalnum() and ".." not in value):
+            raise ValueError(
+                "object_store_bucket must be 3 to 63 lowercase letters, digits, '.' or '-', "
+                f"starting and ending with a letter or digit; got {value!r}"
+            )
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -156,3 +191,7 @@ class Settings(BaseSettings):
     @property
     def external_smtp(self) -> bool:
         return self.smtp_host is not None
+
+    @property
+    def external_object_store(self) -> bool:
+        return self.object_store_url is not None
