@@ -16,8 +16,8 @@ from boxbus.cli.output import console, console_err, print_json
 from bus.devstack import Component, LocalStack, RegistryStorage, StackInfo
 from bus.errors import ConfigError, StackError
 
-app = typer.Typer(help="Run the embedded local stack: Kafka, PostgreSQL, schema registry, SMTP.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Run the embedded local stack: Kafka, PostgreSQL, schema registry, SMTP, "
+                  "object store (S3).", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for programs.")]
 
@@ -47,6 +47,8 @@ def render(info: StackInfo) -> None:
         or None,
         "registry": info.schema_registry_url,
         "smtp": f"{info.smtp.host}:{info.smtp.port}" if info.smtp.host else None,
+        "objectstore": (f"{info.object_store_url} bucket {info.object_store_bucket}"
+                        if info.object_store_url else None),
     }
     for name, state in info.components.items():
         colour = {"running": "green", "external": "cyan"}.get(state, "red")
@@ -62,6 +64,8 @@ def render(info: StackInfo) -> None:
         console.print(f"  mail received is stored in {info.smtp.maildir}")
     if info.kafka_credentials:
         console.print(f"  Kafka's operator logs in with {info.kafka_credentials}")
+    if info.object_store_credentials:
+        console.print(f"  the object store's keys are in {info.object_store_credentials}")
     extra = {k: v for k, v in info.boot_seconds.items()
              if k == "total" or (k.startswith("fetch") and v >= 0.05)}
     if extra:
@@ -78,7 +82,7 @@ def up(
     registry_storage: Annotated[RegistryStorage | None, typer.Option(
         help="Where the schema registry keeps schemas (default: memory).")] = None,
     base_port: Annotated[int | None, typer.Option(
-        help="First of the 10 ports the stack uses (default BOXBUS_DEV_BASE_PORT); "
+        help="First of the 11 ports the stack uses (default BOXBUS_DEV_BASE_PORT); "
         "0 picks free ports.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -122,7 +126,7 @@ def down(json_out: JsonOpt = False) -> None:
 
 @app.command()
 def fetch() -> None:
-    """Fetch the JVM artifacts (Kafka, Apicurio Registry) into the cache with Maven, once."""
+    """Fetch the JVM artifacts (Kafka, Apicurio Registry, S3Proxy) into the cache, once."""
     settings = settings_from_env()
     began = time.monotonic()
     with console_err.status("fetching JVM artifacts with Maven (once; cached afterwards) ..."):

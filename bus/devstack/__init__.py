@@ -2,7 +2,7 @@
 
 from bus.devstack.registry import RegistryStorage
 from bus.devstack.smtp import read_maildir
-from bus.devstack.stack import LocalStack, NodeInfo, SmtpInfo, StackInfo
+from bus.devstack.stack import LocalStack, NodeInfo, SmtpInfo, StackInfo, with_object_store
 from bus.devstack.state import ALL_COMPONENTS, Component
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "SmtpInfo",
     "StackInfo",
     "read_maildir",
+    "with_object_store",
 ]

@@ -1,4 +1,5 @@
-"""Java runtimes and the JVM artifacts of the stack (Kafka broker jars, Apicurio Registry).
+"""Java runtimes and the JVM artifacts of the stack (Kafka broker jars, Apicurio Registry,
+S3Proxy).
 
 Artifacts come from Maven Central through Maven itself, driven by the poms in ``deploy/jvm``;
 nothing here knows a download address. Each artifact set is fetched once into the cache
@@ -128,6 +129,17 @@ def registry_artifacts(deploy_dir: Path) -> ArtifactSet:
         goal=["dependency:unpack"],
         output_subdir=".",
         expect="quarkus-run.jar",
+    )
+
+
+def objectstore_artifacts(deploy_dir: Path) -> ArtifactSet:
+    return ArtifactSet(
+        name="s3proxy",
+        pom=deploy_dir / "jvm" / "s3proxy" / "pom.xml",
+        version_property="s3proxy.version",
+        goal=["dependency:copy-dependencies", "-DincludeScope=runtime"],
+        output_subdir="lib",
+        expect="lib",
     )
 
 

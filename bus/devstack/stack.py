@@ -1,18 +1,20 @@
-"""The embedded local stack: Kafka (1 or 3 KRaft nodes), PostgreSQL, the schema registry and an
-SMTP server, started in parallel as background processes on 127.0.0.1.
+"""The embedded local stack: Kafka (1 or 3 KRaft nodes), PostgreSQL, the schema registry, an
+SMTP server and an S3-compatible object store (S3Proxy), started in parallel as background
+processes on 127.0.0.1.
 
 ``up`` checks every prerequisite before it starts anything, then starts what is not running
 (a whole component, or just the Kafka nodes that died) and waits until a real client request to
 each succeeds; the first failure cancels the other starts and stops what this call started.
 Every process is written into the run state as soon as it exists, so ``down`` (from any shell)
 stops exactly those, by pid. A service given in the settings (an external Kafka, database,
-registry or SMTP server) is used as it is and never started.
+registry, SMTP server or object store) is used as it is and never started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -25,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from bus.db import create_database
-from bus.devstack import jvm, kafka, postgres, procs, registry, smtp
+from bus.devstack import jvm, kafka, postgres, procs, registry, s3proxy, smtp
 from bus.devstack.state import (
     ALL_COMPONENTS,
     Component,
@@ -34,7 +36,7 @@ from bus.devstack.state import (
     StackState,
     locked,
 )
-from bus.errors import BoxbusError, ConfigError, PortInUseError, StackError
+from bus.errors import BoxbusError, ConfigError, PortInUseError, PrerequisiteError, StackError
 from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.resources import deploy_dir
@@ -43,7 +45,7 @@ from bus.settings import SaslMechanism, SecurityProtocol, Settings
 log = get_logger(__name__)
 
 KAFKA_MIN_JAVA = 17
-PORTS_USED = 10
+PORTS_USED = 11
 DEFAULT_DEPLOY_DIR = deploy_dir()
 
 
@@ -70,6 +72,12 @@ class StackInfo(BaseModel):
     database_url: str | None
     schema_registry_url: str | None
     smtp: SmtpInfo
+    # The S3-compatible object store (bus.objectstore) and its bucket; for the embedded one,
+    # a JSON file (mode 0600) with its address, bucket and keys (the BOXBUS_OBJECT_STORE_*
+    # settings: see object_store_env); None for an external store (its settings name it).
+    object_store_url: str | None = None
+    object_store_bucket: str | None = None
+    object_store_credentials: Path | None = None
     nodes: list[NodeInfo]
     components: dict[str, str]
     processes: dict[str, int]
@@ -85,6 +93,33 @@ class StackInfo(BaseModel):
         if self.kafka_credentials is None:
             return KafkaAccess.from_settings(settings, self.kafka_bootstrap)
         return read_credentials(self.kafka_credentials)
+
+    def object_store_env(self) -> dict[str, str]:
+        """The BOXBUS_OBJECT_STORE_* variables under which a process uses this stack's
+        embedded object store; empty for an external store (the settings name it already)
+        or a stack without one."""
+        if self.object_store_credentials is None:
+            return {}
+        found = s3proxy.read_credentials(self.object_store_credentials)
+        return {"BOXBUS_OBJECT_STORE_URL": str(found["url"]),
+                "BOXBUS_OBJECT_STORE_REGION": str(found["region"]),
+                "BOXBUS_OBJECT_STORE_BUCKET": str(found["bucket"]),
+                "BOXBUS_OBJECT_STORE_ACCESS_KEY": str(found["access_key"]),
+                "BOXBUS_OBJECT_STORE_SECRET_KEY": str(found["secret_key"])}
+
+    def object_store_settings(self, settings: Settings) -> Settings:
+        """``settings`` with this stack's embedded object store filled in, for
+        ``ObjectStore.from_settings``; unchanged when they name a store already."""
+        if settings.object_store_url is not None or self.object_store_credentials is None:
+            return settings
+        found = s3proxy.read_credentials(self.object_store_credentials)
+        return settings.model_copy(update={
+            "object_store_url": str(found["url"]),
+            "object_store_region": str(found["region"]),
+            "object_store_bucket": str(found["bucket"]),
+            "object_store_access_key": str(found["access_key"]),
+            "object_store_secret_key": SecretStr(str(found["secret_key"])),
+        })
 
 
 def read_credentials(path: Path) -> KafkaAccess:
@@ -139,11 +174,13 @@ class LocalStack:
             Component.POSTGRES: s.external_database,
             Component.REGISTRY: s.external_registry,
             Component.SMTP: s.external_smtp,
+            Component.OBJECT_STORE: s.external_object_store,
         }[component]
 
     def _new_state(self) -> StackState:
         # The same layout for one node or three, so addresses don't move: B..B+2 Kafka
-        # clients, B+3..B+5 controllers, then PostgreSQL, registry, SMTP, registry management.
+        # clients, B+3..B+5 controllers, then PostgreSQL, registry, SMTP, registry management,
+        # object store.
         numbers = (
             procs.free_ports(PORTS_USED) if self.base_port == 0
             else list(range(self.base_port, self.base_port + PORTS_USED))
@@ -158,9 +195,17 @@ class LocalStack:
                         if c in (self.components or ALL_COMPONENTS) and not self._external(c)],
             registry_storage=self.registry_storage or registry.RegistryStorage.MEMORY,
             ports=Ports(kafka=kafka_ports, postgres=numbers[6], registry=numbers[7],
-                        smtp=numbers[8], registry_management=numbers[9]),
+                        smtp=numbers[8], registry_management=numbers[9],
+                        object_store=numbers[10]),
             cluster_id=kafka.new_cluster_id(),
         )
+
+    @staticmethod
+    def _spare_port(state: StackState) -> int:
+        """A port for the object store of a stack set up before it had one: where the layout
+        puts it (B+10) if that is free, else any free port."""
+        laid_out = state.ports.kafka[0].port + PORTS_USED - 1
+        return laid_out if procs.port_is_free(laid_out) else procs.free_ports(1)[0]
 
     def _check_matches(self, state: StackState) -> None:
         if self.nodes is not None and self.nodes != state.nodes:
@@ -206,6 +251,10 @@ class LocalStack:
                 self._check_matches(state)
                 wanted = {c for c in self.components or () if not self._external(c)}
                 state.components = sorted(set(state.components) | wanted)
+                if (Component.OBJECT_STORE in state.components
+                        and state.ports.object_store is None):
+                    state.ports = state.ports.model_copy(
+                        update={"object_store": self._spare_port(state)})
             dead = self._dead(state)
             if dead:
                 await self._start(state, dead)
@@ -227,6 +276,17 @@ class LocalStack:
                     and self._database_url(state) is None):
                 raise StackError("registry storage 'postgres' needs a database: the postgres "
                                  "component or BOXBUS_DATABASE_URL")
+        store_java = None
+        if Component.OBJECT_STORE in dead:
+            store_java = jvm.find_java(s3proxy.MIN_JAVA, purpose="S3Proxy (the object store)")
+            jvm.check_fetchable(jvm.objectstore_artifacts(self.deploy_dir),
+                                self.settings.cache_dir)
+            if importlib.util.find_spec("aiobotocore") is None:
+                raise PrerequisiteError(
+                    "the aiobotocore package (the S3 client the stack checks its object store "
+                    "with) is not installed",
+                    hint="pip install 'boxbus[stack]'; or leave the store out (`boxbus dev up "
+                    "--only kafka,postgres,registry,smtp`), or set BOXBUS_OBJECT_STORE_URL")
         if Component.POSTGRES in dead:
             postgres.install_dir(self.settings.postgres_install_dir)
         self._check_ports(state, dead)
@@ -245,6 +305,8 @@ class LocalStack:
             steps["registry"] = self._start_registry(state, registry_java, postgres_ready)
         if Component.SMTP in dead:
             steps["smtp"] = self._start_smtp(state)
+        if store_java is not None:
+            steps["objectstore"] = self._start_objectstore(state, store_java)
         try:
             # The first failure cancels the other starts: nothing waits on a dead dependency.
             async with asyncio.TaskGroup() as group:
@@ -275,6 +337,9 @@ class LocalStack:
                        ("registry management", state.ports.registry_management)]
         if Component.SMTP in dead:
             needed.append(("smtp", state.ports.smtp))
+        if Component.OBJECT_STORE in dead:
+            assert state.ports.object_store is not None  # given by up() when it was missing
+            needed.append(("objectstore", state.ports.object_store))
         for what, port in needed:
             if not procs.port_is_free(port):
                 raise PortInUseError(
@@ -282,7 +347,7 @@ class LocalStack:
                     "process",
                     hint=f"stop that process (see `ss -ltnp 'sport = :{port}'`), or move the "
                     "stack: `boxbus dev down`, then `boxbus dev up --base-port N` (or "
-                    "BOXBUS_DEV_BASE_PORT); it uses ten ports from N",
+                    "BOXBUS_DEV_BASE_PORT); it uses eleven ports from N",
                 )
 
     def _record(self, state: StackState, name: str, began: float) -> None:
@@ -387,6 +452,26 @@ class LocalStack:
         await smtp.wait_ready(state.ports.smtp, record)
         self._record(state, "smtp", began)
 
+    def _store_home(self) -> s3proxy.StoreHome:
+        return s3proxy.StoreHome(self.run_dir / "objectstore")
+
+    async def _start_objectstore(self, state: StackState, java: jvm.JavaRuntime) -> None:
+        lib = await self._fetch(state, jvm.objectstore_artifacts(self.deploy_dir)) / "lib"
+        began = time.monotonic()
+        port = state.ports.object_store
+        assert port is not None  # given by up() when it was missing
+        home = self._store_home()
+        keys = s3proxy.StoreKeys.load_or_new(home.credentials)
+        bucket = self.settings.object_store_bucket
+        s3proxy.write_credentials(home.credentials, keys, port=port, region=s3proxy.REGION,
+                                  bucket=bucket)
+        s3proxy.write_config(home, port, keys)
+        record = s3proxy.start(java.java, lib, home)
+        state.processes[record.name] = record
+        state.save()
+        await s3proxy.wait_ready(port, keys, bucket, record)
+        self._record(state, "objectstore", began)
+
     # -- setup: artifacts and the broker's class-data archive -----------------------------------
 
     def fetch(self) -> dict[str, Path]:
@@ -397,6 +482,8 @@ class LocalStack:
         found = {
             "kafka": jvm.ensure_artifacts(jvm.kafka_artifacts(self.deploy_dir), cache),
             "registry": jvm.ensure_artifacts(jvm.registry_artifacts(self.deploy_dir), cache),
+            "objectstore": jvm.ensure_artifacts(jvm.objectstore_artifacts(self.deploy_dir),
+                                                cache),
         }
         java = jvm.find_java(KAFKA_MIN_JAVA, purpose="Apache Kafka", search_system=False)
         lib = found["kafka"] / "lib"
@@ -479,6 +566,18 @@ class LocalStack:
             mail = SmtpInfo(host=procs.LOOPBACK, port=state.ports.smtp, maildir=self._maildir())
         else:
             mail = SmtpInfo(host=None, port=None, maildir=None)
+        store_url = store_bucket = None
+        store_credentials: Path | None = None
+        if s.external_object_store:
+            store_url, store_bucket = s.object_store_url, s.object_store_bucket
+        elif Component.OBJECT_STORE in embedded and state.ports.object_store is not None:
+            store_url = s3proxy.url(state.ports.object_store)
+            store_bucket = s.object_store_bucket
+            home = self._store_home()
+            if home.credentials.exists():
+                store_credentials = home.credentials
+                with contextlib.suppress(ConfigError):  # the bucket it was started with
+                    store_bucket = str(s3proxy.read_credentials(home.credentials)["bucket"])
         return StackInfo(
             kafka_bootstrap=s.kafka_bootstrap_servers or (
                 ",".join(n.address for n in nodes) if nodes else None),
@@ -489,6 +588,9 @@ class LocalStack:
                 registry.ccompat_url(state.ports.registry)
                 if Component.REGISTRY in embedded else None),
             smtp=mail,
+            object_store_url=store_url,
+            object_store_bucket=store_bucket,
+            object_store_credentials=store_credentials,
             nodes=nodes,
             components=dict(sorted(components.items())),
             processes={name: r.pid for name, r in state.processes.items()
@@ -537,15 +639,28 @@ class LocalStack:
             alive = [r for r in state.processes.values() if procs.is_alive(r)]
             # Kafka's data is deleted next, so its controlled shutdown (nodes waiting for the
             # quorum, several seconds with three) buys nothing: a short grace, then SIGKILL.
-            # The registry and SMTP server stop cleanly (the registry writes its class-data
-            # archive at exit), PostgreSQL last: the registry may hold connections to it.
+            # The registry, SMTP server and object store stop cleanly (the registry writes its
+            # class-data archive at exit), PostgreSQL last: the registry may hold connections
+            # to it.
             procs.stop_all([r for r in alive if r.name.startswith("kafka-")], timeout=2)
-            procs.stop_all([r for r in alive if r.name in ("registry", "smtp")], timeout=10)
+            procs.stop_all([r for r in alive if r.name in ("registry", "smtp", "objectstore")],
+                           timeout=10)
             procs.stop_all([r for r in alive if r.name == "postgres"], timeout=10)
             if state.postgres_dir is not None:
                 shutil.rmtree(state.postgres_dir, ignore_errors=True)
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return [r.name for r in (*services, *alive)]
+
+
+def with_object_store(settings: Settings) -> Settings:
+    """``settings`` naming an object store, for ``ObjectStore.from_settings``: as they are
+    when they name one (BOXBUS_OBJECT_STORE_URL), else with the store of the local stack
+    running in ``settings.run_dir``; unchanged when there is neither (``from_settings`` then
+    says what to do). The way a command finds the store, as it finds the schema registry."""
+    if settings.external_object_store:
+        return settings
+    info = LocalStack(settings).status()
+    return settings if info is None else info.object_store_settings(settings)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

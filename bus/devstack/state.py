@@ -22,6 +22,7 @@ class Component(StrEnum):
     POSTGRES = "postgres"
     REGISTRY = "registry"
     SMTP = "smtp"
+    OBJECT_STORE = "objectstore"
 
 
 ALL_COMPONENTS = frozenset(Component)
@@ -41,6 +42,8 @@ class Ports(BaseModel):
     registry: int
     registry_management: int  # Quarkus health/metrics interface
     smtp: int
+    # S3Proxy; None in the state of a stack set up before the object store was part of it.
+    object_store: int | None = None
 
 
 class StackState(BaseModel):
