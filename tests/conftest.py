@@ -1,7 +1,7 @@
 """Session fixtures: the embedded local stack, started once for the whole suite and stopped at
 the end. It lives in its own run directory on free ports, so it never clashes with a stack a
 developer started with `boxbus dev up`. Services given as BOXBUS_* settings (an existing
-Kafka, database or registry) are used instead of starting embedded ones.
+Kafka, database, registry or object store) are used instead of starting embedded ones.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ("BOXBUS_DATABASE_URL", settings.external_database),
         ("BOXBUS_SCHEMA_REGISTRY_URL", settings.external_registry),
         ("BOXBUS_SMTP_HOST", settings.external_smtp),
+        ("BOXBUS_OBJECT_STORE_URL", settings.external_object_store),
     ] if on]
     if not external:
         return
@@ -89,6 +90,13 @@ def kafka(settings: Settings, stack: StackInfo) -> KafkaAccess:
     if settings.external_kafka:
         return KafkaAccess.from_settings(settings)
     return stack_access(stack)
+
+
+@pytest.fixture(scope="session")
+def store_settings(settings: Settings, stack: StackInfo) -> Settings:
+    """The suite's settings with the stack's object store filled in (its address, keys and
+    bucket), for ObjectStore.from_settings; an external store's settings as they are."""
+    return stack.object_store_settings(settings)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The embedded stack is real: a Kafka broker, PostgreSQL, the registry's Confluent API and an
-SMTP server that each answer real client requests."""
+"""The embedded stack is real: a Kafka broker, PostgreSQL, the registry's Confluent API, an
+SMTP server and an S3 object store that each answer real client requests (the store's own
+tests are in test_objectstore.py)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ pytestmark = pytest.mark.stack
 async def test_every_component_runs_and_reports_where_it_answers(
     settings: Settings, stack: StackInfo
 ) -> None:
-    assert set(stack.components) == {"kafka", "postgres", "registry", "smtp"}
+    assert set(stack.components) == {"kafka", "postgres", "registry", "smtp", "objectstore"}
     assert set(stack.components.values()) <= {"running", "external"}
     assert stack.kafka_bootstrap and stack.database_url and stack.schema_registry_url
+    assert stack.object_store_url and stack.object_store_bucket
     if not settings.external_kafka:
         assert stack.kafka_bootstrap.startswith("127.0.0.1:")
         assert [n.alive for n in stack.nodes] == [True]
@@ -55,6 +57,8 @@ async def test_status_and_second_up_from_another_process_reuse_what_runs(
     assert set(seen) >= {"kafka_bootstrap", "database_url", "schema_registry_url", "smtp", "nodes"}
     assert seen["kafka_bootstrap"] == stack.kafka_bootstrap
     assert seen["smtp"]["maildir"] == str(stack.smtp.maildir)
+    assert seen["object_store_url"] == stack.object_store_url
+    assert seen["object_store_credentials"] == str(stack.object_store_credentials)
 
     again = subprocess.run(
         [*boxbus_cli(), "dev", "up", "--json"], env=env_for_cli,
@@ -62,7 +66,8 @@ async def test_status_and_second_up_from_another_process_reuse_what_runs(
     )
     reused = json.loads(again.stdout)
     assert reused["processes"] == stack.processes
-    assert sorted(reused["processes"]) == ["kafka-1", "postgres", "registry", "smtp"]
+    assert sorted(reused["processes"]) == [
+        "kafka-1", "objectstore", "postgres", "registry", "smtp"]
 
 
 async def test_topic_with_partitions_and_consumer_group_round_trip(
@@ -186,13 +191,17 @@ async def test_external_services_are_used_not_started(settings: Settings, stack:
         database_url=stack.database_url,
         schema_registry_url=stack.schema_registry_url,
         smtp_host=stack.smtp.host, smtp_port=stack.smtp.port,
+        object_store_url=stack.object_store_url,
     )
     local = LocalStack(external)
     try:
         info = await local.up()
         assert info.components == {
             "kafka": "external", "postgres": "external", "registry": "external", "smtp": "external",
+            "objectstore": "external",
         }
+        assert info.object_store_url == stack.object_store_url
+        assert info.object_store_credentials is None
         assert info.kafka_bootstrap == stack.kafka_bootstrap
         assert info.nodes == []
     finally:
