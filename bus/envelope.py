@@ -45,6 +45,9 @@ CORRELATION_ID = "ce_correlationid"
 CAUSATION_ID = "ce_causationid"
 # Not CloudEvents: on the mail topic, the partner without a box the router sent the record for.
 RECIPIENT = "boxbus_recipient"
+# Set by a box's outbox on the events it tracks: the router reports where each went
+# (EventsRouted into the box's inbox), for the box's business receipts.
+TRACK = "boxbus_track"
 
 REQUIRED = (SPECVERSION, ID, SOURCE, TYPE, TIME, CONTENT_TYPE, REGION, PARTITION_KEY)
 SOURCE_PREFIX = "/boxes/"

@@ -86,8 +86,9 @@ from connectors.box.handlers import (
     UnknownTypePolicy,
 )
 from connectors.box.inbox_state import InboxState, RetryPolicy
-from connectors.box.outbox import Outbox
+from connectors.box.outbox import BUS_ANSWERS, Outbox
 from connectors.box.signatures import SignatureCheck
+from connectors.box.tracking import with_tracking
 
 log = get_logger(__name__)
 
@@ -162,11 +163,14 @@ class Inbox:
         login_check_every: float = 30.0,
         group_id: str | None = None,
         identity: Identity | None = None,
+        track: bool = False,
     ) -> None:
         self.settings = settings
         self.dsn = dsn
         self.box_id = box_id
-        self.handlers = handlers
+        # With ``track``, the router's reports and the recipients' receipts of what this box
+        # sent update its business receipts (connectors.box.tracking) before its own handlers.
+        self.handlers = with_tracking(handlers) if track else handlers
         self.serde = serde
         self.topics = topics or [inbox_topic(settings.topic_namespace, box_id)]
         self.group_id = group_id or f"{settings.topic_namespace}.box.{box_id}.inbox"
@@ -589,6 +593,10 @@ class Inbox:
 
     async def _receipt(self, conn: asyncpg.Connection, envelope: Envelope,
                        status: ReceiptStatus, reason: str | None) -> None:
+        """The answer to an event addressed to this box (a subscriber's copy of a broadcast
+        is not answered, nor is an answer)."""
+        if envelope.target_box != self.box_id or envelope.type in BUS_ANSWERS:
+            return
         now = datetime.now(UTC)
         receipt = DeliveryReceipt(
             meta=EventMeta(

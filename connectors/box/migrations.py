@@ -86,6 +86,51 @@ MIGRATIONS = [
             'Outbox rows the relay cannot publish (their topic does not exist), set aside so '
             'the box''s other events flow; `boxbus relay unpark` puts them back in order.';
     """),
+    Migration(5, "rules", """
+        CREATE TABLE boxbus_rules (
+            version     int         PRIMARY KEY,
+            body        text        NOT NULL,
+            digest      text        NOT NULL,
+            source      text        NOT NULL,
+            applied_by  text        NOT NULL DEFAULT '',
+            applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        COMMENT ON TABLE boxbus_rules IS
+            'The box''s own rules (boxbus box rules apply), every version kept; the newest '
+            'is in force for every transaction that starts after it was applied.';
+    """),
+    Migration(6, "business-receipts", """
+        CREATE TABLE boxbus_sent (
+            event_id        text        PRIMARY KEY,
+            event_type      text        NOT NULL,
+            aggregate_key   text        NOT NULL,
+            target_box      text,
+            created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+            sent_at         timestamptz,
+            routed_at       timestamptz,
+            refused_code    text,
+            refused_reason  text
+        );
+        CREATE INDEX boxbus_sent_created ON boxbus_sent (created_at);
+        COMMENT ON TABLE boxbus_sent IS
+            'Every event this box published with tracking on: when it was committed, when '
+            'the brokers acknowledged it (sent_at), when the router reported it (routed_at), '
+            'or why the router refused it.';
+        CREATE TABLE boxbus_sent_to (
+            event_id      text        NOT NULL,
+            recipient     text        NOT NULL,
+            by_mail       boolean     NOT NULL DEFAULT false,
+            status        text        NOT NULL
+                          CHECK (status IN ('delivered', 'accepted', 'rejected')),
+            reason        text,
+            delivered_at  timestamptz,
+            answered_at   timestamptz,
+            PRIMARY KEY (event_id, recipient)
+        );
+        COMMENT ON TABLE boxbus_sent_to IS
+            'Per event and recipient: delivered (the router forwarded it), then accepted or '
+            'rejected (with the reason) by the recipient''s box or the mailer.';
+    """),
 ]
 
 

@@ -17,8 +17,10 @@ from dataclasses import replace
 import asyncpg
 
 from bus import naming, tracing
+from bus.envelope import TRACK
 from bus.errors import OversizeEvent
 from bus.events import EventBase
+from bus.events.models import DeliveryReceipt, EventsRouted
 from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
 from bus.signing import HEADER, Signer
@@ -29,6 +31,8 @@ INSERT = """INSERT INTO boxbus_outbox
             VALUES ($1, $2, $3, $4, $5, $6::jsonb)
             ON CONFLICT (event_id) DO NOTHING"""
 CHANNEL = "boxbus_outbox"  # NOTIFY channel: wakes the relay when a transaction commits
+# The bus's own answers: never tracked, never answered, never held back by a box's rules.
+BUS_ANSWERS = frozenset({DeliveryReceipt.TYPE, EventsRouted.TYPE})
 
 
 def headers_json(headers: list[tuple[str, bytes]]) -> str:
@@ -41,14 +45,17 @@ def headers_from_json(text: str) -> list[tuple[str, bytes]]:
 
 class Outbox:
     """``signer``: the box's signing key; events of ``signed_types`` are signed with it when
-    they are encoded (the recipient refuses them unsigned)."""
+    they are encoded (the recipient refuses them unsigned). ``track``: keep the business
+    receipts of what is published (:mod:`connectors.box.tracking`): each event is recorded in
+    ``boxbus_sent`` with its business change, and marked for the router to report on."""
 
     def __init__(self, settings: Settings, serde: EventSerde, *, signer: Signer | None = None,
-                 signed_types: Iterable[str] = ()) -> None:
+                 signed_types: Iterable[str] = (), track: bool = False) -> None:
         self.settings = settings
         self.serde = serde
         self.signer = signer
         self.signed_types = frozenset(signed_types)
+        self.track = track
 
     async def publish(self, conn: asyncpg.Connection, event: EventBase,
                       topic: str | None = None) -> EncodedEvent:
@@ -66,6 +73,8 @@ class Outbox:
             target = topic or naming.ingress_topic(
                 self.settings.topic_namespace, event.meta.source_box)
             encoded = await self.serde.encode(event, target)
+            if self.track and event.TYPE not in BUS_ANSWERS:
+                encoded = replace(encoded, headers=[*encoded.headers, (TRACK, b"1")])
             if tracing.enabled():
                 # The trace starts here, or goes on from the caller's span (a handler's).
                 span = tracing.start("boxbus.outbox", tracing.PRODUCER, None,
@@ -110,5 +119,20 @@ class Outbox:
             await conn.execute(INSERT, *rows[0])
         elif rows:
             await conn.executemany(INSERT, rows)
+        await record_sent(conn, encoded_all)
         # The table's trigger NOTIFYs the relay (migration 3): no round trip here.
         return encoded_all
+
+
+def tracked(encoded: EncodedEvent) -> bool:
+    return any(name == TRACK for name, _ in encoded.headers)
+
+
+async def record_sent(conn: asyncpg.Connection, encoded: Iterable[EncodedEvent]) -> None:
+    """In the publishing transaction: the tracked events, as committed and not yet sent."""
+    rows = [(e.envelope.id, e.envelope.type, e.envelope.partition_key, e.envelope.target_box)
+            for e in encoded if tracked(e)]
+    if rows:
+        await conn.executemany(
+            "INSERT INTO boxbus_sent (event_id, event_type, aggregate_key, target_box) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING", rows)

@@ -58,6 +58,13 @@ from bus.log import get_logger
 from bus.settings import Settings
 from connectors.box.outbox import CHANNEL, headers_from_json
 
+# Acknowledged rows leave the outbox; the tracked ones among them are marked sent (business
+# receipts), in the same statement.
+DELETE_SENT = """
+    WITH gone AS (DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[]) RETURNING event_id)
+    UPDATE boxbus_sent SET sent_at = clock_timestamp() FROM gone
+    WHERE boxbus_sent.event_id = gone.event_id AND boxbus_sent.sent_at IS NULL"""
+
 log = get_logger(__name__)
 
 
@@ -228,8 +235,7 @@ class Relay:
                     raise
                 tracing.end(spans)  # acknowledged by the brokers
                 backoff = 0.2
-                await conn.execute("DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[])",
-                                   [row["id"] for row in rows])
+                await conn.execute(DELETE_SENT, [row["id"] for row in rows])
                 self.published += len(rows)
                 log.debug("relayed", box=self.box_id, rows=len(rows),
                           last_event_id=rows[-1]["event_id"])

@@ -243,17 +243,20 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
     events = [comment("o-1", 1), comment("o-1", 2, "poison"), comment("o-1", 3),
               example("boxbus.orders.OrderCancelled").model_copy(update={
                   "meta": example("boxbus.orders.OrderCancelled").meta.model_copy(
-                      update={"aggregate_key": "o-1", "region": "north"})})]
+                      update={"aggregate_key": "o-1", "region": "north"})}),
+              # A subscriber's copy of a broadcast (no target) is applied, not answered.
+              comment("o-2", 4).model_copy(update={"meta": comment("o-2", 4).meta.model_copy(
+                  update={"target_box": None})})]
     await send(kafka, box_serde, topic, events)
     inbox = make_inbox(box_settings, effects_db, kafka, box_serde, receipts=True,
                        region="north")
 
     async def done() -> bool:
-        return inbox.dead_lettered >= 2 and inbox.applied >= 2
+        return inbox.dead_lettered >= 2 and inbox.applied >= 3
 
     await run_until(inbox, done)
     rows = await effects(effects_db)
-    assert [r["seq"] for r in rows] == [1, 3]
+    assert [r["seq"] for r in rows] == [1, 3, 4]
     letters = await read_all(kafka, naming.dlq_topic(topic), 2)
     reasons = {dict(r.headers)["dlq_code"].decode(): dict(r.headers)["dlq_reason"].decode()
                for r in letters}
@@ -268,7 +271,7 @@ async def test_a_poison_event_is_dead_lettered_and_later_events_applied(
     finally:
         await conn.close()
     assert [r["event_type"] for r in receipts] == ["boxbus.network.DeliveryReceipt"] * 4
-    assert {r["status"]: r["n"] for r in statuses} == {"applied": 2, "dead-lettered": 2}
+    assert {r["status"]: r["n"] for r in statuses} == {"applied": 3, "dead-lettered": 2}
 
 
 async def test_an_unforeseen_error_in_a_check_dead_letters_the_record_and_goes_on(

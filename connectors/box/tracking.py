@@ -1,0 +1,139 @@
+"""Business receipts: what became of each event a box sent, per recipient, kept in the box's
+own database so its people see it without reading Kafka.
+
+    committed ──relay──▶ sent ──router──▶ delivered ──recipient's box──▶ accepted | rejected
+                                  └──▶ refused (the router's reason: not related, not allowed)
+
+- *sent*: the brokers acknowledged the relay's write (``sent_at``, set with the outbox row's
+  delete);
+- *delivered*: the router forwarded it to a recipient; it reports the recipients of each
+  tracked event in an ``EventsRouted`` written straight into the box's inbox topic;
+- *accepted* / *rejected*: the addressee's box applied or refused it (its ``DeliveryReceipt``,
+  with the reason); the mailer answers for a partner without a box only when the e-mail could
+  not be delivered. Subscribers of a broadcast do not answer: their copies end at delivered.
+
+An event is *overdue* when a step it waits for has not happened within the given time: not
+sent (the relay is down), not routed (the router is down), or not answered by its addressee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bus.events.models import DeliveryReceipt, EventsRouted
+from connectors.box.handlers import Applied, Handler, Handlers
+from connectors.box.outbox import BUS_ANSWERS, record_sent, tracked
+
+__all__ = ["BUS_ANSWERS", "receipts", "record_sent", "summary", "tracked", "with_tracking"]
+
+async def routed(event: EventsRouted, applied: Applied) -> None:
+    conn = applied.conn
+    for item in event.events:
+        await conn.execute(
+            "UPDATE boxbus_sent SET routed_at = coalesce(routed_at, $2), refused_code = $3, "
+            "refused_reason = $4 WHERE event_id = $1", item.event_id, event.routed_at,
+            item.refused_code, item.refused_reason)
+        mail = set(item.by_mail)
+        await conn.executemany(
+            "INSERT INTO boxbus_sent_to (event_id, recipient, by_mail, status, delivered_at) "
+            "VALUES ($1, $2, $3, 'delivered', $4) ON CONFLICT (event_id, recipient) DO UPDATE "
+            "SET delivered_at = coalesce(boxbus_sent_to.delivered_at, excluded.delivered_at), "
+            "by_mail = excluded.by_mail",
+            [(item.event_id, box, box in mail, event.routed_at) for box in item.recipients])
+
+
+async def answered(event: DeliveryReceipt, applied: Applied) -> None:
+    """A recipient's answer; it may arrive before the router's report (they travel apart):
+    the answer is kept either way, and delivery is implied by it."""
+    await applied.conn.execute(
+        "INSERT INTO boxbus_sent_to (event_id, recipient, status, reason, answered_at) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, recipient) DO UPDATE SET "
+        "status = excluded.status, reason = excluded.reason, "
+        "answered_at = excluded.answered_at",
+        event.receipt_for_event_id, applied.envelope.source_box,
+        event.status.value.lower(), event.reason, event.processed_at)
+
+
+def with_tracking(handlers: Handlers) -> Handlers:
+    """``handlers`` plus the receipts' bookkeeping: for a DeliveryReceipt or an EventsRouted,
+    the box's receipts are updated first, then the box's own handler (if any) runs, in the
+    same transaction."""
+    merged = Handlers(dict(handlers.by_type), dict(handlers.batch_by_type))
+    for model, book in ((DeliveryReceipt, answered), (EventsRouted, routed)):
+        own = merged.single(model.TYPE)
+        merged.batch_by_type.pop(model.TYPE, None)
+        merged.by_type[model.TYPE] = _both(book, own)
+    return merged
+
+
+def _both(book: Handler, own: Handler | None) -> Handler:
+    async def handle(event: Any, applied: Applied) -> None:
+        await book(event, applied)
+        if own is not None:
+            await own(event, applied)
+    return handle
+
+
+STATES = ("waiting", "sent", "routed", "refused", "delivered", "accepted", "rejected")
+
+
+async def receipts(conn: asyncpg.Connection, *, pending: bool = False,
+                   overdue_after: timedelta = timedelta(minutes=5), limit: int = 1000,
+                   now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per event and recipient (an event not routed yet, or refused, is one row
+    without a recipient), newest first. ``state`` is the furthest step reached; ``overdue``
+    says a step is late; ``pending`` leaves out what is finished (accepted, rejected,
+    refused, and copies delivered to a subscriber or by e-mail, which are not answered)."""
+    now = now or datetime.now(UTC)
+    rows = await conn.fetch(
+        """SELECT s.event_id, s.event_type, s.aggregate_key, s.target_box, s.created_at,
+                  s.sent_at, s.routed_at, s.refused_code, s.refused_reason,
+                  t.recipient, t.by_mail, t.status, t.reason, t.delivered_at, t.answered_at
+           FROM boxbus_sent s LEFT JOIN boxbus_sent_to t USING (event_id)
+           UNION ALL
+           SELECT t.event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                  t.recipient, t.by_mail, t.status, t.reason, t.delivered_at, t.answered_at
+           FROM boxbus_sent_to t WHERE NOT EXISTS
+                (SELECT 1 FROM boxbus_sent s WHERE s.event_id = t.event_id)
+           ORDER BY created_at DESC NULLS LAST, event_id, recipient LIMIT $1""", limit)
+    found = []
+    for row in rows:
+        item = dict(row)
+        item["state"], item["overdue"], done = _state(item, now, overdue_after)
+        if not (pending and done):
+            found.append(item)
+    return found
+
+
+def _state(row: dict[str, Any], now: datetime, late: timedelta) -> tuple[str, bool, bool]:
+    """(state, overdue, finished)."""
+    if row["status"] in ("accepted", "rejected"):
+        return row["status"], False, True
+    if row["refused_code"] is not None:
+        return "refused", False, True
+    if row["status"] == "delivered":
+        # Only the addressee answers; a partner's mailer answers only to refuse.
+        awaited = row["recipient"] == row["target_box"] and not row["by_mail"]
+        since = row["delivered_at"] or row["routed_at"]
+        overdue = bool(awaited and since is not None and now - since > late)
+        return "delivered", overdue, not awaited
+    if row["routed_at"] is not None:
+        return "routed", False, True  # to nobody: no box subscribes to it
+    if row["sent_at"] is not None:
+        return "sent", now - row["sent_at"] > late, False
+    if row["created_at"] is None:
+        return "waiting", False, False
+    return "waiting", now - row["created_at"] > late, False
+
+
+def summary(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    counts["overdue"] = 0
+    for row in rows:
+        counts[row["state"]] += 1
+        counts["overdue"] += bool(row["overdue"])
+    return counts
