@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from boxbus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
-from boxbus.cli.context import kafka_access, require_kafka, service_access, settings_from_env
+from boxbus.cli.context import (
+    endpoints,
+    kafka_access,
+    require_kafka,
+    serde_for,
+    service_access,
+    settings_from_env,
+)
 from boxbus.cli.output import console_err, print_json
 
 app = typer.Typer(help="The router: region topics to box inboxes, by the network's topology.",
@@ -35,7 +42,9 @@ def run(
     settings = settings_from_env(service=True)
     require_kafka(kafka_access(settings))
     kafka = service_access(settings, "router")
-    router = Router(settings, kafka, group_id=group, max_records=max_records)
+    # The registry, for the reports of where the boxes' tracked events went (receipts).
+    serde = serde_for(settings, endpoints(settings).registry_url)
+    router = Router(settings, kafka, group_id=group, max_records=max_records, serde=serde)
     stop = asyncio.Event()
 
     async def serve() -> None:

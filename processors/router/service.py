@@ -61,15 +61,25 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus import naming, tracing
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
-from bus.envelope import CORRELATION_ID, ID, RECIPIENT, SOURCE, format_time, header_text
+from bus.envelope import (
+    CORRELATION_ID,
+    ID,
+    RECIPIENT,
+    SOURCE,
+    TRACK,
+    format_time,
+    header_text,
+)
 from bus.kafka import KafkaAccess, LoginWatch, start_or_close
 from bus.log import get_logger
 from bus.pipeline import unexpected
 from bus.record import KafkaRecord
+from bus.serde import EventSerde
 from bus.settings import Settings
 from processors.router.control import ControlFollower
 from processors.router.fairness import FairIntake
 from processors.router.outputs import Outputs, key_hash
+from processors.router.reports import Reports
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
@@ -108,8 +118,11 @@ class Router:
     def __init__(self, settings: Settings, kafka: KafkaAccess, *, namespace: str | None = None,
                  group_id: str | None = None, max_records: int = 5000,
                  client_id: str = "boxbus-router", send_timeout: float = 60.0,
-                 login_check_every: float = 30.0) -> None:
+                 login_check_every: float = 30.0, serde: EventSerde | None = None) -> None:
         self.settings = settings
+        # With a serde, the router reports to each box where its tracked events went
+        # (EventsRouted into the box's inbox, in the same round), for its business receipts.
+        self.serde = serde
         self.kafka = kafka
         self.namespace = namespace or settings.topic_namespace
         self.group_id = group_id or f"{self.namespace}.router"
@@ -305,11 +318,14 @@ class Router:
         partitions, add, decide = self._partitions, outputs.add, table.decide
         handled = forwarded = echoes = regioned = 0
         traced, spans = tracing.enabled(), []
+        reports = Reports(self.namespace, table) if self.serde is not None else None
         for tp, records in fetched.items():
             owner = naming.owner_of_ingress(self.namespace, tp.topic) or ""
             for record in records:
                 headers = list(record.headers)  # the batch builder takes lists only
                 found = dict(headers)
+                report = (reports.about(owner, found)
+                          if reports is not None and TRACK in found else None)
                 if len(found) != len(headers) and _repeats_envelope(headers):
                     # Readers differ on which copy counts (the first, the last): a record
                     # that carries two sources or two types is refused, not guessed at.
@@ -330,6 +346,8 @@ class Router:
                     continue
                 if decision.quarantine is not None:
                     self._quarantine(outputs, record, decision.quarantine, decision.reason or "")
+                    if report is not None:
+                        report.refused(decision.quarantine, decision.reason or "")
                     continue
                 if traced:  # the router's span becomes the event's context downstream
                     span = tracing.start("boxbus.router", tracing.CONSUMER, headers,
@@ -347,9 +365,11 @@ class Router:
                 kept = decision.region_topic
                 if kept is not None:
                     if kept not in partitions:
-                        self._quarantine(outputs, record, "missing-recipient-topic",
-                                         f"region topic {kept} does not exist (run boxbus "
-                                         "topology apply)")
+                        reason = (f"region topic {kept} does not exist (run boxbus topology "
+                                  "apply)")
+                        self._quarantine(outputs, record, "missing-recipient-topic", reason)
+                        if report is not None:
+                            report.refused("missing-recipient-topic", reason)
                         continue
                     add(kept, hashed, tp.partition, key, record.value, record.timestamp,
                         headers, record, f"region topic {kept}")
@@ -367,7 +387,11 @@ class Router:
                             else [*headers, (RECIPIENT, recipient.box.encode())],
                             record, recipient.box)
                         forwarded += 1
+                        if report is not None:
+                            report.delivered(recipient.box, recipient.partner)
             handled += len(records)
+        if reports:
+            await reports.write(self.serde, add, partitions)  # type: ignore[arg-type]
         try:
             refused = await outputs.send()
         except BaseException as exc:
