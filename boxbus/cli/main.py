@@ -30,8 +30,10 @@ from boxbus.cli import (
     events,
     mailer,
     partner,
+    receipts,
     refbox,
     router,
+    rules,
     schemas,
     topology,
 )
@@ -50,6 +52,9 @@ app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
 box.box_app.command("run")(refbox.run)
 box.box_app.command("show")(refbox.show)
+box.box_app.command("documents")(refbox.documents)
+box.box_app.command("receipts")(receipts.receipts)
+box.box_app.add_typer(rules.rules_app, name="rules")
 app.add_typer(box.box_app, name="box")
 app.add_typer(box.relay_app, name="relay")
 app.add_typer(box.inbox_app, name="inbox")

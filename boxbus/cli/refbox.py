@@ -7,12 +7,13 @@ local stack when it is missing).
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from boxbus.cli.box import BoxOpt, DatabaseOpt, NamespaceOpt, _run_until_signal
-from boxbus.cli.boxdb import box_database
+from boxbus.cli.boxdb import box_database, connect
 from boxbus.cli.context import (
     box_access,
     endpoints,
@@ -60,7 +61,8 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
     async def serve() -> None:
         where = await region_of_box()
         dsn = await box_database(settings, box, database_url, create=True)
-        service = BoxService(settings, dsn, own, box, serde_for(settings, found.registry_url))
+        service = BoxService(settings, dsn, own, box, serde_for(settings, found.registry_url),
+                             region=where)
         console_err.print(f"box {box} (region {where}) runs on {dsn.split('@')[-1]} as "
                           f"{own.principal}; SIGTERM or Ctrl-C stops it")
         running = asyncio.create_task(service.run())
@@ -99,3 +101,70 @@ def show(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt 
         print_json(view)
     else:
         console.print(render_view(box, view))
+
+
+def documents(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt = None,
+              order: Annotated[str | None, typer.Option(
+                  "--order", help="Only the documents of this order.")] = None,
+              get: Annotated[str | None, typer.Option(
+                  "--get", help="Write this document's bytes to --out.")] = None,
+              out: Annotated[Path | None, typer.Option(
+                  "--out", help="Where --get writes the document.")] = None,
+              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The documents a reference box sent and received with its orders; with --get, one of
+    them, checked against its SHA-256. A box reads only documents sent to it or by it."""
+    import hashlib
+
+    from connectors.refbox.documents import documents as list_documents
+    from connectors.refbox.documents import object_key
+
+    if (get is None) != (out is None):
+        raise typer.BadParameter("--get and --out go together", param_hint="--get/--out")
+    settings = settings_from_env(namespace)
+
+    async def read() -> Any:
+        conn = await connect(await box_database(settings, box, database_url), box=box)
+        try:
+            if get is None:
+                return await list_documents(conn, order)
+            row = await conn.fetchrow(
+                "SELECT * FROM documents WHERE document_id = $1 ORDER BY direction = "
+                "'incoming' DESC LIMIT 1", get)
+        finally:
+            await conn.close()
+        if row is None:
+            raise ConfigError(f"box {box} has no document {get}: a box reads only the "
+                              "documents sent to it or by it",
+                              hint=f"`boxbus box documents --box {box}` lists them")
+        content = row["content"]
+        if content is None:  # sent by this box by claim check: in the object store
+            from bus.objectstore import ObjectStore
+
+            async with ObjectStore.from_settings(settings) as store:
+                content = await store.get(object_key(box, row["sha256"]))
+        if hashlib.sha256(content).hexdigest() != row["sha256"]:
+            raise ConfigError(f"document {get} does not match its SHA-256 {row['sha256']}: "
+                              "it was changed where it is kept; not written")
+        assert out is not None
+        out.write_bytes(content)
+        return {"document_id": get, "file_name": row["file_name"], "out": str(out),
+                "size_bytes": len(content), "sha256": row["sha256"]}
+
+    found = asyncio.run(read())
+    if json_out:
+        print_json(found)
+    elif get is not None:
+        console.print(f"wrote {found['file_name']} ({found['size_bytes']:,} bytes, SHA-256 "
+                      f"checked) to {found['out']}")
+    elif not found:
+        console.print(f"box {box} has no documents" + (f" for order {order}" if order else ""))
+    else:
+        from rich.table import Table
+
+        table = Table("document", "order", "direction", "with", "type", "file", "size",
+                      "carried", title=f"documents of box {box}", title_justify="left")
+        for d in found:
+            table.add_row(d["document_id"], d["order_id"], d["direction"], d["counterparty"],
+                          d["document_type"], d["file_name"], f"{d['size_bytes']:,} B",
+                          d["carried"])
+        console.print(table)

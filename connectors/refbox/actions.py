@@ -6,12 +6,9 @@ outbox, so the change and the event commit together; the relay publishes it.
 Every event of one order (placed, amended, comments, shipment, receipt) carries the order id
 as its aggregate key and correlation id, so it keeps its order from box to box.
 """
-
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,10 +19,8 @@ from bus.events import EventBase
 from bus.events.models import (
     BranchReportSent,
     CommentAdded,
-    EventMeta,
     GoodsReceived,
     ItemQuantity,
-    Line,
     Money,
     OrderAmended,
     OrderCancelled,
@@ -36,91 +31,36 @@ from bus.events.models import (
     PriceEntry,
     PriceListSent,
     ShipmentDispatched,
+    StockChangeReason,
 )
 from bus.log import get_logger
-from connectors.box import Outbox
+from connectors.refbox.core import (
+    OPEN,
+    WAREHOUSE,
+    BusinessError,
+    LineSpec,
+    _id,
+    _lock,
+    _may,
+    _now,
+    add_stock,
+    save_comment,
+    save_order,
+    save_shipment,
+    set_status,
+)
+from connectors.refbox.documents import DocumentActions
+from connectors.refbox.trade import TradeActions, stock_levels
+
+__all__ = ["OPEN", "BusinessError", "LineSpec", "RefBox"]
+# An order waiting for item codes is not shipped until a person mapped them.
+SHIPPABLE = ("placed", "confirmed", "amended")
 
 log = get_logger(__name__)
-Change = Callable[[asyncpg.Connection], Awaitable[Any]]
-WAREHOUSE = "main"
 
 
-class BusinessError(Exception):
-    """The action is refused by the box's rules (unknown order, not enough stock, ...)."""
-
-
-@dataclass(frozen=True)
-class LineSpec:
-    sku: str
-    quantity: Decimal
-    unit_price_minor: int
-    description: str = ""
-    unit: str = "pcs"
-
-    @classmethod
-    def parse(cls, text: str) -> LineSpec:
-        """``SKU:QUANTITY:UNIT_PRICE_MINOR`` (command-line form)."""
-        try:
-            sku, quantity, price = text.split(":")
-            return cls(sku, Decimal(quantity), int(price))
-        except (ValueError, ArithmeticError):
-            raise BusinessError(f"{text!r} is not a line: write SKU:QUANTITY:UNIT_PRICE_MINOR, "
-                                "e.g. milk-1l:24:89") from None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-class RefBox:
-    """One box's actions. ``currency``: what its prices are in."""
-
-    def __init__(self, box_id: str, region: str, dsn: str, outbox: Outbox,
-                 currency: str = "EUR") -> None:
-        self.box_id = box_id
-        self.region = region
-        self.dsn = dsn
-        self.outbox = outbox
-        self.currency = currency
-
-    def _meta(self, key: str, target: str | None = None, causation: str | None = None,
-              correlation: str | None = None) -> EventMeta:
-        return EventMeta(event_id=str(uuid.uuid4()), source_box=self.box_id,
-                         region=self.region, aggregate_key=key, occurred_at=_now(),
-                         target_box=target, correlation_id=correlation or key,
-                         causation_id=causation)
-
-    async def _commit(self, change: Change | None, event: EventBase) -> None:
-        """Run ``change(conn)`` and publish ``event`` in one transaction."""
-        encoded = await self.outbox.encode([event])  # before the transaction: no lock held
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            async with conn.transaction():
-                if change is not None:
-                    await change(conn)
-                await self.outbox.publish_many(conn, encoded)
-        finally:
-            await conn.close()
-        log.info("box action", box=self.box_id, type=event.TYPE,
-                 event_id=event.meta.event_id,
-                 correlation_id=event.meta.correlation_id)
-
-    def _lines(self, specs: Sequence[LineSpec]) -> tuple[Line, ...]:
-        if not specs:
-            raise BusinessError("an order needs at least one line")
-        return tuple(Line(line_no=n, sku=s.sku, description=s.description or s.sku,
-                          quantity=s.quantity, unit=s.unit,
-                          unit_price=Money(amount_minor=s.unit_price_minor,
-                                           currency=self.currency))
-                     for n, s in enumerate(specs, 1))
-
-    def _total(self, lines: Sequence[Line]) -> Money:
-        amount = sum(int(line.quantity * line.unit_price.amount_minor) for line in lines)
-        return Money(amount_minor=amount, currency=self.currency)
+class RefBox(TradeActions, DocumentActions):
+    """One box's actions."""
 
     async def place_order(self, supplier: str, specs: Sequence[LineSpec],
                           notes: str | None = None) -> str:
@@ -210,18 +150,34 @@ class RefBox:
         return comment_id
 
     async def stock_in(self, sku: str, quantity: Decimal, warehouse: str = WAREHOUSE) -> None:
-        """Goods counted into the warehouse (no event: stock is the box's own business)."""
-        conn = await asyncpg.connect(self.dsn)
-        try:
+        """Goods counted into the warehouse. The stock level goes to the partners the box's
+        rules share stock with (nobody by default: stock is the box's own business)."""
+
+        async def change(conn: asyncpg.Connection) -> None:
             await add_stock(conn, warehouse, sku, quantity)
-        finally:
-            await conn.close()
+
+        async def levels(conn: asyncpg.Connection) -> list[EventBase]:
+            return await stock_levels(conn, self, [sku], StockChangeReason.ADJUSTMENT)
+
+        await self._commit(change, follow=levels)
+
+    async def share_stock(self) -> int:
+        """Send the levels of every article in stock now to the partners the box's rules
+        share stock with (after the rules changed, or to bring a new buyer up to date); the
+        number of events written."""
+
+        async def levels(conn: asyncpg.Connection) -> list[EventBase]:
+            skus = [r["sku"] for r in await conn.fetch(
+                "SELECT sku FROM stock WHERE warehouse = $1", WAREHOUSE)]
+            return await stock_levels(conn, self, skus, StockChangeReason.COUNT)
+
+        return await self._commit(None, follow=levels)
 
     async def dispatch(self, order_id: str, carrier: str | None = None) -> str:
         """Ship a sales order: stock is written off this box's warehouse, and the buyer's box
         shows the goods in transit."""
         order = await self._order(order_id, role="sales")
-        _may(order_id, order["status"], OPEN, "dispatched")
+        _may(order_id, order["status"], SHIPPABLE, "dispatched")
         lines = await self._order_lines(order_id)
         shipment_id = _id(f"{self.box_id}-sh")
         items = tuple(ItemQuantity(line_no=line.line_no, sku=line.sku, quantity=line.quantity,
@@ -232,7 +188,7 @@ class RefBox:
                                    dispatched_at=_now(), carrier=carrier)
 
         async def change(conn: asyncpg.Connection) -> None:
-            await _lock(conn, order_id, OPEN, "dispatched", revision=order["revision"])
+            await _lock(conn, order_id, SHIPPABLE, "dispatched", revision=order["revision"])
             for item in items:
                 left = await conn.fetchval(
                     "UPDATE stock SET quantity = quantity - $3 WHERE warehouse = $1 AND sku = $2"
@@ -246,7 +202,11 @@ class RefBox:
             await save_shipment(conn, event, "outgoing", order["counterparty"])
             await set_status(conn, order_id, "in_transit")
 
-        await self._commit(change, event)
+        async def levels(conn: asyncpg.Connection) -> list[EventBase]:
+            return await stock_levels(conn, self, [i.sku for i in items],
+                                      StockChangeReason.DISPATCH)
+
+        await self._commit(change, event, follow=levels)
         return shipment_id
 
     async def receive(self, shipment_id: str) -> None:
@@ -281,7 +241,11 @@ class RefBox:
                 await add_stock(conn, WAREHOUSE, item.sku, item.quantity)
             await set_status(conn, order_id, "received")
 
-        await self._commit(change, event)
+        async def levels(conn: asyncpg.Connection) -> list[EventBase]:
+            return await stock_levels(conn, self, [i.sku for i in items],
+                                      StockChangeReason.RECEIPT)
+
+        await self._commit(change, event, follow=levels)
 
     async def send_price_list(self, prices: Sequence[tuple[str, int]]) -> str:
         """A price list (sku, unit price in minor units) for the boxes that subscribe to it
@@ -332,104 +296,3 @@ class RefBox:
         """The report of one UTC day (today by default), midnight to midnight."""
         start = datetime.combine(day or _now().date(), time.min, tzinfo=UTC)
         return await self.send_report(start, start + timedelta(days=1))
-
-    async def _order(self, order_id: str, role: str | None = None) -> asyncpg.Record:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            order = await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
-        finally:
-            await conn.close()
-        if order is None or (role is not None and order["role"] != role):
-            kind = {"purchase": "purchase order", "sales": "sales order"}.get(role or "", "order")
-            raise BusinessError(f"no {kind} {order_id} in box {self.box_id}")
-        return order
-
-    async def _order_lines(self, order_id: str) -> tuple[Line, ...]:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            rows = await conn.fetch("SELECT l.*, o.currency FROM order_lines l JOIN orders o "
-                                    "USING (order_id) WHERE order_id = $1 ORDER BY line_no",
-                                    order_id)
-        finally:
-            await conn.close()
-        return tuple(Line(line_no=r["line_no"], sku=r["sku"], description=r["description"],
-                          quantity=r["quantity"], unit=r["unit"],
-                          unit_price=Money(amount_minor=r["unit_price_minor"],
-                                           currency=r["currency"])) for r in rows)
-
-
-OPEN = ("placed", "confirmed", "amended")  # not dispatched, not cancelled
-
-
-def _may(order_id: str, status: str, allowed: tuple[str, ...], action: str) -> None:
-    if status not in allowed:
-        why = {"cancelled": "was cancelled", "in_transit": "was dispatched already",
-               "received": "was dispatched already and received"}.get(status, f"is {status}")
-        raise BusinessError(f"order {order_id} {why}: it cannot be {action}")
-
-
-async def _lock(conn: asyncpg.Connection, order_id: str, allowed: tuple[str, ...],
-                action: str, revision: int | None = None) -> None:
-    """Check the order's status again inside the action's transaction, with the row locked:
-    an event applied by the inbox meanwhile (a cancellation, an amendment) wins over a stale
-    read."""
-    row = await conn.fetchrow("SELECT status, revision FROM orders WHERE order_id = $1 "
-                              "FOR UPDATE", order_id)
-    _may(order_id, row["status"], allowed, action)
-    if revision is not None and row["revision"] != revision:
-        raise BusinessError(f"order {order_id} was amended a moment ago (revision "
-                            f"{row['revision']}): look at it again before it is {action}")
-
-
-# Writes shared by the actions (this box's own changes) and the inbox handlers (changes that
-# arrive from other boxes).
-
-async def save_order(conn: asyncpg.Connection, order_id: str, role: str, counterparty: str,
-                     status: str, revision: int, total: Money, lines: Sequence[Line],
-                     notes: str | None) -> None:
-    await conn.execute(
-        "INSERT INTO orders (order_id, role, counterparty, status, revision, total_minor, "
-        "currency, notes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id) DO "
-        "UPDATE SET status = $4, revision = $5, total_minor = $6, currency = $7, "
-        "updated_at = now()", order_id, role, counterparty, status, revision,
-        total.amount_minor, total.currency, notes)
-    await conn.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
-    await conn.executemany(
-        "INSERT INTO order_lines (order_id, line_no, sku, description, quantity, unit, "
-        "unit_price_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        [(order_id, line.line_no, line.sku, line.description, line.quantity, line.unit,
-          line.unit_price.amount_minor) for line in lines])
-
-
-async def set_status(conn: asyncpg.Connection, order_id: str, status: str) -> None:
-    await conn.execute("UPDATE orders SET status = $2, updated_at = now() WHERE order_id = $1",
-                       order_id, status)
-
-
-async def save_comment(conn: asyncpg.Connection, event: CommentAdded, origin: str) -> None:
-    await conn.execute(
-        "INSERT INTO comments (comment_id, order_id, author, text, origin_box, written_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (comment_id) DO NOTHING",
-        event.comment_id, event.subject_id, event.author, event.text, origin,
-        event.meta.occurred_at)
-
-
-async def save_shipment(conn: asyncpg.Connection, event: ShipmentDispatched, direction: str,
-                        counterparty: str) -> None:
-    await conn.execute(
-        "INSERT INTO shipments (shipment_id, order_id, direction, counterparty, status, "
-        "dispatched_at) VALUES ($1, $2, $3, $4, 'in_transit', $5) "
-        "ON CONFLICT (shipment_id) DO NOTHING", event.shipment_id, event.order_id, direction,
-        counterparty, event.dispatched_at)
-    await conn.executemany(
-        "INSERT INTO shipment_lines (shipment_id, line_no, sku, quantity, unit) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        [(event.shipment_id, i.line_no, i.sku, i.quantity, i.unit) for i in event.lines])
-
-
-async def add_stock(conn: asyncpg.Connection, warehouse: str, sku: str,
-                    quantity: Decimal) -> None:
-    await conn.execute(
-        "INSERT INTO stock (warehouse, sku, quantity) VALUES ($1, $2, $3) ON CONFLICT "
-        "(warehouse, sku) DO UPDATE SET quantity = stock.quantity + $3", warehouse, sku,
-        quantity)

@@ -11,25 +11,40 @@ from __future__ import annotations
 from bus.events.models import (
     BranchReportSent,
     CommentAdded,
-    DeliveryReceipt,
+    ContactUpserted,
+    DocumentAttached,
     GoodsReceived,
+    InvoiceIssued,
     OrderAmended,
     OrderCancelled,
     OrderConfirmed,
     OrderPlaced,
     Party,
+    PaymentRecorded,
     PriceListSent,
     ShipmentDispatched,
+    StockLevelChanged,
 )
+from bus.log import get_logger
 from connectors.box import Applied, Handlers, Rejected
-from connectors.refbox.actions import (
+from connectors.box.rules import current_rules
+from connectors.refbox.core import (
     OPEN,
     save_comment,
     save_order,
     save_shipment,
     set_status,
 )
+from connectors.refbox.documents import received_document
+from connectors.refbox.trade import (
+    mapping_task,
+    own_lines,
+    save_contact,
+    save_invoice,
+    save_payment,
+)
 
+log = get_logger(__name__)
 handlers = Handlers()
 
 
@@ -73,8 +88,26 @@ async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applie
     if await applied.conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1",
                                    event.order_id):
         return  # placed once: a second OrderPlaced changes nothing
-    await save_order(applied.conn, event.order_id, "sales", event.buyer_box, "placed", 0,
-                     event.total, event.lines, event.notes)
+    # The box's own rules: the process it lands in, the buyer's codes in this box's.
+    rules = (await current_rules(applied.conn, applied.box_id)).rules
+    pipeline, stage = rules.process_for(event.buyer_box, event.kind)
+    own, unmapped = own_lines(rules, event.buyer_box, event.lines)
+    await save_order(applied.conn, event.order_id, "sales", event.buyer_box,
+                     "needs_mapping" if unmapped else "placed", 0, event.total, own,
+                     event.notes, pipeline=pipeline, stage=stage, theirs=event.lines)
+    if unmapped:
+        await _task_to_map(applied, event.order_id, event.buyer_box, unmapped)
+
+
+async def _task_to_map(applied: Applied, order_id: str, partner: str,
+                       unmapped: list[str]) -> None:
+    """The order waits for a person: never dropped, never guessed."""
+    await applied.conn.execute(
+        "INSERT INTO tasks (order_id, kind, detail) VALUES ($1, 'map-items', $2)", order_id,
+        mapping_task(partner, unmapped))
+    log.warning("order waits for item codes to be mapped", box=applied.box_id,
+                order_id=order_id, partner=partner, codes=sorted(set(unmapped)),
+                event_id=applied.envelope.id, correlation_id=applied.envelope.correlation_id)
 
 
 @handlers.on(OrderAmended)
@@ -86,8 +119,14 @@ async def order_amended(event: OrderAmended, applied: Applied) -> None:
         # It crossed the dispatch or a cancellation: the goods are on their way as they were.
         raise Rejected(f"order {event.order_id} cannot be amended any more (revision "
                        f"{event.revision} came after it was dispatched or cancelled)")
-    await save_order(applied.conn, event.order_id, "sales", applied.envelope.source_box,
-                     "amended", event.revision, event.total, event.lines, None)
+    buyer = applied.envelope.source_box
+    rules = (await current_rules(applied.conn, applied.box_id)).rules
+    own, unmapped = own_lines(rules, buyer, event.lines)
+    await save_order(applied.conn, event.order_id, "sales", buyer,
+                     "needs_mapping" if unmapped else "amended", event.revision, event.total,
+                     own, None, theirs=event.lines)
+    if unmapped:
+        await _task_to_map(applied, event.order_id, buyer, unmapped)
 
 
 @handlers.on(OrderCancelled)
@@ -114,19 +153,6 @@ async def comment_from_the_other_party(event: CommentAdded, applied: Applied) ->
     if _addressed_elsewhere(applied):
         return
     await save_comment(applied.conn, event, applied.envelope.source_box)
-
-
-@handlers.on(DeliveryReceipt)
-async def receipt_for_what_this_box_sent(event: DeliveryReceipt, applied: Applied) -> None:
-    """What became of an event this box sent (a partner's box refused it, or its e-mail could
-    not be delivered): kept beside the order, for the box's people to see."""
-    await applied.conn.execute(
-        "INSERT INTO receipts (event_id, from_box, event_type, status, reason, processed_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, from_box) DO UPDATE SET "
-        "status = excluded.status, reason = excluded.reason, "
-        "processed_at = excluded.processed_at",
-        event.receipt_for_event_id, applied.envelope.source_box, event.receipt_for_type,
-        event.status.value, event.reason, event.processed_at)
 
 
 @handlers.on(ShipmentDispatched)
@@ -173,3 +199,66 @@ async def branch_report(event: BranchReportSent, applied: Applied) -> None:
         event.report_id, event.branch_box, event.period_start, event.period_end,
         event.orders_count, event.revenue.amount_minor, event.revenue.currency,
         event.stock_value.amount_minor)
+
+
+@handlers.on(InvoiceIssued)
+async def invoice_becomes_payable(event: InvoiceIssued, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
+    await _order(applied, event.order_id, "purchase")
+    await save_invoice(applied.conn, event, "payable", applied.envelope.source_box)
+
+
+@handlers.on(PaymentRecorded)
+async def payment_settles_receivable(event: PaymentRecorded, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
+    sender = applied.envelope.source_box
+    invoice = await applied.conn.fetchrow(
+        "SELECT counterparty, currency FROM invoices WHERE invoice_id = $1 AND "
+        "role = 'receivable'", event.invoice_id)
+    if invoice is None:
+        raise Rejected(f"invoice {event.invoice_id} was not issued by this box")
+    if invoice["counterparty"] != sender:
+        raise Rejected(f"invoice {event.invoice_id} was issued to {invoice['counterparty']!r}, "
+                       f"not to {sender!r}")
+    if event.amount.currency != invoice["currency"]:
+        raise Rejected(f"the payment is in {event.amount.currency} but invoice "
+                       f"{event.invoice_id} is in {invoice['currency']}")
+    if event.amount.amount_minor <= 0:
+        raise Rejected("a payment must be a positive amount")
+    await save_payment(applied.conn, event, "incoming", sender)
+
+
+@handlers.on(StockLevelChanged)
+async def supplier_stock(event: StockLevelChanged, applied: Applied) -> None:
+    """What a supplier shares of its stock: what this box can order from it."""
+    if _addressed_elsewhere(applied) or applied.envelope.target_box is None:
+        return  # a subscriber's copy (analytics): not this box's business
+    await applied.conn.execute(
+        "INSERT INTO partner_stock (supplier, warehouse, sku, unit, on_hand, reserved, "
+        "in_transit, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT "
+        "(supplier, warehouse, sku) DO UPDATE SET unit = $4, on_hand = $5, reserved = $6, "
+        "in_transit = $7, changed_at = $8 WHERE partner_stock.changed_at <= $8",
+        applied.envelope.source_box, event.warehouse, event.sku, event.unit, event.on_hand,
+        event.reserved, event.in_transit, event.meta.occurred_at)
+
+
+@handlers.on(ContactUpserted)
+async def partner_contact(event: ContactUpserted, applied: Applied) -> None:
+    if _addressed_elsewhere(applied) or applied.envelope.target_box is None:
+        return
+    await save_contact(applied.conn, event, applied.envelope.source_box,
+                       event.meta.correlation_id)
+
+
+@handlers.on(DocumentAttached)
+async def document_of_an_order(event: DocumentAttached, applied: Applied) -> None:
+    if _addressed_elsewhere(applied):
+        return
+    row = await applied.conn.fetchrow("SELECT counterparty FROM orders WHERE order_id = $1",
+                                      event.subject_id)
+    if row is None or row["counterparty"] != applied.envelope.source_box:
+        raise Rejected(f"document {event.document_id} belongs to order {event.subject_id}, "
+                       f"which box {applied.envelope.source_box!r} has no part in here")
+    await received_document(event, applied)

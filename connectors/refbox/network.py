@@ -69,11 +69,11 @@ class LocalNetwork:
         self.dsns[box_id] = dsn
         outbox = Outbox(self.settings, self.serde,
                         signer=store.signer(naming.box_principal(ns, box_id)),
-                        signed_types=self.topology.signed_types)
-        self.boxes[box_id] = RefBox(box_id, region, dsn, outbox)
+                        signed_types=self.topology.signed_types, track=True)
+        self.boxes[box_id] = RefBox(box_id, region, dsn, outbox, settings=self.settings)
         service = BoxService(self.settings, dsn,
                              self.identity(naming.box_principal(ns, box_id)), box_id,
-                             self.serde, poll_interval=0.5)
+                             self.serde, region=region, poll_interval=0.5)
         self.services[box_id] = service
         self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box_id}"))
         return service
@@ -86,7 +86,8 @@ class LocalNetwork:
     async def add_router(self) -> Router:
         """One more router instance in the group (they split the region partitions)."""
         router = Router(self.settings, self.identity(
-            naming.service_principal(self.settings.topic_namespace, "router")))
+            naming.service_principal(self.settings.topic_namespace, "router")),
+            serde=self.serde)
         stop = asyncio.Event()
         task = asyncio.create_task(router.run(stop, progress_every=3600), name="router")
         self.routers.append(router)

@@ -102,14 +102,95 @@ CREATE TABLE IF NOT EXISTS branch_reports (
     currency       text NOT NULL
 );
 ALTER TABLE branch_reports ADD COLUMN IF NOT EXISTS stock_value_minor bigint NOT NULL DEFAULT 0;
-CREATE TABLE IF NOT EXISTS receipts (
-    event_id      text NOT NULL,
-    from_box      text NOT NULL,
-    event_type    text NOT NULL,
-    status        text NOT NULL,
-    reason        text,
-    processed_at  timestamptz NOT NULL,
-    PRIMARY KEY (event_id, from_box)
+-- The business process a sales order is in (the box's rules choose it when it arrives), and
+-- the buyer's own codes of each line as they came (kept for a person to map them).
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS pipeline text NOT NULL DEFAULT 'purchasing';
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS stage text;
+ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_sku text;
+ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_unit text;
+ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_quantity numeric(18, 3);
+ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_price_minor bigint;
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id     bigserial PRIMARY KEY,
+    order_id    text NOT NULL,
+    kind        text NOT NULL,
+    detail      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    done_at     timestamptz
+);
+CREATE TABLE IF NOT EXISTS invoices (
+    invoice_id    text PRIMARY KEY,
+    order_id      text NOT NULL,
+    role          text NOT NULL CHECK (role IN ('receivable', 'payable')),
+    counterparty  text NOT NULL,
+    number        text NOT NULL,
+    issued_at     timestamptz NOT NULL,
+    due_at        timestamptz NOT NULL,
+    net_minor     bigint NOT NULL,
+    tax_minor     bigint NOT NULL,
+    total_minor   bigint NOT NULL,
+    currency      text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS payments (
+    payment_id    text PRIMARY KEY,
+    invoice_id    text NOT NULL REFERENCES invoices,
+    role          text NOT NULL CHECK (role IN ('incoming', 'outgoing')),
+    counterparty  text NOT NULL,
+    amount_minor  bigint NOT NULL,
+    currency      text NOT NULL,
+    paid_at       timestamptz NOT NULL,
+    method        text NOT NULL,
+    reference     text
+);
+-- The open balance with each partner: what was invoiced (credit notes count negative) less
+-- what was paid, per currency; 'receivable' is owed to this box, 'payable' by it.
+CREATE OR REPLACE VIEW balances AS
+    SELECT i.counterparty, i.role, i.currency, count(*) AS invoices,
+           sum(i.total_minor) AS invoiced_minor,
+           coalesce(sum(p.paid), 0)::bigint AS paid_minor,
+           (sum(i.total_minor) - coalesce(sum(p.paid), 0))::bigint AS open_minor
+    FROM invoices i LEFT JOIN (SELECT invoice_id, sum(amount_minor) AS paid FROM payments
+                               GROUP BY invoice_id) p USING (invoice_id)
+    GROUP BY i.counterparty, i.role, i.currency;
+CREATE TABLE IF NOT EXISTS partner_stock (
+    supplier    text NOT NULL,
+    warehouse   text NOT NULL,
+    sku         text NOT NULL,
+    unit        text NOT NULL,
+    on_hand     numeric(18, 3) NOT NULL,
+    reserved    numeric(18, 3) NOT NULL,
+    in_transit  numeric(18, 3) NOT NULL,
+    changed_at  timestamptz NOT NULL,
+    PRIMARY KEY (supplier, warehouse, sku)
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    contact_id  text NOT NULL,
+    owner_box   text NOT NULL,
+    order_id    text,
+    kind        text NOT NULL,
+    name        text NOT NULL,
+    email       text,
+    phone       text,
+    company     text,
+    changed_at  timestamptz NOT NULL,
+    PRIMARY KEY (contact_id, owner_box)
+);
+CREATE TABLE IF NOT EXISTS documents (
+    document_id    text NOT NULL,
+    direction      text NOT NULL CHECK (direction IN ('outgoing', 'incoming')),
+    order_id       text NOT NULL,
+    counterparty   text NOT NULL,
+    document_type  text NOT NULL,
+    file_name      text NOT NULL,
+    media_type     text NOT NULL,
+    sha256         text NOT NULL,
+    size_bytes     bigint NOT NULL,
+    carried        text NOT NULL CHECK (carried IN ('inline', 'claim-check')),
+    object_key     text,
+    content        bytea,
+    at             timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (document_id, direction, counterparty)
 );
 """
 

@@ -20,8 +20,31 @@ async def box_view(dsn: str) -> dict[str, Any]:
     try:
         orders = await rows(
             "SELECT o.order_id, o.role, o.counterparty, o.status, o.revision, o.total_minor, "
-            "o.currency, (SELECT count(*) FROM order_lines l WHERE l.order_id = o.order_id) "
-            "AS lines FROM orders o ORDER BY o.created_at, o.order_id")
+            "o.currency, o.pipeline, o.stage, (SELECT count(*) FROM order_lines l WHERE "
+            "l.order_id = o.order_id) AS lines FROM orders o ORDER BY o.created_at, o.order_id")
+        order_lines = await rows(
+            "SELECT order_id, line_no, sku, quantity, unit, unit_price_minor, partner_sku, "
+            "partner_quantity, partner_unit FROM order_lines ORDER BY order_id, line_no")
+        tasks = await rows(
+            "SELECT task_id, order_id, kind, detail FROM tasks WHERE done_at IS NULL "
+            "ORDER BY task_id")
+        invoices = await rows(
+            "SELECT i.invoice_id, i.order_id, i.role, i.counterparty, i.number, i.total_minor, "
+            "i.currency, coalesce((SELECT sum(amount_minor) FROM payments p WHERE "
+            "p.invoice_id = i.invoice_id), 0)::bigint AS paid_minor FROM invoices i "
+            "ORDER BY i.created_at, i.invoice_id")
+        balances = await rows(
+            "SELECT counterparty, role, currency, invoices, invoiced_minor, paid_minor, "
+            "open_minor FROM balances ORDER BY counterparty, role, currency")
+        partner_stock = await rows(
+            "SELECT supplier, warehouse, sku, unit, on_hand, reserved, in_transit, "
+            "on_hand - reserved AS available FROM partner_stock ORDER BY supplier, sku")
+        contacts = await rows(
+            "SELECT contact_id, owner_box, order_id, name, email, phone, company FROM contacts "
+            "ORDER BY changed_at, contact_id")
+        documents = await rows(
+            "SELECT document_id, direction, order_id, counterparty, document_type, file_name, "
+            "size_bytes, carried, sha256 FROM documents ORDER BY at, document_id")
         comments = await rows(
             "SELECT order_id, comment_id, origin_box, author, text FROM comments "
             "ORDER BY written_at, seq")
@@ -42,16 +65,32 @@ async def box_view(dsn: str) -> dict[str, Any]:
         observed = await rows(
             "SELECT region, count(*) AS orders, sum(total_minor) AS total_minor, currency "
             "FROM observed_orders GROUP BY region, currency ORDER BY region")
+        # What became of what this box sent: the answers of its recipients, and what the
+        # router refused (the SDK's business receipts).
         receipts = await rows(
-            "SELECT event_id, from_box, event_type, status, reason FROM receipts "
-            "ORDER BY processed_at, event_id")
+            "SELECT t.event_id, t.recipient AS from_box, coalesce(s.event_type, '') AS "
+            "event_type, upper(t.status) AS status, t.reason FROM boxbus_sent_to t LEFT JOIN "
+            "boxbus_sent s USING (event_id) WHERE t.status <> 'delivered' UNION ALL "
+            "SELECT event_id, 'router', event_type, 'REFUSED', refused_reason FROM boxbus_sent "
+            "WHERE refused_code IS NOT NULL ORDER BY 1, 2")
     finally:
         await conn.close()
-    for row in stock + transit:
-        row["quantity"] = format(row["quantity"].normalize(), "f")
-    return {"orders": orders, "comments": comments, "stock": stock,
+    for row in stock + transit + order_lines:
+        row["quantity"] = _decimal(row["quantity"])
+    for row in order_lines:
+        row["partner_quantity"] = _decimal(row["partner_quantity"])
+    for row in partner_stock:
+        for name in ("on_hand", "reserved", "in_transit", "available"):
+            row[name] = _decimal(row[name])
+    return {"orders": orders, "order_lines": order_lines, "tasks": tasks,
+            "invoices": invoices, "balances": balances, "partner_stock": partner_stock,
+            "contacts": contacts, "documents": documents, "comments": comments, "stock": stock,
             "goods_in_transit": transit, "shipments": shipments, "price_lists": price_lists,
             "branch_reports": reports, "network_orders": observed, "receipts": receipts}
+
+
+def _decimal(value: Any) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
 
 
 def _money(minor: int, currency: str) -> str:
@@ -70,12 +109,49 @@ def _period(report: dict[str, Any]) -> str:
 def render_view(box_id: str, view: dict[str, Any]) -> Group:
     parts: list[Any] = [Text(f"box {box_id}", style="bold")]
     if view["orders"]:
-        table = Table("order", "role", "with", "status", "rev", "lines", "total",
+        table = Table("order", "role", "with", "status", "process", "rev", "lines", "total",
                       title="orders", title_justify="left")
         for o in view["orders"]:
-            table.add_row(o["order_id"], o["role"], o["counterparty"], o["status"],
+            process = f"{o['pipeline']}/{o['stage']}" if o["stage"] else o["pipeline"]
+            table.add_row(o["order_id"], o["role"], o["counterparty"], o["status"], process,
                           str(o["revision"]), str(o["lines"]),
                           _money(o["total_minor"], o["currency"]))
+        parts.append(table)
+    if view["tasks"]:
+        table = Table("order", "task", title="tasks for a person", title_justify="left")
+        for t in view["tasks"]:
+            table.add_row(t["order_id"], t["detail"])
+        parts.append(table)
+    if view["balances"]:
+        table = Table("partner", "side", "invoices", "invoiced", "paid", "open",
+                      title="open balances", title_justify="left")
+        for b in view["balances"]:
+            table.add_row(b["counterparty"], "owed to us" if b["role"] == "receivable"
+                          else "we owe", str(b["invoices"]),
+                          _money(b["invoiced_minor"], b["currency"]),
+                          _money(b["paid_minor"], b["currency"]),
+                          _money(b["open_minor"], b["currency"]))
+        parts.append(table)
+    if view["partner_stock"]:
+        table = Table("supplier", "sku", "available", "on hand", "reserved", "in transit",
+                      title="suppliers' stock", title_justify="left")
+        for p in view["partner_stock"]:
+            table.add_row(p["supplier"], p["sku"], f"{p['available']} {p['unit']}",
+                          p["on_hand"], p["reserved"], p["in_transit"])
+        parts.append(table)
+    if view["documents"]:
+        table = Table("document", "order", "direction", "with", "file", "size", "carried",
+                      title="documents", title_justify="left")
+        for d in view["documents"]:
+            table.add_row(d["document_id"], d["order_id"], d["direction"], d["counterparty"],
+                          d["file_name"], f"{d['size_bytes']:,} B", d["carried"])
+        parts.append(table)
+    if view["contacts"]:
+        table = Table("contact", "of", "order", "name", "e-mail", "phone",
+                      title="contacts", title_justify="left")
+        for c in view["contacts"]:
+            table.add_row(c["contact_id"], c["owner_box"], c["order_id"] or "", c["name"],
+                          c["email"] or "", c["phone"] or "")
         parts.append(table)
     if view["comments"]:
         table = Table("order", "from", "comment", title="comments", title_justify="left")
