@@ -158,8 +158,8 @@ async def test_an_unmapped_item_makes_the_order_wait_for_a_person_and_a_rule_cha
     assert applied.returncode == 0, applied.stderr
     result = json.loads(applied.stdout)
     assert result["changed"] and order_id in result["orders_mapped"]
-    order = await order_in(network, "farm", order_id)
-    assert order and order["status"] == "placed"
+    freed = await order_in(network, "farm", order_id)
+    assert freed and freed["status"] == "placed"
     assert not [t for t in (await network.view("farm"))["tasks"] if t["order_id"] == order_id]
     await farm.confirm_order(order_id)  # a person's work is done: the order flows again
 
