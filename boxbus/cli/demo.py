@@ -70,7 +70,9 @@ def demo(
         raise ComponentFailed("this stack lacks Kafka, the registry or PostgreSQL",
                               hint="run `boxbus dev up` without --only")
     namespace = f"demo-{uuid.uuid4().hex[:6]}"
-    run_settings = settings.model_copy(update={"topic_namespace": namespace})
+    # The stack's object store carries the documents too large to ride in an event.
+    run_settings = info.object_store_settings(
+        settings.model_copy(update={"topic_namespace": namespace}))
     say(f"applying {topology.name} as namespace {namespace}; starting "
         f"{len(network_file.boxes)} boxes and the router ...")
     serde = serde_for(settings, info.schema_registry_url)
@@ -93,7 +95,7 @@ def demo(
                                          http=Endpoint("127.0.0.1", http_port))
                 mail = MailSetup(key, info.smtp.maildir, out,
                                  (info.smtp.host, info.smtp.port))
-            story = await play(network, say=say, mail=mail)
+            story = await play(network, say=say, mail=mail, out=out)
             views = {box: await network.view(box) for box in network.boxes}
         return {"stack": info.model_dump(mode="json"), "namespace": namespace, "ok": story.ok,
                 "steps": [vars(s) for s in story.steps], "facts": story.facts,
@@ -114,6 +116,14 @@ def demo(
         _render(result, render_view)
         if result.get("analytics"):
             _render_analytics(result["analytics"])
+        chain = result["facts"].get("chain")
+        if chain and chain.get("waybill_file"):
+            console.print(Rule("the business chain"))
+            console.print(f"{chain.get('process')}: the order's lines as the supplier keeps "
+                          f"them: {'; '.join(chain.get('lines', []))}\nthe waybill the buyer "
+                          f"opened: {chain['waybill_file']}\nopen balance on both sides: "
+                          f"{(chain.get('open_minor') or 0) / 100:,.2f} EUR\nreceipts: "
+                          f"{chain.get('receipts')}", highlight=False)
         mailed = result["facts"].get("mail")
         if mailed:
             console.print(Rule("what the partner without a box got"))

@@ -5,23 +5,27 @@ that took. Bad input is part of the story: a forged event and a record without a
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from bus import naming
 from bus.envelope import Envelope
 from bus.topics import read_topic
 from connectors.refbox.actions import LineSpec
+from connectors.refbox.chain_story import play_chain
 from connectors.refbox.mail_story import MailSetup, play_mail
 from connectors.refbox.network import LocalNetwork
 
 BUYER, SUPPLIER, PARTNER, HEAD_OFFICE = "north-branch", "fresh-farm", "river-fish", "hq"
 BRANCHES = ("north-branch", "south-branch", "east-branch")
+CHAIN_BUYER = "south-branch"
 
 
 @dataclass
@@ -43,7 +47,8 @@ class Story:
 
 
 async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: None,
-               timeout: float = 60, mail: MailSetup | None = None) -> Story:
+               timeout: float = 60, mail: MailSetup | None = None,
+               out: Path | None = None) -> Story:
     """The story; with ``mail`` (a mailer runs on the network), the partner without a box
     gets its order by e-mail, answers, onboards, and a campaign goes out, instead of the
     order only reaching the mail topic."""
@@ -142,6 +147,10 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
         return await status(SUPPLIER, order["id"]) == "received"
 
     await step("goods received closes the order on both sides", receive, closed)
+
+    # The whole chain between a branch in the south and its supplier in the north.
+    await play_chain(network, step, story.facts, buyer=CHAIN_BUYER, supplier=SUPPLIER,
+                     out=out or Path(tempfile.mkdtemp(prefix="boxbus-demo-")))
 
     if mail is not None:
         await play_mail(network, step, story.facts, mail, buyer=BUYER, partner=PARTNER,

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import hashlib
 import ipaddress
 import json
 import os
@@ -219,7 +220,7 @@ async def test_demo_plays_the_network_story(
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["stack"]["processes"] == stack.processes  # the running stack was reused
-    assert [s["ok"] for s in report["steps"]] == [True] * 11, report["steps"]
+    assert [s["ok"] for s in report["steps"]] == [True] * 17, report["steps"]
     views = report["views"]
     order_id = report["facts"]["order_id"]
     (sales,) = [o for o in views["fresh-farm"]["orders"] if o["order_id"] == order_id]
@@ -234,7 +235,22 @@ async def test_demo_plays_the_network_story(
     assert {b: r["orders_count"] for b, r in reports.items()} == {
         "north-branch": 2, "south-branch": 3, "east-branch": 4}
     assert all(r["revenue_minor"] > 0 for r in reports.values())
-    assert "hq shows: " in steps[9]["detail"] and "north-branch 2 orders" in steps[9]["detail"]
+    assert "hq shows: " in steps[15]["detail"] and "north-branch 2 orders" in steps[15]["detail"]
+    # The whole chain between south-branch and fresh-farm (two regions): the order in the
+    # supplier's process and codes, its stock, a 2 MB waybill by claim check, the invoice and
+    # payment agreeing, every event accepted.
+    chain = report["facts"]["chain"]
+    assert chain["process"] == "wholesale/review"
+    assert "SB-PEAR-6 10 crate -> pears-kg 60 kg" in chain["lines"]
+    assert chain["stock"]["SB-APPLE"].endswith(" kg")  # in the buyer's own codes
+    waybill = Path(chain["waybill_file"]).read_bytes()
+    assert waybill.startswith(b"%PDF") and len(waybill) > 2_000_000
+    assert hashlib.sha256(waybill).hexdigest() == chain["waybill_sha256"]
+    assert chain["open_minor"] > 0
+    farm = {b["counterparty"]: b for b in views["fresh-farm"]["balances"]}
+    branch = {b["counterparty"]: b for b in views["south-branch"]["balances"]}
+    assert farm["south-branch"]["open_minor"] == branch["fresh-farm"]["open_minor"]
+    assert all(c["accepted"] > 0 and c["rejected"] == 0 for c in chain["receipts"].values())
     # The partner without a box: its order by e-mail (PDF, UBL), its answer, its onboarding
     # with the backlog, and a campaign's letters in the print spool.
     mail = report["facts"]["mail"]
@@ -248,7 +264,7 @@ async def test_demo_plays_the_network_story(
     assert len(list(Path(report["facts"]["spool"]).glob("*.pdf"))) == 6
     # Central analytics sees the purchase orders and the store orders of every region.
     seen = {n["region"]: n["orders"] for n in views["hq-analytics"]["network_orders"]}
-    assert seen == {"north": 2 + 2, "south": 3, "east": 4}
+    assert seen == {"north": 2 + 2, "south": 3 + 1, "east": 4}  # + the chain's order
     reasons = report["facts"]["bad_input"]
     assert any("claims source box 'fresh-farm'" in r for r in reasons)
     assert any("ce_source" in r for r in reasons)
@@ -258,7 +274,7 @@ async def test_demo_plays_the_network_story(
     assert analytics["orders"] == 2 + 3 + 4 and analytics["reports_agree"]
     assert {r["branch"]: r["orders"] for r in analytics["branches"]} == {
         "north-branch": 2, "south-branch": 3, "east-branch": 4}
-    assert analytics["funnel"]["placed"] == 2 and analytics["funnel"]["received"] == 1
+    assert analytics["funnel"]["placed"] == 2 + 1 and analytics["funnel"]["received"] == 1
     async with httpx.AsyncClient(timeout=10) as client:
         page = await client.get(analytics["url"])
         sales = (await client.get(analytics["url"] + "api/sales", params={"by": "branch"})
