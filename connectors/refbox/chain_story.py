@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from bus.events.models import DocumentType
+from bus.resources import deploy_dir
 from connectors.box.rules import apply_rules
 from connectors.box.tracking import receipts, summary
 from connectors.refbox.actions import LineSpec
@@ -26,27 +27,9 @@ from connectors.refbox.network import LocalNetwork
 Step = Callable[..., Awaitable[bool]]
 
 
-def supplier_rules(supplier: str, buyer: str) -> str:
-    return f"""\
-# The rules of {supplier}'s box, written by its admin (boxbus box rules apply).
-box: {supplier}
-inbound:
-  orders:
-    - {{partner: {buyer}, kind: PURCHASE_ORDER, pipeline: wholesale, stage: review}}
-    - {{pipeline: sales, stage: new}}
-  items:
-    {buyer}:
-      SB-APPLE: {{sku: apples-kg}}
-      SB-PEAR-6: {{sku: pears-kg, unit: kg, factor: 6}}
-      SB-PLUM-5: {{sku: plums-box}}
-outbound:
-  share:
-    StockLevelChanged: [{buyer}]
-  withhold:
-    "*": {{OrderConfirmed: [notes]}}
-  codes:
-    {buyer}: {{apples-kg: SB-APPLE, pears-kg: SB-PEAR-KG, plums-box: SB-PLUM-5}}
-"""
+def supplier_rules(supplier: str) -> str:
+    """The supplier's rules as its admin wrote them (deploy/rules/<supplier>.yaml)."""
+    return (deploy_dir() / "rules" / f"{supplier}.yaml").read_text()
 
 
 def waybill_pdf(order_id: str, size: int = 2 * 1024 * 1024) -> bytes:
@@ -88,11 +71,11 @@ async def play_chain(network: LocalNetwork, step: Step, facts: dict[str, Any], *
     async def rules_and_order() -> str:
         conn = await asyncpg.connect(network.dsns[supplier])
         try:
-            version, _ = await apply_rules(conn, supplier_rules(supplier, buyer),
+            version, _ = await apply_rules(conn, supplier_rules(supplier),
                                            f"{supplier}-rules.yaml", supplier, "admin")
         finally:
             await conn.close()
-        (out / f"{supplier}-rules.yaml").write_text(supplier_rules(supplier, buyer))
+        (out / f"{supplier}-rules.yaml").write_text(supplier_rules(supplier))
         for sku, quantity in (("apples-kg", 900), ("pears-kg", 300), ("plums-box", 40)):
             await farm.stock_in(sku, Decimal(quantity))
         chain["order"] = await shop.place_order(supplier, [

@@ -26,6 +26,9 @@ from tests.conftest import REPO, boxbus_cli
 pytestmark = pytest.mark.stack
 
 DEMO_TOPOLOGY = str(REPO / "deploy" / "topology" / "demo.yaml")
+RULES_OK = str(REPO / "deploy" / "rules" / "fresh-farm.yaml")
+RULES_OTHER_BOX = str(REPO / "tests" / "unit" / "rules" / "other-box.yaml")
+RULES_MISTAKE = str(REPO / "tests" / "unit" / "rules" / "mistake.yaml")
 NOWHERE = {  # services named, none answering: a stack that is down
     "BOXBUS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
     "BOXBUS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1/apis/ccompat/v7",
@@ -49,6 +52,11 @@ class Case:
     @property
     def command(self) -> str:
         return " ".join(a for a in self.argv[:2] if not a.startswith("-"))
+
+    @property
+    def commands(self) -> set[str]:
+        """The command this case runs, for a group two levels deep too (box rules apply)."""
+        return {self.command, " ".join(a for a in self.argv[:3] if not a.startswith("-"))}
 
 
 def case(line: str, situation: str, says: str, **env: str) -> Case:
@@ -105,6 +113,18 @@ CASES = [
     case("box show --box nope", R, "box nope has no database"),
     case("box show --box nope", N, "does not know where box nope's database is"),
     case("box show --box nope", U, "does not answer"),
+    case("box receipts --box nope", R, "box nope has no database"),
+    case("box receipts --box nope --overdue-after soon", R, "is not a duration"),
+    case("box receipts --box nope", U, "does not answer"),
+    case("box documents --box nope", R, "box nope has no database"),
+    case("box documents --box nope --get doc-1", R, "--get and --out go together"),
+    case("box rules check nope.yaml", R, "cannot read the rules file"),
+    case(f"box rules check {RULES_MISTAKE}", R, "outbound.share.NoSuchEvent"),
+    case(f"box rules apply {RULES_MISTAKE} --box farm", R, "is not an event type"),
+    case(f"box rules apply {RULES_OTHER_BOX} --box farm", R, "rules of box 'shop', not of"),
+    case(f"box rules apply {RULES_OK} --box fresh-farm", R, "box fresh-farm has no database"),
+    case("box rules show --box nope", R, "box nope has no database"),
+    case("box rules show --box nope", U, "does not answer"),
     case("relay --box nope", R, "box nope has no database"),
     case("relay --box nope", U, "does not answer"),
     case("relay status --box nope", R, "box nope has no database"),
@@ -188,7 +208,7 @@ def _commands(group: object = None, path: tuple[str, ...] = ()) -> Iterator[str]
 
 
 def test_every_command_has_a_case() -> None:
-    covered = {c.command for c in CASES} | set(EXEMPT)
+    covered = {name for c in CASES for name in c.commands} | set(EXEMPT)
     missing = sorted(set(_commands()) - covered)
     assert not missing, f"commands without a mistake case: {missing}"
 
