@@ -10,7 +10,6 @@ import typer
 
 from boxbus.cli.box import MetricsOpt, _run_until_signal, _with_metrics
 from boxbus.cli.context import (
-    endpoints,
     kafka_access,
     require_kafka,
     serde_for,
@@ -43,7 +42,12 @@ def run(
     require_kafka(kafka_access(settings))
     kafka = service_access(settings, "router")
     # The registry, for the reports of where the boxes' tracked events went (receipts).
-    serde = serde_for(settings, endpoints(settings).registry_url)
+    registry = settings.schema_registry_url or _stack_registry(settings)
+    serde = serde_for(settings, registry) if registry else None
+    if serde is None:
+        console_err.print("[yellow]no schema registry known (BOXBUS_SCHEMA_REGISTRY_URL): the "
+                          "router routes, but does not report to the boxes where their tracked "
+                          "events went (their receipts stay at 'sent')[/]")
     router = Router(settings, kafka, group_id=group, max_records=max_records, serde=serde)
     stop = asyncio.Event()
 
@@ -65,3 +69,10 @@ def run(
         console_err.print(f"router stopped: {stats.consumed} consumed, {stats.forwarded} "
                           f"forwarded, {stats.quarantined} quarantined, {stats.dead_lettered} "
                           f"dead-lettered, {stats.echoes_dropped} echoes dropped")
+
+
+def _stack_registry(settings: Any) -> str | None:
+    from bus.devstack import LocalStack
+
+    info = LocalStack(settings).status()
+    return info.schema_registry_url if info else None

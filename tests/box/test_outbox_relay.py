@@ -88,7 +88,7 @@ async def test_migrations_are_versioned_and_idempotent(box_db: str) -> None:
         await conn.close()
     assert [(v["version"], v["name"]) for v in versions] == [
         (1, "outbox"), (2, "inbox"), (3, "outbox-notify-trigger"),
-        (4, "outbox-parked")]
+        (4, "outbox-parked"), (5, "rules"), (6, "business-receipts")]
 
 
 async def test_an_event_commits_or_rolls_back_with_its_business_change(

@@ -142,7 +142,8 @@ def test_what_leaves_the_box_is_narrowed_shaped_and_translated() -> None:
     assert [c.meta.target_box for c in copies] == ["shop", "deli"]
     assert len({c.meta.event_id for c in copies}) == 2
     assert copies == rules.outgoing(stock())  # a retry makes the same copies
-    assert [getattr(c, "sku", None) for c in copies] == ["SH-APPLE", "apples-kg"]  # the shop's code for it
+    # The shop gets it in its own code for the article.
+    assert [getattr(c, "sku", None) for c in copies] == ["SH-APPLE", "apples-kg"]
     # Contacts and stock go nowhere unless listed; a listed partner gets them shaped.
     assert Rules(box="farm").outgoing(stock()) == []
     assert Rules(box="farm").outgoing(contact("shop")) == []
