@@ -162,6 +162,10 @@ async def test_an_unmapped_item_makes_the_order_wait_for_a_person_and_a_rule_cha
     assert freed and freed["status"] == "placed"
     assert not [t for t in (await network.view("farm"))["tasks"] if t["order_id"] == order_id]
     await farm.confirm_order(order_id)  # a person's work is done: the order flows again
+    # The running box's inbox maps the next order with the new rules: no restart.
+    next_order = await shop.place_order("farm", [LineSpec("SH-PEARS", Decimal(7), 240)])
+    landed = await arrived(network, "farm", next_order)
+    assert landed["status"] == "placed"
 
     shown = cli(env_for_cli, network, "box", "rules", "show", "--box", "farm", "--json")
     assert json.loads(shown.stdout)["version"] >= 2 and "SH-PEARS" in shown.stdout
