@@ -35,6 +35,9 @@ def receipts(box: BoxOpt, database_url: DatabaseOpt = None, namespace: Namespace
     settings = settings_from_env(namespace)
     try:
         late = timedelta(milliseconds=duration_ms(overdue_after))
+        if late <= timedelta(0):
+            raise ValueError(f"{overdue_after!r} is not a time a step may take: give a positive "
+                             "duration such as 30s, 5m or 2h")
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--overdue-after") from exc
 
@@ -46,7 +49,7 @@ def receipts(box: BoxOpt, database_url: DatabaseOpt = None, namespace: Namespace
             await conn.close()
 
     rows = asyncio.run(read())
-    counts = summary(rows)
+    counts = summary(rows)  # of the rows shown (with --pending, of what is open)
     if json_out:
         print_json({"box": box, "summary": counts, "receipts": rows})
     else:

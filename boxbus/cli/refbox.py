@@ -31,11 +31,13 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
             "needs the operator's access).")] = None) -> None:
     """Run a reference box (relay + inbox) until SIGTERM or Ctrl-C, connected as the box's own
     Kafka user. The box must be declared in the applied topology."""
+    from bus.devstack import with_object_store
     from bus.topology import read_control
     from bus.topology.control import decode
     from connectors.refbox import BoxService
 
-    settings = settings_from_env(namespace, service=True)
+    # The object store documents are fetched from: the settings', else the local stack's.
+    settings = with_object_store(settings_from_env(namespace, service=True))
     found = endpoints(settings)
     require_kafka(found.kafka)
     own = box_access(settings, box)
@@ -138,9 +140,10 @@ def documents(box: BoxOpt, database_url: DatabaseOpt = None, namespace: Namespac
                               hint=f"`boxbus box documents --box {box}` lists them")
         content = row["content"]
         if content is None:  # sent by this box by claim check: in the object store
+            from bus.devstack import with_object_store
             from bus.objectstore import ObjectStore
 
-            async with ObjectStore.from_settings(settings) as store:
+            async with ObjectStore.from_settings(with_object_store(settings)) as store:
                 content = await store.get(object_key(box, row["sha256"]))
         if hashlib.sha256(content).hexdigest() != row["sha256"]:
             raise ConfigError(f"document {get} does not match its SHA-256 {row['sha256']}: "

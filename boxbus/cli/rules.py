@@ -55,7 +55,7 @@ def apply(file: FileArg, box: BoxOpt, database_url: DatabaseOpt = None,
         conn = await connect(await _migrated_database(settings, box, database_url), box=box)
         try:
             version, changed = await apply_rules(conn, text, file, box, getpass.getuser())
-            mapped, waiting = await _remap_waiting(conn, box) if changed else ([], [])
+            mapped, waiting = await _remap_waiting(conn, box)
         finally:
             await conn.close()
         return {"box": box, "version": version, "changed": changed,
@@ -80,6 +80,7 @@ async def _remap_waiting(conn: object, box: str) -> tuple[list[str], list[str]]:
     """Reference box: its sales orders waiting for item codes, mapped again."""
     import asyncpg
 
+    from connectors.refbox.core import BusinessError
     from connectors.refbox.trade import remap_order, waiting_for_mapping
 
     assert isinstance(conn, asyncpg.Connection)
@@ -90,7 +91,11 @@ async def _remap_waiting(conn: object, box: str) -> tuple[list[str], list[str]]:
     mapped: list[str] = []
     waiting: list[str] = []
     for order_id in orders:
-        (waiting if await remap_order(conn, box, order_id) else mapped).append(order_id)
+        try:
+            missing = await remap_order(conn, box, order_id)
+        except BusinessError:
+            continue  # it changed a moment ago (cancelled, amended): nothing to map here
+        (waiting if missing else mapped).append(order_id)
     return mapped, waiting
 
 

@@ -148,6 +148,10 @@ class BoxKind(StrEnum):
     PARTNER = "partner"  # no box: events reach the mail topic, sent by e-mail
 
 
+# Names the network's own services speak as (the router's reports carry source_box "router").
+RESERVED_BOX_IDS = frozenset({"router"})
+
+
 class Box(_Strict):
     id: Name
     region: Name
@@ -164,6 +168,14 @@ class Box(_Strict):
     # kept in the control topic so a topology file that still calls it a partner cannot
     # silently turn it back.
     onboarded: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_BOX_IDS:
+            raise ValueError(f"{value!r} is reserved: the network's {value} signs its own "
+                             "reports with it; choose another box id")
+        return value
 
     @model_validator(mode="after")
     def _partner_has_email(self) -> Box:

@@ -494,7 +494,7 @@ class Inbox:
                     await self._mark(conn, identity, "dead-lettered")
                     if self.receipts:
                         await self._receipt(conn, envelope, ReceiptStatus.REJECTED,
-                                            outcome.message)
+                                            _for_the_sender(outcome))
                 else:
                     applied += 1
                     if self.receipts:
@@ -608,6 +608,16 @@ class Inbox:
             receipt_for_event_id=envelope.id, receipt_for_type=envelope.type,
             status=status, reason=reason, processed_at=now)
         await self.outbox.publish(conn, receipt)  # into this box's ingress topic
+
+
+def _for_the_sender(problem: BadEvent) -> str:
+    """What the sender's receipt says of a refusal: a business rule's reason in full; for an
+    error on this box's side, only that (the details stay in this box's dead letters and log,
+    not with a partner)."""
+    if problem.code in ("rejected-by-handler", "unknown-event-type", "bad-signature"):
+        return problem.message
+    return (f"the receiving box could not apply it ({problem.code}); its operators have the "
+            "details")
 
 
 def _span_attributes(envelope: Envelope, box: str) -> dict[str, str | None]:

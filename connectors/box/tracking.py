@@ -25,12 +25,23 @@ from typing import Any
 import asyncpg
 
 from bus.events.models import DeliveryReceipt, EventsRouted
-from connectors.box.handlers import Applied, Handler, Handlers
+from bus.log import get_logger
+from connectors.box.handlers import Applied, Handler, Handlers, Rejected
 from connectors.box.outbox import BUS_ANSWERS, record_sent, tracked
 
+log = get_logger(__name__)
 __all__ = ["BUS_ANSWERS", "receipts", "record_sent", "summary", "tracked", "with_tracking"]
 
+ROUTER = "router"  # the source_box of the router's reports
+
+
 async def routed(event: EventsRouted, applied: Applied) -> None:
+    """The router's report. Only the router writes one (it quarantines any a box publishes,
+    and no box may be called ``router``); checked here again all the same."""
+    envelope = applied.envelope
+    if envelope.source_box != ROUTER or envelope.target_box != applied.box_id:
+        raise Rejected(f"an EventsRouted from {envelope.source_box!r} for "
+                       f"{envelope.target_box!r}: only the router reports to this box")
     conn = applied.conn
     for item in event.events:
         await conn.execute(
@@ -48,7 +59,22 @@ async def routed(event: EventsRouted, applied: Applied) -> None:
 
 async def answered(event: DeliveryReceipt, applied: Applied) -> None:
     """A recipient's answer; it may arrive before the router's report (they travel apart):
-    the answer is kept either way, and delivery is implied by it."""
+    the answer is kept either way, and delivery is implied by it. Only the box an event was
+    addressed to answers for it: another box's receipt for it is refused (a subscriber's
+    copy of someone else's receipt is not this box's business)."""
+    envelope = applied.envelope
+    if envelope.target_box != applied.box_id:
+        return  # a copy through a subscription: about another box's events
+    sent = await applied.conn.fetchrow(
+        "SELECT target_box FROM boxbus_sent WHERE event_id = $1", event.receipt_for_event_id)
+    if sent is None:
+        log.info("receipt for an event this box does not track", box=applied.box_id,
+                 event_id=event.receipt_for_event_id, from_box=envelope.source_box)
+        return
+    if sent["target_box"] != envelope.source_box:
+        raise Rejected(f"box {envelope.source_box!r} answered for event "
+                       f"{event.receipt_for_event_id}, which was addressed to "
+                       f"{sent['target_box']!r}")
     await applied.conn.execute(
         "INSERT INTO boxbus_sent_to (event_id, recipient, status, reason, answered_at) "
         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, recipient) DO UPDATE SET "
@@ -85,28 +111,34 @@ async def receipts(conn: asyncpg.Connection, *, pending: bool = False,
                    overdue_after: timedelta = timedelta(minutes=5), limit: int = 1000,
                    now: datetime | None = None) -> list[dict[str, Any]]:
     """One row per event and recipient (an event not routed yet, or refused, is one row
-    without a recipient), newest first. ``state`` is the furthest step reached; ``overdue``
-    says a step is late; ``pending`` leaves out what is finished (accepted, rejected,
-    refused, and copies delivered to a subscriber or by e-mail, which are not answered)."""
+    without a recipient), newest first (``pending``: oldest first, the overdue on top).
+    ``state`` is the furthest step reached; ``overdue`` says a step is late; ``pending``
+    leaves out what is finished (accepted, rejected, refused, and copies delivered to a
+    subscriber or by e-mail, which are not answered)."""
     now = now or datetime.now(UTC)
+    # Pending: what is finished by its status is left out in the database, so that the limit
+    # applies to what is still open (the oldest of it is what is overdue).
+    open_only = ("WHERE (t.status IS NULL OR t.status = 'delivered') AND s.refused_code IS NULL"
+                 if pending else "")
+    open_orphans = "AND t.status = 'delivered'" if pending else ""
     rows = await conn.fetch(
-        """SELECT s.event_id, s.event_type, s.aggregate_key, s.target_box, s.created_at,
+        f"""SELECT s.event_id, s.event_type, s.aggregate_key, s.target_box, s.created_at,
                   s.sent_at, s.routed_at, s.refused_code, s.refused_reason,
                   t.recipient, t.by_mail, t.status, t.reason, t.delivered_at, t.answered_at
-           FROM boxbus_sent s LEFT JOIN boxbus_sent_to t USING (event_id)
+           FROM boxbus_sent s LEFT JOIN boxbus_sent_to t USING (event_id) {open_only}
            UNION ALL
            SELECT t.event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                   t.recipient, t.by_mail, t.status, t.reason, t.delivered_at, t.answered_at
            FROM boxbus_sent_to t WHERE NOT EXISTS
-                (SELECT 1 FROM boxbus_sent s WHERE s.event_id = t.event_id)
-           ORDER BY created_at DESC NULLS LAST, event_id, recipient LIMIT $1""", limit)
+                (SELECT 1 FROM boxbus_sent s WHERE s.event_id = t.event_id) {open_orphans}
+           ORDER BY created_at {"ASC" if pending else "DESC"} NULLS LAST, event_id, recipient""")
     found = []
     for row in rows:
         item = dict(row)
         item["state"], item["overdue"], done = _state(item, now, overdue_after)
         if not (pending and done):
             found.append(item)
-    return found
+    return found[:limit]
 
 
 def _state(row: dict[str, Any], now: datetime, late: timedelta) -> tuple[str, bool, bool]:

@@ -121,7 +121,7 @@ class RefBox(TradeActions, DocumentActions):
         """The supplier accepts a sales order as it stands."""
         order = await self._order(order_id, role="sales")
         _may(order_id, order["status"], ("placed", "amended"), "confirmed")
-        lines = await self._order_lines(order_id)
+        lines = await self._order_lines(order_id, theirs=True)
         now = _now()
         event = OrderConfirmed(
             meta=self._meta(order_id, target=order["counterparty"]), order_id=order_id,
@@ -178,10 +178,12 @@ class RefBox(TradeActions, DocumentActions):
         shows the goods in transit."""
         order = await self._order(order_id, role="sales")
         _may(order_id, order["status"], SHIPPABLE, "dispatched")
-        lines = await self._order_lines(order_id)
+        own = await self._order_lines(order_id)
         shipment_id = _id(f"{self.box_id}-sh")
+        # The buyer reads the shipment in its own codes and units; the stock goes out in ours.
         items = tuple(ItemQuantity(line_no=line.line_no, sku=line.sku, quantity=line.quantity,
-                                   unit=line.unit) for line in lines)
+                                   unit=line.unit)
+                      for line in await self._order_lines(order_id, theirs=True))
         event = ShipmentDispatched(meta=self._meta(order_id, target=order["counterparty"]),
                                    shipment_id=shipment_id, order_id=order_id,
                                    from_warehouse=WAREHOUSE, lines=items,
@@ -189,7 +191,7 @@ class RefBox(TradeActions, DocumentActions):
 
         async def change(conn: asyncpg.Connection) -> None:
             await _lock(conn, order_id, SHIPPABLE, "dispatched", revision=order["revision"])
-            for item in items:
+            for item in own:
                 left = await conn.fetchval(
                     "UPDATE stock SET quantity = quantity - $3 WHERE warehouse = $1 AND sku = $2"
                     " AND quantity >= $3 RETURNING quantity", WAREHOUSE, item.sku,
@@ -203,7 +205,7 @@ class RefBox(TradeActions, DocumentActions):
             await set_status(conn, order_id, "in_transit")
 
         async def levels(conn: asyncpg.Connection) -> list[EventBase]:
-            return await stock_levels(conn, self, [i.sku for i in items],
+            return await stock_levels(conn, self, [i.sku for i in own],
                                       StockChangeReason.DISPATCH)
 
         await self._commit(change, event, follow=levels)

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import asyncpg
@@ -139,8 +139,8 @@ class BoxCore:
                      for n, s in enumerate(specs, 1))
 
     def _total(self, lines: Sequence[Line]) -> Money:
-        amount = sum(int(line.quantity * line.unit_price.amount_minor) for line in lines)
-        return Money(amount_minor=amount, currency=self.currency)
+        return Money(amount_minor=sum(line_total(line) for line in lines),
+                     currency=self.currency)
 
     async def _order(self, order_id: str, role: str | None = None) -> asyncpg.Record:
         conn = await asyncpg.connect(self.dsn)
@@ -153,7 +153,10 @@ class BoxCore:
             raise BusinessError(f"no {kind} {order_id} in box {self.box_id}")
         return order
 
-    async def _order_lines(self, order_id: str) -> tuple[Line, ...]:
+    async def _order_lines(self, order_id: str, theirs: bool = False) -> tuple[Line, ...]:
+        """The order's lines in this box's codes, units and prices; with ``theirs``, as the
+        partner wrote them where the box's rules mapped them (what goes back to the partner:
+        its confirmation, shipment and invoice in its own terms, to the cent)."""
         conn = await asyncpg.connect(self.dsn)
         try:
             rows = await conn.fetch("SELECT l.*, o.currency FROM order_lines l JOIN orders o "
@@ -161,10 +164,25 @@ class BoxCore:
                                     order_id)
         finally:
             await conn.close()
-        return tuple(Line(line_no=r["line_no"], sku=r["sku"], description=r["description"],
-                          quantity=r["quantity"], unit=r["unit"],
-                          unit_price=Money(amount_minor=r["unit_price_minor"],
-                                           currency=r["currency"])) for r in rows)
+        mapped = [theirs and r["partner_sku"] is not None for r in rows]
+        return tuple(Line(line_no=r["line_no"], sku=r["partner_sku"] if m else r["sku"],
+                          description=r["description"],
+                          quantity=r["partner_quantity"] if m else r["quantity"],
+                          unit=r["partner_unit"] if m else r["unit"],
+                          unit_price=Money(amount_minor=r["partner_price_minor"] if m
+                                           else r["unit_price_minor"], currency=r["currency"]))
+                     for r, m in zip(rows, mapped, strict=True))
+
+
+def _rounded(amount: Decimal) -> int:
+    """Money in minor units, rounded half to even (banker's rounding)."""
+    return int(amount.to_integral_value(ROUND_HALF_EVEN))
+
+
+def line_total(line: Line) -> int:
+    """A line's amount in minor units: its quantity (to the thousandth) times its unit
+    price, rounded once, half to even."""
+    return _rounded(line.quantity * line.unit_price.amount_minor)
 
 
 # Not dispatched, not cancelled (an order waiting for item codes may still change).

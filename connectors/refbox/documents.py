@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -33,11 +34,13 @@ from bus.objectstore import (
     ObjectTooLarge,
     fetch_url,
 )
+from bus.settings import Settings
 from connectors.box import Applied, Rejected, Retry
 from connectors.refbox.core import BoxCore, BusinessError, _id
 
 INLINE_MAX = 256 * 1024  # the contract's limit for bytes inside the event
 LINK_SECONDS = 3600
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024  # what a box takes (held in memory, kept in its database)
 
 
 def object_key(box: str, sha256: str) -> str:
@@ -111,23 +114,44 @@ class DocumentActions(BoxCore):
         return document_id
 
 
-async def received_document(event: DocumentAttached, applied: Applied) -> None:
+def check_link(link: str, settings: Settings | None, sender: str, sha256: str) -> None:
+    """A claim check is followed only to the network's own object store, and only to the
+    object the sender may have put there for this document (its prefix, its hash): never to
+    an address a partner chose (an internal service, a metadata endpoint)."""
+    if settings is None or not settings.object_store_url:
+        raise Rejected("this box has no object store configured to fetch documents from "
+                       "(BOXBUS_OBJECT_STORE_URL)")
+    store, found = urlsplit(settings.object_store_url), urlsplit(link)
+    expected = f"{store.path.rstrip('/')}/{settings.object_store_bucket}/" + object_key(
+        sender, sha256)
+    if (found.scheme, found.netloc) != (store.scheme, store.netloc) or found.path != expected:
+        raise Rejected("the document's link does not point to the network's object store at "
+                       f"the sender's own key for this document ({expected}); not followed")
+
+
+async def received_document(event: DocumentAttached, applied: Applied,
+                            settings: Settings | None = None) -> None:
     """The inbox's handler: the bytes fetched (claim check) and checked, then kept."""
     if (event.content is None) == (event.content_ref is None):
         raise Rejected(f"document {event.document_id} carries "
                        f"{'both' if event.content is not None else 'neither'} inline content "
                        "and a link: exactly one is needed")
+    if event.size_bytes > MAX_DOCUMENT_BYTES:
+        raise Rejected(f"document {event.document_id} is {event.size_bytes:,} bytes: this box "
+                       f"takes documents up to {MAX_DOCUMENT_BYTES:,} bytes")
     content = event.content
     if content is None:
+        link = event.content_ref or ""
+        check_link(link, settings, applied.envelope.source_box, event.sha256)
         try:
-            content = await fetch_url(event.content_ref or "", max_bytes=event.size_bytes)
+            content = await fetch_url(link, max_bytes=event.size_bytes)
         except ObjectStoreUnavailable as exc:
             raise Retry(f"the object store cannot be reached for document "
-                        f"{event.document_id}: {exc}") from exc
+                        f"{event.document_id}") from exc
         except (ObjectStoreDenied, ObjectMissing, ObjectTooLarge) as exc:
             raise Rejected(f"document {event.document_id} ({event.file_name}) could not be "
-                           f"fetched: {_said(exc)}; the sender can send it again with a fresh "
-                           "link") from exc
+                           f"fetched: {_REFUSED[type(exc)]}; the sender can send it again "
+                           "with a fresh link") from exc
     if len(content) != event.size_bytes:
         raise Rejected(f"document {event.document_id} ({event.file_name}) is {len(content)} "
                        f"bytes, not the {event.size_bytes} its event gives")
@@ -140,8 +164,11 @@ async def received_document(event: DocumentAttached, applied: Applied) -> None:
                         None)
 
 
-def _said(exc: BoxbusError) -> str:
-    return str(getattr(exc, "message", exc))
+_REFUSED: dict[type[BoxbusError], str] = {
+    ObjectStoreDenied: "the store refused the link (expired, or not valid)",
+    ObjectMissing: "the store has no such object",
+    ObjectTooLarge: "the object is larger than the event says",
+}
 
 
 async def save_document(conn: asyncpg.Connection, event: DocumentAttached, direction: str,

@@ -26,6 +26,7 @@ from bus.events.models import (
     StockLevelChanged,
 )
 from bus.log import get_logger
+from bus.settings import Settings
 from connectors.box import Applied, Handlers, Rejected
 from connectors.box.rules import current_rules
 from connectors.refbox.core import (
@@ -37,6 +38,7 @@ from connectors.refbox.core import (
 )
 from connectors.refbox.documents import received_document
 from connectors.refbox.trade import (
+    close_tasks,
     mapping_task,
     own_lines,
     save_contact,
@@ -101,7 +103,9 @@ async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applie
 
 async def _task_to_map(applied: Applied, order_id: str, partner: str,
                        unmapped: list[str]) -> None:
-    """The order waits for a person: never dropped, never guessed."""
+    """The order waits for a person: never dropped, never guessed (one open task per
+    order, saying what is missing now)."""
+    await close_tasks(applied.conn, order_id)
     await applied.conn.execute(
         "INSERT INTO tasks (order_id, kind, detail) VALUES ($1, 'map-items', $2)", order_id,
         mapping_task(partner, unmapped))
@@ -127,6 +131,8 @@ async def order_amended(event: OrderAmended, applied: Applied) -> None:
                      own, None, theirs=event.lines)
     if unmapped:
         await _task_to_map(applied, event.order_id, buyer, unmapped)
+    else:
+        await close_tasks(applied.conn, event.order_id)
 
 
 @handlers.on(OrderCancelled)
@@ -138,6 +144,7 @@ async def order_cancelled(event: OrderCancelled, applied: Applied) -> None:
         raise Rejected(f"order {event.order_id} cannot be cancelled: it was dispatched or "
                        "cancelled already")
     await set_status(applied.conn, event.order_id, "cancelled")
+    await close_tasks(applied.conn, event.order_id)
 
 
 @handlers.on(OrderConfirmed)
@@ -252,8 +259,8 @@ async def partner_contact(event: ContactUpserted, applied: Applied) -> None:
                        event.meta.correlation_id)
 
 
-@handlers.on(DocumentAttached)
-async def document_of_an_order(event: DocumentAttached, applied: Applied) -> None:
+async def document_of_an_order(event: DocumentAttached, applied: Applied,
+                               settings: Settings | None = None) -> None:
     if _addressed_elsewhere(applied):
         return
     row = await applied.conn.fetchrow("SELECT counterparty FROM orders WHERE order_id = $1",
@@ -261,4 +268,16 @@ async def document_of_an_order(event: DocumentAttached, applied: Applied) -> Non
     if row is None or row["counterparty"] != applied.envelope.source_box:
         raise Rejected(f"document {event.document_id} belongs to order {event.subject_id}, "
                        f"which box {applied.envelope.source_box!r} has no part in here")
-    await received_document(event, applied)
+    await received_document(event, applied, settings)
+
+
+def box_handlers(settings: Settings | None) -> Handlers:
+    """The reference box's handlers, with what needs the box's settings bound: documents are
+    fetched only from the network's object store that ``settings`` name."""
+    bound = Handlers(dict(handlers.by_type), dict(handlers.batch_by_type))
+
+    async def document(event: DocumentAttached, applied: Applied) -> None:
+        await document_of_an_order(event, applied, settings)
+
+    bound.on(DocumentAttached)(document)
+    return bound

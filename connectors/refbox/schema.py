@@ -132,6 +132,7 @@ CREATE TABLE IF NOT EXISTS invoices (
     currency      text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+CREATE UNIQUE INDEX IF NOT EXISTS invoices_number ON invoices (role, counterparty, number);
 CREATE TABLE IF NOT EXISTS payments (
     payment_id    text PRIMARY KEY,
     invoice_id    text NOT NULL REFERENCES invoices,

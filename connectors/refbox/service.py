@@ -10,7 +10,7 @@ from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
 from connectors.box import Inbox, Outbox, Relay
-from connectors.refbox.handlers import handlers
+from connectors.refbox.handlers import box_handlers
 from connectors.refbox.schema import migrate_refbox
 
 log = get_logger(__name__)
@@ -24,7 +24,8 @@ class BoxService:
         self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval)
         # Business receipts on: the box answers what is addressed to it, and keeps what
         # became of what it sent (the router's reports and the recipients' answers).
-        self.inbox = Inbox(settings, dsn, kafka, box_id, handlers, serde, receipts=True,
+        self.inbox = Inbox(settings, dsn, kafka, box_id, box_handlers(settings), serde,
+                           receipts=True,
                            region=region, track=True, outbox=Outbox(settings, serde))
 
     def stop(self) -> None:

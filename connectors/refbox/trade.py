@@ -27,7 +27,16 @@ from bus.events.models import (
 )
 from bus.log import get_logger
 from connectors.box.rules import Rules, current_rules
-from connectors.refbox.core import WAREHOUSE, BoxCore, BusinessError, _id, _now, save_lines
+from connectors.refbox.core import (
+    WAREHOUSE,
+    BoxCore,
+    BusinessError,
+    _id,
+    _now,
+    _rounded,
+    line_total,
+    save_lines,
+)
 
 log = get_logger(__name__)
 THOUSANDTH = Decimal("0.001")
@@ -95,11 +104,11 @@ class TradeActions(BoxCore):
         order = await self._order(order_id, role="sales")
         if order["status"] in ("cancelled", "needs_mapping"):
             raise BusinessError(f"order {order_id} is {order['status']}: it cannot be invoiced")
+        # In the buyer's terms (its codes, units and prices): the invoice matches its order.
         lines = tuple(line.model_copy(update={"tax_rate_bp": tax_rate_bp})
-                      for line in await self._order_lines(order_id))
-        net = sum(int(line.quantity * line.unit_price.amount_minor) for line in lines)
-        tax = sum(int(line.quantity * line.unit_price.amount_minor) * tax_rate_bp // 10_000
-                  for line in lines)
+                      for line in await self._order_lines(order_id, theirs=True))
+        net = sum(line_total(line) for line in lines)
+        tax = sum(_rounded(Decimal(line_total(line)) * tax_rate_bp / 10_000) for line in lines)
         return await self._invoice(order_id, order["counterparty"], lines, net, tax,
                                    due_days, "INV")
 
@@ -109,20 +118,15 @@ class TradeActions(BoxCore):
         invoice = await self._invoice_row(invoice_id, "receivable")
         if invoice["total_minor"] <= 0:
             raise BusinessError(f"{invoice_id} is a credit note already")
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            credited = await conn.fetchval(
-                "SELECT 1 FROM invoices WHERE number = $1", f"CN-{invoice['number']}")
-        finally:
-            await conn.close()
-        if credited:
-            raise BusinessError(f"invoice {invoice['number']} was credited already")
-        lines = tuple(line.model_copy(update={"quantity": -line.quantity})
-                      for line in await self._order_lines(invoice["order_id"]))
+        net, tax = invoice["net_minor"], invoice["tax_minor"]
+        # One line: the invoice's net amount taken back (its tax with it).
+        lines = (Line(line_no=1, sku="credit", description=f"Credit note for invoice "
+                      f"{invoice['number']}: {reason}"[:200], quantity=Decimal(-1), unit="pcs",
+                      unit_price=Money(amount_minor=net, currency=invoice["currency"]),
+                      tax_rate_bp=_rounded(Decimal(tax) * 10_000 / net) if net else 0),)
         log.info("invoice credited", box=self.box_id, invoice_id=invoice_id, reason=reason)
         return await self._invoice(invoice["order_id"], invoice["counterparty"], lines,
-                                   -invoice["net_minor"], -invoice["tax_minor"], 0,
-                                   f"CN-{invoice['number']}")
+                                   -net, -tax, 0, f"CN-{invoice['number']}")
 
     async def _invoice(self, order_id: str, buyer: str, lines: Sequence[Line], net: int,
                        tax: int, due_days: int, number: str) -> str:
@@ -140,9 +144,24 @@ class TradeActions(BoxCore):
                               net=money(net), tax=money(tax), total=money(net + tax))
 
         async def change(conn: asyncpg.Connection) -> None:
+            # One invoicing of an order at a time: the checks below hold until the commit.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                               f"invoice:{order_id}")
+            if number.startswith("CN-") and await conn.fetchval(
+                    "SELECT 1 FROM invoices WHERE role = 'receivable' AND number = $1", number):
+                raise BusinessError(f"invoice {number[3:]} was credited already")
+            if not number.startswith("CN-") and await conn.fetchval(
+                    "SELECT sum(total_minor) > 0 FROM invoices WHERE role = 'receivable' AND "
+                    "order_id = $1", order_id):
+                raise BusinessError(f"order {order_id} is invoiced already: credit that "
+                                    "invoice first to invoice it again")
             await save_invoice(conn, event, "receivable", buyer)
 
-        await self._commit(change, event)
+        try:
+            await self._commit(change, event)
+        except asyncpg.UniqueViolationError:
+            raise BusinessError(f"invoice {number} exists already (issued a moment ago)"
+                                ) from None
         return invoice_id
 
     async def pay(self, invoice_id: str, amount_minor: int,
@@ -153,6 +172,18 @@ class TradeActions(BoxCore):
         invoice = await self._invoice_row(invoice_id, "payable")
         if amount_minor <= 0:
             raise BusinessError("a payment is a positive amount")
+        if invoice["total_minor"] <= 0:
+            raise BusinessError(f"{invoice['number']} is a credit note: there is nothing to pay")
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            paid = await conn.fetchval("SELECT coalesce(sum(amount_minor), 0) FROM payments "
+                                       "WHERE invoice_id = $1", invoice_id)
+        finally:
+            await conn.close()
+        if amount_minor > invoice["total_minor"] - paid:
+            raise BusinessError(f"invoice {invoice['number']} has "
+                                f"{(invoice['total_minor'] - paid) / 100:,.2f} "
+                                f"{invoice['currency']} open: {amount_minor / 100:,.2f} is more")
         payment_id = _id(f"{self.box_id}-pay")
         event = PaymentRecorded(
             meta=self._meta(invoice["order_id"], target=invoice["counterparty"]),
@@ -230,9 +261,14 @@ async def remap_order(conn: asyncpg.Connection, box: str, order_id: str) -> list
         await conn.execute(
             "UPDATE orders SET status = $2, updated_at = now() WHERE order_id = $1", order_id,
             "amended" if order["revision"] else "placed")
-        await conn.execute("UPDATE tasks SET done_at = now() WHERE order_id = $1 AND "
-                           "kind = 'map-items' AND done_at IS NULL", order_id)
+        await close_tasks(conn, order_id)
         return []
+
+
+async def close_tasks(conn: asyncpg.Connection, order_id: str) -> None:
+    """The order's item-mapping task is done (mapped, or the order is gone)."""
+    await conn.execute("UPDATE tasks SET done_at = now() WHERE order_id = $1 AND "
+                       "kind = 'map-items' AND done_at IS NULL", order_id)
 
 
 async def waiting_for_mapping(conn: asyncpg.Connection) -> list[str]:

@@ -18,12 +18,19 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from bus.log import get_logger
+
+log = get_logger(__name__)
+
 
 def key_hash(key: bytes | None) -> int | None:
     return zlib.crc32(key) if key is not None else None
 
 
 Failure = tuple[Any, str, BaseException]  # the input record, the box, what the brokers said
+# The origin of an output that may be dropped when the brokers refuse it for good (the
+# router's reports): no input record waits on it.
+DROPPABLE = object()
 
 
 class Outputs:
@@ -100,7 +107,11 @@ class Outputs:
             except KafkaError as exc:
                 if origin is None or exc.retriable or isinstance(exc, KafkaTimeoutError):
                     raise  # worth another try, or a quarantine record that failed
-                failures.append((origin, box, exc))
+                if origin is not DROPPABLE:
+                    failures.append((origin, box, exc))
+                else:
+                    log.warning("a report refused by the brokers is dropped", topic=topic,
+                                box=box, error=repr(exc))
                 if self._renew is not None:
                     # An idempotent producer's sequence for that partition is broken now: its
                     # next records would be refused as out of order.

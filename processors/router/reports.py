@@ -1,15 +1,23 @@
-"""The router's reports to the boxes that track what they send: one ``EventsRouted`` per box
+"""The router's reports to the boxes that track what they send: ``EventsRouted`` events, per box
 and round, listing each tracked event (header ``boxbus_track``) with the boxes it was delivered
-to, or why it was refused. Written into the box's inbox topic with the round's other outputs,
-so a report is committed exactly when the deliveries it describes are.
+to, or why it was refused. They are written into the box's inbox topic after the round's
+deliveries were acknowledged (so a delivery the brokers refused is reported as refused, never
+as delivered) and before the round commits (so a report is lost only with the round, which is
+then routed and reported again).
 
-A report that cannot be made (the schema registry is away) is left out with a warning rather
-than holding the round: the box then sees those events as sent and not yet routed (overdue
-after a while), never as delivered when they were not.
+A report never holds the routing back:
+- a box's entries are split into reports of at most ``MAX_REPORT_BYTES`` (a broadcast to many
+  boxes names them all), and an id or a reason of absurd length is not reported at all;
+- a report the brokers refuse for good is dropped with a warning;
+- when the schema registry does not answer within a second, no reports are made for the next
+  ``PAUSE_SECONDS``: the box sees those events as sent and not routed (overdue after a while),
+  never as delivered when they were not.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +29,16 @@ from bus.envelope import ID, TYPE
 from bus.events.models import EventMeta, EventsRouted, RoutedEvent
 from bus.log import get_logger
 from bus.serde import EventSerde
-from processors.router.outputs import key_hash
+from processors.router.outputs import DROPPABLE, key_hash
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
 ROUTER = "router"  # the source_box of a report: the router speaks for no box
+MAX_REPORT_BYTES = 256 * 1024
+MAX_ID = 200  # longer event ids (or types) are not reported: nobody writes such an id
+MAX_REASON = 500
+PAUSE_SECONDS = 30.0
+ENCODE_TIMEOUT = 1.0
 
 
 @dataclass
@@ -36,6 +49,7 @@ class Report:
     by_mail: list[str] = field(default_factory=list)
     code: str | None = None
     reason: str | None = None
+    missed: list[str] = field(default_factory=list)  # recipients whose topic is missing
 
     def delivered(self, box: str, partner: bool) -> None:
         self.recipients.append(box)
@@ -43,38 +57,91 @@ class Report:
             self.by_mail.append(box)
 
     def refused(self, code: str, reason: str) -> None:
-        self.code, self.reason = code, reason
+        self.code, self.reason = code, reason[:MAX_REASON]
+
+    def undelivered(self, box: str, code: str, reason: str) -> None:
+        """A recipient it did not reach; refused as a whole when it reached nobody."""
+        if box in self.recipients:
+            self.recipients.remove(box)
+        if box in self.by_mail:
+            self.by_mail.remove(box)
+        self.missed.append(box)
+        if not self.recipients:
+            self.refused(code, reason)
+
+    def size(self) -> int:
+        return (len(self.event_id) + len(self.event_type) + len(self.reason or "") + 16
+                + sum(len(b) + 2 for b in self.recipients) * 2)
 
 
 class Reports:
+    """The entries of one round, by box. ``about`` is called on the hot path for tracked
+    records only."""
+
     def __init__(self, namespace: str, table: RoutingTable) -> None:
         self.namespace = namespace
         self.table = table
         self._by_box: dict[str, list[Report]] = {}
+        self._by_record: dict[int, Report] = {}
 
     def __bool__(self) -> bool:
         return bool(self._by_box)
 
-    def about(self, owner: str, headers: Mapping[str, bytes]) -> Report | None:
-        """A new entry in ``owner``'s report for the record with these headers (None for a
-        record of no known box, or without an id: nobody to report to)."""
-        if owner not in self.table.boxes or not headers.get(ID):
+    def about(self, owner: str, record: Any, headers: Mapping[str, bytes]) -> Report | None:
+        """A new entry in ``owner``'s report for ``record`` (None for a record of no known
+        box, or with an id too long to report: nobody to report to, nothing to name)."""
+        event_id, kind = headers.get(ID) or b"", headers.get(TYPE) or b""
+        if owner not in self.table.boxes or not event_id or len(event_id) > MAX_ID or len(
+                kind) > MAX_ID:
             return None
-        report = Report(headers[ID].decode("utf-8", "replace"),
-                        headers.get(TYPE, b"").decode("utf-8", "replace"))
+        report = Report(event_id.decode("utf-8", "replace"), kind.decode("utf-8", "replace"))
         self._by_box.setdefault(owner, []).append(report)
+        self._by_record[id(record)] = report
         return report
 
-    async def write(self, serde: EventSerde, add: Callable[..., None],
+    def of(self, record: Any) -> Report | None:
+        return self._by_record.get(id(record))
+
+    def events(self) -> list[tuple[str, list[Report]]]:
+        """Each box's entries, in chunks that keep a report well under a record's limit."""
+        chunks = []
+        for box, entries in self._by_box.items():
+            chunk: list[Report] = []
+            size = 0
+            for entry in entries:
+                if chunk and size + entry.size() > MAX_REPORT_BYTES:
+                    chunks.append((box, chunk))
+                    chunk, size = [], 0
+                chunk.append(entry)
+                size += entry.size()
+            chunks.append((box, chunk))
+        return chunks
+
+
+class Reporter:
+    """Makes the reports of a round into records, and stays out of the way when the registry
+    does not answer."""
+
+    def __init__(self, serde: EventSerde) -> None:
+        self.serde = serde
+        self._paused_until = 0.0
+        self.written = 0
+        self.skipped = 0
+
+    def paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    async def write(self, reports: Reports, add: Callable[..., None],
                     partitions: Mapping[str, int]) -> None:
         now = datetime.now(UTC)
-        for box, entries in self._by_box.items():
-            topic = naming.inbox_topic(self.namespace, box)
-            if topic not in partitions:
+        for box, entries in reports.events():
+            topic = naming.inbox_topic(reports.namespace, box)
+            if topic not in partitions or self.paused():
+                self.skipped += len(entries)
                 continue  # a partner without a box (the mailer tracks nothing) or no inbox
             event = EventsRouted(
                 meta=EventMeta(event_id=str(uuid.uuid4()), source_box=ROUTER,
-                               region=self.table.boxes[box].region, aggregate_key=box,
+                               region=reports.table.boxes[box].region, aggregate_key=box,
                                occurred_at=now, target_box=box),
                 events=tuple(RoutedEvent(event_id=e.event_id, event_type=e.event_type,
                                          recipients=tuple(e.recipients),
@@ -82,12 +149,16 @@ class Reports:
                                          refused_reason=e.reason) for e in entries),
                 routed_at=now)
             try:
-                encoded = await serde.encode(event, topic)
+                async with asyncio.timeout(ENCODE_TIMEOUT):
+                    encoded = await self.serde.encode(event, topic)
             except Exception as exc:
-                log.warning("the router's report to a box could not be made; its events show "
-                            "as sent and not routed", box=box, events=len(entries),
+                self._paused_until = time.monotonic() + PAUSE_SECONDS
+                self.skipped += len(entries)
+                log.warning("the router's reports cannot be made (the schema registry?); "
+                            "none for a while: the boxes see those events as sent, not routed",
+                            box=box, events=len(entries), pause_seconds=PAUSE_SECONDS,
                             error=repr(exc))
                 continue
-            headers: list[Any] = list(encoded.headers)
             add(topic, key_hash(encoded.key), 0, encoded.key, encoded.value,
-                int(now.timestamp() * 1000), headers)
+                int(now.timestamp() * 1000), list(encoded.headers), DROPPABLE, box)
+            self.written += len(entries)

@@ -79,7 +79,7 @@ from bus.settings import Settings
 from processors.router.control import ControlFollower
 from processors.router.fairness import FairIntake
 from processors.router.outputs import Outputs, key_hash
-from processors.router.reports import Reports
+from processors.router.reports import Reporter, Reports
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
@@ -122,7 +122,7 @@ class Router:
         self.settings = settings
         # With a serde, the router reports to each box where its tracked events went
         # (EventsRouted into the box's inbox, in the same round), for its business receipts.
-        self.serde = serde
+        self.reporter = Reporter(serde) if serde is not None else None
         self.kafka = kafka
         self.namespace = namespace or settings.topic_namespace
         self.group_id = group_id or f"{self.namespace}.router"
@@ -318,19 +318,23 @@ class Router:
         partitions, add, decide = self._partitions, outputs.add, table.decide
         handled = forwarded = echoes = regioned = 0
         traced, spans = tracing.enabled(), []
-        reports = Reports(self.namespace, table) if self.serde is not None else None
+        reports = (Reports(self.namespace, table)
+                   if self.reporter is not None and not self.reporter.paused() else None)
         for tp, records in fetched.items():
             owner = naming.owner_of_ingress(self.namespace, tp.topic) or ""
             for record in records:
                 headers = list(record.headers)  # the batch builder takes lists only
                 found = dict(headers)
-                report = (reports.about(owner, found)
+                report = (reports.about(owner, record, found)
                           if reports is not None and TRACK in found else None)
                 if len(found) != len(headers) and _repeats_envelope(headers):
                     # Readers differ on which copy counts (the first, the last): a record
                     # that carries two sources or two types is refused, not guessed at.
                     self._quarantine(outputs, record, "duplicate-header", "an envelope "
                                      "header (ce_*) appears more than once")
+                    if report is not None:
+                        report.refused("duplicate-header", "an envelope header (ce_*) "
+                                       "appears more than once")
                     continue
                 try:
                     decision = decide(found, owner)
@@ -340,6 +344,9 @@ class Router:
                                   offset=record.offset)
                     problem = unexpected(exc)
                     self._dead_letter(outputs, record, problem.message, problem.code)
+                    if report is not None:
+                        report.refused(problem.code, "the router could not route it (an "
+                                       "error on its side; its operators have the details)")
                     continue
                 if decision.invalid:
                     self._dead_letter(outputs, record, decision.reason or "")
@@ -377,10 +384,12 @@ class Router:
                 if decision.recipients:
                     for recipient in decision.recipients:
                         if recipient.topic not in partitions:
-                            self._quarantine(outputs, record, "missing-recipient-topic",
-                                             f"topic {recipient.topic} of box "
-                                             f"{recipient.box!r} does not exist (run boxbus "
-                                             "topology apply)")
+                            reason = (f"topic {recipient.topic} of box {recipient.box!r} does "
+                                      "not exist (run boxbus topology apply)")
+                            self._quarantine(outputs, record, "missing-recipient-topic", reason)
+                            if report is not None:
+                                report.undelivered(recipient.box, "missing-recipient-topic",
+                                                   reason)
                             continue
                         add(recipient.topic, hashed, tp.partition, key, record.value,
                             record.timestamp, headers if not recipient.partner
@@ -390,8 +399,6 @@ class Router:
                         if report is not None:
                             report.delivered(recipient.box, recipient.partner)
             handled += len(records)
-        if reports:
-            await reports.write(self.serde, add, partitions)  # type: ignore[arg-type]
         try:
             refused = await outputs.send()
         except BaseException as exc:
@@ -401,10 +408,19 @@ class Router:
         if refused:  # careful round: what the brokers refused for good waits in quarantine
             quarantine = Outputs(self._producer, self._partitions)
             for record, box, error in refused:
-                self._quarantine(quarantine, record, "undeliverable",
-                                 f"the brokers refused the delivery to box {box!r}: {error!r}")
+                reason = f"the brokers refused the delivery to box {box!r}: {error!r}"
+                self._quarantine(quarantine, record, "undeliverable", reason)
+                report = reports.of(record) if reports is not None else None
+                if report is not None:
+                    report.undelivered(box, "undeliverable", f"the brokers refused the "
+                                       f"delivery to box {box!r} (too large for its inbox?)")
             await quarantine.send()
             forwarded -= len(refused)
+        if reports and self.reporter is not None:
+            # After the deliveries were acknowledged, before the round commits.
+            written = Outputs(self._producer, self._partitions, careful)
+            await self.reporter.write(reports, written.add, self._partitions)
+            await written.send()
         self.stats.consumed += handled
         self.stats.forwarded += forwarded
         self.stats.kept += regioned

@@ -51,6 +51,9 @@ from bus.topology.model import BoxKind, Scope
 PARTNER_PUBLISHES = frozenset({"boxbus.collaboration.CommentAdded",
                                "boxbus.network.DeliveryReceipt"})
 ORIGIN_BOX = "ce_originbox"  # extension: the box a mirrored fact comes from (loop guard)
+# Events only the router writes (its reports of where a box's events went): a box that
+# publishes one would forge its own or another box's business receipts.
+ROUTER_ONLY = frozenset({"boxbus.network.EventsRouted"})
 
 _READ = {SOURCE: "source", TYPE: "type", REGION: "region", TARGET_BOX: "targetbox",
          ORIGIN_BOX: "origin", ID: "id", CAUSATION_ID: "causation",
@@ -215,6 +218,9 @@ class RoutingTable:
             return _quarantine("forged-source", f"the event claims region "
                                f"{found.get('region')!r}, but its source box {owner!r} is in "
                                f"region {source.region!r}")
+        if kind in ROUTER_ONLY:
+            return _quarantine("type-not-allowed", f"{kind!r} is written by the router itself; "
+                               f"box {source_id!r} may not publish it")
         if source.publishes is not None and kind not in source.publishes:
             return _quarantine("type-not-allowed", f"box {source_id!r} may not publish "
                                f"{kind!r} (its publishes list does not name it)")
