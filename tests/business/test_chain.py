@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ import pytest
 from bus import Settings, naming
 from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
-from bus.events.models import DocumentType
+from bus.events import EventBase
+from bus.events.models import (
+    DeliveryReceipt,
+    DocumentAttached,
+    DocumentType,
+    EventMeta,
+    ReceiptStatus,
+)
 from bus.kafka import KafkaAccess
 from bus.objectstore import ObjectStore
 from bus.registry import SchemaRegistry
@@ -29,6 +37,7 @@ from bus.serde import EventSerde
 from bus.topics import read_topic
 from bus.topology import parse_topology
 from connectors.box.rules import apply_rules
+from connectors.box.tracking import receipts as receipts_of
 from connectors.refbox import BusinessError, LineSpec
 from connectors.refbox.documents import object_key
 from connectors.refbox.network import LocalNetwork
@@ -44,8 +53,10 @@ boxes:
   - {id: shop, region: south, company: shop}
   - {id: farm, region: north, company: farm}
   - {id: deli, region: north, company: deli}
+  - {id: mill, region: north, company: mill}
 relationships:
   - {kind: trade, buyer: shop, supplier: farm}
+  - {kind: trade, buyer: shop, supplier: mill}
   - {kind: trade, buyer: deli, supplier: farm}
 """
 
@@ -329,3 +340,75 @@ async def receipts(env_for_cli: dict[str, str], network: LocalNetwork
     assert done.returncode in (0, 1), done.stderr
     rows: list[dict[str, Any]] = json.loads(done.stdout)["receipts"]
     return rows
+
+
+async def publish_as(network: LocalNetwork, box: str, event: EventBase) -> None:
+    """An event written straight into a box's outbox, past the reference box's actions: what
+    a faulty or hostile connector of that box could send."""
+    conn = await asyncpg.connect(network.dsns[box])
+    try:
+        async with conn.transaction():
+            await network.boxes[box].outbox.publish(conn, event)
+    finally:
+        await conn.close()
+
+
+def meta_of(box: str, target: str, key: str) -> EventMeta:
+    return EventMeta(event_id=str(uuid.uuid4()), source_box=box, region="north",
+                     aggregate_key=key, occurred_at=datetime.now(UTC), target_box=target,
+                     correlation_id=key)
+
+
+async def test_a_related_box_cannot_forge_receipts_nor_point_a_document_outside_the_store(
+        network: LocalNetwork, kafka: KafkaAccess) -> None:
+    shop = network.boxes["shop"]
+    order_id = await shop.place_order("mill", [LineSpec("flour-kg", Decimal(50), 90)])
+
+    async def shops(state: str) -> dict[str, Any] | None:
+        conn = await asyncpg.connect(network.dsns["shop"])
+        try:
+            rows = await receipts_of(conn)
+        finally:
+            await conn.close()
+        return next((r for r in rows if r["aggregate_key"] == order_id
+                     and r["state"] == state), None)
+
+    async def answered() -> bool:
+        return await shops("accepted") is not None
+    await network.until(answered, what="mill's answer in shop's receipts")
+    accepted = await shops("accepted")
+    assert accepted is not None and accepted["recipient"] == "mill"
+
+    # farm trades with shop, and claims shop's order to mill was rejected: refused.
+    await publish_as(network, "farm", DeliveryReceipt(
+        meta=meta_of("farm", "shop", order_id), receipt_for_event_id=accepted["event_id"],
+        receipt_for_type="boxbus.orders.OrderPlaced", status=ReceiptStatus.REJECTED,
+        reason="forged", processed_at=datetime.now(UTC)))
+    # ... and sends a document whose link points somewhere else than the object store.
+    farm_order = await shop.place_order("farm", [LineSpec("SH-APPLE", Decimal(1), 180)])
+    await arrived(network, "farm", farm_order)
+    digest = hashlib.sha256(b"secret").hexdigest()
+    await publish_as(network, "farm", DocumentAttached(
+        meta=meta_of("farm", "shop", farm_order), subject_id=farm_order, document_id="doc-x",
+        document_type=DocumentType.OTHER, file_name="x.pdf", media_type="application/pdf",
+        sha256=digest, size_bytes=6, content_ref="http://127.0.0.1:9/latest/meta-data"))
+
+    dlq = naming.dlq_topic(naming.inbox_topic(network.settings.topic_namespace, "shop"))
+
+    async def refused() -> list[str]:
+        return [dict(r.headers).get("dlq_reason", b"").decode()
+                for r in await read_topic(kafka, dlq)]
+
+    async def both() -> bool:
+        reasons = await refused()
+        return (any("addressed to 'mill'" in r for r in reasons)
+                and any("does not point to the network's object store" in r for r in reasons))
+    await network.until(both, what="shop refusing the forged receipt and the outside link")
+    still = await shops("accepted")
+    assert still is not None and still["recipient"] == "mill"
+    assert await shops("rejected") is None
+
+    async def farm_told() -> bool:
+        return any(r["status"] == "REJECTED" and "object store" in (r["reason"] or "")
+                   for r in (await network.view("farm"))["receipts"])
+    await network.until(farm_told, what="farm's receipt of the refused document")

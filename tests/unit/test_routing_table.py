@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bus.topology import control
-from bus.topology.model import parse_topology, relationship_key
+from bus.topology.model import TopologyError, parse_topology, relationship_key
 from processors.router.table import ORIGIN_BOX, RoutingTable, attributes
 
 NETWORK = """
@@ -200,3 +202,12 @@ def test_a_record_this_version_cannot_read_is_left_out_and_the_rest_routes() -> 
     assert {b.id for b in network.boxes} == {
         "hq", "hq-billing", "north-branch", "south-branch", "farm", "post", "analytics"}
     assert RoutingTable.of_network("ns", network).boxes.keys() == {b.id for b in network.boxes}
+
+
+def test_only_the_router_writes_its_reports_and_no_box_may_be_called_router() -> None:
+    """A box that published EventsRouted could forge its own or another box's receipts."""
+    forged = table().decide(event("north-branch", "boxbus.network.EventsRouted",
+                                  targetbox="farm"), "north-branch")
+    assert forged.quarantine == "type-not-allowed" and "router" in (forged.reason or "")
+    with pytest.raises(TopologyError, match="'router' is reserved"):
+        parse_topology(NETWORK.replace("id: stranger", "id: router"))
