@@ -210,6 +210,10 @@ def inbox_run(
         help="Answer each applied or rejected event with a DeliveryReceipt.")] = False,
     region: Annotated[str | None, typer.Option(
         help="The box's region (receipts carry it).")] = None,
+    track: Annotated[bool, typer.Option(
+        help="Keep the business receipts of what the box sent (the router's reports and the "
+        "recipients' answers update `boxbus box receipts`); its outbox must track too "
+        "(Outbox(track=True)).")] = False,
     metrics_port: MetricsOpt = None,
 ) -> None:
     """Run the inbox of one box until SIGTERM/SIGINT."""
@@ -234,7 +238,7 @@ def inbox_run(
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
     inbox = Inbox(settings, dsn, box_access(settings, box), box, registry,
                   serde_for(settings, found.registry_url), topics=topic or None,
-                  unknown_types=policy, receipts=receipts, region=region)
+                  unknown_types=policy, receipts=receipts, region=region, track=track)
 
     console_err.print(f"inbox of box {box} reading {', '.join(inbox.topics)}; SIGTERM stops it")
     from connectors.box.metrics import watch_inbox

@@ -13,7 +13,7 @@ from rich.table import Table
 from boxbus.cli.box import BoxOpt, DatabaseOpt, NamespaceOpt, _migrated_database
 from boxbus.cli.boxdb import connect
 from boxbus.cli.context import settings_from_env
-from boxbus.cli.output import console, print_json
+from boxbus.cli.output import console, console_err, print_json
 from bus.topology.model import duration_ms
 
 
@@ -25,12 +25,15 @@ def receipts(box: BoxOpt, database_url: DatabaseOpt = None, namespace: Namespace
                  help="How long a step may take before it is flagged overdue (30s, 5m, "
                  "2h).")] = "5m",
              limit: Annotated[int, typer.Option(min=1, help="Newest rows shown.")] = 200,
+             purge_older_than: Annotated[str | None, typer.Option(
+                 help="First forget the receipts of events sent longer ago than this (30d): "
+                 "the tables keep every event otherwise.")] = None,
              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The box's business receipts: each event it sent and, per recipient, sent → delivered →
     accepted or rejected (with the reason), or refused by the router; overdue steps flagged.
     Exits 1 when something is overdue (for monitoring)."""
+    from connectors.box.tracking import purge, summary
     from connectors.box.tracking import receipts as read_receipts
-    from connectors.box.tracking import summary
 
     settings = settings_from_env(namespace)
     try:
@@ -41,9 +44,22 @@ def receipts(box: BoxOpt, database_url: DatabaseOpt = None, namespace: Namespace
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--overdue-after") from exc
 
+    keep = None
+    if purge_older_than is not None:
+        try:
+            keep = timedelta(milliseconds=duration_ms(purge_older_than))
+            if keep <= timedelta(0):
+                raise ValueError(f"{purge_older_than!r}: give a positive duration such as 30d")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--purge-older-than") from exc
+
     async def read() -> list[dict[str, Any]]:
         conn = await connect(await _migrated_database(settings, box, database_url), box=box)
         try:
+            if keep is not None:
+                forgotten = await purge(conn, keep)
+                console_err.print(f"forgot the receipts of {forgotten} event(s) sent before "
+                                  f"{purge_older_than} ago")
             return await read_receipts(conn, pending=pending, overdue_after=late, limit=limit)
         finally:
             await conn.close()

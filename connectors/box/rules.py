@@ -182,9 +182,15 @@ class Rules(_Strict):
         return copies
 
     def _shaped(self, event: EventBase, partner: str | None) -> EventBase:
+        """``event`` as ``partner`` may see it; for an event without one addressee (any
+        related box or subscriber may get it), without every field any partner must not
+        see."""
         held = set(self.outbound.withhold.get(ANYONE, {}).get(event.TYPE, ()))
         if partner is not None:
             held |= set(self.outbound.withhold.get(partner, {}).get(event.TYPE, ()))
+        else:
+            for fields in self.outbound.withhold.values():
+                held |= set(fields.get(event.TYPE, ()))
         changes: dict[str, Any] = {}
         for name in held:
             info = type(event).model_fields[name]

@@ -30,7 +30,8 @@ from connectors.box.handlers import Applied, Handler, Handlers, Rejected
 from connectors.box.outbox import BUS_ANSWERS, record_sent, tracked
 
 log = get_logger(__name__)
-__all__ = ["BUS_ANSWERS", "receipts", "record_sent", "summary", "tracked", "with_tracking"]
+__all__ = ["BUS_ANSWERS", "purge", "receipts", "record_sent", "summary", "tracked",
+           "with_tracking"]
 
 ROUTER = "router"  # the source_box of the router's reports
 
@@ -169,3 +170,17 @@ def summary(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
         counts[row["state"]] += 1
         counts["overdue"] += bool(row["overdue"])
     return counts
+
+
+async def purge(conn: asyncpg.Connection, older_than: timedelta) -> int:
+    """Forget the receipts of events sent longer ago than ``older_than`` that are finished
+    or given up on; the number of events forgotten. The tables would grow with every event
+    otherwise."""
+    async with conn.transaction():
+        gone = await conn.fetch(
+            "DELETE FROM boxbus_sent WHERE created_at < clock_timestamp() - $1::interval "
+            "RETURNING event_id", older_than)
+        ids = [r["event_id"] for r in gone]
+        await conn.execute("DELETE FROM boxbus_sent_to WHERE event_id = ANY($1::text[]) OR "
+                           "(answered_at < clock_timestamp() - $2::interval)", ids, older_than)
+    return len(ids)

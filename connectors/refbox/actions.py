@@ -149,12 +149,17 @@ class RefBox(TradeActions, DocumentActions):
         await self._commit(change, event)
         return comment_id
 
-    async def stock_in(self, sku: str, quantity: Decimal, warehouse: str = WAREHOUSE) -> None:
-        """Goods counted into the warehouse. The stock level goes to the partners the box's
-        rules share stock with (nobody by default: stock is the box's own business)."""
+    async def stock_in(self, sku: str, quantity: Decimal, warehouse: str = WAREHOUSE,
+                       unit: str | None = None) -> None:
+        """Goods counted into the warehouse (``unit``: what the article is counted in). The
+        stock level goes to the partners the box's rules share stock with (nobody by
+        default: stock is the box's own business)."""
 
         async def change(conn: asyncpg.Connection) -> None:
             await add_stock(conn, warehouse, sku, quantity)
+            if unit is not None:
+                await conn.execute("UPDATE stock SET unit = $3 WHERE warehouse = $1 AND "
+                                   "sku = $2", warehouse, sku, unit)
 
         async def levels(conn: asyncpg.Connection) -> list[EventBase]:
             return await stock_levels(conn, self, [sku], StockChangeReason.ADJUSTMENT)

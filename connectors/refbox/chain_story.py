@@ -76,8 +76,9 @@ async def play_chain(network: LocalNetwork, step: Step, facts: dict[str, Any], *
         finally:
             await conn.close()
         (out / f"{supplier}-rules.yaml").write_text(supplier_rules(supplier))
-        for sku, quantity in (("apples-kg", 900), ("pears-kg", 300), ("plums-box", 40)):
-            await farm.stock_in(sku, Decimal(quantity))
+        for sku, quantity, unit in (("apples-kg", 900, "kg"), ("pears-kg", 300, "kg"),
+                                    ("plums-box", 40, "box")):
+            await farm.stock_in(sku, Decimal(quantity), unit=unit)
         chain["order"] = await shop.place_order(supplier, [
             LineSpec("SB-APPLE", Decimal(150), 175, "Apples", "kg"),
             LineSpec("SB-PEAR-6", Decimal(10), 1500, "Pears, crate of 6 kg", "crate"),

@@ -90,6 +90,9 @@ async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applie
     if await applied.conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1",
                                    event.order_id):
         return  # placed once: a second OrderPlaced changes nothing
+    if event.buyer_box != applied.envelope.source_box:
+        raise Rejected(f"order {event.order_id} names buyer {event.buyer_box!r} but comes from "
+                       f"box {applied.envelope.source_box!r}: a box orders only for itself")
     # The box's own rules: the process it lands in, the buyer's codes in this box's.
     rules = (await current_rules(applied.conn, applied.box_id)).rules
     pipeline, stage = rules.process_for(event.buyer_box, event.kind)

@@ -110,6 +110,7 @@ ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_sku text;
 ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_unit text;
 ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_quantity numeric(18, 3);
 ALTER TABLE order_lines ADD COLUMN IF NOT EXISTS partner_price_minor bigint;
+ALTER TABLE stock ADD COLUMN IF NOT EXISTS unit text;
 CREATE TABLE IF NOT EXISTS tasks (
     task_id     bigserial PRIMARY KEY,
     order_id    text NOT NULL,

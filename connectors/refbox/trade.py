@@ -84,7 +84,9 @@ async def stock_levels(conn: asyncpg.Connection, box: BoxCore, skus: Sequence[st
                                 o.status IN ('placed', 'confirmed', 'amended')), 0) AS reserved,
                       coalesce((SELECT sum(quantity) FROM goods_in_transit WHERE sku = $2), 0)
                           AS in_transit,
-                      (SELECT unit FROM order_lines WHERE sku = $2 LIMIT 1) AS unit""",
+                      coalesce((SELECT unit FROM stock WHERE warehouse = $1 AND sku = $2),
+                               (SELECT unit FROM order_lines WHERE sku = $2 ORDER BY order_id
+                                LIMIT 1)) AS unit""",
             WAREHOUSE, sku)
         levels.append(StockLevelChanged(
             meta=box._meta(f"stock/{WAREHOUSE}/{sku}"), warehouse=WAREHOUSE, sku=sku,

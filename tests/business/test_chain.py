@@ -11,7 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from bus.serde import EventSerde
 from bus.topics import read_topic
 from bus.topology import parse_topology
 from connectors.box.rules import apply_rules
+from connectors.box.tracking import purge
 from connectors.box.tracking import receipts as receipts_of
 from connectors.refbox import BusinessError, LineSpec
 from connectors.refbox.documents import object_key
@@ -332,6 +333,14 @@ async def test_receipts_show_each_event_accepted_rejected_or_refused_with_its_re
     assert pending.returncode == 0, pending.stderr  # nothing overdue
     assert all(r["state"] in ("waiting", "sent", "delivered")
                for r in json.loads(pending.stdout)["receipts"])
+    # Receipts are kept until a box forgets the old ones.
+    conn = await asyncpg.connect(network.dsns["shop"])
+    try:
+        assert await purge(conn, timedelta(days=3650)) == 0
+        assert await purge(conn, timedelta(microseconds=1)) >= 3
+        assert await receipts_of(conn) == []
+    finally:
+        await conn.close()
 
 
 async def receipts(env_for_cli: dict[str, str], network: LocalNetwork

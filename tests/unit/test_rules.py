@@ -158,6 +158,12 @@ def test_what_leaves_the_box_is_narrowed_shaped_and_translated() -> None:
     (sent,) = rules.outgoing(order)
     assert isinstance(sent, OrderPlaced)
     assert sent.notes is None and sent.lines[0].sku == "SH-APPLE"
+    # Sent to no one in particular, it leaves without what any partner must not see.
+    broadcast = contact("shop").model_copy(update={"meta": meta(None)})
+    assert Rules(box="farm").outgoing(broadcast) == []  # contacts unlisted go to nobody
+    wide = parse_rules(RULES.replace("ContactUpserted: [shop]", "ContactUpserted: related"))
+    (any_partner,) = wide.outgoing(broadcast)
+    assert isinstance(any_partner, ContactUpserted) and any_partner.phone is None
     comment = CommentAdded(meta=meta("deli"), subject_id="o-1", comment_id="c", author="a",
                            text="hello")
     assert rules.outgoing(comment) == [comment]
