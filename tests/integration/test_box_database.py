@@ -34,7 +34,7 @@ async def test_every_box_command_finds_the_same_database(
     made = _boxbus(env, "box", "migrate", "--box", "shop-1", "--namespace", ns, "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["database"].endswith(f"/{ns}_shop_1")
-    assert json.loads(made.stdout)["applied"] == [1, 2, 3, 4]
+    assert json.loads(made.stdout)["applied"] == [1, 2, 3, 4, 5, 6]
     conn = await asyncpg.connect(stack.database_url.rsplit("/", 1)[0] + f"/{ns}_shop_1")
     try:
         await conn.execute(
