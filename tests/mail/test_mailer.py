@@ -452,7 +452,8 @@ async def test_an_e_mail_that_cannot_be_made_is_given_up_and_the_rest_go(
     async def told() -> bool:
         return any("cannot lay this out" in str(r["reason"])
                    for r in await receipts(network, "mill"))
-    await network.until(told, what="the sender told of the e-mail that could not be made")
+    await network.until(told, timeout=60,
+                        what="the sender told of the e-mail that could not be made")
 
     async def the_next_went() -> bool:
         return bool(about(mailbox, {fine}))
