@@ -7,13 +7,15 @@ on the YAML node tree, so that a file of several hundred lines points at the lin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 Problem = tuple[int | None, str, str]  # line (1-based), dotted field, message
+M = TypeVar("M", bound=BaseModel)
 
 
 class At(ValueError):
@@ -23,6 +25,24 @@ class At(ValueError):
     def __init__(self, path: tuple[Any, ...], message: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+def parse(text: str, path: Path | str, model: type[M],
+          error: Callable[[Path | str, list[Problem]], Exception], *, holds: str,
+          tags: Iterable[str] = ()) -> tuple[M, Any]:
+    """``text`` as a ``model``, and its node tree (for the lines of later checks); every
+    problem raised at once as ``error(path, problems)``. ``holds``: what the file's mapping
+    is made of, for the message when it is not a mapping."""
+    try:
+        root, data = compose(text)
+    except yaml.YAMLError as exc:
+        raise error(path, [syntax_problem(exc)]) from exc
+    if not isinstance(data, dict):
+        raise error(path, [(1, "", f"the file must be a mapping with {holds}")])
+    try:
+        return model.model_validate(data), root
+    except ValidationError as exc:
+        raise error(path, problems_of(exc, root, tags)) from exc
 
 
 def compose(text: str) -> tuple[Any, Any]:

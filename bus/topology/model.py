@@ -30,20 +30,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from bus.errors import ConfigError
 from bus.events import EVENT_TYPES
-from bus.yamlfile import At, compose, problems_of, render, syntax_problem
+from bus.yamlfile import At, parse, render
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
@@ -355,18 +353,8 @@ def load_topology(path: Path) -> Topology:
 
 
 def parse_topology(text: str, path: Path | str = "<topology>") -> Topology:
-    try:
-        root, data = compose(text)
-    except yaml.YAMLError as exc:
-        raise TopologyError(path, [syntax_problem(exc)]) from exc
-    if not isinstance(data, dict):
-        raise TopologyError(path, [(1, "", "the file must be a mapping with regions, boxes, "
-                                    "relationships and subscriptions")])
-    try:
-        return Topology.model_validate(data)
-    except ValidationError as exc:
-        # A discriminated union adds the member's tag to the location: not a field.
-        raise TopologyError(path, problems_of(exc, root, ("trade", "branch", "internal"))
-                            ) from exc
-
-
+    # A discriminated union adds the member's tag to the location: not a field.
+    topology, _ = parse(text, path, Topology, TopologyError,
+                        holds="regions, boxes, relationships and subscriptions",
+                        tags=("trade", "branch", "internal"))
+    return topology

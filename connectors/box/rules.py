@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bus.errors import ConfigError
 from bus.events import EventBase
 from bus.events.models import EVENT_TYPES, OrderKind
 from bus.topology.model import EventType, Name
-from bus.yamlfile import At, Problem, compose, problems_of, render, syntax_problem
+from bus.yamlfile import At, Problem, line_of, parse, render
 
 # Events a box's rules never hold back: the bus's own answers (a receipt goes back to the
 # sender of what it answers; the router's reports come from the router).
@@ -231,19 +230,8 @@ class RulesError(ConfigError):
 
 def parse_rules(text: str, path: Path | str = "<rules>", box: str | None = None) -> Rules:
     """The rules of ``text``; with ``box``, they must be that box's."""
-    try:
-        root, data = compose(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(path, [syntax_problem(exc)]) from exc
-    if not isinstance(data, dict):
-        raise RulesError(path, [(1, "", "the file must be a mapping with box, inbound and "
-                                 "outbound")])
-    try:
-        rules = Rules.model_validate(data)
-    except ValidationError as exc:
-        raise RulesError(path, problems_of(exc, root)) from exc
+    rules, root = parse(text, path, Rules, RulesError, holds="box, inbound and outbound")
     if box is not None and rules.box != box:
-        from bus.yamlfile import line_of
         raise RulesError(path, [(line_of(root, ("box",)), "box",
                                  f"these are the rules of box {rules.box!r}, not of {box!r}")])
     return rules

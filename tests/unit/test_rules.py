@@ -138,10 +138,11 @@ def test_a_partners_item_codes_and_units_become_the_boxs_own() -> None:
 
 def test_what_leaves_the_box_is_narrowed_shaped_and_translated() -> None:
     rules = parse_rules(RULES)
-    copies = rules.outgoing(stock())
+    level = stock()
+    copies = rules.outgoing(level)
     assert [c.meta.target_box for c in copies] == ["shop", "deli"]
     assert len({c.meta.event_id for c in copies}) == 2
-    assert copies == rules.outgoing(stock())  # a retry makes the same copies
+    assert copies == rules.outgoing(level)  # a retry makes the same copies
     # The shop gets it in its own code for the article.
     assert [getattr(c, "sku", None) for c in copies] == ["SH-APPLE", "apples-kg"]
     # Contacts and stock go nowhere unless listed; a listed partner gets them shaped.
