@@ -20,7 +20,6 @@ import asyncpg
 import pytest
 
 from bus import Settings, naming
-from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
 from bus.events import EventBase
 from bus.events.models import (
@@ -32,10 +31,7 @@ from bus.events.models import (
 )
 from bus.kafka import KafkaAccess
 from bus.objectstore import ObjectStore
-from bus.registry import SchemaRegistry
-from bus.serde import EventSerde
 from bus.topics import read_topic
-from bus.topology import parse_topology
 from connectors.box.rules import apply_rules
 from connectors.box.tracking import purge
 from connectors.box.tracking import receipts as receipts_of
@@ -43,6 +39,7 @@ from connectors.refbox import BusinessError, LineSpec
 from connectors.refbox.documents import object_key
 from connectors.refbox.network import LocalNetwork
 from tests.conftest import boxbus_cli
+from tests.networks import running_network
 
 pytestmark = pytest.mark.stack
 
@@ -84,19 +81,14 @@ outbound:
 @pytest.fixture(scope="module")
 async def network(settings: Settings, stack: StackInfo, kafka: KafkaAccess
                   ) -> AsyncIterator[LocalNetwork]:
-    assert stack.database_url and stack.schema_registry_url
-    ns_settings = stack.object_store_settings(Settings(
-        run_dir=settings.run_dir, topic_namespace=f"bc{uuid.uuid4().hex[:8]}"))
-    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    async with LocalNetwork(ns_settings, kafka, stack.database_url, serde,
-                            parse_topology(NETWORK)) as running:
+    async with running_network(settings, stack, kafka, NETWORK, "bc",
+                               object_store=True) as running:
         conn = await asyncpg.connect(running.dsns["farm"])
         try:
             await apply_rules(conn, FARM_RULES, "farm-rules.yaml", "farm")
         finally:
             await conn.close()
         yield running
-        assert running.failed() == []
 
 
 def cli(env: dict[str, str], network: LocalNetwork, *args: str

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,19 +14,16 @@ from typing import Any
 import pytest
 
 from bus import Settings, naming
-from bus.catalog import SchemaCatalog
 from bus.devstack import StackInfo
 from bus.events.models import Money, OrderAmended, OrderKind, OrderPlaced
 from bus.kafka import KafkaAccess
-from bus.registry import SchemaRegistry
-from bus.serde import EventSerde
 from bus.signing import HEADER, Signer
 from bus.topics import read_topic
-from bus.topology import parse_topology
 from connectors.box import Outbox
 from connectors.refbox import BusinessError, LineSpec
 from connectors.refbox.network import LocalNetwork
 from tests.conftest import boxbus_cli
+from tests.networks import running_network
 
 pytestmark = pytest.mark.stack
 
@@ -61,13 +57,8 @@ LINES = [LineSpec("milk-1l", Decimal(24), 89, "Milk 1 l"),
 @pytest.fixture(scope="module")
 async def network(settings: Settings, stack: StackInfo, kafka: KafkaAccess
                   ) -> AsyncIterator[LocalNetwork]:
-    assert stack.database_url and stack.schema_registry_url
-    ns_settings = Settings(run_dir=settings.run_dir, topic_namespace=f"nw{uuid.uuid4().hex[:8]}")
-    serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
-    async with LocalNetwork(ns_settings, kafka, stack.database_url, serde,
-                            parse_topology(NETWORK)) as running:
+    async with running_network(settings, stack, kafka, NETWORK, "nw") as running:
         yield running
-        assert running.failed() == []
 
 
 def order_of(view: dict[str, Any], order_id: str) -> dict[str, Any] | None:
