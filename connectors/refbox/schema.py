@@ -149,7 +149,7 @@ CREATE TABLE IF NOT EXISTS payments (
 -- what was paid, per currency; 'receivable' is owed to this box, 'payable' by it.
 CREATE OR REPLACE VIEW balances AS
     SELECT i.counterparty, i.role, i.currency, count(*) AS invoices,
-           sum(i.total_minor) AS invoiced_minor,
+           sum(i.total_minor)::bigint AS invoiced_minor,
            coalesce(sum(p.paid), 0)::bigint AS paid_minor,
            (sum(i.total_minor) - coalesce(sum(p.paid), 0))::bigint AS open_minor
     FROM invoices i LEFT JOIN (SELECT invoice_id, sum(amount_minor) AS paid FROM payments
