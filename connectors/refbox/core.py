@@ -221,9 +221,9 @@ async def save_order(conn: asyncpg.Connection, order_id: str, role: str, counter
     await conn.execute(
         "INSERT INTO orders (order_id, role, counterparty, status, revision, total_minor, "
         "currency, notes, pipeline, stage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-        "coalesce($9, CASE WHEN $2 = 'sales' THEN 'sales' ELSE 'purchasing' END), $10) ON CONFLICT (order_id) DO "
-        "UPDATE SET status = $4, revision = $5, total_minor = $6, currency = $7, "
-        "updated_at = now()", order_id, role, counterparty, status, revision,
+        "coalesce($9, CASE WHEN $2 = 'sales' THEN 'sales' ELSE 'purchasing' END), $10) "
+        "ON CONFLICT (order_id) DO UPDATE SET status = $4, revision = $5, total_minor = $6, "
+        "currency = $7, updated_at = now()", order_id, role, counterparty, status, revision,
         total.amount_minor, total.currency, notes, pipeline, stage)
     await save_lines(conn, order_id, lines, theirs)
 
