@@ -86,7 +86,7 @@ async def _remap_waiting(conn: object, box: str) -> tuple[list[str], list[str]]:
     assert isinstance(conn, asyncpg.Connection)
     try:
         orders = await waiting_for_mapping(conn)
-    except asyncpg.UndefinedTableError:
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         return [], []  # not a reference box: its own code maps its orders
     mapped: list[str] = []
     waiting: list[str] = []

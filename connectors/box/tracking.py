@@ -72,7 +72,10 @@ async def answered(event: DeliveryReceipt, applied: Applied) -> None:
         log.info("receipt for an event this box does not track", box=applied.box_id,
                  event_id=event.receipt_for_event_id, from_box=envelope.source_box)
         return
-    if sent["target_box"] != envelope.source_box:
+    if sent["target_box"] != envelope.source_box and not await applied.conn.fetchval(
+            # A partner reached by e-mail through a subscription refuses what bounced.
+            "SELECT by_mail FROM boxbus_sent_to WHERE event_id = $1 AND recipient = $2",
+            event.receipt_for_event_id, envelope.source_box):
         raise Rejected(f"box {envelope.source_box!r} answered for event "
                        f"{event.receipt_for_event_id}, which was addressed to "
                        f"{sent['target_box']!r}")
@@ -117,11 +120,13 @@ async def receipts(conn: asyncpg.Connection, *, pending: bool = False,
     leaves out what is finished (accepted, rejected, refused, and copies delivered to a
     subscriber or by e-mail, which are not answered)."""
     now = now or datetime.now(UTC)
-    # Pending: what is finished by its status is left out in the database, so that the limit
-    # applies to what is still open (the oldest of it is what is overdue).
-    open_only = ("WHERE (t.status IS NULL OR t.status = 'delivered') AND s.refused_code IS NULL"
-                 if pending else "")
-    open_orphans = "AND t.status = 'delivered'" if pending else ""
+    # Pending: what is finished is left out in the database (the rules of ``_state``), so
+    # that the limit applies to what is still open, oldest (the overdue) first.
+    open_only = """WHERE (t.status IS NULL OR t.status = 'delivered') AND s.refused_code IS NULL
+                   AND NOT (t.status = 'delivered' AND (t.recipient IS DISTINCT FROM
+                            s.target_box OR t.by_mail))
+                   AND NOT (t.recipient IS NULL AND s.routed_at IS NOT NULL)""" if pending else ""
+    open_orphans = "AND false" if pending else ""  # answered, or a subscriber's copy
     rows = await conn.fetch(
         f"""SELECT s.event_id, s.event_type, s.aggregate_key, s.target_box, s.created_at,
                   s.sent_at, s.routed_at, s.refused_code, s.refused_reason,
@@ -132,14 +137,15 @@ async def receipts(conn: asyncpg.Connection, *, pending: bool = False,
                   t.recipient, t.by_mail, t.status, t.reason, t.delivered_at, t.answered_at
            FROM boxbus_sent_to t WHERE NOT EXISTS
                 (SELECT 1 FROM boxbus_sent s WHERE s.event_id = t.event_id) {open_orphans}
-           ORDER BY created_at {"ASC" if pending else "DESC"} NULLS LAST, event_id, recipient""")
+           ORDER BY created_at {"ASC" if pending else "DESC"} NULLS LAST, event_id, recipient
+           LIMIT $1""", limit)
     found = []
     for row in rows:
         item = dict(row)
         item["state"], item["overdue"], done = _state(item, now, overdue_after)
         if not (pending and done):
             found.append(item)
-    return found[:limit]
+    return found
 
 
 def _state(row: dict[str, Any], now: datetime, late: timedelta) -> tuple[str, bool, bool]:
@@ -181,6 +187,9 @@ async def purge(conn: asyncpg.Connection, older_than: timedelta) -> int:
             "DELETE FROM boxbus_sent WHERE created_at < clock_timestamp() - $1::interval "
             "RETURNING event_id", older_than)
         ids = [r["event_id"] for r in gone]
-        await conn.execute("DELETE FROM boxbus_sent_to WHERE event_id = ANY($1::text[]) OR "
-                           "(answered_at < clock_timestamp() - $2::interval)", ids, older_than)
+        await conn.execute(
+            "DELETE FROM boxbus_sent_to t WHERE t.event_id = ANY($1::text[]) OR (NOT EXISTS "
+            "(SELECT 1 FROM boxbus_sent s WHERE s.event_id = t.event_id) AND "
+            "coalesce(t.answered_at, t.delivered_at) < clock_timestamp() - $2::interval)",
+            ids, older_than)
     return len(ids)

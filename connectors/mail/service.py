@@ -56,7 +56,7 @@ from bus.serde import EventSerde
 from bus.settings import Settings
 from connectors.box import Applied, Handlers, Rejected
 from connectors.box.inbox import Inbox
-from connectors.box.outbox import Outbox, headers_json
+from connectors.box.outbox import BUS_ANSWERS, Outbox, headers_json
 from connectors.box.relay import Relay
 from connectors.mail import store
 from connectors.mail.addresses import MailAddresses, UnknownAddress, new_reference
@@ -127,6 +127,8 @@ class Mailer:
                 raise Rejected("a record of the mail topic without the boxbus_recipient "
                                "header: only the router writes this topic, and it names "
                                "the partner of every record")
+            if event.TYPE in BUS_ANSWERS:
+                return  # a box's receipt of the partner's reply: nothing to write to a person
             thread = order_of(event)
             conn = applied.conn
             await conn.execute(

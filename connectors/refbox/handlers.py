@@ -79,7 +79,7 @@ async def _order(applied: Applied, order_id: str, role: str,
 
 @handlers.on(OrderPlaced)
 async def purchase_order_becomes_sales_order(event: OrderPlaced, applied: Applied) -> None:
-    if event.supplier_box != applied.box_id:
+    if event.supplier_box != applied.box_id or _addressed_elsewhere(applied):
         # Seen through a subscription (central analytics), not addressed to this box.
         await applied.conn.execute(
             "INSERT INTO observed_orders (order_id, buyer_box, supplier_box, region, "
@@ -264,6 +264,9 @@ async def partner_contact(event: ContactUpserted, applied: Applied) -> None:
 
 async def document_of_an_order(event: DocumentAttached, applied: Applied,
                                settings: Settings | None = None) -> None:
+    """Without ``settings`` (the module's handlers as they are, e.g. for `boxbus inbox run`)
+    only inline documents are taken: a claim check needs the network's object store, which
+    ``box_handlers(settings)`` binds."""
     if _addressed_elsewhere(applied):
         return
     row = await applied.conn.fetchrow("SELECT counterparty FROM orders WHERE order_id = $1",
@@ -274,6 +277,11 @@ async def document_of_an_order(event: DocumentAttached, applied: Applied,
     await received_document(event, applied, settings)
 
 
+@handlers.on(DocumentAttached)
+async def inline_document(event: DocumentAttached, applied: Applied) -> None:
+    await document_of_an_order(event, applied)
+
+
 def box_handlers(settings: Settings | None) -> Handlers:
     """The reference box's handlers, with what needs the box's settings bound: documents are
     fetched only from the network's object store that ``settings`` name."""
@@ -282,5 +290,5 @@ def box_handlers(settings: Settings | None) -> Handlers:
     async def document(event: DocumentAttached, applied: Applied) -> None:
         await document_of_an_order(event, applied, settings)
 
-    bound.on(DocumentAttached)(document)
+    bound.by_type[DocumentAttached.TYPE] = document
     return bound

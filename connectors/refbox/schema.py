@@ -147,7 +147,8 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 -- The open balance with each partner: what was invoiced (credit notes count negative) less
 -- what was paid, per currency; 'receivable' is owed to this box, 'payable' by it.
-CREATE OR REPLACE VIEW balances AS
+DROP VIEW IF EXISTS balances;
+CREATE VIEW balances AS
     SELECT i.counterparty, i.role, i.currency, count(*) AS invoices,
            sum(i.total_minor)::bigint AS invoiced_minor,
            coalesce(sum(p.paid), 0)::bigint AS paid_minor,

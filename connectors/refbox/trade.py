@@ -137,8 +137,10 @@ class TradeActions(BoxCore):
             number = f"INV-{uuid.uuid4().hex[:8].upper()}"
         now = _now()
 
+        currency = lines[0].unit_price.currency if lines else self.currency
+
         def money(minor: int) -> Money:
-            return Money(amount_minor=minor, currency=self.currency)
+            return Money(amount_minor=minor, currency=currency)
 
         event = InvoiceIssued(meta=self._meta(order_id, target=buyer), invoice_id=invoice_id,
                               order_id=order_id, number=number, issued_at=now,
@@ -176,16 +178,7 @@ class TradeActions(BoxCore):
             raise BusinessError("a payment is a positive amount")
         if invoice["total_minor"] <= 0:
             raise BusinessError(f"{invoice['number']} is a credit note: there is nothing to pay")
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            paid = await conn.fetchval("SELECT coalesce(sum(amount_minor), 0) FROM payments "
-                                       "WHERE invoice_id = $1", invoice_id)
-        finally:
-            await conn.close()
-        if amount_minor > invoice["total_minor"] - paid:
-            raise BusinessError(f"invoice {invoice['number']} has "
-                                f"{(invoice['total_minor'] - paid) / 100:,.2f} "
-                                f"{invoice['currency']} open: {amount_minor / 100:,.2f} is more")
+        number, total, currency = invoice["number"], invoice["total_minor"], invoice["currency"]
         payment_id = _id(f"{self.box_id}-pay")
         event = PaymentRecorded(
             meta=self._meta(invoice["order_id"], target=invoice["counterparty"]),
@@ -194,6 +187,18 @@ class TradeActions(BoxCore):
             paid_at=_now(), method=method, reference=reference)
 
         async def change(conn: asyncpg.Connection) -> None:
+            # What is open, with the invoice locked: two payments at once cannot both pass,
+            # and a credit note for it counts.
+            await conn.execute("SELECT 1 FROM invoices WHERE invoice_id = $1 FOR UPDATE",
+                               invoice_id)
+            left = total + await conn.fetchval(
+                "SELECT coalesce(sum(total_minor), 0) FROM invoices WHERE role = 'payable' AND "
+                "counterparty = $1 AND number = $2", invoice["counterparty"], f"CN-{number}"
+            ) - await conn.fetchval("SELECT coalesce(sum(amount_minor), 0) FROM payments "
+                                    "WHERE invoice_id = $1", invoice_id)
+            if amount_minor > left:
+                raise BusinessError(f"invoice {number} has {left / 100:,.2f} {currency} open: "
+                                    f"{amount_minor / 100:,.2f} is more")
             await save_payment(conn, event, "outgoing", invoice["counterparty"])
 
         await self._commit(change, event)

@@ -9,7 +9,7 @@ A report never holds the routing back:
 - a box's entries are split into reports of at most ``MAX_REPORT_BYTES`` (a broadcast to many
   boxes names them all), and an id or a reason of absurd length is not reported at all;
 - a report the brokers refuse for good is dropped with a warning;
-- when the schema registry does not answer within a second, no reports are made for the next
+- when the schema registry does not answer within 3 s, no reports are made for the next
   ``PAUSE_SECONDS``: the box sees those events as sent and not routed (overdue after a while),
   never as delivered when they were not.
 """
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus import naming
-from bus.envelope import ID, TYPE
+from bus.envelope import ID, TARGET_BOX, TYPE
 from bus.events.models import EventMeta, EventsRouted, RoutedEvent
 from bus.log import get_logger
 from bus.serde import EventSerde
@@ -38,18 +38,21 @@ MAX_REPORT_BYTES = 256 * 1024
 MAX_ID = 200  # longer event ids (or types) are not reported: nobody writes such an id
 MAX_REASON = 500
 PAUSE_SECONDS = 30.0
-ENCODE_TIMEOUT = 1.0
+ENCODE_TIMEOUT = 3.0  # a first report to a box registers its subject: a few registry calls
 
 
 @dataclass
 class Report:
     event_id: str
     event_type: str
+    target: str | None = None  # the box it is addressed to, if any
     recipients: list[str] = field(default_factory=list)
     by_mail: list[str] = field(default_factory=list)
     code: str | None = None
     reason: str | None = None
-    missed: list[str] = field(default_factory=list)  # recipients whose topic is missing
+    missed: list[str] = field(default_factory=list)  # recipients it did not reach
+    missed_code: str | None = None
+    missed_reason: str | None = None
 
     def delivered(self, box: str, partner: bool) -> None:
         self.recipients.append(box)
@@ -60,14 +63,24 @@ class Report:
         self.code, self.reason = code, reason[:MAX_REASON]
 
     def undelivered(self, box: str, code: str, reason: str) -> None:
-        """A recipient it did not reach; refused as a whole when it reached nobody."""
+        """A recipient it did not reach. The event counts as refused when that was its
+        addressee (a subscriber's copy reaching someone else does not make up for it), or
+        when it reached nobody at all (decided when the report is written)."""
         if box in self.recipients:
             self.recipients.remove(box)
         if box in self.by_mail:
             self.by_mail.remove(box)
         self.missed.append(box)
-        if not self.recipients:
-            self.refused(code, reason)
+        if box == self.target or self.missed_code is None:
+            self.missed_code, self.missed_reason = code, reason[:MAX_REASON]
+
+    def outcome(self) -> tuple[str | None, str | None]:
+        """(code, reason) of the refusal the report gives, or (None, None)."""
+        if self.code is not None:
+            return self.code, self.reason
+        if self.missed and (self.target in self.missed or not self.recipients):
+            return self.missed_code, self.missed_reason
+        return None, None
 
     def size(self) -> int:
         return (len(self.event_id) + len(self.event_type) + len(self.reason or "") + 16
@@ -94,7 +107,9 @@ class Reports:
         if owner not in self.table.boxes or not event_id or len(event_id) > MAX_ID or len(
                 kind) > MAX_ID:
             return None
-        report = Report(event_id.decode("utf-8", "replace"), kind.decode("utf-8", "replace"))
+        target = headers.get(TARGET_BOX)
+        report = Report(event_id.decode("utf-8", "replace"), kind.decode("utf-8", "replace"),
+                        target.decode("utf-8", "replace") if target else None)
         self._by_box.setdefault(owner, []).append(report)
         self._by_record[id(record)] = report
         return report
@@ -145,8 +160,9 @@ class Reporter:
                                occurred_at=now, target_box=box),
                 events=tuple(RoutedEvent(event_id=e.event_id, event_type=e.event_type,
                                          recipients=tuple(e.recipients),
-                                         by_mail=tuple(e.by_mail), refused_code=e.code,
-                                         refused_reason=e.reason) for e in entries),
+                                         by_mail=tuple(e.by_mail), refused_code=code,
+                                         refused_reason=reason)
+                             for e in entries for code, reason in [e.outcome()]),
                 routed_at=now)
             try:
                 async with asyncio.timeout(ENCODE_TIMEOUT):

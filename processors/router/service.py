@@ -350,6 +350,8 @@ class Router:
                     continue
                 if decision.invalid:
                     self._dead_letter(outputs, record, decision.reason or "")
+                    if report is not None:
+                        report.refused("invalid-envelope", decision.reason or "")
                     continue
                 if decision.quarantine is not None:
                     self._quarantine(outputs, record, decision.quarantine, decision.reason or "")
@@ -418,7 +420,8 @@ class Router:
             forwarded -= len(refused)
         if reports and self.reporter is not None:
             # After the deliveries were acknowledged, before the round commits.
-            written = Outputs(self._producer, self._partitions, careful)
+            written = Outputs(self._producer, self._partitions, careful,
+                              self._renewed_producer)
             await self.reporter.write(reports, written.add, self._partitions)
             await written.send()
         self.stats.consumed += handled

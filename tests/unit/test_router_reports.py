@@ -30,18 +30,36 @@ def headers(event_id: str, kind: str = "boxbus.orders.OrderPlaced") -> dict[str,
 def test_an_entry_tells_delivered_refused_and_what_the_brokers_turned_down() -> None:
     found = reports()
     record = object()
-    entry = found.about("shop", record, headers("e-1"))
-    assert entry is not None and found.of(record) is entry
+    entry = found.about("shop", record, {**headers("e-1"), "ce_targetbox": b"farm"})
+    assert entry is not None and found.of(record) is entry and entry.target == "farm"
     entry.delivered("farm", partner=False)
     entry.delivered("post", partner=True)
-    assert (entry.recipients, entry.by_mail, entry.code) == (["farm", "post"], ["post"], None)
+    assert (entry.recipients, entry.by_mail, entry.outcome()) == (
+        ["farm", "post"], ["post"], (None, None))
+    # A subscriber's copy turned down: the addressee has it, the event is not refused.
     entry.undelivered("post", "undeliverable", "too large")
-    assert (entry.recipients, entry.by_mail, entry.code) == (["farm"], [], None)
-    entry.undelivered("farm", "undeliverable", "too large")
-    assert (entry.recipients, entry.code) == ([], "undeliverable")  # it reached nobody
-    refused = Report("e-2", "t")
+    assert (entry.recipients, entry.by_mail, entry.outcome()) == (["farm"], [], (None, None))
+    # The addressee's copy turned down: refused, whoever else got it.
+    other = found.about("shop", object(), {**headers("e-2"), "ce_targetbox": b"farm"})
+    assert other is not None
+    other.delivered("hq", partner=False)
+    other.delivered("farm", partner=False)
+    other.undelivered("farm", "undeliverable", "too large for farm's inbox")
+    assert other.recipients == ["hq"]
+    assert other.outcome() == ("undeliverable", "too large for farm's inbox")
+    # A broadcast whose first subscriber has no inbox, delivered to the others: not refused.
+    broadcast = found.about("shop", object(), headers("e-3"))
+    assert broadcast is not None
+    broadcast.undelivered("ghost", "missing-recipient-topic", "no inbox")
+    broadcast.delivered("hq", partner=False)
+    assert broadcast.outcome() == (None, None)
+    nowhere = found.about("shop", object(), headers("e-4"))
+    assert nowhere is not None
+    nowhere.undelivered("ghost", "missing-recipient-topic", "no inbox")
+    assert nowhere.outcome() == ("missing-recipient-topic", "no inbox")
+    refused = Report("e-5", "t")
     refused.refused("unrelated-target", "x" * 5000)
-    assert len(refused.reason or "") == 500
+    assert len(refused.outcome()[1] or "") == 500
 
 
 def test_nobody_is_reported_to_for_unknown_boxes_and_absurd_ids() -> None:
