@@ -596,10 +596,210 @@ class OrderPlaced(EventBase):
     """Free text from the buyer."""
 
 
+class AnswerStatus(StrEnum):
+    """How a question was answered."""
+
+    OK = "OK"
+    NOT_FOUND = "NOT_FOUND"
+    REFUSED = "REFUSED"
+    FAILED = "FAILED"
+
+
+class AnswerInfo(Record):
+    """What every answer on the bus carries: the question it answers and how it went."""
+
+    request_id: str
+    """Id of the question answered."""
+    status: AnswerStatus
+    """OK: the data follows; NOT_FOUND: nothing known about what was asked; REFUSED: the
+    answering box may not tell; FAILED: it could not answer now."""
+    error: str | None = None
+    """Why it is not OK, in words a person can act on."""
+
+
+class BillingPeriodAnswered(EventBase):
+    """Billing's answer: the client's current billing period, what was invoiced and paid in it,
+    and the open balance. Any answer but OK carries only its status and error (the router
+    itself answers REFUSED for a question it does not deliver)."""
+
+    TYPE: ClassVar[str] = "boxbus.rpc.BillingPeriodAnswered"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    answer: AnswerInfo
+    """The question answered and how."""
+    client_id: str | None = None
+    """The client. Empty unless the status is OK."""
+    period_start: Timestamp | None = None
+    """First day of the current billing period. Empty unless the status is OK."""
+    period_end: Timestamp | None = None
+    """Day after its last day. Empty unless the status is OK."""
+    invoiced: Money | None = None
+    """Invoiced to the client in the period. Empty unless the status is OK."""
+    paid: Money | None = None
+    """Paid by the client in the period. Empty unless the status is OK."""
+    balance: Money | None = None
+    """Open balance of the client (all periods). Empty unless the status is OK."""
+    open_invoices: int = 0
+    """Invoices not paid in full. Empty unless the status is OK."""
+
+
+class RequestInfo(Record):
+    """What every question asked on the bus carries: its id, where the answer goes back to and
+    until when it is awaited."""
+
+    request_id: str
+    """Id of the question; the answer names it (also the event's correlation id)."""
+    reply_partition: int
+    """The partition of the asking box's replies topic the asking instance reads: the router
+    puts the answer there."""
+    deadline: Timestamp
+    """When the asker stops waiting; an answer after it is dropped."""
+    requester: str
+    """Which instance of the asking box asked (for logs and traces)."""
+
+
+class BillingPeriodRequested(EventBase):
+    """A question to billing: the current billing period of a client and its balance (a
+    salesperson on the client's profile)."""
+
+    TYPE: ClassVar[str] = "boxbus.rpc.BillingPeriodRequested"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    request: RequestInfo
+    """The question's id, reply partition and deadline."""
+    client_id: str
+    """The client, by its id in the company's systems."""
+
+
+class Rate(Record):
+    """A contract rate: the price of one unit of a service."""
+
+    service: str
+    """The service, e.g. 'conference-bridge'."""
+    unit: str
+    """What is counted: minute, participant-minute, session, ..."""
+    price: Money
+    """Price of one unit, before tax."""
+    tax_rate_bp: int = 0
+    """Tax rate in basis points (2100 = 21 %)."""
+
+
+class ContractRatesAnswered(EventBase):
+    """Sales' answer: the client's contract rates in force. Any answer but OK carries only its
+    status and error (the router itself answers REFUSED for a question it does not deliver)."""
+
+    TYPE: ClassVar[str] = "boxbus.rpc.ContractRatesAnswered"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    answer: AnswerInfo
+    """The question answered and how."""
+    client_id: str | None = None
+    """The client. Empty unless the status is OK."""
+    rates: tuple[Rate, ...] = ()
+    """The rates, one per service and unit. Empty unless the status is OK."""
+    valid_from: Timestamp | None = None
+    """Since when they apply. Empty unless the status is OK."""
+
+
+class ContractRatesRequested(EventBase):
+    """A question to sales: the latest contract rates of a client (billing, when it has
+    none)."""
+
+    TYPE: ClassVar[str] = "boxbus.rpc.ContractRatesRequested"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    request: RequestInfo
+    """The question's id, reply partition and deadline."""
+    client_id: str
+    """The client."""
+
+
+class BookingMade(EventBase):
+    """A booking entered in sales: a service the delivery system is to provide (a conference
+    bridge at a time)."""
+
+    TYPE: ClassVar[str] = "boxbus.services.BookingMade"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    booking_id: str
+    """Id of the booking; the aggregate key of its whole chain."""
+    client_id: str
+    """The client."""
+    client_box: str | None = None
+    """The client's own box, when it has one (its invoice goes there)."""
+    client_email: str | None = None
+    """Where the client is reached without a box."""
+    service: str
+    """What is booked, e.g. 'conference-bridge'."""
+    starts_at: Timestamp
+    """When it starts."""
+    duration_minutes: int
+    """How long it is booked for."""
+    participants: int
+    """How many take part."""
+    notes: str | None = None
+    """Free text from sales."""
+
+
+class ContractRatesChanged(EventBase):
+    """Sales changed a client's contract rates: billing keeps its copy current."""
+
+    TYPE: ClassVar[str] = "boxbus.services.ContractRatesChanged"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    client_id: str
+    """The client."""
+    rates: tuple[Rate, ...]
+    """The rates in force from valid_from."""
+    valid_from: Timestamp
+    """Since when they apply."""
+
+
+class ServiceDelivered(EventBase):
+    """The delivery system provided a booked service: its usage, for billing."""
+
+    TYPE: ClassVar[str] = "boxbus.services.ServiceDelivered"
+
+    meta: EventMeta
+    """Identity, origin and routing of this event."""
+    booking_id: str
+    """The booking delivered."""
+    client_id: str
+    """The client."""
+    client_box: str | None = None
+    """The client's own box, when it has one."""
+    client_email: str | None = None
+    """Where the client is reached without a box."""
+    service: str
+    """What was provided."""
+    started_at: Timestamp
+    """When it started."""
+    ended_at: Timestamp
+    """When it ended."""
+    duration_minutes: int
+    """How long it ran."""
+    participants: int
+    """How many took part."""
+    resources: tuple[str, ...] = ()
+    """What it used (bridge line, recording, ...)."""
+
+
 EVENT_TYPES: dict[str, type[EventBase]] = {
+    BillingPeriodAnswered.TYPE: BillingPeriodAnswered,
+    BillingPeriodRequested.TYPE: BillingPeriodRequested,
+    BookingMade.TYPE: BookingMade,
     BranchReportSent.TYPE: BranchReportSent,
     CommentAdded.TYPE: CommentAdded,
     ContactUpserted.TYPE: ContactUpserted,
+    ContractRatesAnswered.TYPE: ContractRatesAnswered,
+    ContractRatesChanged.TYPE: ContractRatesChanged,
+    ContractRatesRequested.TYPE: ContractRatesRequested,
     DeliveryReceipt.TYPE: DeliveryReceipt,
     DirectiveSent.TYPE: DirectiveSent,
     DocumentAttached.TYPE: DocumentAttached,
@@ -613,6 +813,7 @@ EVENT_TYPES: dict[str, type[EventBase]] = {
     PartnerInvited.TYPE: PartnerInvited,
     PaymentRecorded.TYPE: PaymentRecorded,
     PriceListSent.TYPE: PriceListSent,
+    ServiceDelivered.TYPE: ServiceDelivered,
     ShipmentDispatched.TYPE: ShipmentDispatched,
     StockLevelChanged.TYPE: StockLevelChanged,
 }

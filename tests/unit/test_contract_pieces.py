@@ -92,7 +92,9 @@ def test_catalog_holds_every_event_type_self_contained(catalog: SchemaCatalog) -
                 "CommentAdded", "DocumentAttached", "ShipmentDispatched", "GoodsReceived",
                 "StockLevelChanged", "InvoiceIssued", "PaymentRecorded", "ContactUpserted",
                 "PartnerInvited", "DirectiveSent", "PriceListSent", "BranchReportSent",
-                "DeliveryReceipt", "EventsRouted"}
+                "DeliveryReceipt", "EventsRouted", "BillingPeriodRequested",
+                "BillingPeriodAnswered", "ContractRatesRequested", "ContractRatesAnswered",
+                "BookingMade", "ServiceDelivered", "ContractRatesChanged"}
     assert {e.name for e in catalog} == expected
     for event in catalog:
         text = event.text
