@@ -48,6 +48,9 @@ RECIPIENT = "boxbus_recipient"
 # Set by a box's outbox on the events it tracks: the router reports where each went
 # (EventsRouted into the box's inbox), for the box's business receipts.
 TRACK = "boxbus_track"
+# On a question and its answer (request/reply): the partition of the asking box's replies
+# topic that the asking instance reads; the router delivers the answer there.
+REPLY_PARTITION = "boxbus_reply_partition"
 
 REQUIRED = (SPECVERSION, ID, SOURCE, TYPE, TIME, CONTENT_TYPE, REGION, PARTITION_KEY)
 SOURCE_PREFIX = "/boxes/"

@@ -45,6 +45,18 @@ def inbox_topic(namespace: str, box_id: str) -> str:
     return box_prefix(namespace, box_id) + "inbox"
 
 
+def requests_topic(namespace: str, box_id: str) -> str:
+    """The questions other boxes ask ``box_id`` (request/reply), written by the router only:
+    ``<namespace>.box.<box>.requests``."""
+    return box_prefix(namespace, box_id) + "requests"
+
+
+def replies_topic(namespace: str, box_id: str) -> str:
+    """The answers to the questions ``box_id`` asked, one partition per asking instance,
+    written by the router only: ``<namespace>.box.<box>.replies``."""
+    return box_prefix(namespace, box_id) + "replies"
+
+
 def ingress_topic(namespace: str, box_id: str) -> str:
     """The topic only ``box_id`` writes (its relay), read by the router alone:
     ``<namespace>.box.<box>.outbox``. Its owner is the proven source of what it holds."""

@@ -135,6 +135,10 @@ class Defaults(_Strict):
     box_quota: Quota = Quota(produce=1024**2, fetch=4 * 1024**2)
     service_quota: Quota = Quota(produce=64 * 1024**2, fetch=64 * 1024**2)
     mail_partitions: int = Field(3, ge=1, le=1000)
+    # Request/reply: a box's questions topic, and its replies topic (one partition per
+    # instance of the box that asks at the same time).
+    request_partitions: int = Field(3, ge=1, le=1000)
+    reply_partitions: int = Field(4, ge=1, le=1000)
     replication: int | None = Field(None, ge=1, le=7)
 
 
@@ -162,6 +166,9 @@ class Box(_Strict):
     publishes: tuple[EventType, ...] | None = None
     # Its own byte rates instead of defaults.box_quota.
     quota: Quota | None = None
+    # It asks or answers questions on the bus (request/reply): it gets a requests topic
+    # and a replies topic.
+    rpc: bool = False
     # When a partner without a box became this box (`boxbus partner onboard`), UTC ISO time;
     # kept in the control topic so a topology file that still calls it a partner cannot
     # silently turn it back.

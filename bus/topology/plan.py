@@ -110,6 +110,17 @@ def wanted_topics(topology: Topology, namespace: str) -> list[WantedTopic]:
                 WantedTopic(naming.dlq_topic(inbox), defaults.inbox_partitions,
                             defaults.replication, letters, "dead-letter"),
             ]
+        if box.kind is BoxKind.BOX and box.rpc:
+            requests = naming.requests_topic(namespace, box.id)
+            short = {"retention.ms": str(3_600_000)}  # a question is stale within minutes
+            wanted += [
+                WantedTopic(requests, defaults.request_partitions, defaults.replication,
+                            short, "requests"),
+                WantedTopic(naming.dlq_topic(requests), defaults.request_partitions,
+                            defaults.replication, letters, "dead-letter"),
+                WantedTopic(naming.replies_topic(namespace, box.id), defaults.reply_partitions,
+                            defaults.replication, short, "replies"),
+            ]
         if box.kind is BoxKind.PARTNER or box.onboarded:
             # What the mailer could not deliver to the partner (kept once it has a box: it
             # is under the box's prefix, its own to read).

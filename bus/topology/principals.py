@@ -103,6 +103,17 @@ def grants(topology: Topology, namespace: str) -> set[Grant]:
                   Pattern.LITERAL, Operation.READ),
             Grant(router, Resource.TOPIC, inbox, Pattern.LITERAL, Operation.WRITE),
         }
+    for entry in topology.boxes:
+        if entry.kind is BoxKind.BOX and entry.rpc:
+            user = naming.box_principal(namespace, entry.id)
+            requests = naming.requests_topic(namespace, entry.id)
+            wanted |= {
+                Grant(router, Resource.TOPIC, requests, Pattern.LITERAL, Operation.WRITE),
+                Grant(router, Resource.TOPIC, naming.replies_topic(namespace, entry.id),
+                      Pattern.LITERAL, Operation.WRITE),
+                Grant(user, Resource.TOPIC, naming.dlq_topic(requests), Pattern.LITERAL,
+                      Operation.WRITE),
+            }
     for entry in topology.boxes:  # partners' too: the mailer writes theirs
         ingress = naming.ingress_topic(namespace, entry.id)
         wanted |= {

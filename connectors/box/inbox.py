@@ -86,7 +86,7 @@ from connectors.box.handlers import (
     UnknownTypePolicy,
 )
 from connectors.box.inbox_state import InboxState, RetryPolicy
-from connectors.box.outbox import BUS_ANSWERS, Outbox
+from connectors.box.outbox import BUS_ANSWERS, RPC_PREFIX, Outbox
 from connectors.box.signatures import SignatureCheck
 from connectors.box.tracking import with_tracking
 
@@ -595,7 +595,8 @@ class Inbox:
                        status: ReceiptStatus, reason: str | None) -> None:
         """The answer to an event addressed to this box (a subscriber's copy of a broadcast
         is not answered, nor is an answer)."""
-        if envelope.target_box != self.box_id or envelope.type in BUS_ANSWERS:
+        if (envelope.target_box != self.box_id or envelope.type in BUS_ANSWERS
+                or envelope.type.startswith(RPC_PREFIX)):
             return
         now = datetime.now(UTC)
         receipt = DeliveryReceipt(

@@ -33,6 +33,7 @@ INSERT = """INSERT INTO boxbus_outbox
 CHANNEL = "boxbus_outbox"  # NOTIFY channel: wakes the relay when a transaction commits
 # The bus's own answers: never tracked, never answered, never held back by a box's rules.
 BUS_ANSWERS = frozenset({DeliveryReceipt.TYPE, EventsRouted.TYPE})
+RPC_PREFIX = "boxbus.rpc."  # questions and answers: never tracked, never answered by receipts
 
 
 def headers_json(headers: list[tuple[str, bytes]]) -> str:
@@ -58,13 +59,16 @@ class Outbox:
         self.track = track
 
     async def publish(self, conn: asyncpg.Connection, event: EventBase,
-                      topic: str | None = None) -> EncodedEvent:
+                      topic: str | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> EncodedEvent:
         """Write ``event`` into the outbox inside the caller's transaction (which must be
-        open: an event outside a transaction could commit without its business change)."""
-        return (await self.publish_many(conn, [event], topic))[0]
+        open: an event outside a transaction could commit without its business change).
+        ``headers``: more record headers (an answer's reply partition)."""
+        encoded = await self.encode([event], topic, headers)
+        return (await self.publish_many(conn, encoded))[0]
 
-    async def encode(self, events: Sequence[EventBase],
-                     topic: str | None = None) -> list[EncodedEvent]:
+    async def encode(self, events: Sequence[EventBase], topic: str | None = None,
+                     headers: Sequence[tuple[str, bytes]] = ()) -> list[EncodedEvent]:
         """Encode events for ``publish_many`` before the business transaction opens, so a
         first-time schema look-up at the registry never holds the transaction's row locks."""
         encoded_all = []
@@ -73,7 +77,10 @@ class Outbox:
             target = topic or naming.ingress_topic(
                 self.settings.topic_namespace, event.meta.source_box)
             encoded = await self.serde.encode(event, target)
-            if self.track and event.TYPE not in BUS_ANSWERS:
+            if headers:
+                encoded = replace(encoded, headers=[*encoded.headers, *headers])
+            if (self.track and event.TYPE not in BUS_ANSWERS
+                    and not event.TYPE.startswith(RPC_PREFIX)):  # questions have deadlines
                 encoded = replace(encoded, headers=[*encoded.headers, (TRACK, b"1")])
             if tracing.enabled():
                 # The trace starts here, or goes on from the caller's span (a handler's).

@@ -65,8 +65,10 @@ from bus.envelope import (
     CORRELATION_ID,
     ID,
     RECIPIENT,
+    REPLY_PARTITION,
     SOURCE,
     TRACK,
+    TYPE,
     format_time,
     header_text,
 )
@@ -80,7 +82,8 @@ from processors.router.control import ControlFollower
 from processors.router.fairness import FairIntake
 from processors.router.outputs import Outputs, key_hash
 from processors.router.reports import Reporter, Reports
-from processors.router.table import RoutingTable
+from processors.router.rpc import refuse_questions
+from processors.router.table import QUESTIONS, RoutingTable
 
 log = get_logger(__name__)
 CAREFUL_AFTER = 3  # failed rounds in a row before outputs go one by one
@@ -320,6 +323,7 @@ class Router:
         traced, spans = tracing.enabled(), []
         reports = (Reports(self.namespace, table)
                    if self.reporter is not None and not self.reporter.paused() else None)
+        refusals: list[tuple[str, bytes | None, dict[str, bytes], str]] = []
         for tp, records in fetched.items():
             owner = naming.owner_of_ingress(self.namespace, tp.topic) or ""
             for record in records:
@@ -357,6 +361,8 @@ class Router:
                     self._quarantine(outputs, record, decision.quarantine, decision.reason or "")
                     if report is not None:
                         report.refused(decision.quarantine, decision.reason or "")
+                    if found.get(TYPE, b"").decode() in QUESTIONS:
+                        refusals.append((owner, record.key, found, decision.reason or ""))
                     continue
                 if traced:  # the router's span becomes the event's context downstream
                     span = tracing.start("boxbus.router", tracing.CONSUMER, headers,
@@ -393,7 +399,15 @@ class Router:
                                 report.undelivered(recipient.box, "missing-recipient-topic",
                                                    reason)
                             continue
-                        add(recipient.topic, hashed, tp.partition, key, record.value,
+                        chosen = hashed
+                        if recipient.reply:  # an answer: to the asking instance's partition
+                            chosen = _reply_partition(found, partitions[recipient.topic])
+                            if chosen is None:
+                                self._quarantine(outputs, record, "bad-reply-partition",
+                                                 f"an answer needs a {REPLY_PARTITION} "
+                                                 f"header below {partitions[recipient.topic]}")
+                                continue
+                        add(recipient.topic, chosen, tp.partition, key, record.value,
                             record.timestamp, headers if not recipient.partner
                             else [*headers, (RECIPIENT, recipient.box.encode())],
                             record, recipient.box)
@@ -401,6 +415,8 @@ class Router:
                         if report is not None:
                             report.delivered(recipient.box, recipient.partner)
             handled += len(records)
+        if refusals and self.reporter is not None:
+            await refuse_questions(self.reporter.serde, table, refusals, add, partitions)
         try:
             refused = await outputs.send()
         except BaseException as exc:
@@ -504,3 +520,13 @@ def _letter(record: KafkaRecord, code: str, reason: str, group: str
         headers=list(record.headers or ()), code=code, reason=reason,
         failed_at=format_time(datetime.now(UTC)), group=group)
     return letter.to_record()
+
+
+def _reply_partition(headers: dict[str, bytes], partitions: int) -> int | None:
+    """The replies partition an answer names, when it is one of the topic's."""
+    raw = headers.get(REPLY_PARTITION)
+    try:
+        value = int(raw) if raw else -1
+    except ValueError:
+        return None
+    return value if 0 <= value < partitions else None

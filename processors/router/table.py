@@ -43,6 +43,7 @@ from bus.envelope import (
     TARGET_BOX,
     TYPE,
 )
+from bus.events import EVENT_TYPES
 from bus.topology import control
 from bus.topology.model import BoxKind, Scope
 
@@ -54,6 +55,11 @@ ORIGIN_BOX = "ce_originbox"  # extension: the box a mirrored fact comes from (lo
 # Events only the router writes (its reports of where a box's events went): a box that
 # publishes one would forge its own or another box's business receipts.
 ROUTER_ONLY = frozenset({"boxbus.network.EventsRouted"})
+# Request/reply: questions and their answers (the contract's boxbus.rpc types).
+QUESTIONS = frozenset(t for t in EVENT_TYPES if t.startswith("boxbus.rpc.")
+                      and t.endswith("Requested"))
+ANSWERS = frozenset(t for t in EVENT_TYPES if t.startswith("boxbus.rpc.")
+                    and t.endswith("Answered"))
 
 _READ = {SOURCE: "source", TYPE: "type", REGION: "region", TARGET_BOX: "targetbox",
          ORIGIN_BOX: "origin", ID: "id", CAUSATION_ID: "causation",
@@ -65,6 +71,7 @@ class Recipient:
     box: str
     topic: str
     partner: bool = False
+    reply: bool = False  # an answer: to the partition the asking instance named
 
     @property
     def source(self) -> bytes:
@@ -93,6 +100,7 @@ class _Box:
     region: str
     partner: bool
     publishes: frozenset[str] | None
+    rpc: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,8 @@ class RoutingTable:
         """The table of a typed network: its hot-path form (sets and tuples by box id)."""
         boxes = {box.id: _Box(box.id, box.region, box.kind is BoxKind.PARTNER,
                               frozenset(box.publishes) if box.publishes is not None
-                              else PARTNER_PUBLISHES if box.kind is BoxKind.PARTNER else None)
+                              else PARTNER_PUBLISHES if box.kind is BoxKind.PARTNER else None,
+                              box.rpc and box.kind is BoxKind.BOX)
                  for box in network.boxes}
         related: dict[str, set[str]] = {}
         for relationship in network.relationships:
@@ -234,6 +243,8 @@ class RoutingTable:
                 return _quarantine("unrelated-target", f"target box {target!r} has no "
                                    f"relationship with source box {source_id!r}")
             chosen.append(target)
+        if kind in QUESTIONS or kind in ANSWERS:
+            return self._request_or_reply(kind, source_id, target)
         for subscription in self.subscriptions:
             if kind not in subscription.types or subscription.box in chosen:
                 continue
@@ -247,16 +258,37 @@ class RoutingTable:
         return Decision(recipients, echoes=echoes,
                         region_topic=naming.region_topic(self.namespace, source.region))
 
+    def _request_or_reply(self, kind: str, source: str, target: str | None) -> Decision:
+        """A question goes to its target's requests topic, an answer to the replies topic of
+        the box that asked (at the partition it named): only between related boxes that take
+        part in request/reply, and never to subscribers."""
+        what = "question" if kind in QUESTIONS else "answer"
+        if not target:
+            return _quarantine("no-target", f"a {what} ({kind}) names the box it is for "
+                               "(ce_targetbox)")
+        if not self.boxes[target].rpc or not self.boxes[source].rpc:
+            other = target if not self.boxes[target].rpc else source
+            return _quarantine("no-rpc", f"box {other!r} takes no part in request/reply (give "
+                               "it rpc: true in the topology)")
+        if kind in QUESTIONS:
+            return Decision((Recipient(target, naming.requests_topic(self.namespace, target)),))
+        return Decision((Recipient(target, naming.replies_topic(self.namespace, target),
+                                   reply=True),))
+
     def _recipient(self, box_id: str) -> Recipient:
         if self.boxes[box_id].partner:
             return Recipient(box_id, naming.mail_topic(self.namespace), partner=True)
         return Recipient(box_id, naming.inbox_topic(self.namespace, box_id))
 
     def recipient_topics(self) -> list[str]:
-        """Every topic a decision may send to: inboxes, the mail topic, region topics."""
+        """Every topic a decision may send to: inboxes, the mail topic, region topics, and
+        the requests and replies topics of the boxes in request/reply."""
         return sorted({self._recipient(b).topic for b in self.boxes}
                       | {naming.region_topic(self.namespace, b.region)
-                         for b in self.boxes.values()})
+                         for b in self.boxes.values()}
+                      | {t for b in self.boxes.values() if b.rpc
+                         for t in (naming.requests_topic(self.namespace, b.id),
+                                   naming.replies_topic(self.namespace, b.id))})
 
 
 def _quarantine(code: str, reason: str) -> Decision:

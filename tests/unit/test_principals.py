@@ -117,3 +117,18 @@ def test_the_mailer_writes_for_the_partners_and_reads_the_mail() -> None:
     # could not be delivered to it, and the mail topic's dead letters: no box's topics.
     assert writes == {"ns.box.post.outbox", "ns.box.post.mail.dlq", "ns.mail.dlq"}
     assert (Resource.GROUP, "ns.mailer", Pattern.LITERAL, Operation.READ) in mine
+
+
+def test_a_box_in_request_reply_gets_its_questions_and_answers_from_the_router() -> None:
+    text = NETWORK.replace("{id: a, region: north, company: a}",
+                           "{id: a, region: north, company: a, rpc: true}")
+    found = grants(parse_topology(text), "ns")
+    router_writes = {g.name for g in found if g.user == "ns.router"
+                     and g.operation is Operation.WRITE}
+    assert {"ns.box.a.requests", "ns.box.a.replies"} <= router_writes
+    assert "ns.box.ab.requests" not in router_writes  # ab takes no part
+    # a reads them through its own prefix, and dead-letters questions it cannot read.
+    assert Grant("ns.box.a", Resource.TOPIC, "ns.box.a.requests.dlq", Pattern.LITERAL,
+                 Operation.WRITE) in found
+    assert Grant("ns.box.a", Resource.TOPIC, "ns.box.a.", Pattern.PREFIXED,
+                 Operation.READ) in found

@@ -211,3 +211,41 @@ def test_only_the_router_writes_its_reports_and_no_box_may_be_called_router() ->
     assert forged.quarantine == "type-not-allowed" and "router" in (forged.reason or "")
     with pytest.raises(TopologyError, match="'router' is reserved"):
         parse_topology(NETWORK.replace("id: stranger", "id: router"))
+
+
+RPC_NETWORK = """
+regions: {central: {}}
+boxes:
+  - {id: sales, region: central, company: acme, rpc: true}
+  - {id: billing, region: central, company: acme, rpc: true}
+  - {id: outsider, region: central, company: other, rpc: true}
+  - {id: plain, region: central, company: acme}
+relationships:
+  - {kind: internal, systems: [sales, billing, plain]}
+subscriptions:
+  - {box: plain, types: [BillingPeriodRequested], name: nosy}
+"""
+
+
+def test_questions_go_to_requests_and_answers_to_the_askers_replies_only() -> None:
+    routes = table(RPC_NETWORK)
+    ask = routes.decide(event("sales", "boxbus.rpc.BillingPeriodRequested", region="central",
+                              targetbox="billing"), "sales")
+    assert [(r.box, r.topic, r.reply) for r in ask.recipients] == [
+        ("billing", "ns.box.billing.requests", False)]  # no subscriber gets a question
+    assert ask.region_topic is None  # questions are not kept in the region's history
+    answer = routes.decide(event("billing", "boxbus.rpc.BillingPeriodAnswered",
+                                 region="central", targetbox="sales"), "billing")
+    assert [(r.box, r.topic, r.reply) for r in answer.recipients] == [
+        ("sales", "ns.box.sales.replies", True)]
+    stranger = routes.decide(event("outsider", "boxbus.rpc.BillingPeriodRequested",
+                                   region="central", targetbox="billing"), "outsider")
+    assert stranger.quarantine == "unrelated-target"
+    untargeted = routes.decide(event("sales", "boxbus.rpc.BillingPeriodRequested",
+                                     region="central"), "sales")
+    assert untargeted.quarantine == "no-target"
+    no_rpc = routes.decide(event("sales", "boxbus.rpc.BillingPeriodRequested",
+                                 region="central", targetbox="plain"), "sales")
+    assert no_rpc.quarantine == "no-rpc" and "rpc: true" in (no_rpc.reason or "")
+    assert {"ns.box.sales.requests", "ns.box.sales.replies"} <= set(routes.recipient_topics())
+    assert "ns.box.plain.requests" not in routes.recipient_topics()
