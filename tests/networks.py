@@ -19,7 +19,8 @@ from connectors.refbox.network import LocalNetwork
 
 @contextlib.asynccontextmanager
 async def running_network(settings: Settings, stack: StackInfo, kafka: KafkaAccess,
-                          topology: str, prefix: str, *, object_store: bool = False
+                          topology: str, prefix: str, *, object_store: bool = False,
+                          systems: dict[str, str] | None = None
                           ) -> AsyncIterator[LocalNetwork]:
     assert stack.database_url and stack.schema_registry_url
     own = Settings(run_dir=settings.run_dir, topic_namespace=f"{prefix}{uuid.uuid4().hex[:8]}")
@@ -27,6 +28,6 @@ async def running_network(settings: Settings, stack: StackInfo, kafka: KafkaAcce
         own = stack.object_store_settings(own)
     serde = EventSerde(SchemaRegistry(stack.schema_registry_url), SchemaCatalog.load())
     async with LocalNetwork(own, kafka, stack.database_url, serde,
-                            parse_topology(topology)) as network:
+                            parse_topology(topology), systems=systems) as network:
         yield network
         assert network.failed() == []

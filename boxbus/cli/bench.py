@@ -226,6 +226,44 @@ def mail(
 
 
 @app.command()
+def rpc(
+    requests: Annotated[int, typer.Option(help="Questions asked.", min=1)] = 1000,
+    rate: Annotated[float, typer.Option(help="Questions a second.", min=0.1)] = 50.0,
+    timeout: Annotated[float, typer.Option(help="Each question's deadline, seconds.",
+                                           min=0.01)] = 2.0,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Request/reply through the real path (router included): one box asks another at a
+    steady rate; latency of each round trip (rpc_p50_ms, rpc_p99_ms) and the timeouts."""
+    from connectors.box.rpc_bench import bench_rpc
+
+    settings = settings_from_env()
+    found = endpoints(settings)
+    server, _ = _database_server(settings, "the request/reply benchmark")
+    run_settings = settings.model_copy(update={"topic_namespace": f"rb{uuid.uuid4().hex[:6]}"})
+
+    def say(text: str) -> None:
+        if not json_out:
+            console_err.print(f"· {text}")
+
+    results = asyncio.run(bench_rpc(run_settings, found.kafka, registry_url=found.registry_url,
+                                    database_server=server, requests=requests, rate=rate,
+                                    timeout=timeout, say=say))
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title=f"{requests} questions at {rate:g}/s, deadline {timeout:g} s",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("p50 ms", "p90 ms", "p99 ms", "max ms", "answered", "timeouts", "failed",
+                   "late"):
+        table.add_column(column, justify="right")
+    table.add_row(*(str(results[k]) for k in (
+        "rpc_p50_ms", "rpc_p90_ms", "rpc_p99_ms", "rpc_max_ms", "rpc_answered",
+        "rpc_timeouts", "rpc_failed", "rpc_late")))
+    console.print(table)
+
+
+@app.command()
 def week(
     scale: Annotated[float, typer.Option(help="Scale of the reference week (1: ~500,000 store "
                                          "orders, ~4.6 million events).", min=0.0001)] = 1.0,

@@ -222,8 +222,8 @@ class Requester:
             raise RequestTimedOut(
                 f"{question.TYPE.rsplit('.', 1)[-1]} {request_id} to box {target}: no answer "
                 f"within {timeout:g} s",
-                hint=f"is a responder of {target} running? (`boxbus box answer --box "
-                f"{target}`)") from None
+                hint=f"is a responder of box {target} running (its system's service)?"
+                ) from None
         finally:
             self._waiting.pop(request_id, None)
         self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)

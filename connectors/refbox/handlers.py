@@ -213,9 +213,12 @@ async def branch_report(event: BranchReportSent, applied: Applied) -> None:
 
 @handlers.on(InvoiceIssued)
 async def invoice_becomes_payable(event: InvoiceIssued, applied: Applied) -> None:
+    """A supplier's invoice: for an order of this box (its other party must be the sender),
+    or for a service booked outside the bus (a booking by phone, a subscription)."""
     if _addressed_elsewhere(applied):
         return
-    await _order(applied, event.order_id, "purchase")
+    if await applied.conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1", event.order_id):
+        await _order(applied, event.order_id, "purchase")
     await save_invoice(applied.conn, event, "payable", applied.envelope.source_box)
 
 

@@ -6,7 +6,7 @@ production each box and each router instance is its own process (``boxbus box ru
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +20,7 @@ from bus.settings import Settings
 from bus.topology import Topology, apply_plan, make_plan
 from bus.topology.model import BoxKind
 from connectors.box import Outbox
+from connectors.company import Peers, SystemService
 from connectors.mail.service import Endpoint, Mailer
 from connectors.refbox.actions import RefBox
 from connectors.refbox.schema import migrate_refbox
@@ -32,7 +33,8 @@ log = get_logger(__name__)
 
 class LocalNetwork:
     def __init__(self, settings: Settings, kafka: KafkaAccess, database_server: str,
-                 serde: EventSerde, topology: Topology, *, routers: int = 1) -> None:
+                 serde: EventSerde, topology: Topology, *, routers: int = 1,
+                 systems: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.kafka = kafka
         self.database_server = database_server
@@ -48,12 +50,19 @@ class LocalNetwork:
         self._mailing: list[asyncio.Event] = []
         self.mailer_dsn: str | None = None
         self.mailer: Mailer | None = None  # the newest mailer started
+        # Boxes that run one of a company's internal systems (sales, delivery, billing)
+        # instead of the reference box: box id -> system kind.
+        self.system_kinds = dict(systems or {})
+        self.systems: dict[str, SystemService] = {}
 
     async def __aenter__(self) -> LocalNetwork:
         plan = await make_plan(self.settings, self.kafka, self.topology)
         await apply_plan(self.kafka, plan)
         real = [b for b in self.topology.boxes if b.kind is BoxKind.BOX]
-        await asyncio.gather(*(self.add_box(b.id, b.region) for b in real))
+        await asyncio.gather(*(self.add_box(b.id, b.region) for b in real
+                               if b.id not in self.system_kinds))
+        await asyncio.gather(*(self.add_system(b.id, b.region, self.system_kinds[b.id])
+                               for b in real if b.id in self.system_kinds))
         for _ in range(self.router_count):
             await self.add_router()
         return self
@@ -76,6 +85,32 @@ class LocalNetwork:
                              self.serde, region=region, poll_interval=0.5)
         self.services[box_id] = service
         self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box_id}"))
+        return service
+
+    async def add_system(self, box_id: str, region: str, kind: str) -> SystemService:
+        """A running internal system of the company (see connectors.company), on its own
+        database, as its box's own Kafka user; running once it returns."""
+        ns = self.settings.topic_namespace
+        dsn = await create_database(self.database_server, naming.box_database(ns, box_id))
+        self.dsns[box_id] = dsn
+        store = CredentialStore.of(self.settings)
+        outbox = Outbox(self.settings, self.serde,
+                        signer=store.signer(naming.box_principal(ns, box_id)),
+                        signed_types=self.topology.signed_types, track=True)
+        by_kind = {k: b for b, k in self.system_kinds.items()}
+        peers = Peers(sales=by_kind.get("sales", ""), delivery=by_kind.get("delivery", ""),
+                      billing=by_kind.get("billing", ""))
+        service = SystemService(self.settings, dsn,
+                                self.identity(naming.box_principal(ns, box_id)), box_id,
+                                region, kind, peers, self.serde, outbox, poll_interval=0.5)
+        self.systems[box_id] = service
+        task = asyncio.create_task(service.run(), name=f"system-{box_id}")
+        self._tasks.append(task)
+        waiting = asyncio.create_task(service.ready.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiting.cancel()
+            task.result()  # raises why it could not start
         return service
 
     def identity(self, user: str) -> KafkaAccess:
@@ -136,6 +171,8 @@ class LocalNetwork:
             stop.set()
         for service in self.services.values():
             service.stop()
+        for system in self.systems.values():
+            system.stop()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         for task, result in zip(self._tasks, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(

@@ -1,0 +1,68 @@
+"""A running internal system: its relay, its inbox (with receipts), its responder (the
+questions it answers) and its asking instance, in one process, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from bus.kafka import KafkaAccess
+from bus.log import get_logger
+from bus.serde import EventSerde
+from bus.settings import Settings
+from connectors.box import Inbox, Outbox, Relay
+from connectors.box.rpc import Requester, Responder
+from connectors.company.schema import migrate_system
+from connectors.company.systems import SYSTEMS, Peers, System
+
+log = get_logger(__name__)
+
+
+class SystemService:
+    def __init__(self, settings: Settings, dsn: str, kafka: KafkaAccess, box_id: str,
+                 region: str, kind: str, peers: Peers, serde: EventSerde, outbox: Outbox, *,
+                 poll_interval: float = 1.0) -> None:
+        self.kind = kind
+        self.box_id = box_id
+        self.dsn = dsn
+        self.requester = (Requester(settings, kafka, box_id, region, serde, dsn, outbox=outbox)
+                          if kind in ("sales", "billing") else None)
+        self.system: System = SYSTEMS[kind](box_id, region, dsn, outbox, peers, self.requester)
+        self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval)
+        self.inbox = Inbox(settings, dsn, kafka, box_id, self.system.handlers(), serde,
+                           receipts=True, region=region, track=True, outbox=outbox)
+        answers = self.system.answers()
+        self.responder = (Responder(settings, dsn, kafka, box_id, region, answers, serde,
+                                    outbox=outbox) if answers.by_type else None)
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self.relay.stop()
+        self.inbox.stop()
+        if self.responder is not None:
+            self.responder.stop()
+
+    async def run(self) -> None:
+        await migrate_system(self.dsn, self.kind)
+        if self.requester is not None:
+            await self.requester.start()
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self.relay.run(), name=f"relay-{self.box_id}"),
+            asyncio.create_task(self.inbox.run(), name=f"inbox-{self.box_id}")]
+        if self.responder is not None:
+            tasks.append(asyncio.create_task(self.responder.run(),
+                                             name=f"responder-{self.box_id}"))
+        self.ready.set()
+        log.info("internal system running", box=self.box_id, system=self.kind)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.requester is not None:
+                with contextlib.suppress(Exception):
+                    await self.requester.stop()
