@@ -175,6 +175,8 @@ CASES = [
     case("mailer status", N, "no mailer database is given and no local stack runs"),
     case("mailer status", U, "the mailer's database at 127.0.0.1:1/box does not answer"),
     case("bench mail", N, "does not know where"),
+    case("bench rpc", N, "does not know where"),
+    case("bench rpc --rate 0", R, "Invalid value for '--rate'"),
     case("partner onboard farm --token t0k3n --region north", N, "does not know where Kafka"),
     case("partner onboard farm --token t0k3n --region north", R,
          "the local stack has no mailer database 'nonet_mailer'",
