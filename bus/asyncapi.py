@@ -144,6 +144,10 @@ _DESCRIPTIONS = {
     "dead-letter": "records that are not valid events, with the reason",
     "quarantine": "events refused by the router (forged source, duplicate header, ...)",
     "control": "the network's topology, compacted (JSON records)",
+    "requests": "questions to the box (request/reply); only the router writes it, the box's "
+                "responders read it",
+    "replies": "answers to the box's questions, one partition per asking instance; only the "
+               "router writes it",
 }
 
 
@@ -197,6 +201,10 @@ def document(catalog: SchemaCatalog, topology: Topology | None = None, *,
             elif topic.role == "ingress":
                 owner = naming.owner_of_ingress(namespace, topic.name) or ""
                 carried = sorted(publishes.get(owner) or events)
+            elif topic.role in ("requests", "replies"):
+                suffix = "Requested" if topic.role == "requests" else "Answered"
+                carried = [e for e in events if e.startswith("boxbus.rpc.")
+                           and e.endswith(suffix)]
             else:
                 carried = events
             channels[_key(topic.name)] = _channel(
@@ -213,6 +221,15 @@ def document(catalog: SchemaCatalog, topology: Topology | None = None, *,
             operations[_key(f"{box.id}_receives")] = {
                 "action": "receive", "channel": _ref_channel(inbox),
                 "summary": f"box {box.id} applies the events for it"}
+            if box.rpc:
+                operations[_key(f"{box.id}_answers")] = {
+                    "action": "receive",
+                    "channel": _ref_channel(_key(naming.requests_topic(namespace, box.id))),
+                    "summary": f"box {box.id} answers the questions asked of it"}
+                operations[_key(f"{box.id}_hears")] = {
+                    "action": "receive",
+                    "channel": _ref_channel(_key(naming.replies_topic(namespace, box.id))),
+                    "summary": f"box {box.id} takes the answers to its questions"}
         for region in topology.regions:
             kept = _key(naming.region_topic(namespace, region))
             operations[_key(f"router_keeps_{region}")] = {

@@ -39,6 +39,9 @@ TOPOLOGY = deploy_dir() / "topology" / "demo.yaml"
 SHOWN = ("north-branch", "fresh-farm", "hq", "south-branch", "hq-analytics")
 
 
+# The head office's internal systems in the demo network (the rest are reference boxes).
+SYSTEMS = {"hq-sales": "sales", "hq-delivery": "delivery", "hq-billing": "billing"}
+
 def demo(
     topology: Annotated[Path, typer.Option(help="The network to run.")] = TOPOLOGY,
     stop: Annotated[bool, typer.Option("--down", help="Stop the stack afterwards.")] = False,
@@ -85,7 +88,7 @@ def demo(
     async def run() -> dict[str, Any]:
         kafka = info.kafka_access(run_settings)
         async with LocalNetwork(run_settings, kafka, info.database_url or "", serde,
-                                network_file) as network:
+                                network_file, systems=SYSTEMS) as network:
             mail = None
             if info.smtp.host and info.smtp.port and info.smtp.maildir:
                 key = signing_key(run_settings)

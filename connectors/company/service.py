@@ -11,7 +11,7 @@ from bus.kafka import KafkaAccess
 from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
-from connectors.box import Inbox, Outbox, Relay
+from connectors.box import Inbox, Outbox, Relay, UnknownTypePolicy
 from connectors.box.rpc import Requester, Responder
 from connectors.company.schema import migrate_system
 from connectors.company.systems import SYSTEMS, Peers, System
@@ -30,8 +30,11 @@ class SystemService:
                           if kind in ("sales", "billing") else None)
         self.system: System = SYSTEMS[kind](box_id, region, dsn, outbox, peers, self.requester)
         self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval)
+        # A system takes what it has handlers for; what else its subscriptions bring is
+        # skipped with a log line (a subscription is the network's, not the system's, choice).
         self.inbox = Inbox(settings, dsn, kafka, box_id, self.system.handlers(), serde,
-                           receipts=True, region=region, track=True, outbox=outbox)
+                           receipts=True, region=region, track=True, outbox=outbox,
+                           unknown_types=UnknownTypePolicy.SKIP)
         answers = self.system.answers()
         self.responder = (Responder(settings, dsn, kafka, box_id, region, answers, serde,
                                     outbox=outbox) if answers.by_type else None)

@@ -18,6 +18,7 @@ from typing import Any
 from bus import naming
 from bus.envelope import Envelope
 from bus.topics import read_topic
+from connectors.company.story import play_company
 from connectors.refbox.actions import LineSpec
 from connectors.refbox.chain_story import play_chain
 from connectors.refbox.mail_story import MailSetup, play_mail
@@ -151,6 +152,12 @@ async def play(network: LocalNetwork, say: Callable[[str], None] = lambda _: Non
     # The whole chain between a branch in the south and its supplier in the north.
     await play_chain(network, step, story.facts, buyer=CHAIN_BUYER, supplier=SUPPLIER,
                      out=out or Path(tempfile.mkdtemp(prefix="boxbus-demo-")))
+
+    # Inside the head office: sales, delivery and billing joined, data entered once.
+    if network.systems:
+        await play_company(network, step, story.facts, sales_box="hq-sales",
+                           delivery_box="hq-delivery", billing_box="hq-billing",
+                           client_box="sun-dairy")
 
     if mail is not None:
         await play_mail(network, step, story.facts, mail, buyer=BUYER, partner=PARTNER,

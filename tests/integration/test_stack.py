@@ -220,7 +220,7 @@ async def test_demo_plays_the_network_story(
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["stack"]["processes"] == stack.processes  # the running stack was reused
-    assert [s["ok"] for s in report["steps"]] == [True] * 17, report["steps"]
+    assert [s["ok"] for s in report["steps"]] == [True] * 21, report["steps"]
     views = report["views"]
     order_id = report["facts"]["order_id"]
     (sales,) = [o for o in views["fresh-farm"]["orders"] if o["order_id"] == order_id]
@@ -235,7 +235,7 @@ async def test_demo_plays_the_network_story(
     assert {b: r["orders_count"] for b, r in reports.items()} == {
         "north-branch": 2, "south-branch": 3, "east-branch": 4}
     assert all(r["revenue_minor"] > 0 for r in reports.values())
-    assert "hq shows: " in steps[15]["detail"] and "north-branch 2 orders" in steps[15]["detail"]
+    assert "hq shows: " in steps[19]["detail"] and "north-branch 2 orders" in steps[19]["detail"]
     # The whole chain between south-branch and fresh-farm (two regions): the order in the
     # supplier's process and codes, its stock, a 2 MB waybill by claim check, the invoice and
     # payment agreeing, every event accepted.
@@ -251,6 +251,14 @@ async def test_demo_plays_the_network_story(
     branch = {b["counterparty"]: b for b in views["south-branch"]["balances"]}
     assert farm["south-branch"]["open_minor"] == branch["fresh-farm"]["open_minor"]
     assert all(c["accepted"] > 0 and c["rejected"] == 0 for c in chain["receipts"].values())
+    # Inside the head office: a booking entered once in sales ends as an invoice in
+    # sun-dairy's box, and sales' question to billing shows that balance.
+    company = report["facts"]["company"]
+    total = 65 * 12 + 65 * 11 * 3
+    total += round(total * 0.21)
+    assert company["invoice_total_minor"] == company["balance_minor"] == total
+    assert any(i["order_id"] == company["booking"] and i["counterparty"] == "hq-billing"
+               for i in views["sun-dairy"]["invoices"])
     # The partner without a box: its order by e-mail (PDF, UBL), its answer, its onboarding
     # with the backlog, and a campaign's letters in the print spool.
     mail = report["facts"]["mail"]
