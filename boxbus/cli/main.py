@@ -24,6 +24,7 @@ from boxbus.cli import (
     bench,
     box,
     campaign,
+    company,
     demo,
     dev,
     dlq,
@@ -67,6 +68,7 @@ app.add_typer(analytics.app, name="analytics")
 app.add_typer(mailer.app, name="mailer")
 app.add_typer(partner.app, name="partner")
 app.add_typer(campaign.app, name="campaign")
+app.add_typer(company.app, name="company")
 app.command("demo")(demo.demo)
 
 

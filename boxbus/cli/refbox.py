@@ -32,8 +32,6 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
     """Run a reference box (relay + inbox) until SIGTERM or Ctrl-C, connected as the box's own
     Kafka user. The box must be declared in the applied topology."""
     from bus.devstack import with_object_store
-    from bus.topology import read_control
-    from bus.topology.control import decode
     from connectors.refbox import BoxService
 
     # The object store documents are fetched from: the settings', else the local stack's.
@@ -43,22 +41,7 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
     own = box_access(settings, box)
 
     async def region_of_box() -> str:
-        if region is not None:
-            return region
-        try:
-            boxes = (await read_control(found.kafka, settings.topic_namespace))["boxes"]
-        except KafkaAccessDenied as exc:
-            raise ConfigError(f"{found.kafka.principal} may not read the network's control "
-                              "topics to learn the box's region",
-                              hint="pass --region R") from exc
-        if box not in boxes:
-            raise ConfigError(f"box {box!r} is not in network {settings.topic_namespace!r}",
-                              hint="declare it in the topology file and run "
-                              "`boxbus topology apply FILE`, or pass --namespace")
-        entry = decode(boxes[box])
-        if entry.get("kind") == "partner":
-            raise ConfigError(f"{box!r} is a partner without a box: it is reached by e-mail")
-        return str(entry["region"])
+        return await box_region(found.kafka, settings, box, region)
 
     async def serve() -> None:
         where = await region_of_box()
@@ -171,3 +154,26 @@ def documents(box: BoxOpt, database_url: DatabaseOpt = None, namespace: Namespac
                           d["document_type"], d["file_name"], f"{d['size_bytes']:,} B",
                           d["carried"])
         console.print(table)
+
+
+async def box_region(kafka: Any, settings: Any, box: str, region: str | None) -> str:
+    """The box's region: as given, else from the network's control topics."""
+    from bus.topology import read_control
+    from bus.topology.control import decode
+
+    if region is not None:
+        return region
+    try:
+        boxes = (await read_control(kafka, settings.topic_namespace))["boxes"]
+    except KafkaAccessDenied as exc:
+        raise ConfigError(f"{kafka.principal} may not read the network's control "
+                          "topics to learn the box's region",
+                          hint="pass --region R") from exc
+    if box not in boxes:
+        raise ConfigError(f"box {box!r} is not in network {settings.topic_namespace!r}",
+                          hint="declare it in the topology file and run "
+                          "`boxbus topology apply FILE`, or pass --namespace")
+    entry = decode(boxes[box])
+    if entry.get("kind") == "partner":
+        raise ConfigError(f"{box!r} is a partner without a box: it is reached by e-mail")
+    return str(entry["region"])
