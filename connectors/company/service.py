@@ -29,13 +29,16 @@ class SystemService:
         self.requester = (Requester(settings, kafka, box_id, region, serde, dsn, outbox=outbox)
                           if kind in ("sales", "billing") else None)
         self.system: System = SYSTEMS[kind](box_id, region, dsn, outbox, peers, self.requester)
-        self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval)
+        answers = self.system.answers()
+        # A system that answers questions sends each answer as soon as it is committed: the
+        # asker waits on it (no batch-filling linger in its relay).
+        self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval,
+                           linger_ms=0 if answers.by_type else 5)
         # A system takes what it has handlers for; what else its subscriptions bring is
         # skipped with a log line (a subscription is the network's, not the system's, choice).
         self.inbox = Inbox(settings, dsn, kafka, box_id, self.system.handlers(), serde,
                            receipts=True, region=region, track=True, outbox=outbox,
                            unknown_types=UnknownTypePolicy.SKIP)
-        answers = self.system.answers()
         self.responder = (Responder(settings, dsn, kafka, box_id, region, answers, serde,
                                     outbox=outbox) if answers.by_type else None)
         self.ready = asyncio.Event()

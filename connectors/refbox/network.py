@@ -34,7 +34,8 @@ log = get_logger(__name__)
 class LocalNetwork:
     def __init__(self, settings: Settings, kafka: KafkaAccess, database_server: str,
                  serde: EventSerde, topology: Topology, *, routers: int = 1,
-                 systems: Mapping[str, str] | None = None) -> None:
+                 systems: Mapping[str, str] | None = None,
+                 relay_linger_ms: int = 5) -> None:
         self.settings = settings
         self.kafka = kafka
         self.database_server = database_server
@@ -54,6 +55,9 @@ class LocalNetwork:
         # instead of the reference box: box id -> system kind.
         self.system_kinds = dict(systems or {})
         self.systems: dict[str, SystemService] = {}
+        # How long each reference box's relay lets a batch fill (0: every answer of a box in
+        # request/reply leaves at once).
+        self.relay_linger_ms = relay_linger_ms
 
     async def __aenter__(self) -> LocalNetwork:
         plan = await make_plan(self.settings, self.kafka, self.topology)
@@ -82,7 +86,8 @@ class LocalNetwork:
         self.boxes[box_id] = RefBox(box_id, region, dsn, outbox, settings=self.settings)
         service = BoxService(self.settings, dsn,
                              self.identity(naming.box_principal(ns, box_id)), box_id,
-                             self.serde, region=region, poll_interval=0.5)
+                             self.serde, region=region, poll_interval=0.5,
+                             relay_linger_ms=self.relay_linger_ms)
         self.services[box_id] = service
         self._tasks.append(asyncio.create_task(service.run(), name=f"box-{box_id}"))
         return service

@@ -18,10 +18,12 @@ log = get_logger(__name__)
 
 class BoxService:
     def __init__(self, settings: Settings, dsn: str, kafka: KafkaAccess, box_id: str,
-                 serde: EventSerde, *, region: str, poll_interval: float = 1.0) -> None:
+                 serde: EventSerde, *, region: str, poll_interval: float = 1.0,
+                 relay_linger_ms: int = 5) -> None:
         self.box_id = box_id
         self.dsn = dsn
-        self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval)
+        self.relay = Relay(settings, dsn, kafka, box_id, poll_interval=poll_interval,
+                           linger_ms=relay_linger_ms)
         # Business receipts on: the box answers what is addressed to it, and keeps what
         # became of what it sent (the router's reports and the recipients' answers).
         self.inbox = Inbox(settings, dsn, kafka, box_id, box_handlers(settings), serde,
