@@ -32,7 +32,11 @@ def run(box: BoxOpt,
             help="The box's region (default: from the network's control topics).")] = None,
         ) -> None:
     """Run one internal system until SIGTERM or Ctrl-C, as its box's own Kafka user."""
+    from bus import naming
+    from bus.credentials import CredentialStore
+    from bus.errors import ConfigError
     from connectors.box import Outbox
+    from connectors.box.signatures import SignatureCheck
     from connectors.company import KINDS, Peers, SystemService
 
     if system not in KINDS:
@@ -48,9 +52,20 @@ def run(box: BoxOpt,
         where = await box_region(found.kafka, settings, box, region)
         dsn = await box_database(settings, box, database_url, create=True)
         serde = serde_for(settings, found.registry_url)
+        # Signed as the box, for the types the network signs (an invoice is, by default).
+        signatures = SignatureCheck(own, settings.topic_namespace)
+        await signatures.load()
+        signer = CredentialStore.of(settings).signer(naming.box_principal(
+            settings.topic_namespace, box))
+        if signatures.types and signer is None:
+            raise ConfigError(f"box {box} has no signing key here, and the network signs "
+                              f"{', '.join(sorted(signatures.types))}",
+                              hint=f"`boxbus box rotate-signing-key --box {box}` makes one")
+        outbox = Outbox(settings, serde, signer=signer, signed_types=signatures.types,
+                        track=True)
         service = SystemService(settings, dsn, own, box, where, system,
                                 Peers(sales=sales, delivery=delivery, billing=billing), serde,
-                                Outbox(settings, serde, track=True))
+                                outbox)
         console_err.print(f"{system} system of box {box} (region {where}) runs on "
                           f"{dsn.split('@')[-1]} as {own.principal}; SIGTERM or Ctrl-C stops it")
         running = asyncio.create_task(service.run())

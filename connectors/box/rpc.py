@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bus import naming
 from bus.envelope import REPLY_PARTITION
@@ -94,7 +96,8 @@ class RequesterStats:
     timeouts: int = 0
     refused: int = 0
     late: int = 0  # answers after the deadline, or to questions of an earlier run
-    latencies_ms: list[float] = field(default_factory=list)
+    # The latest round trips (bounded: a service asks for months).
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 class Requester:
@@ -153,8 +156,20 @@ class Requester:
             await self.stop()
             raise
         self._reader = asyncio.create_task(self._read(), name=f"replies-{self.label}")
+        self._reader.add_done_callback(self._reader_ended)
         log.info("requester ready", box=self.box_id, requester=self.label,
                  replies=f"{self.topic}[{self.partition}]")
+
+    def _reader_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        log.error("the requester stopped reading answers; its questions fail",
+                  requester=self.label, error=repr(error))
+        for waiting in self._waiting.values():
+            if not waiting.future.done():
+                waiting.future.set_exception(RequestFailed(
+                    f"the requester {self.label} stopped reading answers: {error!r}"))
 
     async def _claim(self, partitions: list[int]) -> int:
         """A partition no other live instance of this box holds (a session advisory lock:
@@ -212,10 +227,16 @@ class Requester:
         self._waiting[request_id] = waiting
         self.stats.asked += 1
         try:
-            await self._producer.send_and_wait(encoded.topic, encoded.value, key=encoded.key,
-                                               headers=encoded.headers)
-            left = timeout - (time.perf_counter() - started)
-            async with asyncio.timeout(max(left, 0)):
+            # The deadline covers sending too: brokers away fail the question in time.
+            async with asyncio.timeout(timeout):
+                try:
+                    await self._producer.send_and_wait(encoded.topic, encoded.value,
+                                                       key=encoded.key,
+                                                       headers=encoded.headers)
+                except KafkaError as exc:
+                    raise RequestFailed(f"{question.TYPE.rsplit('.', 1)[-1]} {request_id} to "
+                                        f"box {target} could not be sent: {exc!r}",
+                                        hint="the brokers did not take it; ask again") from exc
                 answer = await waiting.future
         except TimeoutError:
             self.stats.timeouts += 1
@@ -355,13 +376,24 @@ class Responder:
         answers, function = self.answers.by_type[envelope.type]
         status, error, fields = AnswerStatus.OK, None, {}
         try:
-            fields = await function(question, applied)
+            # A savepoint: an answer function's SQL error leaves the question's transaction
+            # usable for the FAILED answer.
+            async with applied.conn.transaction():
+                fields = await function(question, applied)
         except NotFound as exc:
             status, error = AnswerStatus.NOT_FOUND, exc.message
         except Refuse as exc:
             status, error = AnswerStatus.REFUSED, exc.message
         except Retry:
             raise  # a lock, a remote service: the inbox tries again (within the deadline)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate in ("40001", "40P01"):  # a serialization failure, a deadlock
+                raise Retry(f"the answer met a conflict: {exc.sqlstate}") from exc
+            log.exception("an answer failed", box=self.box_id, type=envelope.type,
+                          correlation_id=info.request_id, event_id=envelope.id)
+            status, error = AnswerStatus.FAILED, ("the answering box could not answer (an "
+                                                  "error on its side; its operators have the "
+                                                  "details)")
         except Exception:
             log.exception("an answer failed", box=self.box_id, type=envelope.type,
                           correlation_id=info.request_id, event_id=envelope.id)

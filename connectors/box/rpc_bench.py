@@ -109,7 +109,7 @@ async def bench_rpc(settings: Settings, kafka: KafkaAccess, *, registry_url: str
             await asking.stop()
             responder.stop()
             await answering
-    latencies = asking.stats.latencies_ms
+    latencies = list(asking.stats.latencies_ms)
     return {
         "requests": requests, "rate_per_s": rate, "timeout_s": timeout,
         "rpc_p50_ms": round(percentile(latencies, 0.50), 2),

@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS usage (
     participants      int NOT NULL,
     invoice_id        text
 );
+ALTER TABLE usage ADD COLUMN IF NOT EXISTS client_box text;
+ALTER TABLE usage ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'unpriced';
+ALTER TABLE usage ADD COLUMN IF NOT EXISTS problem text;
 CREATE TABLE IF NOT EXISTS bills (
     invoice_id    text PRIMARY KEY,
     client_id     text NOT NULL,

@@ -14,7 +14,7 @@ from bus.settings import Settings
 from connectors.box import Inbox, Outbox, Relay, UnknownTypePolicy
 from connectors.box.rpc import Requester, Responder
 from connectors.company.schema import migrate_system
-from connectors.company.systems import SYSTEMS, Peers, System
+from connectors.company.systems import SYSTEMS, Billing, Peers, System
 
 log = get_logger(__name__)
 
@@ -42,8 +42,10 @@ class SystemService:
         self.responder = (Responder(settings, dsn, kafka, box_id, region, answers, serde,
                                     outbox=outbox) if answers.by_type else None)
         self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.relay.stop()
         self.inbox.stop()
         if self.responder is not None:
@@ -59,6 +61,9 @@ class SystemService:
         if self.responder is not None:
             tasks.append(asyncio.create_task(self.responder.run(),
                                              name=f"responder-{self.box_id}"))
+        if isinstance(self.system, Billing):  # usage waiting for its client's rates
+            tasks.append(asyncio.create_task(self.system.price_waiting(self._stopping),
+                                             name=f"pricer-{self.box_id}"))
         self.ready.set()
         log.info("internal system running", box=self.box_id, system=self.kind)
         try:

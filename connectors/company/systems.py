@@ -18,6 +18,8 @@ participants) and ``session`` (one per booking).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from bus.events.models import (
     ServiceDelivered,
 )
 from bus.log import get_logger
-from connectors.box import Applied, Handlers, Outbox, Rejected, Retry
+from connectors.box import Applied, Handlers, Outbox, Rejected
 from connectors.box.rpc import Answers, NotFound, Requester, RequestFailed
 from connectors.refbox.core import BoxCore, BusinessError, _rounded
 
@@ -110,7 +112,9 @@ class Sales(System):
             if not await conn.fetchval("SELECT 1 FROM clients WHERE client_id = $1", client_id):
                 raise BusinessError(f"no client {client_id} in sales")
             await conn.executemany(
-                "INSERT INTO rates VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                "INSERT INTO rates VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (client_id, "
+                "service, unit, valid_from) DO UPDATE SET price_minor = $4, currency = $5, "
+                "tax_rate_bp = $6",
                 [(client_id, r.service, r.unit, r.price.amount_minor, r.price.currency,
                   r.tax_rate_bp, valid_from) for r in rates])
 
@@ -153,9 +157,11 @@ class Sales(System):
         @answers.to(ContractRatesRequested)
         async def rates_in_force(question: ContractRatesRequested,
                                  applied: Applied) -> dict[str, Any]:
+            # The set in force: the latest change per service replaces the one before.
             rows = await applied.conn.fetch(
-                "SELECT DISTINCT ON (service, unit) * FROM rates WHERE client_id = $1 AND "
-                "valid_from <= now() ORDER BY service, unit, valid_from DESC",
+                "SELECT r.* FROM rates r WHERE client_id = $1 AND valid_from = (SELECT "
+                "max(valid_from) FROM rates x WHERE x.client_id = r.client_id AND "
+                "x.service = r.service AND x.valid_from <= now()) ORDER BY service, unit",
                 question.client_id)
             if not rows:
                 raise NotFound(f"sales has no contract rates for client {question.client_id}")
@@ -219,6 +225,10 @@ class Delivery(System):
 class Billing(System):
     kind = "billing"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake = asyncio.Event()  # usage waits for rates: the pricer looks now
+
     def handlers(self) -> Handlers:
         handlers = Handlers()
 
@@ -228,6 +238,11 @@ class Billing(System):
                 raise Rejected("contract rates come from sales only")
             await save_rates(applied.conn, event.client_id, event.rates, event.valid_from,
                              "changed")
+            # Usage that could not be priced with the old rates is tried with these.
+            await applied.conn.execute("UPDATE usage SET status = 'unpriced', problem = NULL "
+                                       "WHERE client_id = $1 AND status = 'failed'",
+                                       event.client_id)
+            self.wake.set()  # usage waiting for these rates is priced now
 
         @handlers.on(ServiceDelivered)
         async def bill(event: ServiceDelivered, applied: Applied) -> None:
@@ -249,69 +264,133 @@ class Billing(System):
         return handlers
 
     async def _bill(self, event: ServiceDelivered, applied: Applied) -> None:
+        """The usage is kept; priced and invoiced at once when billing has the client's
+        rates, else by the pricer (:meth:`price_waiting`), which asks sales outside any
+        transaction: a sales outage delays the invoice, it never holds billing's inbox."""
         conn = applied.conn
-        if await conn.fetchval("SELECT 1 FROM bills WHERE booking_id = $1", event.booking_id):
-            return  # billed once
+        if event.client_box is None:
+            raise Rejected(f"client {event.client_id} has neither a box nor a partner entry "
+                           "in the network: there is nobody to send its invoice to")
+        await conn.execute(
+            "INSERT INTO usage (booking_id, client_id, service, started_at, duration_minutes, "
+            "participants, client_box, status) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+            "'unpriced') ON CONFLICT (booking_id) DO NOTHING", event.booking_id,
+            event.client_id, event.service, event.started_at, event.duration_minutes,
+            event.participants, event.client_box)
         rates = await _rates_at(conn, event.client_id, event.service, event.started_at)
-        if not rates:
-            rates = await self._ask_rates(conn, event.client_id)
-            rates = [r for r in rates if r.service == event.service]
-        if not rates:
-            raise Rejected(f"client {event.client_id} has no contract rate for "
-                           f"{event.service}: sales must set one")
-        quantities = {"minute": event.duration_minutes, "session": 1,
-                      "participant-minute": event.duration_minutes * event.participants}
+        if rates:
+            await self._invoice(conn, event.booking_id, rates)
+        else:
+            self.wake.set()
+
+    async def _invoice(self, conn: asyncpg.Connection, booking_id: str,
+                       rates: Sequence[Rate]) -> str | None:
+        """Invoice one unpriced usage at ``rates``, in the caller's transaction (the usage row
+        locked); None when it is priced already or cannot be (marked failed, with why)."""
+        usage = await conn.fetchrow("SELECT * FROM usage WHERE booking_id = $1 AND "
+                                    "status = 'unpriced' FOR UPDATE", booking_id)
+        if usage is None:
+            return None
+        quantities = {"minute": usage["duration_minutes"], "session": 1,
+                      "participant-minute": usage["duration_minutes"] * usage["participants"]}
+        unknown = sorted({r.unit for r in rates} - set(quantities))
+        currencies = {r.price.currency for r in rates}
+        if unknown or len(currencies) != 1:
+            problem = (f"rate unit(s) {', '.join(unknown)} cannot be billed (minute, "
+                       "participant-minute, session)" if unknown else
+                       f"the rates mix currencies {sorted(currencies)}")
+            await conn.execute("UPDATE usage SET status = 'failed', problem = $2 WHERE "
+                               "booking_id = $1", booking_id, problem)
+            log.warning("usage not invoiced", box=self.box_id, booking_id=booking_id,
+                        problem=problem, correlation_id=booking_id)
+            return None
         lines = tuple(
             Line(line_no=n, sku=f"{rate.service}/{rate.unit}",
                  description=f"{rate.service}, per {rate.unit}",
-                 quantity=Decimal(quantities.get(rate.unit, 1)), unit=rate.unit,
+                 quantity=Decimal(quantities[rate.unit]), unit=rate.unit,
                  unit_price=rate.price, tax_rate_bp=rate.tax_rate_bp)
             for n, rate in enumerate(rates, 1))
         net = sum(_rounded(x.quantity * x.unit_price.amount_minor) for x in lines)
         tax = sum(_rounded(x.quantity * x.unit_price.amount_minor * x.tax_rate_bp / 10_000)
                   for x in lines)
-        currency = lines[0].unit_price.currency
-        client = event.client_box
-        if client is None:
-            raise Rejected(f"client {event.client_id} has neither a box nor a partner entry "
-                           "in the network: there is nobody to send its invoice to")
+        currency = currencies.pop()
+        client = usage["client_box"]
         invoice_id = f"{self.box_id}-inv-{uuid.uuid4().hex[:10]}"
-        number = f"SRV-{event.booking_id.removeprefix('bk-').upper()}"
+        number = f"SRV-{booking_id.removeprefix('bk-').upper()}"
         now = datetime.now(UTC)
         invoice = InvoiceIssued(
-            meta=self._meta(event.booking_id, target=client, causation=applied.envelope.id),
-            invoice_id=invoice_id, order_id=event.booking_id, number=number, issued_at=now,
+            meta=self._meta(booking_id, target=client), invoice_id=invoice_id,
+            order_id=booking_id, number=number, issued_at=now,
             due_at=now + timedelta(days=14), lines=lines,
             net=Money(amount_minor=net, currency=currency),
             tax=Money(amount_minor=tax, currency=currency),
             total=Money(amount_minor=net + tax, currency=currency))
-        await conn.execute(
-            "INSERT INTO usage VALUES ($1, $2, $3, $4, $5, $6, $7)", event.booking_id,
-            event.client_id, event.service, event.started_at, event.duration_minutes,
-            event.participants, invoice_id)
+        await conn.execute("UPDATE usage SET status = 'priced', invoice_id = $2 WHERE "
+                           "booking_id = $1", booking_id, invoice_id)
         await conn.execute(
             "INSERT INTO bills VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", invoice_id,
-            event.client_id, event.booking_id, number, now, net, tax, net + tax, currency,
-            client)
+            usage["client_id"], booking_id, number, now, net, tax, net + tax, currency, client)
         await self.outbox.publish(conn, invoice)
-        log.info("service invoiced", box=self.box_id, booking_id=event.booking_id,
+        log.info("service invoiced", box=self.box_id, booking_id=booking_id,
                  invoice_id=invoice_id, total_minor=net + tax, client=client,
-                 event_id=invoice.meta.event_id, correlation_id=event.booking_id)
+                 event_id=invoice.meta.event_id, correlation_id=booking_id)
+        return invoice_id
 
-    async def _ask_rates(self, conn: asyncpg.Connection, client_id: str) -> list[Rate]:
-        """No rates cached: sales is asked (the answer is kept for the next time)."""
+    async def price_waiting(self, stop: asyncio.Event, every: float = 2.0) -> None:
+        """The pricer: usage that came before its client's rates is priced once billing has
+        them, asked of sales when the cache has none (outside any transaction). A sales
+        outage only delays the invoice; the usage waits, nothing is dropped."""
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                await self._price_round()
+            except Exception as exc:  # a database or broker hiccup: the next round retries
+                log.warning("pricing waiting usage failed; trying again", box=self.box_id,
+                            error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await asyncio.wait([asyncio.ensure_future(self.wake.wait()),
+                                        asyncio.ensure_future(stop.wait())],
+                                       return_when=asyncio.FIRST_COMPLETED)
+
+    async def _price_round(self) -> None:
+        waiting = await self._rows("SELECT booking_id, client_id, service, started_at FROM "
+                                   "usage WHERE status = 'unpriced' ORDER BY started_at")
+        asked: dict[str, list[Rate] | None] = {}
+        for usage in waiting:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                rates = await _rates_at(conn, usage["client_id"], usage["service"],
+                                        usage["started_at"])
+                if not rates and usage["client_id"] not in asked:
+                    asked[usage["client_id"]] = await self._ask_rates(conn,
+                                                                      usage["client_id"])
+                if not rates:
+                    rates = [r for r in asked.get(usage["client_id"]) or []
+                             if r.service == usage["service"]]
+                if not rates:
+                    continue  # sales has none yet, or did not answer: asked again later
+                async with conn.transaction():
+                    await self._invoice(conn, usage["booking_id"], rates)
+            finally:
+                await conn.close()
+
+    async def _ask_rates(self, conn: asyncpg.Connection, client_id: str) -> list[Rate] | None:
+        """Sales' rates of a client (kept for the next time); None when sales has none or
+        does not answer now (the usage waits and is asked about again)."""
         if self.requester is None:
-            raise Retry("billing has no asking instance to ask sales for rates")
+            return None
         try:
             answer = await self.requester.ask(ContractRatesRequested, self.peers.sales,
                                               timeout=5, key=client_id, client_id=client_id)
         except RequestFailed as exc:
-            if exc.retriable:
-                raise Retry(f"sales did not answer for the rates of {client_id}") from exc
-            raise Rejected(f"sales refused the rates of {client_id}: {exc.message}") from exc
-        status = answer.answer.status.value  # type: ignore[attr-defined]
-        if status == "NOT_FOUND":
-            raise Rejected(f"sales has no contract rates for client {client_id}")
+            log.warning("sales did not give the rates of a client; its usage waits",
+                        box=self.box_id, client=client_id, error=exc.message)
+            return None
+        if answer.answer.status.value != "OK":  # type: ignore[attr-defined]
+            log.warning("sales has no contract rates for a client; its usage waits until "
+                        "sales sets them", box=self.box_id, client=client_id)
+            return None
         rates = list(answer.rates)  # type: ignore[attr-defined]
         await save_rates(conn, client_id, rates, answer.valid_from, "asked")  # type: ignore[attr-defined]
         return rates
@@ -360,9 +439,11 @@ async def billing_period(conn: asyncpg.Connection, client_id: str,
 
 async def _rates_at(conn: asyncpg.Connection, client_id: str, service: str,
                     at: datetime) -> list[Rate]:
+    # A change is the whole set of a service's rates from its date: the latest set in force.
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (unit) * FROM client_rates WHERE client_id = $1 AND service = $2 "
-        "AND valid_from <= $3 ORDER BY unit, valid_from DESC", client_id, service, at)
+        "SELECT * FROM client_rates WHERE client_id = $1 AND service = $2 AND valid_from = "
+        "(SELECT max(valid_from) FROM client_rates WHERE client_id = $1 AND service = $2 AND "
+        "valid_from <= $3) ORDER BY unit", client_id, service, at)
     return [_rate(r) for r in rows]
 
 

@@ -219,6 +219,14 @@ async def invoice_becomes_payable(event: InvoiceIssued, applied: Applied) -> Non
         return
     if await applied.conn.fetchval("SELECT 1 FROM orders WHERE order_id = $1", event.order_id):
         await _order(applied, event.order_id, "purchase")
+    else:
+        # Not for an order of this box: kept, and a person checks it before it is paid.
+        await applied.conn.execute(
+            "INSERT INTO tasks (order_id, kind, detail) VALUES ($1, 'check-invoice', $2)",
+            event.order_id, f"check invoice {event.number} of {applied.envelope.source_box} "
+            f"({event.total.amount_minor / 100:,.2f} {event.total.currency}): it is for "
+            f"{event.order_id}, which is no order of this box (a service booked outside the "
+            "bus?)")
     await save_invoice(applied.conn, event, "payable", applied.envelope.source_box)
 
 

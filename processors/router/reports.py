@@ -146,6 +146,9 @@ class Reporter:
     def paused(self) -> bool:
         return time.monotonic() < self._paused_until
 
+    def pause(self) -> None:
+        self._paused_until = time.monotonic() + PAUSE_SECONDS
+
     async def write(self, reports: Reports, add: Callable[..., None],
                     partitions: Mapping[str, int]) -> None:
         now = datetime.now(UTC)

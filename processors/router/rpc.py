@@ -17,8 +17,8 @@ from bus.envelope import CORRELATION_ID, PARTITION_KEY, REPLY_PARTITION, TYPE
 from bus.events import EVENT_TYPES
 from bus.events.models import AnswerInfo, AnswerStatus, EventMeta
 from bus.log import get_logger
-from bus.serde import EventSerde
 from processors.router.outputs import DROPPABLE
+from processors.router.reports import Reporter
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
@@ -33,10 +33,16 @@ def answer_type(question: str) -> str | None:
     return found if found in EVENT_TYPES else None
 
 
-async def refuse_questions(serde: EventSerde, table: RoutingTable, refusals: Sequence[Refusal],
-                           add: Callable[..., None], partitions: Mapping[str, int]) -> None:
+async def refuse_questions(reporter: Reporter, table: RoutingTable,
+                           refusals: Sequence[Refusal], add: Callable[..., None],
+                           partitions: Mapping[str, int]) -> None:
+    """``reporter``: its serde encodes the answers, and its pause (after the registry failed
+    to answer) holds for these too, so a hanging registry never holds the routing back."""
     now = datetime.now(UTC)
+    serde = reporter.serde
     for asker, _key, headers, reason in refusals:
+        if reporter.paused():
+            return
         topic = naming.replies_topic(table.namespace, asker)
         box = table.boxes.get(asker)
         kind = answer_type(headers.get(TYPE, b"").decode("utf-8", "replace"))
@@ -60,9 +66,10 @@ async def refuse_questions(serde: EventSerde, table: RoutingTable, refusals: Seq
             async with asyncio.timeout(TIMEOUT):
                 encoded = await serde.encode(answer, topic)
         except Exception as exc:
+            reporter.pause()
             log.warning("the router's refusal of a question could not be made; the asker "
                         "waits for its deadline", asker=asker, request_id=request_id,
                         error=repr(exc))
-            continue
+            return
         add(topic, partition, 0, encoded.key, encoded.value, int(now.timestamp() * 1000),
             [*encoded.headers, (REPLY_PARTITION, str(partition).encode())], DROPPABLE, asker)

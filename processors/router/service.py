@@ -85,6 +85,8 @@ from processors.router.reports import Reporter, Reports
 from processors.router.rpc import refuse_questions
 from processors.router.table import QUESTIONS, RoutingTable
 
+QUESTION_TYPES = frozenset(t.encode() for t in QUESTIONS)
+
 log = get_logger(__name__)
 CAREFUL_AFTER = 3  # failed rounds in a row before outputs go one by one
 
@@ -361,7 +363,7 @@ class Router:
                     self._quarantine(outputs, record, decision.quarantine, decision.reason or "")
                     if report is not None:
                         report.refused(decision.quarantine, decision.reason or "")
-                    if found.get(TYPE, b"").decode() in QUESTIONS:
+                    if found.get(TYPE) in QUESTION_TYPES:  # bytes: nothing to decode
                         refusals.append((owner, record.key, found, decision.reason or ""))
                     continue
                 if traced:  # the router's span becomes the event's context downstream
@@ -416,7 +418,7 @@ class Router:
                             report.delivered(recipient.box, recipient.partner)
             handled += len(records)
         if refusals and self.reporter is not None:
-            await refuse_questions(self.reporter.serde, table, refusals, add, partitions)
+            await refuse_questions(self.reporter, table, refusals, add, partitions)
         try:
             refused = await outputs.send()
         except BaseException as exc:
