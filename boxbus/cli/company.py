@@ -68,11 +68,8 @@ def run(box: BoxOpt,
                                 outbox)
         console_err.print(f"{system} system of box {box} (region {where}) runs on "
                           f"{dsn.split('@')[-1]} as {own.principal}; SIGTERM or Ctrl-C stops it")
-        running = asyncio.create_task(service.run())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-        service.stop()
-        stopping.cancel()
-        await running
+        from connectors.box.running import until_stopped
+
+        await until_stopped(service, stop)
 
     _run_until_signal(serve, stop.set)

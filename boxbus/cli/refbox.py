@@ -50,12 +50,9 @@ def run(box: BoxOpt, database_url: DatabaseOpt = None, namespace: NamespaceOpt =
                              region=where)
         console_err.print(f"box {box} (region {where}) runs on {dsn.split('@')[-1]} as "
                           f"{own.principal}; SIGTERM or Ctrl-C stops it")
-        running = asyncio.create_task(service.run())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-        service.stop()
-        stopping.cancel()
-        await running
+        from connectors.box.running import until_stopped
+
+        await until_stopped(service, stop)
 
     stop = asyncio.Event()
     _run_until_signal(serve, stop.set)

@@ -13,6 +13,7 @@ from bus.serde import EventSerde
 from bus.settings import Settings
 from connectors.box import Inbox, Outbox, Relay, UnknownTypePolicy
 from connectors.box.rpc import Requester, Responder
+from connectors.box.running import run_together
 from connectors.company.schema import migrate_system
 from connectors.company.systems import SYSTEMS, Billing, Peers, System
 
@@ -67,13 +68,8 @@ class SystemService:
         self.ready.set()
         log.info("internal system running", box=self.box_id, system=self.kind)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            await run_together(tasks, self.stop)
         finally:
-            self.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
             if self.requester is not None:
                 with contextlib.suppress(Exception):
                     await self.requester.stop()

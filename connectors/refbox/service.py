@@ -10,6 +10,7 @@ from bus.log import get_logger
 from bus.serde import EventSerde
 from bus.settings import Settings
 from connectors.box import Inbox, Outbox, Relay
+from connectors.box.running import run_together
 from connectors.refbox.handlers import box_handlers
 from connectors.refbox.schema import migrate_refbox
 
@@ -41,11 +42,4 @@ class BoxService:
         tasks = [asyncio.create_task(self.relay.run(), name=f"relay-{self.box_id}"),
                  asyncio.create_task(self.inbox.run(), name=f"inbox-{self.box_id}")]
         log.info("box running", box=self.box_id)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-        finally:
-            self.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_together(tasks, self.stop)
