@@ -64,6 +64,8 @@ class Outbox:
         """Write ``event`` into the outbox inside the caller's transaction (which must be
         open: an event outside a transaction could commit without its business change).
         ``headers``: more record headers (an answer's reply partition)."""
+        if not headers:
+            return (await self.publish_many(conn, [event], topic))[0]
         encoded = await self.encode([event], topic, headers)
         return (await self.publish_many(conn, encoded))[0]
 
