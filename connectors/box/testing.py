@@ -124,6 +124,13 @@ class _MemoryOutbox(Outbox):
         super().__init__(settings, serde)
         self.published: list[EventBase] = []
 
+    async def publish(self, conn: asyncpg.Connection, event: EventBase,
+                      topic: str | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> EncodedEvent:
+        (encoded,) = await self.encode([event], topic, headers)
+        self.published.append(event)
+        return encoded
+
     async def publish_many(self, conn: asyncpg.Connection,
                            events: Sequence[EventBase] | Sequence[EncodedEvent],
                            topic: str | None = None) -> list[EncodedEvent]:
