@@ -60,10 +60,14 @@ from connectors.box.outbox import CHANNEL, headers_from_json
 
 # Acknowledged rows leave the outbox; the tracked ones among them are marked sent (business
 # receipts), in the same statement.
+# The tracked rows are locked in event id order, as the inbox's receipts lock them: the two
+# never wait on each other in a circle (a deadlock).
 DELETE_SENT = """
-    WITH gone AS (DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[]) RETURNING event_id)
-    UPDATE boxbus_sent SET sent_at = clock_timestamp() FROM gone
-    WHERE boxbus_sent.event_id = gone.event_id AND boxbus_sent.sent_at IS NULL"""
+    WITH gone AS (DELETE FROM boxbus_outbox WHERE id = ANY($1::bigint[]) RETURNING event_id),
+    mine AS (SELECT event_id FROM boxbus_sent WHERE event_id IN (SELECT event_id FROM gone)
+             AND sent_at IS NULL ORDER BY event_id FOR UPDATE)
+    UPDATE boxbus_sent SET sent_at = clock_timestamp() FROM mine
+    WHERE boxbus_sent.event_id = mine.event_id"""
 
 log = get_logger(__name__)
 

@@ -44,7 +44,8 @@ async def routed(event: EventsRouted, applied: Applied) -> None:
         raise Rejected(f"an EventsRouted from {envelope.source_box!r} for "
                        f"{envelope.target_box!r}: only the router reports to this box")
     conn = applied.conn
-    for item in event.events:
+    # In event id order, as the relay locks them (no deadlock between the two).
+    for item in sorted(event.events, key=lambda e: e.event_id):
         await conn.execute(
             "UPDATE boxbus_sent SET routed_at = coalesce(routed_at, $2), refused_code = $3, "
             "refused_reason = $4 WHERE event_id = $1", item.event_id, event.routed_at,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from bus.migrations import Migration, Schema
 from connectors.box import migrate
 
 SALES = """
@@ -75,11 +76,12 @@ CREATE TABLE IF NOT EXISTS usage (
     started_at        timestamptz NOT NULL,
     duration_minutes  int NOT NULL,
     participants      int NOT NULL,
-    invoice_id        text
+    invoice_id        text,
+    client_box        text,
+    status            text NOT NULL DEFAULT 'unpriced'
+                      CHECK (status IN ('unpriced', 'priced', 'failed')),
+    problem           text
 );
-ALTER TABLE usage ADD COLUMN IF NOT EXISTS client_box text;
-ALTER TABLE usage ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'unpriced';
-ALTER TABLE usage ADD COLUMN IF NOT EXISTS problem text;
 CREATE TABLE IF NOT EXISTS bills (
     invoice_id    text PRIMARY KEY,
     client_id     text NOT NULL,
@@ -103,13 +105,16 @@ CREATE TABLE IF NOT EXISTS received_payments (
 TABLES = {"sales": SALES, "delivery": DELIVERY, "billing": BILLING}
 
 
+SCHEMAS = {kind: Schema(f"{kind}_migrations", 0x636F6D70 + n,  # "comp"
+                        [Migration(1, kind, sql)])
+           for n, (kind, sql) in enumerate(TABLES.items())}
+
+
 async def migrate_system(dsn: str, kind: str) -> None:
-    """The SDK's migrations, then the system's own tables (idempotent)."""
+    """The SDK's migrations, then the system's own, each applied once."""
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('boxbus-company'))")
-            await conn.execute(TABLES[kind])
+        await SCHEMAS[kind].migrate(conn)
     finally:
         await conn.close()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from bus.migrations import Migration, Schema
 from connectors.box import migrate
 
-SCHEMA = """
+V1 = """
 CREATE TABLE IF NOT EXISTS orders (
     order_id      text PRIMARY KEY,
     role          text NOT NULL CHECK (role IN ('purchase', 'sales')),
@@ -102,7 +103,20 @@ CREATE TABLE IF NOT EXISTS branch_reports (
     currency       text NOT NULL
 );
 ALTER TABLE branch_reports ADD COLUMN IF NOT EXISTS stock_value_minor bigint NOT NULL DEFAULT 0;
--- The business process a sales order is in (the box's rules choose it when it arrives), and
+CREATE TABLE IF NOT EXISTS receipts (
+    event_id      text NOT NULL,
+    from_box      text NOT NULL,
+    event_type    text NOT NULL,
+    status        text NOT NULL,
+    reason        text,
+    processed_at  timestamptz NOT NULL,
+    PRIMARY KEY (event_id, from_box)
+);
+"""
+
+# The whole business chain: processes and item codes, tasks, invoices and payments, partners'
+# stock, contacts, documents.
+V2 = """-- The business process a sales order is in (the box's rules choose it when it arrives), and
 -- the buyer's own codes of each line as they came (kept for a person to map them).
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS pipeline text NOT NULL DEFAULT 'purchasing';
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS stage text;
@@ -197,14 +211,16 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 """
 
+MIGRATIONS = [Migration(1, "reference-box", V1), Migration(2, "business-chain", V2)]
+SCHEMA = Schema("refbox_migrations", 0x72626F78, MIGRATIONS)  # "rbox"
+
 
 async def migrate_refbox(dsn: str) -> None:
-    """The SDK's migrations, then the reference box's tables (idempotent)."""
+    """The SDK's migrations, then the reference box's own, each applied once (DDL takes
+    strong locks: it must not run again on a box at work)."""
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('boxbus-refbox'))")
-            await conn.execute(SCHEMA)
+        await SCHEMA.migrate(conn)
     finally:
         await conn.close()
