@@ -34,6 +34,11 @@ def check_box(box_id: str) -> str:
     return _check_name(box_id, "box id", "it names the box's topics")
 
 
+# The source_box of what the router itself writes (its reports, its refusals of questions):
+# the router speaks for no box, and no box may take this id.
+ROUTER_SOURCE = "router"
+
+
 def box_prefix(namespace: str, box_id: str) -> str:
     """What every topic and consumer group of one box starts with, ending in the separator
     (an ACL on the prefix ``ns.box.a`` would cover box ``ab`` too; ``ns.box.a.`` does not)."""

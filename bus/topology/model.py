@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from bus import naming
 from bus.errors import ConfigError
 from bus.events import EVENT_TYPES
 from bus.yamlfile import At, parse, render
@@ -151,7 +152,7 @@ class BoxKind(StrEnum):
 
 
 # Names the network's own services speak as (the router's reports carry source_box "router").
-RESERVED_BOX_IDS = frozenset({"router"})
+RESERVED_BOX_IDS = frozenset({naming.ROUTER_SOURCE})
 
 
 class Box(_Strict):

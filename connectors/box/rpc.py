@@ -59,7 +59,7 @@ from connectors.box.outbox import Outbox
 
 log = get_logger(__name__)
 A = TypeVar("A", bound=EventBase)
-ROUTER = "router"
+ROUTER = naming.ROUTER_SOURCE
 
 
 class RequestFailed(BoxbusError):

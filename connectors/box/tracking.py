@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from bus import naming
 from bus.events.models import DeliveryReceipt, EventsRouted
 from bus.log import get_logger
 from connectors.box.handlers import Applied, Handler, Handlers, Rejected
@@ -33,7 +34,7 @@ log = get_logger(__name__)
 __all__ = ["BUS_ANSWERS", "purge", "receipts", "record_sent", "summary", "tracked",
            "with_tracking"]
 
-ROUTER = "router"  # the source_box of the router's reports
+ROUTER = naming.ROUTER_SOURCE
 
 
 async def routed(event: EventsRouted, applied: Applied) -> None:

@@ -33,7 +33,7 @@ from processors.router.outputs import DROPPABLE, key_hash
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
-ROUTER = "router"  # the source_box of a report: the router speaks for no box
+ROUTER = naming.ROUTER_SOURCE
 MAX_REPORT_BYTES = 256 * 1024
 MAX_ID = 200  # longer event ids (or types) are not reported: nobody writes such an id
 MAX_REASON = 500

@@ -22,7 +22,7 @@ from processors.router.reports import Reporter
 from processors.router.table import RoutingTable
 
 log = get_logger(__name__)
-ROUTER = "router"
+ROUTER = naming.ROUTER_SOURCE
 TIMEOUT = 3.0
 
 Refusal = tuple[str, bytes | None, Mapping[str, bytes], str]  # asker, key, headers, reason
