@@ -54,6 +54,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,10 +135,33 @@ def _raise_if_lost(exc: BaseException, conn: asyncpg.Connection) -> None:
 
 
 class _Retrying(Exception):
-    def __init__(self, offset: int, cause: BaseException) -> None:
+    """A handler asked to retry the record at ``offset`` of ``tp`` (or failed for a reason
+    worth another try): that partition is rolled back and paused, the others go on."""
+
+    def __init__(self, tp: TopicPartition, offset: int, first_offset: int,
+                 cause: BaseException) -> None:
         super().__init__(str(cause))
+        self.tp = tp
         self.offset = offset
+        self.first_offset = first_offset
         self.cause = cause
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A partition's share of a fetch: its records and what the checks made of each."""
+
+    tp: TopicPartition
+    records: list[KafkaRecord]
+    checked: list[Checked | None]
+
+    @property
+    def first_offset(self) -> int:
+        return self.records[0].offset
+
+    @property
+    def next_offset(self) -> int:
+        return self.records[-1].offset + 1
 
 
 class Inbox:
@@ -235,12 +259,8 @@ class Inbox:
                             timeout_ms=500, max_records=self.max_records)
                         if fetched:
                             self._login.records_arrived()
-                        for tp, records in fetched.items():
-                            if self._stop.is_set():
-                                # Abandon the rest of the fetch: it was not applied, and the
-                                # next owner starts from the stored offsets.
-                                break
-                            await self._apply_partition(tp, records)
+                        if fetched:
+                            await self._apply_fetch(fetched)
                         await self._mirror_offsets()
         finally:
             with contextlib.suppress(Exception):
@@ -319,51 +339,85 @@ class Inbox:
         self._seek(tp, start)
         return start == fallback
 
-    async def _apply_partition(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
+    async def _ready(self, tp: TopicPartition, records: list[KafkaRecord]
+                     ) -> list[KafkaRecord]:
+        """The records of a partition that are this inbox's to apply now (none if it was
+        revoked, or placed elsewhere, meanwhile)."""
         if tp not in self._consumer.assignment():
-            return  # revoked while earlier partitions of this fetch were applied
+            return []  # revoked while this fetch was taken apart
         if not self.state.is_ready(tp) and not await self._place(tp, records[0].offset):
-            return  # placed elsewhere: the records come again from there
+            return []  # placed elsewhere: the records come again from there
         known = self.state.resume_at(tp, records[0].offset)
         if known is not None:
             # The consumer fetched from before the stored position (aiokafka may reset a
             # position after the rebalance listener's seek): seek again, apply nothing twice.
             self._seek(tp, known)
             records = [r for r in records if r.offset >= known]
-            if not records:
-                return
-        try:
-            checked = await self._pipeline.run(records)
-            await self._apply(tp, records, checked)
-        except _Retrying as retrying:
-            await self._back_off(tp, records[0].offset, retrying)
-        except (HandBack, RegistryUnavailable, KafkaError) as exc:
-            # The registry (decoding, receipts) or Kafka (dead letters) is away: nothing was
-            # committed; the batch is read again after a pause.
-            log.warning("registry or Kafka unavailable; the batch is read again",
-                        box=self.box_id, error=repr(exc), topic=tp.topic,
-                        partition=tp.partition)
-            self._seek(tp, records[0].offset)
-            await asyncio.sleep(self.state.retry.base_delay * (2 + random.random()))
-        except Exception as exc:
-            if not _database_trouble(exc):
-                raise
-            await self._database_away(tp, records[0].offset, exc)
+        return records
 
-    async def _database_away(self, tp: TopicPartition, first_offset: int,
-                             exc: Exception) -> None:
+    async def _apply_fetch(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
+        """Check every partition of the fetch, then apply them all in one transaction. A
+        partition whose handler asks to retry is rolled back, sought back and paused on its
+        own; the transaction is made again without it, so the others go on."""
+        parts: list[_Part] = []
+        pause = False
+        for tp, records in fetched.items():
+            if self._stop.is_set():
+                # Abandon the rest of the fetch: it was not applied, and the next owner
+                # starts from the stored offsets.
+                break
+            records = await self._ready(tp, records) if records else []
+            if not records:
+                continue
+            try:
+                parts.append(_Part(tp, records, await self._pipeline.run(records)))
+            except (HandBack, RegistryUnavailable, KafkaError) as exc:
+                # The registry (decoding) or Kafka (dead letters) is away: this partition is
+                # read again after a pause; the others go on.
+                self._away(tp, records[0].offset, exc)
+                pause = True
+        while parts:
+            try:
+                await self._apply(parts)
+                break
+            except _Retrying as retrying:
+                await self._back_off(retrying)
+                parts = [p for p in parts if p.tp != retrying.tp]
+            except (HandBack, RegistryUnavailable, KafkaError) as exc:
+                # The registry (receipts) or Kafka (dead letters) is away: nothing was
+                # committed; the fetch is read again after a pause.
+                for part in parts:
+                    self._away(part.tp, part.first_offset, exc)
+                pause = True
+                break
+            except Exception as exc:
+                if not _database_trouble(exc):
+                    raise
+                await self._database_away(parts, exc)
+                break
+        if pause:
+            await asyncio.sleep(self.state.retry.base_delay * (2 + random.random()))
+
+    def _away(self, tp: TopicPartition, first_offset: int, exc: BaseException) -> None:
+        log.warning("registry or Kafka unavailable; the batch is read again", box=self.box_id,
+                    error=repr(exc), topic=tp.topic, partition=tp.partition)
+        self._seek(tp, first_offset)
+
+    async def _database_away(self, parts: list[_Part], exc: Exception) -> None:
         """The database went away mid-batch (or refused it): nothing of it was committed.
         A fresh connection reads it again once the database answers."""
+        where = [f"{p.tp.topic}[{p.tp.partition}]@{p.first_offset}" for p in parts]
         if isinstance(exc, _DatabaseLost) or session_lost(exc):
             log.warning("box database unavailable; the batch is read again", box=self.box_id,
-                        error=repr(exc), topic=tp.topic, partition=tp.partition)
+                        error=repr(exc), partitions=where)
         else:
             log.error("box database refused the batch; it is read again", box=self.box_id,
-                      error=repr(exc), topic=tp.topic, partition=tp.partition)
+                      error=repr(exc), partitions=where)
         if self._conn is not None and not self._conn.is_closed():
             self._conn.terminate()  # open but maybe stuck: a new session starts clean
         self._conn = None
-        self._seek(tp, first_offset)
+        for part in parts:
+            self._seek(part.tp, part.first_offset)
         await asyncio.sleep(self.state.retry.base_delay * (1 + random.random()))
 
     async def _check(self, record: KafkaRecord) -> Checked | None:
@@ -397,25 +451,25 @@ class Inbox:
         """Records dead-lettered: invalid ones and those the handlers rejected."""
         return self._pipeline.dead_lettered + self._rejected
 
-    async def _apply(self, tp: TopicPartition, records: list[KafkaRecord],
-                     checked: list[Checked | None]) -> None:
-        """Fast path first: the whole batch in one transaction without savepoints. If a
-        handler fails, the transaction is rolled back and the batch applied again with a
+    async def _apply(self, parts: list[_Part]) -> None:
+        """Fast path first: the partitions' batches in one transaction without savepoints. If
+        a handler fails, the transaction is rolled back and the batches applied again with a
         savepoint around each handler, which isolates the failing event."""
         try:
-            await self._apply_batch(tp, records, checked, careful=False)
+            await self._apply_batch(parts, careful=False)
         except (_Careful, asyncpg.InFailedSQLTransactionError):
             # (A handler that swallowed a database error aborts the transaction too.)
-            await self._apply_batch(tp, records, checked, careful=True)
+            await self._apply_batch(parts, careful=True)
 
-    async def _apply_batch(self, tp: TopicPartition, records: list[KafkaRecord],
-                           checked: list[Checked | None],
-                           *, careful: bool) -> None:
+    async def _apply_batch(self, parts: list[_Part], *, careful: bool) -> None:
         conn = await self._db()
         rejected: list[tuple[Any, BadEvent]] = []
         applied = duplicates = 0
-        valid = [(record, item) for record, item in zip(records, checked, strict=True)
+        # Partition after partition, each in offset order: the order per aggregate holds.
+        valid = [(record, item) for part in parts
+                 for record, item in zip(part.records, part.checked, strict=True)
                  if item is not None]
+        first_offsets = {(p.tp.topic, p.tp.partition): p.first_offset for p in parts}
         async with conn.transaction():
             # One statement records every id of the batch; ids already there are redeliveries.
             ids = [self.identity(r, i.envelope) for r, i in valid]
@@ -447,7 +501,8 @@ class Inbox:
                         if _transient(exc) and self._attempts_left(first.topic,
                                                                    first.partition,
                                                                    first.offset):
-                            raise _Retrying(first.offset, exc) from exc
+                            raise self._retrying(first.topic, first.partition, first.offset,
+                                                 first_offsets, exc) from exc
                         raise _Careful from exc
                     applied += len(run)
                     if self.receipts:
@@ -488,7 +543,7 @@ class Inbox:
                                             error.message)
                     continue
                 outcome = await self._run_handler(conn, handler, event, envelope, record,
-                                                  careful=careful)
+                                                  first_offsets, careful=careful)
                 if outcome is not None:
                     rejected.append((record, outcome))
                     await self._mark(conn, identity, "dead-lettered")
@@ -506,15 +561,19 @@ class Inbox:
                 await self._reject_once(record, error)
             await conn.execute(
                 "INSERT INTO boxbus_inbox_offsets (consumer, topic, partition, next_offset) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, partition) DO UPDATE "
+                "SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[]) "
+                "ON CONFLICT (consumer, topic, partition) DO UPDATE "
                 "SET next_offset = excluded.next_offset, updated_at = clock_timestamp()",
-                self.group_id, tp.topic, tp.partition, records[-1].offset + 1)
-        self.state.committed(tp, records[-1].offset + 1, (r.offset for r in records))
+                self.group_id, [p.tp.topic for p in parts], [p.tp.partition for p in parts],
+                [p.next_offset for p in parts])
+        for part in parts:
+            self.state.committed(part.tp, part.next_offset, (r.offset for r in part.records))
         self.applied += applied
         self.duplicates += duplicates
 
     async def _run_handler(self, conn: asyncpg.Connection, handler: Handler, event: EventBase,
-                           envelope: Envelope, record: KafkaRecord, *, careful: bool,
+                           envelope: Envelope, record: KafkaRecord,
+                           first_offsets: dict[tuple[str, int], int], *, careful: bool,
                            ) -> BadEvent | None:
         """None if applied; the reason if rejected. Raises _Retrying to retry the batch, and
         on the fast path _Careful to apply the batch again event by event."""
@@ -529,7 +588,8 @@ class Inbox:
                 _raise_if_lost(exc, conn)
                 if _transient(exc) and self._attempts_left(record.topic, record.partition,
                                                            record.offset):
-                    raise _Retrying(record.offset, exc) from exc
+                    raise self._retrying(record.topic, record.partition, record.offset,
+                                     first_offsets, exc) from exc
                 raise _Careful from exc
             return None
         savepoint = conn.transaction()
@@ -547,7 +607,8 @@ class Inbox:
             await savepoint.rollback()
             if _transient(exc):
                 if self._attempts_left(record.topic, record.partition, record.offset):
-                    raise _Retrying(record.offset, exc) from exc
+                    raise self._retrying(record.topic, record.partition, record.offset,
+                                     first_offsets, exc) from exc
                 retry = self.state.retry
                 return HandlerRejected(f"gave up after {retry.max_attempts} attempts or "
                                        f"{retry.max_seconds:.0f} s: {exc}")
@@ -568,8 +629,15 @@ class Inbox:
         """Count one more attempt at this record; whether another one is allowed."""
         return self.state.attempt((topic, partition, offset), time.monotonic())
 
-    async def _back_off(self, tp: TopicPartition, first_offset: int,
-                        retrying: _Retrying) -> None:
+    @staticmethod
+    def _retrying(topic: str, partition: int, offset: int,
+                  first_offsets: dict[tuple[str, int], int], cause: BaseException) -> _Retrying:
+        return _Retrying(TopicPartition(topic, partition), offset,
+                         first_offsets[(topic, partition)], cause)
+
+    async def _back_off(self, retrying: _Retrying) -> None:
+        """Seek the partition back to its batch's first offset and pause it for a while."""
+        tp, first_offset = retrying.tp, retrying.first_offset
         key = (tp.topic, tp.partition, retrying.offset)
         delay = self.state.retry_delay(key)
         log.warning("handler asked to retry; partition paused", topic=tp.topic,

@@ -55,7 +55,7 @@ from bus.serde import EncodedEvent, EventSerde
 from bus.settings import Settings
 from bus.validation import check_record
 from connectors.box.handlers import Applied, Handlers, Rejected
-from connectors.box.inbox import Inbox, _Retrying, _transient
+from connectors.box.inbox import Inbox, _Part, _Retrying, _transient
 from connectors.box.migrations import migrate
 from connectors.box.outbox import Outbox
 
@@ -271,7 +271,7 @@ class BoxTest:
         while True:
             try:
                 checked = await self._inbox._pipeline.run(records)
-                await self._inbox._apply(tp, records, checked)
+                await self._inbox._apply([_Part(tp, records, checked)])
                 break
             except _Retrying:
                 await asyncio.sleep(0.01)  # the inbox counts the attempts, then rejects

@@ -89,6 +89,12 @@ async def wait_effects(dsn: str, count: int, within: float = 60) -> list[asyncpg
     return rows
 
 
+async def wait_for_log(path: Path, text: str, within: float = 60) -> None:
+    async with asyncio.timeout(within):
+        while not path.exists() or text not in path.read_text():
+            await asyncio.sleep(0.1)
+
+
 def assert_once_and_in_order(rows: list[asyncpg.Record], events: list[EventBase]) -> None:
     assert all(r["times"] == 1 for r in rows), "an effect was applied twice"
     by_aggregate: dict[str, list[int]] = {}
@@ -216,14 +222,18 @@ async def test_an_inbox_killed_mid_batch_applies_each_effect_once(
     assert code == 0  # SIGTERM: the batch in flight finished or was abandoned, cleanly
     assert "inbox stopped" in (tmp_path / "inbox-2.log").read_text()
 
-    # A rebalance: a third member joins while the second works; still once and in order.
-    more = [comment(f"o-{n % 9}", n) for n in range(600, 1200)]
+    # A rebalance: a fourth member joins while the third works; still once and in order.
+    # (Enough events that the third is still at work when the fourth has joined: 4 ms each.)
+    more = [comment(f"o-{n % 9}", n) for n in range(600, 2400)]
     await send(kafka, box_serde, topic, more)
     third = start("inbox-3.log")
     try:
         await wait_effects(effects_db, len(events) + 100)
         fourth = start("inbox-4.log")
         try:
+            await wait_for_log(tmp_path / "inbox-4.log", "partitions assigned")
+            assert len(await effects(effects_db)) < len(events) + len(more), \
+                "the third finished before the fourth joined: no rebalance under work"
             rows = await wait_effects(effects_db, len(events) + len(more), within=120)
         finally:
             fourth.send_signal(signal.SIGTERM)
