@@ -29,6 +29,9 @@ NamespaceOpt = Annotated[str | None, typer.Option(
 
 def _run_until_signal(run: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
     """Run a long-lived service; SIGTERM or SIGINT asks it to finish its work in flight."""
+    from bus import heap
+
+    heap.settle()  # what start-up made stays out of the collector's way (bus.heap)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

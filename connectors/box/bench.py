@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from bus import create_database, naming
+from bus import create_database, heap, naming
 from bus.events import EventBase
 from bus.events.models import CommentAdded, OrderConfirmed, OrderPlaced, StockLevelChanged
 from bus.examples import example
@@ -115,6 +115,7 @@ class Bench:
         self.progress(f"raw aiokafka producer: {count} records")
         producer = self.kafka.producer(acks="all", enable_idempotence=True, linger_ms=5)
         await producer.start()
+        _settle_heap()
         began = time.perf_counter()
         try:
             futures = [await producer.send(topic, e.value, key=e.key, headers=e.headers)
@@ -123,10 +124,12 @@ class Bench:
         finally:
             raw_seconds = time.perf_counter() - began
             await producer.stop()
+        del encoded, futures
 
         self.progress(f"relay: {count} outbox rows")
         relay = Relay(self.settings, dsn, self.kafka, BOX, batch_size=1000,
                       poll_interval=0.05)
+        _settle_heap()
         task = asyncio.create_task(relay.run())
         await relay.active.wait()
         began = time.perf_counter()
@@ -152,7 +155,9 @@ class Bench:
         events = workload_events(count)
         encoded = [await self.serde.encode(e, topic) for e in events]
         await self._produce(topic, encoded)
+        del events, encoded  # the inbox reads them from Kafka
         dsn = await self.box_database()
+        _settle_heap()
 
         self.progress(f"inbox: {count} events")
         inbox = Inbox(self.settings, dsn, self.kafka, BOX, bench_handlers(), self.serde,
@@ -346,6 +351,15 @@ class Bench:
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
+
+
+def _settle_heap() -> None:
+    """Before a measured part: collect the garbage of the set-up, and keep what the bench
+    itself holds out of later full collections (:mod:`bus.heap`, as every boxbus service
+    does once started). Each part stands for a process of its own (a relay, an inbox) whose
+    heap is small; without this, the bench's own lists of events made every full collection
+    of the measured part slower (about 30 % of the inbox's run at 40,000 events)."""
+    heap.settle()
 
 
 def _cpu_times() -> tuple[int, int]:
