@@ -228,6 +228,7 @@ class Inbox:
         self._rejections = Once()  # events the handlers rejected, dead-lettered once
         self._rejected = 0
         self._conn: asyncpg.Connection | None = None
+        self._applying: asyncio.Task[dict[TopicPartition, int]] | None = None
 
     def stop(self) -> None:
         """Finish the partition batch being applied, then stop."""
@@ -259,10 +260,30 @@ class Inbox:
                             timeout_ms=500, max_records=self.max_records)
                         if fetched:
                             self._login.records_arrived()
-                        if fetched:
-                            await self._apply_fetch(fetched)
+                        # The checks of this fetch run while the previous one commits.
+                        parts, pause = await self._check_fetch(fetched)
+                        set_back = await self._applied()
+                        # A partition the batch before set back: what this fetch holds of it
+                        # is not applied now, and it is sought back again (this fetch may
+                        # have moved it past the offset the batch set it back to).
+                        parts = [p for p in parts if p.tp not in set_back]
+                        for tp, offset in set_back.items():
+                            self.state.set_back(tp)
+                            self._seek(tp, offset)
+                        for part in parts:
+                            self.state.taken(part.tp, part.next_offset)
+                        if parts:
+                            self._applying = asyncio.create_task(self._apply_fetch(parts))
+                        if pause:
+                            await asyncio.sleep(
+                                self.state.retry.base_delay * (2 + random.random()))
                         await self._mirror_offsets()
+            await self._applied()  # the batch in flight is finished before the inbox stops
         finally:
+            if self._applying is not None:
+                # An error ended the loop: the batch in flight commits or rolls back first.
+                with contextlib.suppress(Exception):
+                    await self._applied()
             with contextlib.suppress(Exception):
                 await self._mirror_offsets(force=True)
             await self._consumer.stop()
@@ -355,10 +376,10 @@ class Inbox:
             records = [r for r in records if r.offset >= known]
         return records
 
-    async def _apply_fetch(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
-        """Check every partition of the fetch, then apply them all in one transaction. A
-        partition whose handler asks to retry is rolled back, sought back and paused on its
-        own; the transaction is made again without it, so the others go on."""
+    async def _check_fetch(self, fetched: dict[TopicPartition, list[KafkaRecord]]
+                           ) -> tuple[list[_Part], bool]:
+        """Check every partition of a fetch: the batches to apply, and whether a dependency of
+        the checks was away (those partitions are read again after a pause)."""
         parts: list[_Part] = []
         pause = False
         for tp, records in fetched.items():
@@ -376,27 +397,45 @@ class Inbox:
                 # read again after a pause; the others go on.
                 self._away(tp, records[0].offset, exc)
                 pause = True
+        return parts, pause
+
+    async def _applied(self) -> dict[TopicPartition, int]:
+        """Wait for the fetch being applied; the partitions it sought back (to retry them, or
+        because the database or the registry was away) and the offsets it sought them to:
+        the records of those fetched since come again and are not applied now."""
+        applying, self._applying = self._applying, None
+        return await applying if applying is not None else {}
+
+    async def _apply_fetch(self, parts: list[_Part]) -> dict[TopicPartition, int]:
+        """Apply the checked batches of a fetch in one transaction. A partition whose handler
+        asks to retry is rolled back, sought back and paused on its own; the transaction is
+        made again without it, so the others go on. Returns the partitions sought back."""
+        set_back: dict[TopicPartition, int] = {}
+        assigned = self._consumer.assignment()
+        parts = [p for p in parts if p.tp in assigned]  # not those revoked since the check
         while parts:
             try:
                 await self._apply(parts)
                 break
             except _Retrying as retrying:
                 await self._back_off(retrying)
+                set_back[retrying.tp] = retrying.first_offset
                 parts = [p for p in parts if p.tp != retrying.tp]
             except (HandBack, RegistryUnavailable, KafkaError) as exc:
                 # The registry (receipts) or Kafka (dead letters) is away: nothing was
                 # committed; the fetch is read again after a pause.
                 for part in parts:
                     self._away(part.tp, part.first_offset, exc)
-                pause = True
+                set_back.update((p.tp, p.first_offset) for p in parts)
+                await asyncio.sleep(self.state.retry.base_delay * (2 + random.random()))
                 break
             except Exception as exc:
                 if not _database_trouble(exc):
                     raise
+                set_back.update((p.tp, p.first_offset) for p in parts)
                 await self._database_away(parts, exc)
                 break
-        if pause:
-            await asyncio.sleep(self.state.retry.base_delay * (2 + random.random()))
+        return set_back
 
     def _away(self, tp: TopicPartition, first_offset: int, exc: BaseException) -> None:
         log.warning("registry or Kafka unavailable; the batch is read again", box=self.box_id,

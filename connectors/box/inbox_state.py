@@ -17,9 +17,14 @@ A partition's life::
 - ``placed(tp, start)``: the loop placed a partition the listener could not (it had failed
   to read PostgreSQL, or had not run yet).
 - ``resume_at(tp, first_offset)``: records came from before the known position (aiokafka may
-  reset a position after the listener's seek): where to seek, or None if they follow on.
+  reset a position after the listener's seek, or deliver again what a batch still in flight
+  holds): where to seek, or None if they follow on.
+- ``taken(tp, next_offset)``: a checked batch was handed to a transaction that runs while the
+  next fetch is checked; until it ends, records before ``next_offset`` are not taken again.
 - ``committed(tp, next_offset, offsets)``: the batch's transaction committed; its records'
   attempts are forgotten.
+- ``set_back(tp)``: the batch's transaction did not commit the partition (a retry, the
+  database or the registry away): its records come again from the stored position.
 - ``attempt(record)``: one more try of a record whose handler asked to retry (or failed for a
   reason worth retrying); says whether another is allowed, by count and by time since the
   first. ``retry_delay`` is the pause before it (exponential, with jitter).
@@ -55,6 +60,7 @@ class InboxState:
     attempts: dict[RecordKey, tuple[int, float]] = field(default_factory=dict)
     mirrored_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     mirrored_at: float = float("-inf")
+    in_flight: dict[TopicPartition, int] = field(default_factory=dict)
 
     # -- placing partitions -------------------------------------------------------------------
 
@@ -76,7 +82,7 @@ class InboxState:
         return tp in self.ready
 
     def resume_at(self, tp: TopicPartition, first_offset: int) -> int | None:
-        known = self.positions.get(tp)
+        known = self.in_flight.get(tp, self.positions.get(tp))
         return known if known is not None and first_offset < known else None
 
     def revoked(self, tps: Iterable[TopicPartition]) -> None:
@@ -85,15 +91,23 @@ class InboxState:
             self.ready.discard(tp)
             self.positions.pop(tp, None)
             self.mirrored_offsets.pop(tp, None)
+            self.in_flight.pop(tp, None)
         for key in [k for k in self.attempts if TopicPartition(k[0], k[1]) in gone]:
             del self.attempts[key]
 
     # -- a batch ------------------------------------------------------------------------------
 
+    def taken(self, tp: TopicPartition, next_offset: int) -> None:
+        self.in_flight[tp] = next_offset
+
     def committed(self, tp: TopicPartition, next_offset: int, offsets: Iterable[int]) -> None:
         self.positions[tp] = next_offset
+        self.in_flight.pop(tp, None)
         for offset in offsets:
             self.attempts.pop((tp.topic, tp.partition, offset), None)
+
+    def set_back(self, tp: TopicPartition) -> None:
+        self.in_flight.pop(tp, None)
 
     def attempt(self, key: RecordKey, now: float) -> bool:
         """Count one more attempt at the record; whether another one is allowed."""

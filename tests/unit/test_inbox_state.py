@@ -32,14 +32,34 @@ def test_records_from_before_the_position_mean_seek_forward() -> None:
     assert state.resume_at(B, 0) is None  # no position known: nothing to compare
 
 
+def test_records_a_batch_in_flight_holds_are_not_taken_twice() -> None:
+    state = InboxState()
+    state.placed(A, 40)
+    state.taken(A, 60)  # 40..59 are being applied while the next fetch is checked
+    assert state.resume_at(A, 40) == 60  # delivered again: skip to after the batch
+    assert state.resume_at(A, 60) is None
+    state.committed(A, 60, range(40, 60))
+    assert state.resume_at(A, 60) is None and state.positions[A] == 60
+
+
+def test_a_batch_set_back_lets_its_records_be_taken_again() -> None:
+    state = InboxState()
+    state.placed(A, 40)
+    state.taken(A, 60)
+    state.set_back(A)  # a retry: the transaction did not commit 40..59
+    assert state.resume_at(A, 40) is None  # read again from the stored position
+    assert state.positions[A] == 40
+
+
 def test_revoked_forgets_position_readiness_attempts_and_mirror() -> None:
     state = InboxState()
     for tp in (A, B):
         state.placed(tp, 10)
         state.attempt((tp.topic, tp.partition, 10), now=0.0)
     state.mirrored({A: 10, B: 10})
+    state.taken(A, 20)
     state.revoked([A])
-    assert not state.is_ready(A) and A not in state.positions
+    assert not state.is_ready(A) and A not in state.positions and A not in state.in_flight
     assert state.attempts_of((A.topic, A.partition, 10)) == 0
     assert state.attempts_of((B.topic, B.partition, 10)) == 1  # the other one keeps its own
     assert A not in state.mirrored_offsets and state.is_ready(B)
