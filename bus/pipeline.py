@@ -119,7 +119,7 @@ class Pipeline(Generic[T]):
 
     async def one(self, record: KafkaRecord) -> T | None:
         delay = self.policy.first_delay
-        give_up = self._clock() + self.policy.patience
+        give_up: float | None = None  # from the first outage on (the common case has none)
         while True:
             try:
                 return await self._check(record)
@@ -127,6 +127,8 @@ class Pipeline(Generic[T]):
                 await self.dead_letter_once(record, exc)
                 return None
             except self.outages as exc:
+                if give_up is None:
+                    give_up = self._clock() + self.policy.patience
                 if self._clock() >= give_up:
                     raise HandBack(exc) from exc
                 log.warning("a dependency of the check is unavailable; the same record is "

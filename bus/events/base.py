@@ -54,6 +54,8 @@ class EventBase(Record):
 
 
 def _utc_millis(value: datetime) -> datetime:
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # already exact (every time an Avro body is read)
     if value.tzinfo is None:
         raise ValueError("times are UTC: give a timezone-aware datetime (e.g. ...+00:00)")
     value = value.astimezone(UTC)
@@ -71,6 +73,8 @@ def decimal_places(scale: int, precision: int) -> Any:
     limit = Decimal(10) ** (precision - scale)
 
     def quantize(value: Decimal) -> Decimal:
+        if value.as_tuple().exponent == -scale and -limit < value < limit:
+            return value  # already exact (every decimal an Avro body is read with)
         if not value.is_finite() or abs(value) >= limit:
             raise ValueError(f"{value} does not fit {precision} digits with {scale} decimals")
         exact = value.quantize(quantum, rounding=ROUND_HALF_EVEN)
