@@ -137,15 +137,15 @@ def router(
                                         min=1000)] = 200_000,
     only: Annotated[list[str] | None, typer.Option(
         help="Run only these contenders (comma-separated or repeated): router, raw_aiokafka, "
-        "quix, faust, faust_batch.")] = None,
+        "librdkafka, quix, quix_lean, faust, faust_batch.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each contender may take.")] = 600.0,
     rounds: Annotated[int, typer.Option(
         help="Runs per contender, in alternating order; the best one is reported.", min=1)] = 2,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """The router's forward rate next to raw aiokafka, Quix Streams and faust, over the same
-    records of the reference workload on the running stack's broker, each in its own
-    process."""
+    """The router's forward rate next to raw aiokafka, librdkafka, Quix Streams (idiomatic and
+    lean) and faust, over the same records of the reference workload on the running stack's
+    broker, each in its own process and each with the router's outputs per event."""
     from processors.router.bench import CONTENDERS, bench
 
     chosen = _chosen(only, CONTENDERS, "contender")
@@ -177,7 +177,9 @@ def router(
                       str(r["peak_rss_mb"]), str(r["broker_cpu_seconds"]))
     console.print(table)
     console.print(f"router / raw aiokafka: {results['router_vs_raw_aiokafka']}   "
-                  f"router / Quix Streams: {results['router_vs_quix']}   "
+                  f"router / librdkafka: {results['router_vs_librdkafka']}   "
+                  f"router / Quix Streams: {results['router_vs_quix']} "
+                  f"(lean: {results['router_vs_quix_lean']})   "
                   f"faust / raw: {results['faust_vs_raw_aiokafka']} "
                   f"(batched: {results['faust_batch_vs_raw_aiokafka']})", highlight=False)
 

@@ -10,8 +10,11 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-TARGET_HEADER = "ce_targetbox"
-REGION_HEADER = "ce_region"
+# Where the router sends each record of the benchmark, as topic names joined by commas: the
+# benchmark asks the router's own routing table once, before any contender runs, and writes
+# the answer here. Every peer sends each record to exactly these topics, so every contender
+# does the same outputs per event as the router (its decisions are what the peers skip).
+DESTINATIONS_HEADER = "bench_to"
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None,
@@ -19,12 +22,7 @@ def parse_args(description: str, argv: Sequence[str] | None = None,
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap", required=True, help="HOST:PORT of a broker")
     parser.add_argument("--source", action="append", required=True,
-                        help="a region topic to read (repeatable)")
-    parser.add_argument("--inbox-prefix", required=True, help="inbox of box X: PREFIX + X.inbox")
-    parser.add_argument("--region-prefix", required=True,
-                        help="keep every record in the region topic PREFIX + its ce_region")
-    parser.add_argument("--extra", action="append", default=[],
-                        help="also send every record here (repeatable)")
+                        help="an ingress topic to read (repeatable)")
     parser.add_argument("--group", required=True, help="consumer group id")
     parser.add_argument("--count", type=int, required=True, help="stop after N input records")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after S seconds")
@@ -46,24 +44,16 @@ def librdkafka_login(bootstrap: str) -> dict[str, str]:
     return config
 
 
-def _header(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None,
-            wanted: str) -> str | None:
+Headers = Iterable[tuple[str, "bytes | str | None"]] | Mapping[str, "bytes | str | None"] | None
+
+
+def destinations(headers: Headers) -> list[str]:
+    """The topics a record goes to (DESTINATIONS_HEADER); none if it has no such header."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     for name, value in pairs:
-        if name == wanted and value:
-            return value.decode()
-    return None
-
-
-def target_box(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
-               ) -> str | None:
-    return _header(headers, TARGET_HEADER)
-
-
-def region_topic(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None,
-                 prefix: str) -> str:
-    """The region topic a record is kept in, as the router keeps it."""
-    return prefix + (_header(headers, REGION_HEADER) or "")
+        if name == DESTINATIONS_HEADER and value:
+            return (value.decode() if isinstance(value, bytes) else value).split(",")
+    return []
 
 
 def report(events: int, seconds: float, outputs: int, **more: object) -> int:

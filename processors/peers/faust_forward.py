@@ -1,15 +1,15 @@
 """The router's forwarding done with faust-streaming, as a peer in the benchmark.
 
 What it measures: records per second of a faust agent (aiokafka underneath) that consumes the
-region topics from the earliest offset, reads the `ce_targetbox` header and sends each record's
-key, value and headers unchanged (raw serializers) to that box's inbox topic and to every
-`--extra` topic, with acks=all (`producer_acks=-1`). By default the agent takes one event at a
-time (`stream.events()`); `--batch N` takes up to N events at a time
+ingress topics from the earliest offset and sends each record's key, value and headers
+unchanged (raw serializers) to the topics the router sends it to (the `bench_to` header:
+processors/peers/contract.py), with acks=all (`producer_acks=-1`). By default the agent takes
+one event at a time (`stream.events()`); `--batch N` takes up to N events at a time
 (`stream.take_events(N, within=--within)`, the event form of `stream.take`, which keeps the
 headers). The clock runs from the first record consumed to the ack of the last output.
 
-    python -m processors.peers.faust_forward --bootstrap 127.0.0.1:9092 --source bench.region.a \\
-        --inbox-prefix bench.box. --extra bench.audit --group faust-1 --count 200000 [--batch 500]
+    python -m processors.peers.faust_forward --bootstrap 127.0.0.1:9092 --source bench.in.a \\
+        --group faust-1 --count 200000 [--batch 500]
 
 Prints one JSON line, {"events": N, "seconds": S, "outputs": M}, and exits 0; exits 2 when the
 N records are not forwarded (and acknowledged) within --timeout seconds.
@@ -29,12 +29,11 @@ import faust
 from faust.types import EventT, TopicT
 
 from processors.peers.contract import (
+    destinations,
     give_up,
     librdkafka_login,
     parse_args,
-    region_topic,
     report,
-    target_box,
 )
 
 BATCH_OPTIONS = (
@@ -51,9 +50,7 @@ RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
 class FaustForwarder:
     def __init__(self, args: argparse.Namespace, datadir: str) -> None:
         self.count = args.count
-        self.inbox_prefix = args.inbox_prefix
-        self.region_prefix = args.region_prefix
-        self.regions: dict[str, TopicT] = {}
+        self.topics: dict[str, TopicT] = {}
         self.batch, self.within = args.batch, args.within
         self.done = self.sent = self.acked = 0
         self.started: float | None = None
@@ -69,8 +66,6 @@ class FaustForwarder:
             web_enabled=False, consumer_auto_offset_reset="earliest", producer_acks=-1,
             topic_replication_factor=1,
         )
-        self.extras = [self.app.topic(name, **RAW) for name in args.extra]
-        self.inboxes: dict[str, TopicT] = {}
         self.app.agent(self.app.topic(*args.source, **RAW), name="forward")(self.agent)
         # What the worker says goes to stderr: stdout carries the one JSON line. No terminal
         # spinner: with it the worker keeps the root logger at DEBUG for the whole run (the
@@ -97,10 +92,7 @@ class FaustForwarder:
         if self.started is None:
             self.started = time.monotonic()
         headers = event.message.headers
-        box = target_box(headers)
-        kept = self.region(region_topic(headers, self.region_prefix))
-        targets = [kept, *self.extras] if box is None else [kept, self.inbox(box), *self.extras]
-        for topic in targets:
+        for topic in map(self.topic, destinations(headers)):
             ack = asyncio.ensure_future(
                 await topic.send(key=event.key, value=event.value, headers=headers))
             self.sent += 1
@@ -109,16 +101,11 @@ class FaustForwarder:
         if self.done == self.count:
             self.check_finished()
 
-    def region(self, name: str) -> TopicT:
-        topic = self.regions.get(name)
+    def topic(self, name: str) -> TopicT:
+        """An output topic, made once."""
+        topic = self.topics.get(name)
         if topic is None:
-            topic = self.regions[name] = self.app.topic(name, **RAW)
-        return topic
-
-    def inbox(self, box: str) -> TopicT:
-        topic = self.inboxes.get(box)
-        if topic is None:
-            topic = self.inboxes[box] = self.app.topic(f"{self.inbox_prefix}{box}.inbox", **RAW)
+            topic = self.topics[name] = self.app.topic(name, **RAW)
         return topic
 
     def on_ack(self, ack: asyncio.Future[Any]) -> None:

@@ -1,14 +1,19 @@
-"""The router's forwarding done with Quix Streams, as a peer in the benchmark.
+"""The router's forwarding done with Quix Streams, as a peer in the benchmark: the idiomatic
+pipeline, every output a step of the dataframe.
 
 What it measures: records per second of a Quix Streams `Application` (librdkafka underneath)
-that consumes the region topics from the earliest offset, reads the `ce_targetbox` header and
-produces each record's key, value and headers unchanged (raw bytes serializers) to that box's
-inbox topic and to every `--extra` topic, with acks=all. The clock runs from the first record
-consumed to the end of the final checkpoint, whose flush waits for every output's ack (it also
-commits the input offsets and closes the consumer, a few milliseconds).
+that consumes the ingress topics from the earliest offset and produces each record's key, value
+and headers unchanged (raw bytes serializers) to the topics the router sends it to (the
+`bench_to` header: processors/peers/contract.py), with acks=all. A record has one to
+`--max-outputs` destinations, so each dataframe is a chain of `to_topic` steps, each choosing
+its topic from the header, with a `filter` before each further step that lets through only the
+records with that many destinations. Outputs go through the application's own producer, so its
+checkpoints commit the input offsets only after their outputs are acknowledged. The clock runs
+from the first record consumed to the end of the final checkpoint, whose flush waits for every
+output's ack (it also commits the input offsets and closes the consumer, a few milliseconds).
 
-    python -m processors.peers.quix_forward --bootstrap 127.0.0.1:9092 --source bench.region.a \\
-        --inbox-prefix bench.box. --extra bench.audit --group quix-1 --count 200000
+    python -m processors.peers.quix_forward --bootstrap 127.0.0.1:9092 --source bench.in.a \\
+        --group quix-1 --count 200000 --max-outputs 4
 
 Prints one JSON line, {"events": N, "seconds": S, "outputs": M}, and exits 0; exits 2 when the
 N records are not forwarded within --timeout seconds.
@@ -28,23 +33,16 @@ from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import Topic
 
-from processors.peers.contract import (
-    give_up,
-    librdkafka_login,
-    parse_args,
-    region_topic,
-    report,
-    target_box,
-)
+from processors.peers.contract import destinations, give_up, librdkafka_login, parse_args, report
+
+OPTIONS = (("--max-outputs", {"type": int, "required": True,
+                              "help": "the most destinations a record has"}),)
 
 
 class QuixForwarder:
     def __init__(self, args: argparse.Namespace, state_dir: str) -> None:
         self.count = args.count
-        self.inbox_prefix = args.inbox_prefix
-        self.region_prefix = args.region_prefix
-        self.done = 0
-        self.to_inboxes = 0
+        self.done = self.outputs = 0
         self.started: float | None = None
         self.app = Application(
             broker_address=ConnectionConfig.from_librdkafka_dict(
@@ -54,18 +52,15 @@ class QuixForwarder:
             producer_extra_config={"acks": "all"}, state_dir=state_dir, loglevel="WARNING",
             on_message_processed=self._processed,
         )
-        self.inboxes: dict[str, Topic] = {}
-        self.regions: dict[str, Topic] = {}
-        self.extras = [self._raw_topic(name) for name in args.extra]
-        for source in args.source:  # one dataframe per region topic, the same pipeline
+        self.topics: dict[str, Topic] = {}
+        for source in args.source:  # one dataframe per ingress topic, the same pipeline
             sdf = self.app.dataframe(self._raw_topic(source))
             sdf = sdf.update(self._consumed)
-            sdf = sdf.to_topic(self._region)
-            for extra in self.extras:
-                sdf = sdf.to_topic(extra)
-            sdf = sdf.filter(lambda _v, _k, _t, headers: target_box(headers) is not None,
-                             metadata=True)
-            sdf.to_topic(self._inbox)
+            for n in range(args.max_outputs):
+                if n:
+                    sdf = sdf.filter(lambda _v, _k, _t, headers, n=n:
+                                     len(destinations(headers)) > n, metadata=True)
+                sdf = sdf.to_topic(lambda _v, _k, _t, headers, n=n: self._nth(headers, n))
 
     def _raw_topic(self, name: str) -> Topic:
         """Keys and values stay the bytes they were: no decoding, no encoding."""
@@ -76,21 +71,13 @@ class QuixForwarder:
         if self.started is None:
             self.started = time.monotonic()
 
-    def _region(self, _value: Any, _key: Any, _timestamp: int, headers: Any) -> Topic:
-        """The region topic the record is kept in, as the router keeps it."""
-        name = region_topic(headers, self.region_prefix)
-        topic = self.regions.get(name)
+    def _nth(self, headers: Any, n: int) -> Topic:
+        """The record's n-th destination; topics are looked up once."""
+        name = destinations(headers)[n]
+        topic = self.topics.get(name)
         if topic is None:
-            topic = self.regions[name] = self._raw_topic(name)
-        return topic
-
-    def _inbox(self, _value: Any, _key: Any, _timestamp: int, headers: Any) -> Topic:
-        """The destination of one record, from its header; topics are looked up once."""
-        box = target_box(headers) or ""  # the filter before let only records with one through
-        topic = self.inboxes.get(box)
-        if topic is None:
-            topic = self.inboxes[box] = self._raw_topic(f"{self.inbox_prefix}{box}.inbox")
-        self.to_inboxes += 1
+            topic = self.topics[name] = self._raw_topic(name)
+        self.outputs += 1
         return topic
 
     def _processed(self, _topic: str, _partition: int, _offset: int) -> None:
@@ -100,13 +87,9 @@ class QuixForwarder:
         if self.done == self.count:
             self.app.stop()
 
-    @property
-    def outputs(self) -> int:
-        return self.done * (1 + len(self.extras)) + self.to_inboxes
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args((__doc__ or "").splitlines()[0], argv)
+    args = parse_args((__doc__ or "").splitlines()[0], argv, OPTIONS)
     with tempfile.TemporaryDirectory(prefix="quix-forward-") as state_dir:
         forwarder = QuixForwarder(args, state_dir)
         watchdog = threading.Timer(args.timeout, forwarder.app.stop)
@@ -121,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return give_up("quix_forward", f"{forwarder.done} of {forwarder.count} records "
                        f"forwarded within {args.timeout:g} s")
     return report(forwarder.done, finished - forwarder.started, forwarder.outputs)
+
 
 if __name__ == "__main__":
     sys.exit(main())

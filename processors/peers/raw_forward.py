@@ -1,14 +1,14 @@
 """The baseline of the router benchmark: forwarding with plain aiokafka, nothing else.
 
 What it measures: records per second of one asyncio process that consumes the source topics
-from the earliest offset (``getmany``), reads the ``ce_targetbox`` header of each record, and
-sends the unchanged key, value and headers to that box's inbox topic and to every ``--extra``
-topic, appended to one ``BatchBuilder`` per output partition (crc32 of the key, as the router
-does) and sent with ``send_batch``, acks=all; then it commits the round's input
-offsets. No routing table, no quarantine, no dead letters: the floor the router is held to.
+from the earliest offset (``getmany``) and sends each record's unchanged key, value and headers
+to the topics the router sends it to (the ``bench_to`` header: processors/peers/contract.py),
+appended to one ``BatchBuilder`` per output partition (crc32 of the key, as the router does)
+and sent with ``send_batch``, acks=all; then it commits the round's input offsets. No routing
+table, no quarantine, no dead letters: the floor the router is held to.
 
     python -m processors.peers.raw_forward --bootstrap 127.0.0.1:9092 --source T [--source T2]
-        --inbox-prefix bench.box. --extra bench.audit --group raw-1 --count 200000
+        --group raw-1 --count 200000
 
 Prints one JSON line, {"events": N, "seconds": S, "outputs": M}; exits 2 after --timeout.
 """
@@ -27,7 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus.kafka import KafkaAccess
 from bus.settings import Settings
-from processors.peers.contract import give_up, parse_args, region_topic, report, target_box
+from processors.peers.contract import destinations, give_up, parse_args, report
 
 
 async def forward(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,12 +55,8 @@ async def forward(args: argparse.Namespace) -> dict[str, Any]:
                 for records in fetched.values():
                     for record in records:
                         headers = list(record.headers)
-                        target = target_box(headers)
-                        topics = [region_topic(headers, args.region_prefix),
-                                  *([f"{args.inbox_prefix}{target}.inbox"] if target else []),
-                                  *args.extra]
                         hashed = zlib.crc32(record.key)
-                        for topic in topics:
+                        for topic in destinations(headers):
                             if topic not in partitions:
                                 partitions[topic] = len(await producer.partitions_for(topic))
                             tp = (topic, hashed % partitions[topic])

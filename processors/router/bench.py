@@ -14,11 +14,18 @@ faust, on the network and traffic of ../shared/WORKLOAD.md, same broker, same re
    record fetched to last output acknowledged):
    - ``router``: this router with its routing table (recipients by relationship and
      subscriptions, quarantine, loop guard);
-   - ``raw_aiokafka``: getmany + send_batch to the ``ce_targetbox`` inbox and the two analytics
-     inboxes, no decisions: the floor;
-   - ``quix``: Quix Streams doing the same forward;
+   - ``raw_aiokafka``: getmany + send_batch, no decisions: the floor in aiokafka;
+   - ``librdkafka``: confluent-kafka's consumer and producer, no decisions: the limit of one
+     Python process (fetch, batching and network in librdkafka's C threads);
+   - ``quix``: Quix Streams' idiomatic pipeline (a ``to_topic`` step per output);
+   - ``quix_lean``: Quix Streams' leanest pipeline (one step per record, producing directly);
    - ``faust`` / ``faust_batch``: a faust-streaming agent, one event at a time and in batches
      (``stream.take``) — the figures behind the decision to keep faust off the hot path.
+
+   Every contender does the same outputs per event: before any runs, the router's own routing
+   table says where each record goes (its region topic, its recipients' inboxes, the mail
+   topic), and that list rides on the record as the ``bench_to`` header. The router ignores
+   it and decides for itself; the peers send each record to exactly those topics.
 
 Each contender's CPU seconds and peak RSS are read from /proc, and the broker's CPU per run.
 """
@@ -46,13 +53,15 @@ from bus.kafka import KafkaAccess
 from bus.resources import deploy_dir
 from bus.settings import Settings
 from bus.signing import HEADER, KeyRing, Signer
-from bus.topics import TopicSpec, ensure_topics
-from bus.topology import Topology, apply_plan, make_plan
+from bus.topology import Topology, apply_plan, control, make_plan
+from processors.peers.contract import DESTINATIONS_HEADER
 from processors.procstat import proc_cpu, proc_rss_mb
+from processors.router.table import RoutingTable
 
 REGIONS = ("north", "south", "east", "west", "centre")
 REPO = Path(__file__).resolve().parents[2]
-CONTENDERS = ("router", "raw_aiokafka", "quix", "faust", "faust_batch")
+CONTENDERS = ("router", "raw_aiokafka", "librdkafka", "quix", "quix_lean", "faust",
+              "faust_batch")
 _T = "boxbus."
 
 
@@ -168,6 +177,24 @@ def workload_traffic(topology: Topology, count: int, seed: int = 11) -> list[Rec
             for region in REGIONS:
                 emit(f"branch-{region}", "BranchReportSent", f"rp-{region}-{n}")
     return out[:count]
+
+
+def with_destinations(topology: Topology, traffic: list[Record]) -> list[Record]:
+    """The records with the ``bench_to`` header: where the router's own table sends each one
+    (its region topic, then its recipients' topics), so that every peer does the same
+    outputs per event as the router (processors/peers/contract.py)."""
+    ns = topology.namespace or "boxbus"
+    table = RoutingTable.from_control(ns, control.desired_records(topology))
+    owners = {naming.ingress_topic(ns, box.id): box.id for box in topology.boxes}
+    out: list[Record] = []
+    for topic, key, value, headers in traffic:
+        decision = table.decide(dict(headers), owners[topic])
+        if decision.quarantine or decision.invalid or decision.region_topic is None:
+            raise ValueError(f"the workload's record on {topic} would not be routed: "
+                             f"{decision.quarantine or decision.reason}")
+        to = [decision.region_topic, *(r.topic for r in decision.recipients)]
+        out.append((topic, key, value, [*headers, (DESTINATIONS_HEADER, ",".join(to).encode())]))
+    return out
 
 
 def _type(short: str) -> str:
@@ -320,31 +347,27 @@ async def bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: se
     topology = workload_topology(ns)
     progress(f"applying the reference network as namespace {ns} ...")
     await apply_plan(kafka, await make_plan(settings, kafka, topology))
-    # Peers know no partners: they send to an inbox topic named after every target box, so
-    # partners get one here (the router sends their events to the mail topic instead).
-    await ensure_topics(kafka, [
-        TopicSpec(naming.inbox_topic(ns, b.id), topology.defaults.inbox_partitions)
-        for b in topology.boxes if b.kind == "partner"])
-    progress(f"producing {events} records of the week's mix onto the region topics ...")
-    traffic = workload_traffic(topology, events)
+    progress(f"producing {events} records of the week's mix onto the ingress topics ...")
+    traffic = with_destinations(topology, workload_traffic(topology, events))
     produce_s = await produce(kafka, traffic)
     sources = sorted({t for t, _, _, _ in traffic})
-    extras = [naming.inbox_topic(ns, "analytics-sales"), naming.inbox_topic(ns, "analytics-stock")]
+    most_outputs = max(len(dict(h)[DESTINATIONS_HEADER].split(b",")) for *_, h in traffic)
     py = sys.executable
     quix_py = py
-    if "quix" in only:
+    if {"quix", "quix_lean"} & only:
         try:
             quix_py = await quix_python(settings.cache_dir, progress)
         except (OSError, RuntimeError) as exc:
             progress(f"Quix Streams is not available: {exc}")
     common = ["--bootstrap", kafka.bootstrap, "--count", str(events), "--timeout", str(timeout)]
-    peer = [*(a for s in sources for a in ("--source", s)), "--inbox-prefix", f"{ns}.box.",
-            "--region-prefix", f"{ns}.region.",
-            *(a for e in extras for a in ("--extra", e)), *common]
+    peer = [*(a for s in sources for a in ("--source", s)), *common]
     commands = {
         "router": [py, "-m", "processors.router.bench_run", "--namespace", ns, *common],
         "raw_aiokafka": [py, "-m", "processors.peers.raw_forward", *peer],
-        "quix": [quix_py, "-m", "processors.peers.quix_forward", *peer],
+        "librdkafka": [py, "-m", "processors.peers.rdkafka_forward", *peer],
+        "quix": [quix_py, "-m", "processors.peers.quix_forward", *peer,
+                 "--max-outputs", str(most_outputs)],
+        "quix_lean": [quix_py, "-m", "processors.peers.quix_lean", *peer],
         "faust": [py, "-m", "processors.peers.faust_forward", *peer],
         "faust_batch": [py, "-m", "processors.peers.faust_forward", "--batch", "500", *peer],
     }
@@ -387,6 +410,9 @@ async def bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: se
         **{f"{r.name}_events_per_s": r.events_per_s for r in runs},
         "router_vs_raw_aiokafka": ratio("router", "raw_aiokafka"),
         "router_vs_quix": ratio("router", "quix"),
+        "router_vs_quix_lean": ratio("router", "quix_lean"),
+        "router_vs_librdkafka": ratio("router", "librdkafka"),
+        "quix_lean_vs_quix": ratio("quix_lean", "quix"),
         "faust_vs_raw_aiokafka": ratio("faust", "raw_aiokafka"),
         "faust_batch_vs_raw_aiokafka": ratio("faust_batch", "raw_aiokafka"),
         "runs": [{**vars(r), "events_per_s": r.events_per_s,

@@ -36,7 +36,10 @@ async def route(args: argparse.Namespace) -> dict[str, Any]:
         ended = time.perf_counter()
     finally:
         await router.stop()
-    return {"events": router.stats.consumed, "outputs": router.stats.forwarded,
+    # Outputs as the peers count them: each record kept in its region topic, and each copy
+    # to a recipient.
+    return {"events": router.stats.consumed,
+            "outputs": router.stats.forwarded + router.stats.kept,
             "seconds": ended - (router.first_fetch_at or ended),
             "quarantined": router.stats.quarantined}
 

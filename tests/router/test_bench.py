@@ -20,17 +20,22 @@ def test_bench_router_runs_router_and_raw_over_the_same_records(
 ) -> None:
     result = subprocess.run(
         [*boxbus_cli(), "bench", "router", "--events", "3000", "--rounds", "1",
-         "--only", "router", "--only", "raw_aiokafka", "--json"],
+         "--only", "router", "--only", "raw_aiokafka,librdkafka", "--json"],
         env=env_for_cli, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout)
     assert figures["router_events_per_s"] > 0 and figures["raw_aiokafka_events_per_s"] > 0
+    assert figures["librdkafka_events_per_s"] > 0 and figures["router_vs_librdkafka"] > 0
     assert figures["sign_per_s"] > 1000 and figures["verify_per_s"] > 1000
     assert figures["router_vs_raw_aiokafka"] > 0
     runs = {r["name"]: r for r in figures["runs"]}
-    assert runs["router"]["events"] == runs["raw_aiokafka"]["events"] == 3000
+    assert (runs["router"]["events"] == runs["raw_aiokafka"]["events"]
+            == runs["librdkafka"]["events"] == 3000)
     assert runs["router"]["extra"]["quarantined"] == 0  # the workload is all legitimate
-    assert 1 < runs["router"]["outputs_per_event"] < 3
+    # The same outputs per event: the peers follow the router's own decisions (bench_to).
+    assert (runs["router"]["outputs"] == runs["raw_aiokafka"]["outputs"]
+            == runs["librdkafka"]["outputs"])
+    assert 2 < runs["router"]["outputs_per_event"] < 3
 
 
 def test_bench_isolation_reports_both_phases(env_for_cli: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ CLIENT = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient)\(|\b(AdminClient
 # Peers of the router benchmark are other libraries' own ways of connecting; each builds its
 # connection from the same BOXBUS_KAFKA_* variables (processors/peers/contract.py).
 PEERS = {"processors/peers/faust_forward.py", "processors/peers/quix_forward.py",
+         "processors/peers/quix_lean.py", "processors/peers/rdkafka_forward.py",
          "processors/peers/faust_aggregate.py"}
 
 
