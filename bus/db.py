@@ -56,6 +56,29 @@ async def create_database(server_url: str, name: str) -> str:
     return owner_url(server_url, name)
 
 
+async def drop_database(server_url: str, name: str) -> bool:
+    """Drop database ``name`` and its role, made by :func:`create_database` (benchmarks and
+    tests clean up after themselves); whether it existed. A role boxbus did not make is
+    refused, as in :func:`create_database`; its sessions are ended first."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        role = await conn.fetchrow(
+            "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles "
+            "WHERE rolname = $1", name)
+        if role is None:
+            return False
+        if role["note"] != _ROLE_NOTE:
+            raise ConfigError(f"the PostgreSQL role {name!r} is not a box database's owner "
+                              "made by boxbus: not dropped")
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+    return True
+
+
 def role_password(server_url: str, name: str) -> str:
     secret = urlsplit(server_url).password
     if not secret:

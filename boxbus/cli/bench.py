@@ -97,13 +97,16 @@ def outbox(
                   found.registry_url), progress)
 
     async def run() -> None:
-        if "relay" in parts:
-            await bench.relay_vs_raw(events)
-        if "inbox" in parts:
-            await bench.inbox_vs_per_event(events, per_event)
-        if "e2e" in parts:
-            with tempfile.TemporaryDirectory(prefix="boxbus-bench-") as tmp:
-                await bench.end_to_end(rates, seconds, Path(tmp), per_transaction)
+        try:
+            if "relay" in parts:
+                await bench.relay_vs_raw(events)
+            if "inbox" in parts:
+                await bench.inbox_vs_per_event(events, per_event)
+            if "e2e" in parts:
+                with tempfile.TemporaryDirectory(prefix="boxbus-bench-") as tmp:
+                    await bench.end_to_end(rates, seconds, Path(tmp), per_transaction)
+        finally:
+            await bench.drop_databases()
 
     asyncio.run(run())
     results = bench.results

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from bus import create_database, heap, naming
+from bus.db import drop_database
 from bus.events import EventBase
 from bus.events.models import CommentAdded, OrderConfirmed, OrderPlaced, StockLevelChanged
 from bus.examples import example
@@ -84,9 +85,18 @@ class Bench:
     serde: EventSerde
     progress: Callable[[str], None]
     results: dict[str, Any] = field(default_factory=dict)
+    databases: list[str] = field(default_factory=list)
+
+    async def drop_databases(self) -> None:
+        """The databases this bench made, dropped (a bench leaves nothing behind)."""
+        for name in self.databases:
+            await drop_database(self.server_dsn, name)
+        self.databases.clear()
 
     async def box_database(self) -> str:
-        dsn = await create_database(self.server_dsn, f"bench_{uuid.uuid4().hex[:8]}")
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        self.databases.append(name)
+        dsn = await create_database(self.server_dsn, name)
         await migrate(dsn)
         conn = await asyncpg.connect(dsn)
         try:
