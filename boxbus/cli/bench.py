@@ -48,17 +48,19 @@ def _chosen(only: list[str] | None, known: tuple[str, ...], what: str) -> set[st
     return chosen
 
 
-def _rates(text: str) -> list[int]:
-    """The --rate list, refused with what is wrong if it is not positive whole numbers."""
+def _rates(text: str, option: str = "--rate", what: str = "events/s",
+           example: str = "1000,2500,5000", unit: str = "event/s") -> list[int]:
+    """A comma-separated list of positive whole numbers (--rate, --boxes), refused with what
+    is wrong otherwise."""
     try:
-        rates = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of events/s, e.g. "
-                                 "1000,2500,5000", param_hint="--rate") from None
-    if not rates or min(rates) < 1:
-        raise typer.BadParameter(f"{text!r}: each rate must be at least 1 event/s",
-                                 param_hint="--rate")
-    return rates
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of {what}, e.g. "
+                                 f"{example}", param_hint=option) from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{text!r}: each must be at least 1 {unit}",
+                                 param_hint=option)
+    return values
 
 
 @app.command()
@@ -185,6 +187,61 @@ def router(
                   f"(lean: {results['router_vs_quix_lean']})   "
                   f"faust / raw: {results['faust_vs_raw_aiokafka']} "
                   f"(batched: {results['faust_batch_vs_raw_aiokafka']})", highlight=False)
+
+
+@app.command()
+def scale(
+    boxes: Annotated[str, typer.Option(
+        help="Network sizes to measure in turn, comma-separated.")] = "10,200,2000",
+    events: Annotated[int, typer.Option(help="Records the router routes at each size.",
+                                        min=100)] = 50_000,
+    inbox_events: Annotated[int, typer.Option(help="Events the inbox applies at each size.",
+                                              min=100)] = 20_000,
+    partitions: Annotated[int, typer.Option(
+        help="Partitions of each box's ingress and inbox topics.", min=1)] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds the router may take at a size.")
+                       ] = 600.0,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The same traffic over networks of growing size (each box with its topics, principal,
+    ACLs, quota and key): topology apply time, broker memory, metadata, router and inbox
+    throughput. Each size is removed again after it is measured."""
+    from processors.router.scale import bench_scale
+
+    sizes = _rates(boxes, "--boxes", "box counts", "10,200,2000", "box")
+    settings = settings_from_env()
+    found = endpoints(settings)
+    server, info = _database_server(settings, "the scale benchmark")
+    broker_pid = info.nodes[0].pid if info and info.nodes and not settings.external_kafka \
+        else None
+
+    def progress(text: str) -> None:
+        if not json_out:
+            console_err.print(f"· {text}")
+
+    results = asyncio.run(bench_scale(
+        settings, found.kafka, sizes=sizes, events=events, inbox_events=inbox_events,
+        partitions=partitions, server_dsn=server,
+        serde_for=lambda run: serde_for(run, found.registry_url), broker_pid=broker_pid,
+        timeout=timeout, progress=progress))
+    if json_out:
+        print_json(results)
+        return
+    table = Table(title=f"scale benchmark: {events:,} records routed and {inbox_events:,} "
+                  "applied at each size, same broker", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    columns = ("boxes", "topics", "partitions", "acls", "plan_seconds", "apply_seconds",
+               "metadata_request_ms", "router_events_per_s", "router_start_seconds",
+               "router_peak_rss_mb", "inbox_events_per_s", "broker_rss_mb_after",
+               "broker_heap_mb_after")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in results["sizes"]:
+        table.add_row(*(f"{row[c]:,}" if isinstance(row.get(c), int) else str(row.get(c))
+                        for c in columns))
+    console.print(table)
+    console.print(f"router: slowest size / fastest {results['router_flatness']} (goal >= 0.8); "
+                  f"inbox: {results['inbox_flatness']}", highlight=False)
 
 
 @app.command()

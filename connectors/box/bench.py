@@ -177,6 +177,11 @@ class Bench:
         while inbox.applied < count:
             if task.done():
                 task.result()  # the inbox died: its error, not a hang
+            if inbox.dead_lettered:
+                inbox.stop()
+                await task
+                raise RuntimeError(f"the inbox dead-lettered {inbox.dead_lettered} of the "
+                                   "bench's events (its log says why): no figure")
             if began is None and inbox.state.ready:
                 began = time.perf_counter()  # from its partitions placed: group join excluded
             # (A short sleep until then; the bench shares the inbox's event loop after.)

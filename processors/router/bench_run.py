@@ -28,6 +28,7 @@ async def route(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(topic_namespace=args.namespace, kafka_bootstrap_servers=args.bootstrap)
     router = Router(settings, KafkaAccess.from_settings(settings), group_id=args.group,
                     max_records=args.max_records)
+    began = time.perf_counter()
     await router.start()
     try:
         async with asyncio.timeout(args.timeout):
@@ -41,7 +42,11 @@ async def route(args: argparse.Namespace) -> dict[str, Any]:
     return {"events": router.stats.consumed,
             "outputs": router.stats.forwarded + router.stats.kept,
             "seconds": ended - (router.first_fetch_at or ended),
-            "quarantined": router.stats.quarantined}
+            "quarantined": router.stats.quarantined,
+            # What a bigger network costs before the first record: the control topics read,
+            # the subscription's metadata, the group joined (boxbus bench scale).
+            "start_seconds": round((router.first_fetch_at or ended) - began, 3),
+            "ingress_topics": len(router.subscribed_topics)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

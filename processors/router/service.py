@@ -153,6 +153,11 @@ class Router:
     def table(self) -> RoutingTable:
         return self.control.table
 
+    @property
+    def subscribed_topics(self) -> frozenset[str]:
+        """The ingress topics the router reads now."""
+        return frozenset(self._subscribed)
+
     async def start(self) -> None:
         # Kafka clients belong to the running event loop: made here, not in __init__.
         self._producer = self._make_producer()
