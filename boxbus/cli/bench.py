@@ -216,8 +216,8 @@ def scale(
         else None
 
     def progress(text: str) -> None:
-        if not json_out:
-            console_err.print(f"· {text}")
+        # On stderr even with --json: a size of thousands of boxes takes minutes.
+        console_err.print(f"· {text}")
 
     results = asyncio.run(bench_scale(
         settings, found.kafka, sizes=sizes, events=events, inbox_events=inbox_events,

@@ -54,6 +54,7 @@ from bus.resources import deploy_dir
 from bus.settings import Settings
 from bus.signing import HEADER, KeyRing, Signer
 from bus.topology import Topology, apply_plan, control, make_plan
+from bus.topology.teardown import remove_namespace
 from processors.peers.contract import DESTINATIONS_HEADER
 from processors.procstat import proc_cpu, proc_rss_mb
 from processors.router.table import RoutingTable
@@ -343,6 +344,18 @@ async def warm_up(kafka: KafkaAccess, topics: list[str], count: int) -> None:
 async def bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: set[str],
                 broker_pid: int | None, timeout: float, rounds: int,
                 progress: Callable[[str], None]) -> dict[str, Any]:
+    """Every chosen contender over the same records; the namespace is removed after."""
+    try:
+        return await _bench(settings, kafka, events=events, only=only, broker_pid=broker_pid,
+                            timeout=timeout, rounds=rounds, progress=progress)
+    finally:
+        progress(f"removing the benchmark's network {settings.topic_namespace} ...")
+        await remove_namespace(kafka, settings.topic_namespace)
+
+
+async def _bench(settings: Settings, kafka: KafkaAccess, *, events: int, only: set[str],
+                 broker_pid: int | None, timeout: float, rounds: int,
+                 progress: Callable[[str], None]) -> dict[str, Any]:
     ns = settings.topic_namespace
     topology = workload_topology(ns)
     progress(f"applying the reference network as namespace {ns} ...")

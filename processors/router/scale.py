@@ -38,13 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bus import naming, quotas
+from bus import naming
 from bus.envelope import Envelope
 from bus.kafka import KafkaAccess, start_or_close
-from bus.security import ClusterSecurity, SecurityDisabled
 from bus.serde import EventSerde
 from bus.settings import Settings
-from bus.topology import Topology, apply_plan, make_plan, principals
+from bus.topology import Topology, apply_plan, make_plan
+from bus.topology.teardown import remove_namespace
 from connectors.box.bench import Bench
 from processors.procstat import proc_rss_mb
 from processors.router.bench import SIZES, Record, produce, run_contender
@@ -134,29 +134,6 @@ async def metadata_seconds(kafka: KafkaAccess, topics: list[str]) -> float:
         await admin.close()
 
 
-async def clean_up(kafka: KafkaAccess, namespace: str) -> None:
-    """Everything a size made goes: the namespace's topics, then its principals' ACLs,
-    quotas and logins."""
-    admin = kafka.admin()
-    await start_or_close(admin, kafka)
-    try:
-        left = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.")]
-        for start in range(0, len(left), 500):
-            await admin.delete_topics(left[start:start + 500])
-    finally:
-        await admin.close()
-    security = ClusterSecurity(kafka)
-    try:
-        users = {u for u in await security.users() if principals.of_namespace(namespace, u)}
-        grants = {g for g in await security.grants()
-                  if principals.of_namespace(namespace, g.user)}
-    except SecurityDisabled:
-        return  # no authorizer: no users or ACLs were made
-    await security.remove(grants)
-    await quotas.Quotas(kafka).set({user: {} for user in users})
-    await security.delete_users(users)
-
-
 async def measure(settings: Settings, kafka: KafkaAccess, *, size: int, events: int,
                   inbox_events: int, partitions: int, server_dsn: str, serde_for: Callable[
                       [Settings], EventSerde], broker_pid: int | None, timeout: float,
@@ -237,8 +214,8 @@ async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
         progress(f"{size} boxes: cleaning up the namespace ...")
         began = time.perf_counter()
         await bench.drop_databases()
-        await clean_up(kafka, ns)
-        await clean_up(kafka, beside.topic_namespace)
+        await remove_namespace(kafka, ns)
+        await remove_namespace(kafka, beside.topic_namespace)
         figures["clean_up_seconds"] = round(time.perf_counter() - began, 2)
     return figures
 
