@@ -178,6 +178,11 @@ def node_properties(node: KafkaNode, cluster: list[KafkaNode], keys: ClusterSecr
         "num.recovery.threads.per.data.dir": 1,
         "background.threads": 2,
         "log.segment.bytes": 64 * 1024 * 1024,
+        # A deleted topic's files go after a second, not a minute: benchmarks and tests delete
+        # whole networks, and each partition holds a file descriptor until its files are gone
+        # (ten thousand partitions deleted and made again within a minute ran the broker out
+        # of descriptors: `boxbus bench scale`).
+        "file.delete.delay.ms": 1000,
         "broker.heartbeat.interval.ms": 500,
         "broker.session.timeout.ms": 3000,
         "controller.quorum.election.timeout.ms": 1000,
