@@ -47,7 +47,7 @@ from bus.topology import Topology, apply_plan, make_plan
 from bus.topology.teardown import remove_namespace
 from connectors.box.bench import Bench
 from processors.procstat import proc_rss_mb
-from processors.router.bench import SIZES, Record, produce, run_contender
+from processors.router.bench import SIZES, Record, produce, run_contender, with_destinations
 
 REGIONS = ("north", "south", "east", "west", "centre")
 ANALYTICS = "analytics"
@@ -188,16 +188,28 @@ async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
 
         progress(f"{size} boxes: producing {events} records over {len(ingress)} ingress "
                  "topics ...")
-        await produce(kafka, scale_traffic(topology, events))
+        traffic = with_destinations(topology, scale_traffic(topology, events))
+        await produce(kafka, traffic)
+        sources = sorted({t for t, _, _, _ in traffic})
+        del traffic
+        progress(f"{size} boxes: raw aiokafka over the {events} records (the floor) ...")
+        raw = await run_contender("raw_aiokafka", [
+            sys.executable, "-m", "processors.peers.raw_forward",
+            *(a for s in sources for a in ("--source", s)), "--bootstrap", kafka.bootstrap,
+            "--count", str(events), "--timeout", str(timeout),
+            "--group", f"{ns}.bench.raw"], broker_pid, timeout, kafka)
         progress(f"{size} boxes: the router over the {events} records ...")
         router = await run_contender("router", [
             sys.executable, "-m", "processors.router.bench_run", "--namespace", ns,
             "--bootstrap", kafka.bootstrap, "--count", str(events), "--timeout", str(timeout),
             "--group", f"{ns}.bench.router"], broker_pid, timeout, kafka)
-        if router.error:
-            raise RuntimeError(f"the router did not route the {events} records: "
-                               f"{router.error}")
+        for contender in (raw, router):
+            if contender.error:
+                raise RuntimeError(f"{contender.name} did not forward the {events} records: "
+                                   f"{contender.error}")
         figures |= {
+            "raw_aiokafka_events_per_s": raw.events_per_s,
+            "raw_aiokafka_cpu_seconds": raw.cpu_seconds,
             "router_events_per_s": router.events_per_s,
             "router_outputs_per_event": round(router.outputs / router.events, 2),
             "router_cpu_seconds": router.cpu_seconds,
@@ -241,6 +253,7 @@ async def bench_scale(settings: Settings, kafka: KafkaAccess, *, sizes: list[int
         "sizes": runs,
         # The slowest size's rate over the fastest's: 1.0 is perfectly flat (goal >= 0.8).
         "router_flatness": flat("router_events_per_s"),
+        "raw_aiokafka_flatness": flat("raw_aiokafka_events_per_s"),
         "inbox_flatness": flat("inbox_events_per_s"),
         "router_vs_smallest": [round(r["router_events_per_s"] / first["router_events_per_s"], 3)
                                for r in runs],
