@@ -6,10 +6,12 @@ partitions in the order the brokers answered, so one box's backlog (a flood, or 
 sent while the router was away) fills whole rounds while another box's single order waits
 behind it. The router instead keeps what was fetched in a buffer per partition and composes
 each round by water-filling: the round's budget is split evenly between the boxes (ingress
-topics) that have something waiting, a box that needs less than its share gives the rest to
-the others, and within a box between its partitions the same way. A quiet box's events are
-therefore in the next round, whatever the others have queued; a box alone on the network still
-gets the whole round.
+topics) in it, a box that needs less than its share gives the rest to the others, and within a
+box between its partitions the same way. A quiet box (a few records waiting) is in every
+round, whatever the others have queued; a box alone on the network still gets the whole round.
+Busy boxes are all in the round while it has room for a fair slice (``QUANTUM`` records) of
+each; beyond that they take turns, the one served longest ago first, so that a round never
+spreads into thousands of one-record batches (see ``in_round``).
 
 The buffers hold at most two rounds' worth of records (decoded records take several times the
 room of the fetched bytes). A partition whose buffer is not empty is paused: the consumer fetches
@@ -52,6 +54,29 @@ def water_fill(demands: Mapping[K, int], budget: int) -> dict[K, int]:
     return given
 
 
+# A box with at most this many records waiting is quiet: it is in every round, whole.
+QUIET_AT_MOST = 16
+# The least a busy box (more waiting) gets when it is in a round. When more busy boxes wait
+# than the round has room for at this much each, they take turns: a round of a few records
+# from each of thousands of boxes made thousands of one-record output batches, and the
+# router's rate fell with the size of the network (`boxbus bench scale`).
+QUANTUM = 64
+
+
+def in_round(demands: Mapping[str, int], budget: int, turns: list[str]
+             ) -> tuple[set[str], list[str]]:
+    """The boxes (ingress topics) in this round, and the busy boxes' turns after it: every
+    quiet box, and as many busy ones, longest waiting first, as get ``QUANTUM`` each of what
+    the quiet ones leave (at least one)."""
+    quiet = {t for t, d in demands.items() if 0 < d <= QUIET_AT_MOST}
+    busy_now = {t for t, d in demands.items() if d > QUIET_AT_MOST}
+    known = [t for t in turns if t in busy_now]
+    busy = known + sorted(busy_now - set(known))  # newcomers queue behind
+    room = max((budget - sum(demands[t] for t in quiet)) // QUANTUM, 1)
+    served, waiting = busy[:room], busy[room:]
+    return quiet | set(served), waiting + served
+
+
 def fair_shares(waiting: Mapping[TopicPartition, int], budget: int) -> dict[TopicPartition, int]:
     """Split ``budget`` between the topics (one per box) that have records waiting, then each
     topic's part between its partitions."""
@@ -73,6 +98,7 @@ class FairIntake:
         self.consumer = consumer
         self.budget = budget
         self._waiting: dict[TopicPartition, list[KafkaRecord]] = {}
+        self._turns: list[str] = []  # busy boxes, the one served longest ago first
 
     @property
     def waiting(self) -> int:
@@ -93,7 +119,12 @@ class FairIntake:
                 self._waiting.setdefault(tp, []).extend(records)
         for tp in [tp for tp in self._waiting if tp not in assigned]:
             del self._waiting[tp]  # revoked while buffered: its new owner reads it
-        shares = fair_shares({tp: len(r) for tp, r in self._waiting.items()}, self.budget)
+        demands: dict[str, int] = {}
+        for tp, records in self._waiting.items():
+            demands[tp.topic] = demands.get(tp.topic, 0) + len(records)
+        chosen, self._turns = in_round(demands, self.budget, self._turns)
+        shares = fair_shares({tp: len(r) for tp, r in self._waiting.items()
+                              if tp.topic in chosen}, self.budget)
         round_: dict[TopicPartition, list[KafkaRecord]] = {}
         for tp, share in shares.items():
             records = self._waiting[tp]

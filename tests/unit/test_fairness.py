@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.router.fairness import fair_shares, water_fill
+from processors.router.fairness import QUANTUM, fair_shares, in_round, water_fill
 
 
 def test_a_quiet_box_gets_everything_it_has_and_the_flooder_the_rest() -> None:
@@ -53,3 +53,23 @@ def test_water_fill_never_overspends_nor_starves(demands: dict[str, int], budget
     cut = [shares[k] for k in wanting if shares[k] < demands[k]]
     if cut:
         assert max(shares.values()) <= min(cut) + 1
+
+
+def test_busy_boxes_take_turns_when_a_round_has_no_room_for_a_slice_of_each() -> None:
+    demands = {f"box{n:04d}": 25 for n in range(2000)} | {"quiet": 3}
+    chosen, turns = in_round(demands, 5000, [])
+    # Every quiet box, and as many busy ones as get QUANTUM of what is left.
+    assert "quiet" in chosen and len(chosen) == 1 + (5000 - 3) // QUANTUM
+    served: set[str] = set()
+    rounds = 0
+    while len(served) < 2000:
+        chosen, turns = in_round(demands, 5000, turns)
+        assert "quiet" in chosen  # a quiet box never waits for its turn
+        served |= chosen - {"quiet"}
+        rounds += 1
+    assert rounds <= 2000 // ((5000 - 3) // QUANTUM) + 1  # each busy box's turn comes
+
+
+def test_all_busy_boxes_are_in_a_round_that_has_room_for_them() -> None:
+    chosen, _ = in_round({"a": 10_000, "b": 10_000, "c": 17, "d": 4}, 3000, [])
+    assert chosen == {"a", "b", "c", "d"}
