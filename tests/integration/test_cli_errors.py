@@ -155,6 +155,9 @@ CASES = [
     case("bench outbox", N, "does not know where"),
     case("bench router --only nope", R, "unknown contender(s) ['nope']"),
     case("bench router", U, "Unable to bootstrap"),
+    case("bench scale --boxes 10,many", R, "'10,many' is not a comma-separated list of box "
+         "counts"),
+    case("bench scale", N, "does not know where"),
     case("bench isolation", N, "does not know where Kafka is"),
     case("bench week --scale 0", R, "Invalid value for '--scale'"),
     case("bench week", N, "does not know where Kafka is"),

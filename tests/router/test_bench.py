@@ -4,11 +4,14 @@ out: Quix needs a virtualenv of its own (made on first use), faust takes a minut
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
 import pytest
 
+from bus.kafka import KafkaAccess
+from bus.topics import list_topics
 from processors.router.bench import workload_topology, workload_traffic
 from tests.conftest import boxbus_cli
 
@@ -36,6 +39,31 @@ def test_bench_router_runs_router_and_raw_over_the_same_records(
     assert (runs["router"]["outputs"] == runs["raw_aiokafka"]["outputs"]
             == runs["librdkafka"]["outputs"])
     assert 2 < runs["router"]["outputs_per_event"] < 3
+
+
+def test_bench_scale_measures_each_size_and_leaves_nothing_behind(
+    env_for_cli: dict[str, str], kafka: KafkaAccess,
+) -> None:
+    result = subprocess.run(
+        [*boxbus_cli(), "bench", "scale", "--boxes", "3,8", "--events", "600",
+         "--inbox-events", "200", "--json"],
+        env=env_for_cli, capture_output=True, text=True, timeout=400, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    small, large = figures["sizes"]
+    assert (small["boxes"], large["boxes"]) == (3, 8)
+    # Each box: ingress with dead letters and quarantine, inbox with dead letters (one
+    # partition each here), its principal and ten ACLs; the analytics box too.
+    assert large["topics"] - small["topics"] == 5 * 5
+    assert large["principals"] - small["principals"] == 5
+    assert large["acls"] - small["acls"] == 5 * 10
+    for size in (small, large):
+        assert size["router_events_per_s"] > 0 and size["raw_aiokafka_events_per_s"] > 0
+        assert size["inbox_events_per_s"] > 0 and size["apply_seconds"] > 0
+        assert size["router_ingress_topics"] == size["boxes"] + 1
+    assert 0 < figures["router_flatness"] <= 1
+    left = asyncio.run(list_topics(kafka))
+    assert not [t for t in left if t.startswith((small["namespace"], large["namespace"]))]
 
 
 def test_bench_isolation_reports_both_phases(env_for_cli: dict[str, str]) -> None:
