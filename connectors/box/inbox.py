@@ -270,6 +270,10 @@ class Inbox:
                         for tp, offset in set_back.items():
                             self.state.set_back(tp)
                             self._seek(tp, offset)
+                        # Not a partition revoked while the batch before was applied.
+                        owned = self._consumer.assignment()
+                        parts = [p for p in parts
+                                 if p.tp in owned and self.state.is_ready(p.tp)]
                         for part in parts:
                             self.state.taken(part.tp, part.next_offset)
                         if parts:
@@ -278,12 +282,19 @@ class Inbox:
                             await asyncio.sleep(
                                 self.state.retry.base_delay * (2 + random.random()))
                         await self._mirror_offsets()
-            await self._applied()  # the batch in flight is finished before the inbox stops
+                async with self._login.guard():
+                    await self._applied()  # the batch in flight ends before the inbox stops
         finally:
             if self._applying is not None:
-                # An error ended the loop: the batch in flight commits or rolls back first.
-                with contextlib.suppress(Exception):
+                # An error ended the loop: the batch in flight is rolled back (nothing of it
+                # is stored; it is read again from the stored offsets).
+                self._applying.cancel()
+                try:
                     await self._applied()
+                except (Exception, asyncio.CancelledError) as exc:  # the loop's error goes up
+                    if not isinstance(exc, asyncio.CancelledError):
+                        log.warning("the batch in flight failed as the inbox stopped",
+                                    box=self.box_id, error=repr(exc))
             with contextlib.suppress(Exception):
                 await self._mirror_offsets(force=True)
             await self._consumer.stop()
@@ -412,7 +423,9 @@ class Inbox:
         made again without it, so the others go on. Returns the partitions sought back."""
         set_back: dict[TopicPartition, int] = {}
         assigned = self._consumer.assignment()
-        parts = [p for p in parts if p.tp in assigned]  # not those revoked since the check
+        for part in [p for p in parts if p.tp not in assigned]:
+            self.state.set_back(part.tp)  # revoked since the check: its next owner applies it
+        parts = [p for p in parts if p.tp in assigned]
         while parts:
             try:
                 await self._apply(parts)
@@ -558,7 +571,11 @@ class Inbox:
                 fresh.discard(identity)  # twice in one batch: the second is a duplicate
                 batch_handler = self.handlers.batch_by_type.get(envelope.type)
                 if batch_handler is not None and not careful:
-                    if batch_handler is not run_handler:
+                    if batch_handler is not run_handler or (run and (
+                            run[0][1].topic, run[0][1].partition) != (record.topic,
+                                                                        record.partition)):
+                        # A run holds one partition's events: a failure in it is that
+                        # partition's, retried and paused alone.
                         await flush()
                         run_handler = batch_handler
                     if not run:

@@ -72,11 +72,13 @@ class InboxState:
             return False
         self.positions[tp] = start
         self.ready.add(tp)
+        self.in_flight.pop(tp, None)  # from an earlier ownership: not this one's
         return True
 
     def placed(self, tp: TopicPartition, start: int) -> None:
         self.positions[tp] = start
         self.ready.add(tp)
+        self.in_flight.pop(tp, None)
 
     def is_ready(self, tp: TopicPartition) -> bool:
         return tp in self.ready
@@ -101,8 +103,9 @@ class InboxState:
         self.in_flight[tp] = next_offset
 
     def committed(self, tp: TopicPartition, next_offset: int, offsets: Iterable[int]) -> None:
-        self.positions[tp] = next_offset
-        self.in_flight.pop(tp, None)
+        if tp in self.ready:  # not if it was revoked while its batch committed
+            self.positions[tp] = next_offset
+            self.in_flight.pop(tp, None)
         for offset in offsets:
             self.attempts.pop((tp.topic, tp.partition, offset), None)
 

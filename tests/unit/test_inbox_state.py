@@ -106,3 +106,21 @@ def test_positions_are_mirrored_at_most_once_an_interval_and_only_when_changed()
     assert state.to_mirror({A, B}, now=11.0) == {A: 6}  # only what changed
     assert state.to_mirror({B}, now=12.5) == {}  # A is not ours any more
     assert state.to_mirror({A, B}, now=12.6, force=True) == {A: 6}  # stopping: now
+
+
+def test_an_earlier_ownerships_batch_in_flight_does_not_skip_records() -> None:
+    state = InboxState()
+    state.placed(A, 100)
+    state.revoked([A])
+    state.taken(A, 200)  # a batch handed over as the partition was being taken away
+    assert state.assigned(A, 100) is True  # back again, at the stored offset
+    assert state.resume_at(A, 100) is None  # 100..199 are applied, not skipped
+
+
+def test_a_commit_after_a_revoke_does_not_bring_the_partition_back() -> None:
+    state = InboxState()
+    state.placed(A, 100)
+    state.taken(A, 150)
+    state.revoked([A])
+    state.committed(A, 150, range(100, 150))
+    assert A not in state.positions and not state.is_ready(A)
