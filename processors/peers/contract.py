@@ -8,7 +8,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 # Where the router sends each record of the benchmark, as topic names joined by commas: the
 # benchmark asks the router's own routing table once, before any contender runs, and writes
@@ -67,3 +69,16 @@ def give_up(name: str, why: str) -> int:
     """Say on stderr why there are no figures; exit status 2."""
     sys.stderr.write(f"{name}: {why}\n")
     return 2
+
+
+def run_bounded(run: Callable[[], None], stop: Callable[[], None], timeout: float) -> float:
+    """Run a blocking application loop, stopped by ``stop`` from a watchdog after ``timeout``
+    seconds if it has not stopped by itself; the monotonic time it ended."""
+    watchdog = threading.Timer(timeout, stop)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        run()
+    finally:
+        watchdog.cancel()
+    return time.monotonic()

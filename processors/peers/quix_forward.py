@@ -21,89 +21,33 @@ N records are not forwarded within --timeout seconds.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from quixstreams import Application
-from quixstreams.kafka.configuration import ConnectionConfig
-from quixstreams.models import Topic
-
-from processors.peers.contract import destinations, give_up, librdkafka_login, parse_args, report
+from processors.peers.contract import destinations, parse_args
+from processors.peers.quix_app import QuixPeer, run_peer
 
 OPTIONS = (("--max-outputs", {"type": int, "required": True,
                               "help": "the most destinations a record has"}),)
 
 
-class QuixForwarder:
-    def __init__(self, args: argparse.Namespace, state_dir: str) -> None:
-        self.count = args.count
-        self.done = self.outputs = 0
-        self.started: float | None = None
-        self.app = Application(
-            broker_address=ConnectionConfig.from_librdkafka_dict(
-                librdkafka_login(args.bootstrap)),
-            consumer_group=args.group,
-            auto_offset_reset="earliest", auto_create_topics=False, use_changelog_topics=False,
-            producer_extra_config={"acks": "all"}, state_dir=state_dir, loglevel="WARNING",
-            on_message_processed=self._processed,
-        )
-        self.topics: dict[str, Topic] = {}
-        for source in args.source:  # one dataframe per ingress topic, the same pipeline
-            sdf = self.app.dataframe(self._raw_topic(source))
-            sdf = sdf.update(self._consumed)
-            for n in range(args.max_outputs):
-                if n:
-                    sdf = sdf.filter(lambda _v, _k, _t, headers, n=n:
-                                     len(destinations(headers)) > n, metadata=True)
-                sdf = sdf.to_topic(lambda _v, _k, _t, headers, n=n: self._nth(headers, n))
+class QuixForwarder(QuixPeer):
+    name = "quix_forward"
 
-    def _raw_topic(self, name: str) -> Topic:
-        """Keys and values stay the bytes they were: no decoding, no encoding."""
-        return self.app.topic(name, key_serializer="bytes", value_serializer="bytes",
-                              key_deserializer="bytes", value_deserializer="bytes")
-
-    def _consumed(self, _value: bytes) -> None:
-        if self.started is None:
-            self.started = time.monotonic()
-
-    def _nth(self, headers: Any, n: int) -> Topic:
-        """The record's n-th destination; topics are looked up once."""
-        name = destinations(headers)[n]
-        topic = self.topics.get(name)
-        if topic is None:
-            topic = self.topics[name] = self._raw_topic(name)
-        self.outputs += 1
-        return topic
-
-    def _processed(self, _topic: str, _partition: int, _offset: int) -> None:
-        """Called once per input record after its outputs were produced: stop at exactly N
-        (the app then leaves its loop before polling another record, and flushes)."""
-        self.done += 1
-        if self.done == self.count:
-            self.app.stop()
+    def build(self, sdf: Any) -> None:
+        """The same pipeline on every ingress topic: a to_topic step per possible output."""
+        sdf = sdf.update(lambda _value: self.consumed())
+        for n in range(self.args.max_outputs):
+            if n:
+                sdf = sdf.filter(lambda _v, _k, _t, headers, n=n:
+                                 len(destinations(headers)) > n, metadata=True)
+            sdf = sdf.to_topic(lambda _v, _k, _t, headers, n=n:
+                               self.output(destinations(headers)[n]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args((__doc__ or "").splitlines()[0], argv, OPTIONS)
-    with tempfile.TemporaryDirectory(prefix="quix-forward-") as state_dir:
-        forwarder = QuixForwarder(args, state_dir)
-        watchdog = threading.Timer(args.timeout, forwarder.app.stop)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            forwarder.app.run()
-        finally:
-            watchdog.cancel()
-        finished = time.monotonic()
-    if forwarder.done < forwarder.count or forwarder.started is None:
-        return give_up("quix_forward", f"{forwarder.done} of {forwarder.count} records "
-                       f"forwarded within {args.timeout:g} s")
-    return report(forwarder.done, finished - forwarder.started, forwarder.outputs)
+    return run_peer(QuixForwarder, parse_args((__doc__ or "").splitlines()[0], argv, OPTIONS))
 
 
 if __name__ == "__main__":

@@ -23,20 +23,14 @@ N records are not forwarded within --timeout seconds.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from quixstreams import Application
-from quixstreams.kafka.configuration import ConnectionConfig
-from quixstreams.models import Topic
 from quixstreams.models.serializers import SerializationContext, Serializer
 
-from processors.peers.contract import destinations, give_up, librdkafka_login, parse_args, report
+from processors.peers.contract import destinations, parse_args
+from processors.peers.quix_app import QuixPeer, run_peer
 
 
 class RowBytes(Serializer):  # type: ignore[misc]
@@ -46,64 +40,22 @@ class RowBytes(Serializer):  # type: ignore[misc]
         return row[1]
 
 
-class LeanQuixForwarder:
-    def __init__(self, args: argparse.Namespace, state_dir: str) -> None:
-        self.count = args.count
-        self.done = self.outputs = 0
-        self.started: float | None = None
-        self.app = Application(
-            broker_address=ConnectionConfig.from_librdkafka_dict(
-                librdkafka_login(args.bootstrap)),
-            consumer_group=args.group,
-            auto_offset_reset="earliest", auto_create_topics=False, use_changelog_topics=False,
-            producer_extra_config={"acks": "all"}, state_dir=state_dir, loglevel="WARNING",
-            on_message_processed=self._processed,
-        )
-        self.topics: dict[str, Topic] = {}
-        for source in args.source:
-            topic = self.app.topic(source, key_deserializer="bytes", value_deserializer="bytes")
-            sdf = self.app.dataframe(topic).apply(self._copies, metadata=True, expand=True)
-            sdf.to_topic(self._topic)
+class LeanQuixForwarder(QuixPeer):
+    name = "quix_lean"
+
+    def build(self, sdf: Any) -> None:
+        """Two steps: one row per destination, then each row to its topic."""
+        sdf = sdf.apply(self._copies, metadata=True, expand=True)
+        sdf.to_topic(lambda row, _k, _t, _h: self.output(row[0], value_serializer=RowBytes()))
 
     def _copies(self, value: bytes, _key: Any, _timestamp: int, headers: Any
                 ) -> list[tuple[str, bytes]]:
-        if self.started is None:
-            self.started = time.monotonic()
+        self.consumed()
         return [(name, value) for name in destinations(headers)]
-
-    def _topic(self, row: tuple[str, bytes], _key: Any, _timestamp: int, _headers: Any
-               ) -> Topic:
-        topic = self.topics.get(row[0])
-        if topic is None:
-            topic = self.topics[row[0]] = self.app.topic(
-                row[0], key_serializer="bytes", value_serializer=RowBytes())
-        self.outputs += 1
-        return topic
-
-    def _processed(self, _topic: str, _partition: int, _offset: int) -> None:
-        """Called once per input record after its outputs were produced: stop at exactly N
-        (the app then leaves its loop before polling another record, and flushes)."""
-        self.done += 1
-        if self.done == self.count:
-            self.app.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args((__doc__ or "").splitlines()[0], argv)
-    with tempfile.TemporaryDirectory(prefix="quix-lean-") as state_dir:
-        forwarder = LeanQuixForwarder(args, state_dir)
-        watchdog = threading.Timer(args.timeout, forwarder.app.stop)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            forwarder.app.run()
-        finally:
-            watchdog.cancel()
-        finished = time.monotonic()
-    if forwarder.done < forwarder.count or forwarder.started is None:
-        return give_up("quix_lean", f"{forwarder.done} of {forwarder.count} records "
-                       f"forwarded within {args.timeout:g} s")
-    return report(forwarder.done, finished - forwarder.started, forwarder.outputs)
+    return run_peer(LeanQuixForwarder, parse_args((__doc__ or "").splitlines()[0], argv))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ CLIENT = re.compile(r"\bAIOKafka(Producer|Consumer|AdminClient)\(|\b(AdminClient
 # connection from the same BOXBUS_KAFKA_* variables (processors/peers/contract.py).
 PEERS = {"processors/peers/faust_forward.py", "processors/peers/quix_forward.py",
          "processors/peers/quix_lean.py", "processors/peers/rdkafka_forward.py",
+         "processors/peers/quix_app.py",
          "processors/peers/faust_aggregate.py"}
 
 
