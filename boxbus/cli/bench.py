@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,14 @@ def _database_server(settings: Settings, what: str) -> tuple[str, StackInfo | No
         raise ConfigError(f"{what} needs a PostgreSQL server",
                           hint="`boxbus dev up` (or BOXBUS_DATABASE_URL)")
     return server, info
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    """What a benchmark says while it runs: a line on stderr, none with --json (``quiet``)."""
+    def say(text: str) -> None:
+        if not quiet:
+            console_err.print(f"· {text}")
+    return say
 
 
 def _chosen(only: list[str] | None, known: tuple[str, ...], what: str) -> set[str]:
@@ -91,9 +100,7 @@ def outbox(
     run_settings = Settings(**{**settings.model_dump(exclude={"topic_namespace"}),
                                "topic_namespace": f"bench{uuid.uuid4().hex[:6]}"})
 
-    def progress(text: str) -> None:
-        if not json_out:
-            console_err.print(f"· {text}")
+    progress = _progress(json_out)
 
     bench = Bench(run_settings, found.kafka, server, serde_for(run_settings,
                   found.registry_url), progress)
@@ -161,9 +168,7 @@ def router(
         else None
     run_settings = settings.model_copy(update={"topic_namespace": f"rb{uuid.uuid4().hex[:6]}"})
 
-    def progress(text: str) -> None:
-        if not json_out:
-            console_err.print(f"· {text}")
+    progress = _progress(json_out)
 
     results = asyncio.run(bench(run_settings, found.kafka, events=events, only=chosen,
                                 broker_pid=broker_pid, timeout=timeout, rounds=rounds,
@@ -215,9 +220,8 @@ def scale(
     broker_pid = info.nodes[0].pid if info and info.nodes and not settings.external_kafka \
         else None
 
-    def progress(text: str) -> None:
-        # On stderr even with --json: a size of thousands of boxes takes minutes.
-        console_err.print(f"· {text}")
+    # On stderr even with --json: a size of thousands of boxes takes minutes.
+    progress = _progress(quiet=False)
 
     results = asyncio.run(bench_scale(
         settings, found.kafka, sizes=sizes, events=events, inbox_events=inbox_events,
@@ -260,9 +264,7 @@ def isolation(
     operator = kafka_access(settings)
     run_settings = settings.model_copy(update={"topic_namespace": f"iso{uuid.uuid4().hex[:6]}"})
 
-    def progress(text: str) -> None:
-        if not json_out:
-            console_err.print(f"· {text}")
+    progress = _progress(json_out)
 
     results = asyncio.run(isolation_bench(run_settings, operator, rate=rate, seconds=seconds,
                                           progress=progress))
@@ -294,9 +296,7 @@ def mail(
     server, _ = _database_server(settings, "the mail benchmark")
     run_settings = settings.model_copy(update={"topic_namespace": f"mb{uuid.uuid4().hex[:6]}"})
 
-    def say(text: str) -> None:
-        if not json_out:
-            console_err.print(f"· {text}")
+    say = _progress(json_out)
 
     results = asyncio.run(bench_mail(run_settings, found.kafka, registry_url=found.registry_url,
                                      database_server=server, smtp=smtp_server(settings),
@@ -332,9 +332,7 @@ def rpc(
     server, _ = _database_server(settings, "the request/reply benchmark")
     run_settings = settings.model_copy(update={"topic_namespace": f"rb{uuid.uuid4().hex[:6]}"})
 
-    def say(text: str) -> None:
-        if not json_out:
-            console_err.print(f"· {text}")
+    say = _progress(json_out)
 
     results = asyncio.run(bench_rpc(run_settings, found.kafka, registry_url=found.registry_url,
                                     database_server=server, requests=requests, rate=rate,
