@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from bus import create_database
-from bus.db import owner_url
+from bus.db import drop_database, owner_url
 from bus.devstack import StackInfo
+from bus.errors import ConfigError
 from tests.conftest import boxbus_cli
 
 pytestmark = pytest.mark.stack
@@ -85,3 +86,30 @@ async def test_every_box_command_finds_the_same_database(
     assert missing.returncode == 2
     assert f"looked for {ns}_nope" in missing.stderr
     assert "with a database: bare, other_box, shop_1" in missing.stderr
+
+
+async def test_drop_database_removes_a_box_database_and_its_role_only(stack: StackInfo) -> None:
+    assert stack.database_url
+    name = f"drop_{uuid.uuid4().hex[:8]}"
+    dsn = await create_database(stack.database_url, name)
+    held = await asyncpg.connect(dsn)  # a session still open: ended by the drop
+    try:
+        assert await drop_database(stack.database_url, name) is True
+    finally:
+        held.terminate()  # (its server side is gone already)
+    server = await asyncpg.connect(stack.database_url)
+    try:
+        assert await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name) is None
+        assert await server.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name) is None
+        # A role boxbus did not make is refused, and left in place.
+        other = f"other_{uuid.uuid4().hex[:8]}"
+        await server.execute(f'CREATE ROLE "{other}"')
+        try:
+            with pytest.raises(ConfigError, match="not a box database's owner made by boxbus"):
+                await drop_database(stack.database_url, other)
+            assert await server.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", other)
+        finally:
+            await server.execute(f'DROP ROLE "{other}"')
+    finally:
+        await server.close()
+    assert await drop_database(stack.database_url, name) is False  # gone: nothing to do
