@@ -30,9 +30,9 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from bus.acl import Grant, Operation, Pattern, Resource
 from bus.errors import ComponentFailed, KafkaAccessDenied
 from bus.kafka import KafkaAccess
-from bus.topology.principals import Grant, Operation, Pattern, Resource
 
 SCRAM_ITERATIONS = 8192  # Kafka's minimum is 4096
 _RESOURCE = {Resource.TOPIC: ResourceType.TOPIC, Resource.GROUP: ResourceType.GROUP,

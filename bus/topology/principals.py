@@ -27,52 +27,15 @@ as the operator.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import StrEnum
 
 from bus import naming
+from bus.acl import CLUSTER, Grant, Operation, Pattern, Resource
 from bus.topology.model import BoxKind, Quota, Topology
 
 SERVICES = ("router", "aggregator", "mailer")
 _BOX_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # naming's rule for box ids
-CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
-
-
-class Resource(StrEnum):
-    TOPIC = "topic"
-    GROUP = "group"
-    CLUSTER = "cluster"
-
-
-class Pattern(StrEnum):
-    LITERAL = "literal"
-    PREFIXED = "prefixed"
-
-
-class Operation(StrEnum):
-    READ = "read"
-    WRITE = "write"
-    IDEMPOTENT_WRITE = "idempotent_write"
-
-
-@dataclass(frozen=True, order=True)
-class Grant:
-    """One ALLOW rule for one user, from any host."""
-
-    user: str
-    resource: Resource
-    name: str
-    pattern: Pattern
-    operation: Operation
-
-    @property
-    def principal(self) -> str:
-        return f"User:{self.user}"
-
-    def describe(self) -> str:
-        star = "*" if self.pattern is Pattern.PREFIXED else ""
-        return f"{self.user}: {self.operation.value} {self.resource.value} {self.name}{star}"
-
+__all__ = ["CLUSTER", "SERVICES", "Grant", "Operation", "Pattern", "Resource", "grants",
+           "of_namespace", "quotas", "users"]
 
 def users(topology: Topology, namespace: str) -> dict[str, str]:
     """Every Kafka user of the network, with what it is (``box <id>`` or the service)."""

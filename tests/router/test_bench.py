@@ -11,7 +11,9 @@ import subprocess
 import pytest
 
 from bus.kafka import KafkaAccess
+from bus.security import ClusterSecurity
 from bus.topics import list_topics
+from bus.topology import principals
 from processors.router.bench import workload_topology, workload_traffic
 from tests.conftest import boxbus_cli
 
@@ -64,6 +66,11 @@ def test_bench_scale_measures_each_size_and_leaves_nothing_behind(
     assert 0 < figures["router_flatness"] <= 1
     left = asyncio.run(list_topics(kafka))
     assert not [t for t in left if t.startswith((small["namespace"], large["namespace"]))]
+    users = asyncio.run(ClusterSecurity(kafka).users())
+    grants = asyncio.run(ClusterSecurity(kafka).grants())
+    for ns in (small["namespace"], large["namespace"]):  # logins and ACLs went too
+        assert not [u for u in users if principals.of_namespace(ns, u)]
+        assert not [g for g in grants if principals.of_namespace(ns, g.user)]
 
 
 def test_bench_isolation_reports_both_phases(env_for_cli: dict[str, str]) -> None:
