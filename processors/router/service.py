@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -59,7 +58,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import OffsetAndMetadata
 
-from bus import naming, tracing
+from bus import heap, naming, tracing
 from bus.deadletter import DLQ_MAX_BYTES, DeadLetter
 from bus.envelope import (
     CORRELATION_ID,
@@ -182,8 +181,8 @@ class Router:
         self._started = True
         # Everything allocated so far (modules, settings, the table) lives as long as the
         # process: keep it out of the cyclic collector's scans, which the hot path's many
-        # short-lived tuples would otherwise trigger over the whole heap.
-        gc.freeze()
+        # short-lived tuples would otherwise trigger over the whole heap (bus.heap).
+        heap.settle()
         log.info("router started", group=self.group_id, namespace=self.namespace,
                  **self.table.describe())
 
