@@ -50,6 +50,9 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 Check = Callable[[KafkaRecord], Awaitable["T | None"]]
+
+YIELD_EVERY = 32
+"""Records checked between two turns of the event loop's other tasks (about 1 ms of work)."""
 DeadLetterSink = Callable[[KafkaRecord, BadEvent], Awaitable[None]]
 
 
@@ -114,8 +117,20 @@ class Pipeline(Generic[T]):
     async def run(self, records: Sequence[KafkaRecord]) -> list[T | None]:
         """The check's result for each record, None for those not handed over. Raises
         :class:`HandBack` when a dependency stayed away; dead letters already written stay
-        written (the batch, read again, does not write them twice)."""
-        return [await self.one(record) for record in records]
+        written (the batch, read again, does not write them twice).
+
+        Every :data:`YIELD_EVERY` records the loop's other tasks get a turn. A check rarely
+        waits (the registry's answers are cached), so without it a fetch of 500 records held
+        the event loop for its whole check, about 15 ms: the batch before, committing in a
+        task of its own, could not send its next statement or read a reply meanwhile, and
+        the inbox's pipelining was serial in fact (in ``boxbus bench outbox --only inbox``
+        the wait for the commit took as long as the commit itself)."""
+        results: list[T | None] = []
+        for done, record in enumerate(records, 1):
+            results.append(await self.one(record))
+            if not done % YIELD_EVERY:
+                await asyncio.sleep(0)
+        return results
 
     async def one(self, record: KafkaRecord) -> T | None:
         delay = self.policy.first_delay

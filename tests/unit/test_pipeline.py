@@ -4,13 +4,14 @@ of ending the consumer, a dependency away retried in place and then the batch ha
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
 from aiokafka import TopicPartition
 
 from bus.errors import BadEvent, InvalidEnvelope, KafkaAccessDenied, RegistryUnavailable
-from bus.pipeline import HandBack, OutagePolicy, Pipeline
+from bus.pipeline import YIELD_EVERY, HandBack, OutagePolicy, Pipeline
 from bus.record import KafkaRecord
 
 
@@ -152,3 +153,27 @@ async def test_a_dead_letter_that_could_not_be_written_is_written_when_read_agai
     world.dead_letter_topic_down = False
     assert await pipeline.run(batch(b"a", b"bad")) == ["a", None]
     assert world.letters == [(1, "invalid-envelope")]  # neither lost nor written twice
+
+
+async def test_a_long_batch_lets_the_loops_other_tasks_run() -> None:
+    # (The inbox commits the batch before in a task of its own while it checks the next.)
+    world = World()
+    turns = 0
+    checking = True
+
+    async def other_task() -> None:
+        nonlocal turns
+        while checking:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    started = turns
+    records = batch(*[b"ok"] * (YIELD_EVERY * 10))
+    results = await world.pipeline().run(records)
+    during = turns - started
+    checking = False
+    await other
+    assert results == ["ok"] * len(records)
+    assert during >= 10  # a turn for the others every YIELD_EVERY records, not one per batch
