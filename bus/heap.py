@@ -15,20 +15,22 @@ reference is still freed (by its reference count), only cycles among frozen obje
 It also lets the young generation grow to :data:`YOUNG` objects before it is collected
 (CPython's default is 700). The count that triggers a collection is objects made minus
 objects freed, and a service's hot path frees almost all it makes, by reference count: what
-stays is the batch in hand (an inbox holds two fetches of 500 records, about 20 tracked
-objects each). With the default, every 700 such objects started a collection that walked the
-batch and moved it to an older generation, where the next collections walked it again:
-4-8 µs per event, 15-25 % of an inbox's checks (a microbenchmark of decode and validate with
-two batches alive), and 12 % more events/s in ``boxbus bench outbox --only inbox``. With
-50,000 the batch in hand never starts a collection; cycles (an exception and its traceback,
-a finished task) are still collected, after more of them pile up: a few megabytes at most.
+stays is the batch in hand. An inbox holds two fetches of up to 1,000 records, each record
+about 30 tracked objects (aiokafka's record and headers, the event model and its envelope):
+60,000. With the default, every 700 such objects started a collection that walked the batch
+and moved it to an older generation, where the next collections walked it again: 4-8 µs per
+event, 15-25 % of an inbox's checks (a microbenchmark of decode and validate with two
+batches alive), and 12 % more events/s in ``boxbus bench outbox --only inbox``. With
+100,000 the batch in hand never starts a collection; cycles (an exception and its
+traceback, a finished task) are still collected, after more of them pile up: a few
+megabytes at most, and a collection walks only the young objects still alive.
 """
 
 from __future__ import annotations
 
 import gc
 
-YOUNG = 50_000
+YOUNG = 100_000
 """Objects made (and not yet freed) after which the young generation is collected."""
 
 

@@ -51,9 +51,10 @@ T = TypeVar("T")
 
 Check = Callable[[KafkaRecord], Awaitable["T | None"]]
 
+DeadLetterSink = Callable[[KafkaRecord, BadEvent], Awaitable[None]]
+
 YIELD_EVERY = 32
 """Records checked between two turns of the event loop's other tasks (about 1 ms of work)."""
-DeadLetterSink = Callable[[KafkaRecord, BadEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True)

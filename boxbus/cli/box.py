@@ -217,6 +217,8 @@ def inbox_run(
         help="Keep the business receipts of what the box sent (the router's reports and the "
         "recipients' answers update `boxbus box receipts`); its outbox must track too "
         "(Outbox(track=True)).")] = False,
+    max_records: Annotated[int, typer.Option(
+        help="Records per fetch at most (one transaction per fetch).", min=1)] = 1000,
     metrics_port: MetricsOpt = None,
 ) -> None:
     """Run the inbox of one box until SIGTERM/SIGINT."""
@@ -241,7 +243,8 @@ def inbox_run(
     dsn = asyncio.run(_migrated_database(settings, box, database_url))
     inbox = Inbox(settings, dsn, box_access(settings, box), box, registry,
                   serde_for(settings, found.registry_url), topics=topic or None,
-                  unknown_types=policy, receipts=receipts, region=region, track=track)
+                  unknown_types=policy, receipts=receipts, region=region, track=track,
+                  max_records=max_records)
 
     console_err.print(f"inbox of box {box} reading {', '.join(inbox.topics)}; SIGTERM stops it")
     from connectors.box.metrics import watch_inbox

@@ -182,7 +182,7 @@ class Inbox:
         max_attempts: int = 5,
         max_retry_seconds: float = 60.0,
         base_delay: float = 0.2,
-        max_records: int = 500,
+        max_records: int = 1000,
         fetch_max_wait_ms: int = 20,
         login_check_every: float = 30.0,
         group_id: str | None = None,
