@@ -56,7 +56,7 @@ def test_water_fill_never_overspends_nor_starves(demands: dict[str, int], budget
 
 
 def test_busy_boxes_take_turns_when_a_round_has_no_room_for_a_slice_of_each() -> None:
-    demands = {f"box{n:04d}": 25 for n in range(2000)} | {"quiet": 3}
+    demands = {f"box{n:04d}": 500 for n in range(2000)} | {"quiet": 3}
     chosen, turns = in_round(demands, 5000, [])
     # Every quiet box, and as many busy ones as get QUANTUM of what is left.
     assert "quiet" in chosen and len(chosen) == 1 + (5000 - 3) // QUANTUM
@@ -68,6 +68,29 @@ def test_busy_boxes_take_turns_when_a_round_has_no_room_for_a_slice_of_each() ->
         served |= chosen - {"quiet"}
         rounds += 1
     assert rounds <= 2000 // ((5000 - 3) // QUANTUM) + 1  # each busy box's turn comes
+
+
+def test_a_busy_box_with_less_than_a_quantum_waiting_claims_only_what_it_has() -> None:
+    # 1,990 boxes with 25 records each: a round holds 199 of them (4,975 records), not the
+    # 78 that slices of QUANTUM would (1,950 records).
+    demands = {f"box{n:04d}": 25 for n in range(1990)} | {"quiet": 3}
+    chosen, turns = in_round(demands, 5000, [])
+    assert len(chosen) == 1 + (5000 - 3) // 25
+    shares = fair_shares({TopicPartition(t, 0): demands[t] for t in chosen}, 5000)
+    assert 4975 <= sum(shares.values()) <= 5000
+    served = chosen - {"quiet"}
+    rounds = 1
+    while len(served) < 1990:
+        chosen, turns = in_round(demands, 5000, turns)
+        assert not served & (chosen - {"quiet"})  # turns: nobody twice before everyone once
+        served |= chosen - {"quiet"}
+        rounds += 1
+    assert rounds == 10
+
+
+def test_a_round_always_serves_one_busy_box() -> None:
+    chosen, turns = in_round({"big": 10_000, "other": 9_000}, 10, [])
+    assert chosen == {"big"} and turns == ["other", "big"]
 
 
 def test_all_busy_boxes_are_in_a_round_that_has_room_for_them() -> None:
