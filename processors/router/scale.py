@@ -10,7 +10,11 @@ For each size, in a namespace of its own on the running stack:
    applies it; both are timed, and the topics, partitions, principals and ACLs counted.
 2. **The broker.** Its resident memory and its JVM heap in use (``jcmd GC.heap_info``) before
    and after, and the time one metadata request for all the network's ingress topics takes
-   (what the router's consumer asks on every refresh).
+   (what the router's consumer asks on every refresh). Then one record goes into each
+   partition of the topics the traffic is routed to, timed (``warm_up_seconds``): a
+   partition's first write is far dearer than the next ones, and it is a cost of the apply,
+   not of routing (the contenders after it find every partition as a running network has
+   them).
 3. **The router.** ``--events`` records, spread evenly over every box's ingress topic (each a
    box's order to one of its suppliers, a third of them also to analytics), are routed by the
    router in a process of its own: events/s, CPU seconds, peak memory, and the seconds from
@@ -27,6 +31,7 @@ how flat each figure stays.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -46,10 +51,12 @@ from bus.settings import Settings
 from bus.topology import Topology, apply_plan, make_plan
 from bus.topology.teardown import remove_namespace
 from connectors.box.bench import Bench
+from processors.peers.contract import DESTINATIONS_HEADER
 from processors.procstat import proc_rss_mb
 from processors.router.bench import SIZES, Record, produce, run_contender, with_destinations
 
 REGIONS = ("north", "south", "east", "west", "centre")
+WARM_UP = b"boxbus bench scale: a partition's first write, before the measured runs"
 ANALYTICS = "analytics"
 
 
@@ -100,6 +107,25 @@ def scale_traffic(topology: Topology, count: int) -> list[Record]:
         out.append((naming.ingress_topic(ns, buyer), key.encode(),
                     b"\0" * SIZES[kind], headers))
     return out
+
+
+async def warm_up(kafka: KafkaAccess, partitions: dict[str, int]) -> float:
+    """Write one record into every partition of ``partitions`` (topic -> count); the seconds
+    it took. A partition's first write costs the broker far more than the next ones (its
+    segment's files and indexes are opened then), and a network's topics are written for
+    years after they are made: without this, the first contender measured after a topology
+    apply paid for every fresh partition of the network (at 2,000 boxes the router took
+    9.8 s for what took it 1.4-1.6 s twice right after, on the same partitions)."""
+    producer = kafka.producer(acks="all", linger_ms=5)
+    await start_or_close(producer, kafka)
+    began = time.perf_counter()
+    try:
+        sent = [await producer.send(topic, WARM_UP, partition=partition)
+                for topic, count in partitions.items() for partition in range(count)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - began
 
 
 def broker_heap_mb(pid: int | None) -> float | None:
@@ -191,7 +217,15 @@ async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
         traffic = with_destinations(topology, scale_traffic(topology, events))
         await produce(kafka, traffic)
         sources = sorted({t for t, _, _, _ in traffic})
+        outputs = sorted({to for _, _, _, headers in traffic for name, value in headers
+                          if name == DESTINATIONS_HEADER for to in value.decode().split(",")})
         del traffic
+        partitions_of = {c.target: c.data["partitions"] for c in plan.changes
+                         if c.action == "create-topic"}
+        progress(f"{size} boxes: a first record into each partition of {len(outputs)} output "
+                 "topics ...")
+        figures["warm_up_seconds"] = round(await warm_up(
+            kafka, {t: partitions_of[t] for t in outputs}), 2)
         progress(f"{size} boxes: raw aiokafka over the {events} records (the floor) ...")
         raw = await run_contender("raw_aiokafka", [
             sys.executable, "-m", "processors.peers.raw_forward",

@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
 
 import pytest
 
 from bus.kafka import KafkaAccess
 from bus.security import ClusterSecurity
-from bus.topics import list_topics
+from bus.topics import TopicSpec, ensure_topics, list_topics, topic_ends
 from bus.topology import principals
+from bus.topology.teardown import remove_namespace
 from processors.router.bench import workload_topology, workload_traffic
+from processors.router.scale import warm_up
 from tests.conftest import boxbus_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.embedded]
@@ -62,6 +65,7 @@ def test_bench_scale_measures_each_size_and_leaves_nothing_behind(
     for size in (small, large):
         assert size["router_events_per_s"] > 0 and size["raw_aiokafka_events_per_s"] > 0
         assert size["inbox_events_per_s"] > 0 and size["apply_seconds"] > 0
+        assert size["warm_up_seconds"] > 0
         assert size["router_ingress_topics"] == size["boxes"] + 1
     assert 0 < figures["router_flatness"] <= 1
     left = asyncio.run(list_topics(kafka))
@@ -71,6 +75,18 @@ def test_bench_scale_measures_each_size_and_leaves_nothing_behind(
     for ns in (small["namespace"], large["namespace"]):  # logins and ACLs went too
         assert not [u for u in users if principals.of_namespace(ns, u)]
         assert not [g for g in grants if principals.of_namespace(ns, g.user)]
+
+
+async def test_warm_up_writes_one_record_into_every_partition(kafka: KafkaAccess) -> None:
+    ns = f"warm{uuid.uuid4().hex[:6]}"
+    topics = {f"{ns}.box.a.inbox": 1, f"{ns}.region.north": 3}
+    await ensure_topics(kafka, [TopicSpec(t, n) for t, n in topics.items()])
+    try:
+        assert await warm_up(kafka, topics) > 0
+        ends = await topic_ends(kafka, list(topics))
+        assert len(ends) == 4 and set(ends.values()) == {1}
+    finally:
+        await remove_namespace(kafka, ns)
 
 
 def test_bench_isolation_reports_both_phases(env_for_cli: dict[str, str]) -> None:
