@@ -40,3 +40,16 @@ def proc_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def open_files(pid: int) -> tuple[int, int] | None:
+    """Descriptors a process holds open, and its limit (the soft RLIMIT_NOFILE)."""
+    try:
+        held = len(os.listdir(f"/proc/{pid}/fd"))
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                limit = line.split()[3]
+                return held, int(limit) if limit.isdigit() else 1 << 30
+    except OSError:
+        return None
+    return None

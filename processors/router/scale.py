@@ -52,7 +52,7 @@ from bus.topology import Topology, apply_plan, make_plan
 from bus.topology.teardown import remove_namespace
 from connectors.box.bench import Bench
 from processors.peers.contract import DESTINATIONS_HEADER
-from processors.procstat import proc_rss_mb
+from processors.procstat import open_files, proc_rss_mb
 from processors.router.bench import SIZES, Record, produce, run_contender, with_destinations
 
 REGIONS = ("north", "south", "east", "west", "centre")
@@ -107,6 +107,39 @@ def scale_traffic(topology: Topology, count: int) -> list[Record]:
         out.append((naming.ingress_topic(ns, buyer), key.encode(),
                     b"\0" * SIZES[kind], headers))
     return out
+
+
+# Descriptors the local broker holds besides one per partition (sockets, jars, its own logs).
+FILES_BESIDES_PARTITIONS = 1000
+
+
+async def room_for(broker_pid: int | None, partitions: int, progress: Callable[[str], None],
+                   *, patience: float = 180.0) -> None:
+    """Wait until the local broker has descriptors left for ``partitions`` more (it holds
+    about one per partition); a clear error if it never does. A topic deleted a moment ago
+    keeps its files open until the broker gets to deleting them, and 10,087 partitions of a
+    2,000-box network made just after the last one's clean-up took the broker past this
+    machine's limit of 20,000 (it stopped: "Too many open files")."""
+    if broker_pid is None:
+        return  # a broker elsewhere: its operator sized it
+    deadline = time.monotonic() + patience
+    while True:
+        found = open_files(broker_pid)
+        if found is None:
+            return
+        held, limit = found
+        if held + partitions + FILES_BESIDES_PARTITIONS <= limit:
+            return
+        if partitions + FILES_BESIDES_PARTITIONS > limit or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the broker holds {held} of its {limit} file descriptors and a network of "
+                f"{partitions} partitions needs about {partitions} more: delete the topics "
+                "of networks left on it, or give it a higher limit (ulimit -n), then run the "
+                "benchmark again (`boxbus dev down` and `boxbus dev up` make an empty local "
+                "stack)")
+        progress(f"waiting for the broker to close deleted topics' files ({held} of {limit} "
+                 "descriptors held) ...")
+        await asyncio.sleep(2)
 
 
 async def warm_up(kafka: KafkaAccess, partitions: dict[str, int]) -> float:
@@ -202,6 +235,7 @@ async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
         figures["principals"] = counts.get("create-principal", 0)
         figures["acls"] = counts.get("add-acl", 0)
         figures["control_records"] = counts.get("write-control", 0)
+        await room_for(broker_pid, figures["partitions"], progress)
         progress(f"{size} boxes: applying {figures['topics']} topics "
                  f"({figures['partitions']} partitions), {figures['principals']} principals, "
                  f"{figures['acls']} ACLs ...")
