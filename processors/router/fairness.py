@@ -13,6 +13,12 @@ Busy boxes are all in the round while it has room for a fair slice (``QUANTUM`` 
 each; beyond that they take turns, the one served longest ago first, so that a round never
 spreads into thousands of one-record batches (see ``in_round``).
 
+When more boxes are busy than a round holds a ``QUANTUM`` of, the round grows, up to
+``GROWTH`` times the budget: a round's records then reach more of each output partition, so
+the outputs go out in fewer, larger batches (at 2,000 busy boxes a round of 20,000 routed
+the same records 20 % faster than rounds of 5,000 in ``boxbus bench scale``), and each busy
+box's turn comes sooner. With few boxes busy a round stays at the budget, and its latency.
+
 The buffers hold at most two rounds' worth of records (decoded records take several times the
 room of the fetched bytes). A partition whose buffer is not empty is paused: the consumer fetches
 nothing more for it and drops the rest of its last fetch, so the next ``getmany`` reaches the
@@ -61,6 +67,8 @@ QUIET_AT_MOST = 16
 # from each of thousands of boxes made thousands of one-record output batches, and the
 # router's rate fell with the size of the network (`boxbus bench scale`).
 QUANTUM = 64
+# How far a round grows beyond the budget when many boxes are busy (see the module's text).
+GROWTH = 4
 
 
 def in_round(demands: Mapping[str, int], budget: int, turns: list[str]
@@ -108,6 +116,7 @@ class FairIntake:
     def __init__(self, consumer: AIOKafkaConsumer, budget: int) -> None:
         self.consumer = consumer
         self.budget = budget
+        self.round_budget = budget  # this round's: the budget, or more when many are busy
         self._waiting: dict[TopicPartition, list[KafkaRecord]] = {}
         self._turns: list[str] = []  # busy boxes, the one served longest ago first
 
@@ -123,7 +132,7 @@ class FairIntake:
         # not poll for max.poll.interval.ms is put out of its group.
         fetched = await self.consumer.getmany(
             timeout_ms=0 if self._waiting else timeout_ms,
-            max_records=max(2 * self.budget - self.waiting, 1))
+            max_records=max(2 * self.round_budget - self.waiting, 1))
         assigned = self.consumer.assignment()
         for tp, records in fetched.items():
             if records and tp in assigned:
@@ -133,9 +142,12 @@ class FairIntake:
         demands: dict[str, int] = {}
         for tp, records in self._waiting.items():
             demands[tp.topic] = demands.get(tp.topic, 0) + len(records)
-        chosen, self._turns = in_round(demands, self.budget, self._turns)
+        busy = sum(1 for d in demands.values() if d > QUIET_AT_MOST)
+        self.round_budget = budget = min(max(self.budget, busy * QUANTUM),
+                                         GROWTH * self.budget)
+        chosen, self._turns = in_round(demands, budget, self._turns)
         shares = fair_shares({tp: len(r) for tp, r in self._waiting.items()
-                              if tp.topic in chosen}, self.budget)
+                              if tp.topic in chosen}, budget)
         round_: dict[TopicPartition, list[KafkaRecord]] = {}
         for tp, share in shares.items():
             records = self._waiting[tp]

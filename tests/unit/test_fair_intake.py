@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from processors.router.fairness import FairIntake
+from processors.router.fairness import GROWTH, FairIntake
 
 FLOOD = [TopicPartition("ns.box.flood.outbox", 0)]
 QUIET = TopicPartition("ns.box.quiet.outbox", 0)
@@ -107,3 +107,24 @@ async def test_revoked_partitions_are_forgotten_and_full_buffers_still_poll() ->
     consumer.assigned.discard(QUIET)
     fair.forget([QUIET])
     assert set(await fair.take(0)) == {FLOOD[0]}
+
+
+async def test_rounds_grow_when_many_boxes_are_busy_and_shrink_back() -> None:
+    many = {TopicPartition(f"ns.box.b{n:03d}.outbox", 0): 100 for n in range(300)}
+    consumer = Consumer({**many, QUIET: 3})
+    fair = intake(consumer, 1000)
+    sizes = []
+    while fair.waiting or any(consumer.positions[tp] < n for tp, n in consumer.ends.items()):
+        sizes.append(sum(len(r) for r in (await fair.take(0)).values()))
+    # 300 busy boxes want 300 slices of QUANTUM: rounds grow, to at most GROWTH budgets.
+    assert max(sizes) > 1000 and max(sizes) <= GROWTH * 1000
+    assert sum(sizes) == 300 * 100 + 3
+    assert await fair.take(0) == {}
+    assert fair.round_budget == 1000  # nobody busy any more: back to the budget
+
+
+async def test_a_few_busy_boxes_keep_rounds_at_the_budget() -> None:
+    consumer = Consumer({FLOOD[0]: 5000, QUIET: 3})
+    fair = intake(consumer, 100)
+    for _ in range(10):
+        assert sum(len(r) for r in (await fair.take(0)).values()) <= 100
