@@ -206,6 +206,9 @@ def scale(
         help="Partitions of each box's ingress and inbox topics.", min=1)] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds the router may take at a size.")
                        ] = 600.0,
+    rounds: Annotated[int, typer.Option(
+        help="Times raw aiokafka and the router each route the records at a size (the best "
+        "counts; every round's rate is reported).", min=1)] = 2,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """The same traffic over networks of growing size (each box with its topics, principal,
@@ -227,7 +230,7 @@ def scale(
         settings, found.kafka, sizes=sizes, events=events, inbox_events=inbox_events,
         partitions=partitions, server_dsn=server,
         serde_for=lambda run: serde_for(run, found.registry_url), broker_pid=broker_pid,
-        timeout=timeout, progress=progress))
+        timeout=timeout, progress=progress, rounds=rounds))
     if json_out:
         print_json(results)
         return

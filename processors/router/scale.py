@@ -53,7 +53,14 @@ from bus.topology.teardown import remove_namespace
 from connectors.box.bench import Bench
 from processors.peers.contract import DESTINATIONS_HEADER
 from processors.procstat import open_files, proc_rss_mb
-from processors.router.bench import SIZES, Record, produce, run_contender, with_destinations
+from processors.router.bench import (
+    SIZES,
+    Record,
+    Run,
+    produce,
+    run_contender,
+    with_destinations,
+)
 
 REGIONS = ("north", "south", "east", "west", "centre")
 WARM_UP = b"boxbus bench scale: a partition's first write, before the measured runs"
@@ -196,7 +203,7 @@ async def metadata_seconds(kafka: KafkaAccess, topics: list[str]) -> float:
 async def measure(settings: Settings, kafka: KafkaAccess, *, size: int, events: int,
                   inbox_events: int, partitions: int, server_dsn: str, serde_for: Callable[
                       [Settings], EventSerde], broker_pid: int | None, timeout: float,
-                  progress: Callable[[str], None]) -> dict[str, Any]:
+                  progress: Callable[[str], None], rounds: int = 1) -> dict[str, Any]:
     ns = f"sc{uuid.uuid4().hex[:5]}n{size}"
     with tempfile.TemporaryDirectory(prefix="boxbus-scale-") as keys:
         # The boxes' passwords and signing keys go to a folder of the run's own, not among
@@ -205,13 +212,14 @@ async def measure(settings: Settings, kafka: KafkaAccess, *, size: int, events: 
         return await _measure(run, kafka, size=size, events=events, inbox_events=inbox_events,
                               partitions=partitions, server_dsn=server_dsn,
                               serde_for=serde_for, broker_pid=broker_pid, timeout=timeout,
-                              progress=progress)
+                              progress=progress, rounds=rounds)
 
 
 async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
                    inbox_events: int, partitions: int, server_dsn: str,
                    serde_for: Callable[[Settings], EventSerde], broker_pid: int | None,
-                   timeout: float, progress: Callable[[str], None]) -> dict[str, Any]:
+                   timeout: float, progress: Callable[[str], None], rounds: int = 1
+                   ) -> dict[str, Any]:
     ns = run.topic_namespace
     topology = scale_topology(ns, size, partitions)
     figures: dict[str, Any] = {"boxes": size, "namespace": ns}
@@ -260,21 +268,36 @@ async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
                  "topics ...")
         figures["warm_up_seconds"] = round(await warm_up(
             kafka, {t: partitions_of[t] for t in outputs}), 2)
-        progress(f"{size} boxes: raw aiokafka over the {events} records (the floor) ...")
-        raw = await run_contender("raw_aiokafka", [
-            sys.executable, "-m", "processors.peers.raw_forward",
-            *(a for s in sources for a in ("--source", s)), "--bootstrap", kafka.bootstrap,
-            "--count", str(events), "--timeout", str(timeout),
-            "--group", f"{ns}.bench.raw"], broker_pid, timeout, kafka)
-        progress(f"{size} boxes: the router over the {events} records ...")
-        router = await run_contender("router", [
-            sys.executable, "-m", "processors.router.bench_run", "--namespace", ns,
-            "--bootstrap", kafka.bootstrap, "--count", str(events), "--timeout", str(timeout),
-            "--group", f"{ns}.bench.router"], broker_pid, timeout, kafka)
-        for contender in (raw, router):
-            if contender.error:
-                raise RuntimeError(f"{contender.name} did not forward the {events} records: "
-                                   f"{contender.error}")
+        # Each contender reads the same records again in each round (a group of its own);
+        # the best round counts, every round's rate is kept (the machine is noisy).
+        best: dict[str, Run] = {}
+        every: dict[str, list[float]] = {"raw_aiokafka": [], "router": []}
+        for round_no in range(1, rounds + 1):
+            progress(f"{size} boxes, round {round_no}/{rounds}: raw aiokafka over the "
+                     f"{events} records (the floor) ...")
+            raw = await run_contender("raw_aiokafka", [
+                sys.executable, "-m", "processors.peers.raw_forward",
+                *(a for s in sources for a in ("--source", s)), "--bootstrap", kafka.bootstrap,
+                "--count", str(events), "--timeout", str(timeout),
+                "--group", f"{ns}.bench.raw{round_no}"], broker_pid, timeout, kafka)
+            progress(f"{size} boxes, round {round_no}/{rounds}: the router over the {events} "
+                     "records ...")
+            router = await run_contender("router", [
+                sys.executable, "-m", "processors.router.bench_run", "--namespace", ns,
+                "--bootstrap", kafka.bootstrap, "--count", str(events), "--timeout",
+                str(timeout), "--group", f"{ns}.bench.router{round_no}"], broker_pid, timeout,
+                kafka)
+            for contender in (raw, router):
+                if contender.error:
+                    raise RuntimeError(f"{contender.name} did not forward the {events} "
+                                       f"records: {contender.error}")
+                every[contender.name].append(contender.events_per_s)
+                if (contender.name not in best
+                        or contender.events_per_s > best[contender.name].events_per_s):
+                    best[contender.name] = contender
+        raw, router = best["raw_aiokafka"], best["router"]
+        figures |= {"raw_aiokafka_rounds": every["raw_aiokafka"],
+                    "router_rounds": every["router"]}
         figures |= {
             "raw_aiokafka_events_per_s": raw.events_per_s,
             "raw_aiokafka_cpu_seconds": raw.cpu_seconds,
@@ -303,13 +326,15 @@ async def _measure(run: Settings, kafka: KafkaAccess, *, size: int, events: int,
 async def bench_scale(settings: Settings, kafka: KafkaAccess, *, sizes: list[int], events: int,
                       inbox_events: int, partitions: int, server_dsn: str,
                       serde_for: Callable[[Settings], EventSerde], broker_pid: int | None,
-                      timeout: float, progress: Callable[[str], None]) -> dict[str, Any]:
+                      timeout: float, progress: Callable[[str], None], rounds: int = 2
+                      ) -> dict[str, Any]:
     runs = []
     for size in sizes:
         runs.append(await measure(settings, kafka, size=size, events=events,
                                   inbox_events=inbox_events, partitions=partitions,
                                   server_dsn=server_dsn, serde_for=serde_for,
-                                  broker_pid=broker_pid, timeout=timeout, progress=progress))
+                                  broker_pid=broker_pid, timeout=timeout, progress=progress,
+                                  rounds=rounds))
     first = runs[0]
 
     def flat(key: str) -> float | None:
@@ -318,7 +343,7 @@ async def bench_scale(settings: Settings, kafka: KafkaAccess, *, sizes: list[int
 
     return {
         "events": events, "inbox_events": inbox_events, "partitions_per_box_topic": partitions,
-        "sizes": runs,
+        "rounds": rounds, "sizes": runs,
         # The slowest size's rate over the fastest's: 1.0 is perfectly flat (goal >= 0.8).
         "router_flatness": flat("router_events_per_s"),
         "raw_aiokafka_flatness": flat("raw_aiokafka_events_per_s"),

@@ -66,6 +66,8 @@ def test_bench_scale_measures_each_size_and_leaves_nothing_behind(
         assert size["router_events_per_s"] > 0 and size["raw_aiokafka_events_per_s"] > 0
         assert size["inbox_events_per_s"] > 0 and size["apply_seconds"] > 0
         assert size["warm_up_seconds"] > 0
+        assert len(size["router_rounds"]) == len(size["raw_aiokafka_rounds"]) == 2
+        assert size["router_events_per_s"] == max(size["router_rounds"])
         assert size["router_ingress_topics"] == size["boxes"] + 1
     assert 0 < figures["router_flatness"] <= 1
     left = asyncio.run(list_topics(kafka))
