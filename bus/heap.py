@@ -22,8 +22,11 @@ and moved it to an older generation, where the next collections walked it again:
 event, 15-25 % of an inbox's checks (a microbenchmark of decode and validate with two
 batches alive), and 12 % more events/s in ``boxbus bench outbox --only inbox``. With
 100,000 the batch in hand never starts a collection; cycles (an exception and its
-traceback, a finished task) are still collected, after more of them pile up: a few
-megabytes at most, and a collection walks only the young objects still alive.
+traceback, a finished task) are still collected, after more of them pile up. The threshold
+counts container objects, not bytes: a cycle that holds large values (a traceback's frames
+with a fetch's records) keeps them until the next young collection. A collection walks only
+the young objects still alive. It is set for the whole process (a test or a benchmark that
+runs a service in its own process gets it too).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def run(
         help="Consumer group (default <namespace>.router); instances of one group share "
         "the region partitions.")] = None,
     max_records: Annotated[int, typer.Option(
-        help="Records per round (one send and one commit per round).", min=1)] = 5000,
+        help="Records per round (one send and one commit per round); up to four times "
+        "this when many boxes are busy.", min=1)] = 5000,
     progress_every: Annotated[float, typer.Option(
         help="Seconds between progress lines in the log.", min=0.1)] = 10.0,
     metrics_port: MetricsOpt = None,

@@ -424,7 +424,12 @@ class Inbox:
         set_back: dict[TopicPartition, int] = {}
         assigned = self._consumer.assignment()
         for part in [p for p in parts if p.tp not in assigned]:
-            self.state.set_back(part.tp)  # revoked since the check: its next owner applies it
+            # Revoked since the check: its next owner applies it. Reported as set back too:
+            # should the partition come back to this inbox before the main loop looks, the
+            # records of the fetch checked meanwhile follow this part and must not be applied
+            # past it (seeking an unassigned partition is a no-op).
+            self.state.set_back(part.tp)
+            set_back[part.tp] = part.first_offset
         parts = [p for p in parts if p.tp in assigned]
         while parts:
             try:

@@ -19,8 +19,10 @@ the outputs go out in fewer, larger batches (at 2,000 busy boxes a round of 20,0
 the same records 20 % faster than rounds of 5,000 in ``boxbus bench scale``), and each busy
 box's turn comes sooner. With few boxes busy a round stays at the budget, and its latency.
 
-The buffers hold at most two rounds' worth of records (decoded records take several times the
-room of the fetched bytes). A partition whose buffer is not empty is paused: the consumer fetches
+The buffers hold at most two rounds' worth of records, of the round's size at the time:
+``2 * GROWTH * budget`` (40,000 records at the router's default of 5,000) when many boxes are
+busy, twice the budget otherwise (decoded records take several times the room of the fetched
+bytes). A partition whose buffer is not empty is paused: the consumer fetches
 nothing more for it and drops the rest of its last fetch, so the next ``getmany`` reaches the
 partitions behind it. Its position stays at the first record it has not handed to the router,
 and that is where it reads again once its buffer is drained and it is resumed (the next fetch
@@ -142,9 +144,10 @@ class FairIntake:
         demands: dict[str, int] = {}
         for tp, records in self._waiting.items():
             demands[tp.topic] = demands.get(tp.topic, 0) + len(records)
-        busy = sum(1 for d in demands.values() if d > QUIET_AT_MOST)
-        self.round_budget = budget = min(max(self.budget, busy * QUANTUM),
-                                         GROWTH * self.budget)
+        # What one slice of every box waiting would take: the quiet ones whole, the busy
+        # ones QUANTUM each (or what they have, if less).
+        need = sum(min(d, QUANTUM) if d > QUIET_AT_MOST else d for d in demands.values())
+        self.round_budget = budget = min(max(self.budget, need), GROWTH * self.budget)
         chosen, self._turns = in_round(demands, budget, self._turns)
         shares = fair_shares({tp: len(r) for tp, r in self._waiting.items()
                               if tp.topic in chosen}, budget)

@@ -5,9 +5,10 @@ event's source, and is the only writer of the region topics and the inboxes.
 
 One round:
 
-1. take up to about ``max_records`` records from the assigned ingress partitions, split fairly
-   between the boxes that have some waiting (:mod:`processors.router.fairness`: one box's
-   backlog never holds back another box's events for more than a round);
+1. take up to about ``max_records`` records from the assigned ingress partitions (up to four
+   times that when many boxes are busy), split fairly between the boxes that have some
+   waiting (:mod:`processors.router.fairness`: one box's backlog never holds back another
+   box's events for more than a round);
 2. for each, read the envelope headers (never the Avro body) and ask the routing table
    (:mod:`processors.router.table`), given the topic's owner, for the decision: an event that
    claims another source or region than its owner's is quarantined as ``forged-source``;
