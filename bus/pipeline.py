@@ -50,7 +50,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 Check = Callable[[KafkaRecord], Awaitable["T | None"]]
-
 DeadLetterSink = Callable[[KafkaRecord, BadEvent], Awaitable[None]]
 
 YIELD_EVERY = 32

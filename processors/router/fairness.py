@@ -13,11 +13,12 @@ Busy boxes are all in the round while it has room for a fair slice (``QUANTUM`` 
 each; beyond that they take turns, the one served longest ago first, so that a round never
 spreads into thousands of one-record batches (see ``in_round``).
 
-When more boxes are busy than a round holds a ``QUANTUM`` of, the round grows, up to
-``GROWTH`` times the budget: a round's records then reach more of each output partition, so
-the outputs go out in fewer, larger batches (at 2,000 busy boxes a round of 20,000 routed
-the same records 20 % faster than rounds of 5,000 in ``boxbus bench scale``), and each busy
-box's turn comes sooner. With few boxes busy a round stays at the budget, and its latency.
+When a slice of every box waiting does not fit in the budget, the round grows to what the
+slices take, up to ``GROWTH`` times the budget: a round's records then reach more of each
+output partition, so the outputs go out in fewer, larger batches (2,000 busy boxes' records
+went out 20 % faster in rounds of 20,000 than of 5,000, alternating on one warm network of
+``boxbus bench scale``), and each busy box's turn comes sooner. With few boxes busy a round
+stays at the budget, and so does its latency.
 
 The buffers hold at most two rounds' worth of records, of the round's size at the time:
 ``2 * GROWTH * budget`` (40,000 records at the router's default of 5,000) when many boxes are
