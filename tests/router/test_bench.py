@@ -72,11 +72,23 @@ def test_bench_scale_measures_each_size_and_leaves_nothing_behind(
     assert 0 < figures["router_flatness"] <= 1
     left = asyncio.run(list_topics(kafka))
     assert not [t for t in left if t.startswith((small["namespace"], large["namespace"]))]
+    # The contenders' and the inbox's consumer groups went too.
+    assert not [g for g in asyncio.run(consumer_groups(kafka))
+                if g.startswith((small["namespace"], large["namespace"]))]
     users = asyncio.run(ClusterSecurity(kafka).users())
     grants = asyncio.run(ClusterSecurity(kafka).grants())
     for ns in (small["namespace"], large["namespace"]):  # logins and ACLs went too
         assert not [u for u in users if principals.of_namespace(ns, u)]
         assert not [g for g in grants if principals.of_namespace(ns, g.user)]
+
+
+async def consumer_groups(kafka: KafkaAccess) -> list[str]:
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        return [g[0] for g in await admin.list_consumer_groups()]
+    finally:
+        await admin.close()
 
 
 async def test_warm_up_writes_one_record_into_every_partition(kafka: KafkaAccess) -> None:
